@@ -1,0 +1,206 @@
+"""Reference interpreter: runs a Program on tensors, one parameter tensor at a time.
+
+It is the semantic definition the compiled optimizers are tested against, and
+the update used by the vectorized evaluator, where K model copies are stacked
+along ``batch_dims`` leading dimensions: reductions and matrix primitives then
+act per copy, and any scalar input may be a tensor of shape ``[K]`` (one value
+per copy, e.g. a learning-rate sweep).
+
+Scalars that depend only on numbers are numpy float64, so 1/0, log(-1) and
+overflow give inf/nan like tensors do instead of raising.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, ROW_EPS
+from .program import BinOp, Call, Expr, Name, Neg, Num, Program
+
+Value = "torch.Tensor | np.float64"
+
+
+def _is_t(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _lift(x):
+    """numpy scalars as plain floats next to tensors."""
+    return float(x) if isinstance(x, np.floating) else x
+
+
+def binop(op: str, a, b):
+    if not (_is_t(a) or _is_t(b)):
+        with np.errstate(all="ignore"):
+            a, b = np.float64(a), np.float64(b)
+            return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide,
+                    "**": np.power}[op](a, b)
+    a, b = _lift(a), _lift(b)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return a / b
+    if not _is_t(a):  # scalar ** tensor
+        return torch.pow(torch.as_tensor(a, dtype=b.dtype, device=b.device), b)
+    return torch.pow(a, b)
+
+
+def _reduce_dims(x: torch.Tensor, batch_dims: int) -> tuple[int, ...]:
+    return tuple(range(batch_dims, x.dim()))
+
+
+def _matrix_view(x: torch.Tensor, batch_dims: int) -> torch.Tensor | None:
+    """x as (*batch, shape[0], rest), or None when the parameter is < 2-D."""
+    if x.dim() - batch_dims < 2:
+        return None
+    return x.reshape(*x.shape[:batch_dims], x.shape[batch_dims], -1)
+
+
+def newton_schulz(x: torch.Tensor) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration on a batch of matrices (..., r, c)."""
+    a, b, c = NS_COEFFS
+    X = x / (torch.linalg.matrix_norm(x, keepdim=True) + NORM_EPS)
+    transposed = X.shape[-2] > X.shape[-1]
+    if transposed:
+        X = X.mT
+    for _ in range(NS_STEPS):
+        A = X @ X.mT
+        B = b * A + c * (A @ A)
+        X = a * X + B @ X
+    return X.mT if transposed else X
+
+
+def call(fn: str, args: list, batch_dims: int = 0):
+    if not any(_is_t(a) for a in args):  # pure scalar function
+        with np.errstate(all="ignore"):
+            x = np.float64(args[0])
+            if fn == "sign":
+                return np.sign(x)
+            if fn in ("abs", "norm", "rms"):
+                return np.abs(x)
+            if fn == "mean":
+                return x
+            if fn == "sqrt":
+                return np.sqrt(x)
+            if fn == "square":
+                return x * x
+            if fn == "exp":
+                return np.exp(x)
+            if fn == "log":
+                return np.log(x)
+            if fn == "tanh":
+                return np.tanh(x)
+            y = np.float64(args[1]) if len(args) > 1 else None
+            if fn == "clip":
+                return np.minimum(np.maximum(x, -y), y)
+            if fn == "maximum":
+                return np.maximum(x, y)
+            if fn == "minimum":
+                return np.minimum(x, y)
+            if fn == "interp":
+                a = np.float64(args[2])
+                return (1 - a) * x + a * y
+            raise ValueError(f"{fn}() needs a tensor argument")
+    args = [_lift(a) for a in args]
+    ref = next(a for a in args if _is_t(a))
+    x = args[0] if _is_t(args[0]) else torch.full_like(ref, args[0])
+    if fn == "sign":
+        return torch.sign(x)
+    if fn == "abs":
+        return torch.abs(x)
+    if fn == "sqrt":
+        return torch.sqrt(x)
+    if fn == "square":
+        return x * x
+    if fn == "exp":
+        return torch.exp(x)
+    if fn == "log":
+        return torch.log(x)
+    if fn == "tanh":
+        return torch.tanh(x)
+    if fn == "clip":
+        c = args[1]
+        if _is_t(c):
+            return torch.minimum(torch.maximum(x, -c), c)
+        return torch.clamp(x, -c, c)
+    if fn in ("maximum", "minimum"):
+        y = args[1] if _is_t(args[1]) else torch.full_like(x, args[1])
+        return torch.maximum(x, y) if fn == "maximum" else torch.minimum(x, y)
+    if fn == "interp":
+        y, a = args[1], args[2]
+        return (1 - a) * x + a * y
+    dims = _reduce_dims(x, batch_dims)
+    if fn == "norm":
+        return torch.linalg.vector_norm(x, dim=dims, keepdim=True) if dims else x.abs()
+    if fn == "rms":
+        return x.square().mean(dim=dims, keepdim=True).sqrt() if dims else x.abs()
+    if fn == "mean":
+        return x.mean(dim=dims, keepdim=True) if dims else x
+    m = _matrix_view(x, batch_dims)
+    if m is None:
+        return x
+    if fn == "orthogonalize":
+        return newton_schulz(m).reshape(x.shape)
+    if fn == "row_normalize":
+        return (m / torch.linalg.vector_norm(m, dim=-1, keepdim=True).clamp_min(ROW_EPS)).reshape(x.shape)
+    if fn == "col_normalize":
+        return (m / torch.linalg.vector_norm(m, dim=-2, keepdim=True).clamp_min(ROW_EPS)).reshape(x.shape)
+    raise ValueError(f"unknown function {fn}")
+
+
+def eval_expr(e: Expr, env: Mapping, batch_dims: int = 0):
+    if isinstance(e, Num):
+        return np.float64(e.value)
+    if isinstance(e, Name):
+        return env[e.id]
+    if isinstance(e, Neg):
+        v = eval_expr(e.operand, env, batch_dims)
+        return -v
+    if isinstance(e, BinOp):
+        return binop(e.op, eval_expr(e.left, env, batch_dims), eval_expr(e.right, env, batch_dims))
+    if isinstance(e, Call):
+        return call(e.fn, [eval_expr(a, env, batch_dims) for a in e.args], batch_dims)
+    raise TypeError(type(e))
+
+
+def _per_copy(x, w: torch.Tensor, batch_dims: int):
+    """A per-copy scalar input ([K] tensor) reshaped to broadcast against w."""
+    if _is_t(x) and batch_dims and x.dim() >= 1 and x.dim() < w.dim():
+        return x.to(w.dtype).reshape(*x.shape, *([1] * (w.dim() - x.dim())))
+    if _is_t(x):
+        return x.to(w.dtype)
+    return np.float64(x)
+
+
+def run_rule(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mapping[str, torch.Tensor],
+             lr=1e-3, wd=0.0, step: int = 1, hyper: Mapping[str, float] | None = None,
+             batch_dims: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One update of one parameter tensor; returns (new w, new state). Inputs are not modified.
+
+    ``state`` maps each state name to a tensor shaped like w (missing ones are zero).
+    ``hyper`` overrides the program's default hyperparameters.
+    """
+    env: dict = {"w": w, "g": g, "step": np.float64(step)}
+    env["lr"] = _per_copy(lr, w, batch_dims)
+    env["wd"] = _per_copy(wd, w, batch_dims)
+    hp = dict(program.hyperparams)
+    hp.update(hyper or {})
+    for k, v in hp.items():
+        env[k] = _per_copy(v, w, batch_dims)
+    for s in program.state_names:
+        env[s] = state[s] if s in state else torch.zeros_like(w)
+    for st in program.body:
+        env[st.target] = eval_expr(st.value, env, batch_dims)
+    outs = []
+    for nm in program.returns:
+        v = env[nm]
+        if not _is_t(v) or v.shape != w.shape:
+            v = torch.broadcast_to(torch.as_tensor(_lift(v), dtype=w.dtype, device=w.device), w.shape).clone()
+        outs.append(v.to(w.dtype))
+    return outs[0], dict(zip(program.state_names, outs[1:]))

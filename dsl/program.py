@@ -1,0 +1,193 @@
+"""The program AST: small, immutable, hashable; ``Program.source()`` prints canonical text.
+
+Canonical text parses back to an equal ``Program`` (line numbers are not part of
+equality). Negative literals are folded into ``Num`` by the parser, so the printer
+parenthesizes a negative ``Num`` exactly like a unary minus.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+from .primitives import RESERVED, SCALAR_INPUTS
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / **
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+
+
+@dataclass(frozen=True)
+class Call:
+    fn: str
+    args: tuple["Expr", ...]
+
+
+Expr = Union[Num, Name, BinOp, Neg, Call]
+
+
+@dataclass(frozen=True)
+class Assign:
+    target: str
+    value: Expr
+    line: int = field(default=0, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    default: float | None = None  # a number => hyperparameter
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    args: tuple[Arg, ...]
+    body: tuple[Assign, ...]
+    returns: tuple[str, ...]
+
+    # -- signature views -------------------------------------------------
+    @property
+    def arg_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """State tensors, in signature order (zero-initialized, shaped like w)."""
+        return tuple(a.name for a in self.args if a.default is None and a.name not in RESERVED)
+
+    @property
+    def hyperparams(self) -> dict[str, float]:
+        return {a.name: a.default for a in self.args if a.default is not None}
+
+    @property
+    def scalar_inputs(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.args if a.name in SCALAR_INPUTS or a.default is not None)
+
+    def size(self) -> int:
+        """Number of expression nodes in the body (the 'program size' objective)."""
+        return sum(count_nodes(s.value) for s in self.body)
+
+    def replace(self, **changes) -> "Program":
+        from dataclasses import replace as _replace
+        return _replace(self, **changes)
+
+    # -- printing -------------------------------------------------------
+    def source(self) -> str:
+        sig = []
+        for a in self.args:
+            sig.append(a.name if a.default is None else f"{a.name}={format_number(a.default)}")
+        lines = [f"def {self.name}({', '.join(sig)}):"]
+        for s in self.body:
+            lines.append(f"    {s.target} = {format_expr(s.value)}")
+        lines.append(f"    return {', '.join(self.returns)}")
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        return self.source()
+
+
+# -- expression utilities -----------------------------------------------------
+
+def walk(e: Expr) -> Iterator[Expr]:
+    """Pre-order traversal of an expression."""
+    yield e
+    if isinstance(e, BinOp):
+        yield from walk(e.left)
+        yield from walk(e.right)
+    elif isinstance(e, Neg):
+        yield from walk(e.operand)
+    elif isinstance(e, Call):
+        for a in e.args:
+            yield from walk(a)
+
+
+def names_in(e: Expr) -> set[str]:
+    return {n.id for n in walk(e) if isinstance(n, Name)}
+
+
+def count_nodes(e: Expr) -> int:
+    return sum(1 for _ in walk(e))
+
+
+def depth(e: Expr) -> int:
+    if isinstance(e, BinOp):
+        return 1 + max(depth(e.left), depth(e.right))
+    if isinstance(e, Neg):
+        return 1 + depth(e.operand)
+    if isinstance(e, Call):
+        return 1 + max((depth(a) for a in e.args), default=0)
+    return 1
+
+
+def substitute(e: Expr, mapping: dict[str, Expr]) -> Expr:
+    """Replace names by expressions (used by inlining and renaming)."""
+    if isinstance(e, Name):
+        return mapping.get(e.id, e)
+    if isinstance(e, BinOp):
+        return BinOp(e.op, substitute(e.left, mapping), substitute(e.right, mapping))
+    if isinstance(e, Neg):
+        return Neg(substitute(e.operand, mapping))
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(substitute(a, mapping) for a in e.args))
+    return e
+
+
+# -- canonical printing ---------------------------------------------------------
+
+def format_number(v: float) -> str:
+    if v == int(v) and abs(v) < 1e15 and not (v == 0 and str(v).startswith("-")):
+        return str(int(v))
+    return repr(float(v))
+
+
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "**": 4}
+
+
+def _prec(e: Expr) -> int:
+    if isinstance(e, BinOp):
+        return _PREC[e.op]
+    if isinstance(e, Neg) or (isinstance(e, Num) and (e.value < 0 or str(e.value).startswith("-"))):
+        return 3
+    return 5
+
+
+def _wrap(e: Expr, parens: bool) -> str:
+    s = format_expr(e)
+    return f"({s})" if parens else s
+
+
+def format_expr(e: Expr) -> str:
+    if isinstance(e, Num):
+        return format_number(e.value)
+    if isinstance(e, Name):
+        return e.id
+    if isinstance(e, Neg):
+        return "-" + _wrap(e.operand, _prec(e.operand) <= 3)
+    if isinstance(e, Call):
+        return f"{e.fn}({', '.join(format_expr(a) for a in e.args)})"
+    p = _PREC[e.op]
+    if e.op == "**":
+        left = _wrap(e.left, _prec(e.left) <= 4)
+        right = _wrap(e.right, _prec(e.right) < 4)
+    else:
+        left = _wrap(e.left, _prec(e.left) < p)
+        right = _wrap(e.right, _prec(e.right) <= p)
+    return f"{left} {e.op} {right}"

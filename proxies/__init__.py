@@ -1,0 +1,1 @@
+"""Proxy tasks: small seeded training tasks for update rules, and prompt tasks."""

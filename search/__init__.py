@@ -1,0 +1,1 @@
+"""Search: the evolutionary engine, mutation operators, LLM backends, campaigns, run store, CLI."""
