@@ -1,0 +1,499 @@
+"""Where evaluations run: in process, in a local process pool, or on Ray.
+
+One small interface, ``Executor.map(fn, items, timeout_s) -> list[Outcome]``:
+``fn`` is a picklable module-level function, each item one unit of work, and
+every item gets an :class:`Outcome` (a value, or an error / timeout with a
+reason), in order. A failing item never stops the batch.
+
+Time limits are enforced by killing the worker *process* that runs the item
+(never a thread: a thread stuck in a torch kernel cannot be stopped). The
+standard library's ``concurrent.futures.ProcessPoolExecutor`` cannot kill one
+stuck task without breaking the whole pool, so :class:`ProcessPoolExecutor`
+here is a small pool written over ``multiprocessing`` pipes: one duplex pipe
+per worker, one item in flight per worker, and ``connection.wait`` over the
+pipes and the process sentinels. A worker past its deadline is SIGKILLed and
+replaced; a worker that dies on its own (segfault, ``os._exit``, the OOM
+killer) is reported as an error for the item it held and replaced too.
+"""
+from __future__ import annotations
+
+import abc
+import os
+import pickle
+import signal
+import time
+import traceback
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
+from typing import Any, Callable, Literal, Sequence
+
+OutcomeStatus = Literal["ok", "error", "timeout"]
+
+
+@dataclass
+class Outcome:
+    """What became of one item: ``value`` when ``status == "ok"``, else a ``reason``."""
+    status: OutcomeStatus
+    value: Any = None
+    reason: str = ""
+    seconds: float = 0.0
+    worker: int | None = None        # pid of the process that ran it (None: this process / unknown)
+    traceback: str = ""              # full traceback text for errors raised by fn
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``workers`` processes so that workers x threads <= cores."""
+    cores = cores or available_cores()
+    return max(1, cores // max(1, workers))
+
+
+def set_torch_threads(n: int) -> None:
+    """Pin torch (and the OpenMP/MKL pools it uses) to ``n`` threads in this process."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return
+    torch.set_num_threads(n)
+
+
+def _error_reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class Executor(abc.ABC):
+    """Runs ``fn`` over items; every item gets an Outcome, in order. Usable as a context manager."""
+
+    name: str = "executor"
+    #: How many items run at once (the evaluator uses it to decide how finely to split work).
+    parallelism: int = 1
+
+    @abc.abstractmethod
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any],
+            timeout_s: float | None = None) -> list[Outcome]:
+        """Run ``fn(item)`` for each item; ``timeout_s`` limits each item separately."""
+
+    def close(self) -> None:
+        """Release workers / connections. Idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------
+# In process
+# ---------------------------------------------------------------------------
+
+class InProcessExecutor(Executor):
+    """Runs items one after another in this process: for tests and debugging (pdb works).
+
+    Time limits cannot be enforced without a separate process; an item that ran
+    past ``timeout_s`` keeps its value, and the overrun is noted in ``reason``.
+    """
+
+    name = "inprocess"
+    parallelism = 1
+
+    def __init__(self, threads: int | None = None):
+        if threads:
+            set_torch_threads(threads)
+
+    def map(self, fn, items, timeout_s=None):
+        out = []
+        for item in items:
+            t0 = time.perf_counter()
+            try:
+                value = fn(item)
+            except Exception as e:  # noqa: BLE001 - one bad item never stops the batch
+                out.append(Outcome("error", reason=_error_reason(e), seconds=time.perf_counter() - t0,
+                                   traceback=traceback.format_exc()))
+                continue
+            dt = time.perf_counter() - t0
+            note = ""
+            if timeout_s is not None and dt > timeout_s:
+                note = (f"ran {dt:.1f}s, past its {timeout_s:g}s time limit (not enforced by the "
+                        "in-process executor; use the process pool to enforce it)")
+            out.append(Outcome("ok", value=value, reason=note, seconds=dt))
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Local process pool
+# ---------------------------------------------------------------------------
+
+def _worker_main(conn, threads: int) -> None:
+    """Worker loop: receive (index, pickled (fn, item)), reply ("ok"|"err", index, payload, seconds)."""
+    # Never let the worker take the parent's Ctrl-C: the parent decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_torch_threads(threads)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if msg is None:
+            return
+        idx, blob = msg
+        t0 = time.perf_counter()
+        try:
+            fn, item = pickle.loads(blob)
+            reply = ("ok", idx, fn(item), time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001
+            reply = ("err", idx, (_error_reason(e), traceback.format_exc()), time.perf_counter() - t0)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, EOFError, OSError):
+            return
+        except Exception as e:  # noqa: BLE001 - e.g. an unpicklable return value
+            conn.send(("err", idx, (f"the result could not be sent back to the parent: "
+                                    f"{_error_reason(e)}", ""), reply[3]))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exited (status unknown)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (killed from outside, e.g. by the out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+class _Worker:
+    __slots__ = ("proc", "conn", "idx", "started", "deadline")
+
+    def __init__(self, proc, conn):
+        self.proc = proc
+        self.conn = conn
+        self.idx: int | None = None
+        self.started = 0.0
+        self.deadline: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+
+def _default_context() -> str:
+    import multiprocessing as mp
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+class ProcessPoolExecutor(Executor):
+    """A pool of worker processes that can kill a single stuck item (see the module docstring).
+
+    ``workers`` defaults to all available cores; each worker runs torch with
+    ``cores // workers`` threads. Workers are started on first use and reused
+    across ``map`` calls; a killed or dead worker is replaced at once.
+    ``context`` is ``"forkserver"`` (default on Linux: replacements start in
+    milliseconds because torch is preloaded in the fork server) or ``"spawn"``.
+    """
+
+    name = "pool"
+
+    def __init__(self, workers: int | None = None, threads: int | None = None,
+                 context: str | None = None, preload: Sequence[str] = ("torch", "numpy")):
+        import multiprocessing as mp
+        self.workers = max(1, workers or available_cores())
+        self.parallelism = self.workers
+        self.threads = threads or threads_per_worker(self.workers)
+        ctx_name = context or _default_context()
+        self._ctx = mp.get_context(ctx_name)
+        if ctx_name == "forkserver" and preload:
+            # Only effective before the (process-wide) fork server starts.
+            self._ctx.set_forkserver_preload(list(preload))
+        self._pool: list[_Worker] = []
+        self._closed = False
+        self.killed: list[int] = []      # pids killed for overrunning their time limit (for inspection)
+        # Runs on close(), on garbage collection, or at interpreter exit, whichever comes first.
+        self._finalizer = weakref.finalize(self, ProcessPoolExecutor._shutdown, self._pool)
+
+    # -- worker management -------------------------------------------------
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.threads), daemon=True,
+                                 name="optforge-eval-worker")
+        proc.start()
+        child.close()
+        return _Worker(proc, parent)
+
+    def _ensure_started(self) -> None:
+        if self._closed:
+            raise RuntimeError("this ProcessPoolExecutor is closed; create a new one")
+        while len(self._pool) < self.workers:
+            self._pool.append(self._spawn())
+
+    def _replace(self, w: _Worker, kill: bool) -> None:
+        if kill and w.proc.is_alive():
+            w.proc.kill()
+        w.proc.join(timeout=10)
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+        i = self._pool.index(w)
+        self._pool[i] = self._spawn()
+
+    @property
+    def pids(self) -> list[int]:
+        """Pids of the current workers (started on first use)."""
+        return [w.pid for w in self._pool]
+
+    @staticmethod
+    def _shutdown(pool: list[_Worker]) -> None:
+        for w in pool:
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 2.0
+        for w in pool:
+            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5)
+            try:
+                w.conn.close()
+            except OSError:
+                pass
+        pool.clear()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    # -- the map loop ------------------------------------------------------
+    def map(self, fn, items, timeout_s=None):
+        self._ensure_started()
+        n = len(items)
+        out: list[Outcome | None] = [None] * n
+        pending: deque[int] = deque(range(n))
+        blobs: dict[int, bytes] = {}
+        for i, item in enumerate(items):
+            try:
+                blobs[i] = pickle.dumps((fn, item), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as e:  # noqa: BLE001
+                out[i] = Outcome("error", reason=f"could not send the item to a worker: {_error_reason(e)}")
+        pending = deque(i for i in pending if out[i] is None)
+        dispatch_failures: dict[int, int] = {}
+
+        while pending or any(w.idx is not None for w in self._pool):
+            # 1. hand items to idle workers
+            for w in self._pool:
+                if w.idx is None and pending:
+                    i = pending.popleft()
+                    try:
+                        w.conn.send((i, blobs[i]))
+                    except (OSError, ValueError) as e:
+                        # The worker died while idle: not the item's fault; retry on a fresh worker.
+                        dispatch_failures[i] = dispatch_failures.get(i, 0) + 1
+                        if dispatch_failures[i] > 2:
+                            out[i] = Outcome("error", reason=f"could not reach a worker process: {e}")
+                        else:
+                            pending.appendleft(i)
+                        self._replace(w, kill=True)
+                        continue
+                    w.idx, w.started = i, time.monotonic()
+                    w.deadline = None if timeout_s is None else w.started + timeout_s
+            busy = [w for w in self._pool if w.idx is not None]
+            if not busy:
+                continue
+            # 2. wait for a reply, a death, or the nearest deadline
+            deadlines = [w.deadline for w in busy if w.deadline is not None]
+            wait_for = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+            handles = [w.conn for w in busy] + [w.proc.sentinel for w in busy]
+            ready = set(mp_connection.wait(handles, timeout=wait_for))
+            now = time.monotonic()
+            # 3. collect
+            for w in busy:
+                i = w.idx
+                if w.conn in ready or w.proc.sentinel in ready:
+                    msg = None
+                    if w.conn.poll():
+                        try:
+                            msg = w.conn.recv()
+                        except (EOFError, OSError):
+                            msg = None
+                        except Exception as e:  # noqa: BLE001 - result that cannot be unpickled here
+                            msg = ("err", i, (f"the result could not be read: {_error_reason(e)}", ""),
+                                   now - w.started)
+                    if msg is not None:
+                        kind, _, payload, secs = msg
+                        if kind == "ok":
+                            out[i] = Outcome("ok", value=payload, seconds=secs, worker=w.pid)
+                        else:
+                            out[i] = Outcome("error", reason=payload[0], traceback=payload[1],
+                                             seconds=secs, worker=w.pid)
+                        w.idx = None
+                        continue
+                    # No reply and the pipe closed or the process ended: the worker died.
+                    w.proc.join(timeout=5)
+                    out[i] = Outcome("error", seconds=now - w.started, worker=w.pid,
+                                     reason=f"the worker process (pid {w.pid}) "
+                                            f"{_describe_exit(w.proc.exitcode)} while evaluating this "
+                                            "item; no result was produced")
+                    w.idx = None
+                    self._replace(w, kill=True)
+                elif w.deadline is not None and now >= w.deadline:
+                    pid = w.pid
+                    out[i] = Outcome("timeout", seconds=now - w.started, worker=pid,
+                                     reason=f"stopped after {timeout_s:g}s time limit: worker process "
+                                            f"(pid {pid}) killed")
+                    w.idx = None
+                    self.killed.append(pid)
+                    self._replace(w, kill=True)
+        return [o for o in out]  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------
+# Ray
+# ---------------------------------------------------------------------------
+
+def _ray_call(fn, item, threads: int):
+    set_torch_threads(threads)
+    return fn(item)
+
+
+class RayExecutor(Executor):
+    """Runs items as Ray tasks (``pip install 'optforge[ray]'``).
+
+    ``address`` is a cluster address (``"auto"``, ``"ray://host:10001"``, ...);
+    None starts (or reuses) a local Ray instance. Items are submitted no faster
+    than the cluster has CPUs, so a deadline measured from submission is the
+    time the item actually ran; past it the task is cancelled with
+    ``ray.cancel(force=True)``, which kills its worker process. Tasks are never
+    retried: a crashed worker is an error for its item.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None,
+                 threads: int = 1, init_kwargs: dict | None = None):
+        try:
+            import ray  # noqa: F401
+        except ImportError as e:
+            raise ImportError("the Ray executor needs ray: pip install 'optforge[ray]'") from e
+        self.address = address
+        self.num_cpus = num_cpus
+        self.threads = threads
+        self.init_kwargs = dict(init_kwargs or {})
+        self._owns_ray = False
+        self._remote = None
+        self.parallelism = num_cpus or 1
+
+    def _ensure(self):
+        import ray
+        if not ray.is_initialized():
+            kw = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
+            if self.address:
+                ray.init(address=self.address, **kw)
+            else:
+                ray.init(num_cpus=self.num_cpus, **kw)
+            self._owns_ray = True
+        if self._remote is None:
+            self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
+        self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        return ray
+
+    def map(self, fn, items, timeout_s=None):
+        ray = self._ensure()
+        n = len(items)
+        out: list[Outcome | None] = [None] * n
+        pending = deque(range(n))
+        running: dict[Any, tuple[int, float]] = {}   # ref -> (index, start)
+        cap = self.parallelism
+        while pending or running:
+            while pending and len(running) < cap:
+                i = pending.popleft()
+                try:
+                    ref = self._remote.remote(fn, items[i], self.threads)
+                except Exception as e:  # noqa: BLE001 - e.g. unpicklable item
+                    out[i] = Outcome("error", reason=f"could not submit the item to Ray: {_error_reason(e)}")
+                    continue
+                running[ref] = (i, time.monotonic())
+            if not running:
+                continue
+            wait_for = None
+            if timeout_s is not None:
+                first = min(t for _, t in running.values())
+                wait_for = max(0.0, first + timeout_s - time.monotonic())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_for)
+            now = time.monotonic()
+            for ref in ready:
+                i, t0 = running.pop(ref)
+                out[i] = self._collect(ray, ref, now - t0)
+            if timeout_s is not None:
+                for ref, (i, t0) in list(running.items()):
+                    if now - t0 >= timeout_s:
+                        ray.cancel(ref, force=True)
+                        running.pop(ref)
+                        out[i] = Outcome("timeout", seconds=now - t0,
+                                         reason=f"stopped after {timeout_s:g}s time limit: Ray task "
+                                                "cancelled with force=True (its worker process killed)")
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _collect(ray, ref, seconds: float) -> Outcome:
+        from ray import exceptions as rex
+        try:
+            return Outcome("ok", value=ray.get(ref), seconds=seconds)
+        except rex.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if cause is not None:
+                return Outcome("error", reason=_error_reason(cause), seconds=seconds, traceback=str(e))
+            return Outcome("error", reason=str(e).strip().splitlines()[-1], seconds=seconds, traceback=str(e))
+        except (rex.WorkerCrashedError, rex.RayError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return Outcome("error", seconds=seconds,
+                           reason=f"the Ray worker running this item died ({type(e).__name__}: {first})")
+
+    def close(self) -> None:
+        if self._owns_ray:
+            import ray
+            ray.shutdown()
+            self._owns_ray = False
+        self._remote = None
+
+
+# ---------------------------------------------------------------------------
+
+EXECUTORS = ("inprocess", "pool", "ray")
+
+
+def make_executor(name: str = "pool", **kw) -> Executor:
+    """Executor by name: ``inprocess``, ``pool`` (kw: workers, threads, context) or ``ray``
+    (kw: address, num_cpus, threads, init_kwargs)."""
+    if name == "inprocess":
+        return InProcessExecutor(**kw)
+    if name == "pool":
+        return ProcessPoolExecutor(**kw)
+    if name == "ray":
+        return RayExecutor(**kw)
+    raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+__all__ = ["Outcome", "Executor", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
+           "make_executor", "EXECUTORS", "available_cores", "threads_per_worker", "set_torch_threads"]

@@ -1,0 +1,43 @@
+"""Picklable, deliberately misbehaving work functions for testing executors with REAL failures.
+
+They live in the package (not in a test module) so that worker processes can
+import them by name without importing pytest or the tests.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def square(x: float) -> float:
+    """A well-behaved item."""
+    return x * x
+
+
+def pid_of_worker(_: object = None) -> int:
+    """The pid of the process that runs the item."""
+    return os.getpid()
+
+
+def sleep_for(item: tuple[float, str | None]) -> int:
+    """Write this process's pid to ``path`` (if given), then sleep ``seconds``; returns the pid."""
+    seconds, path = item
+    if path:
+        Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def hard_exit(code: int) -> None:
+    """Die without cleanup or exception, as a crashing native extension would."""
+    os._exit(code)
+
+
+def raise_value_error(msg: str) -> None:
+    raise ValueError(msg)
+
+
+def return_unpicklable(_: object = None):
+    """A result that cannot cross a process boundary."""
+    return lambda: None
