@@ -11,7 +11,7 @@ import abc
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 #: The score of every failed candidate (scores are "higher is better").
 WORST_SCORE = -1e9
@@ -33,6 +33,9 @@ class Candidate(BaseModel):
 
 
 class TaskResult(BaseModel):
+    # NaN/inf (a diverged metric) survive a JSON round trip (SQLite caches, run stores).
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
     task: str
     metric: float                 # the task's own metric (e.g. final validation loss)
     metric_name: str = "val_loss"
@@ -47,6 +50,8 @@ class TaskResult(BaseModel):
 
 
 class EvalResult(BaseModel):
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
     key: str                      # cache key: DSL fingerprint (rules) or normalized-text hash (prompts)
     fidelity: str
     score: float = WORST_SCORE
