@@ -1,0 +1,205 @@
+"""PromptEvaluator: scores prompts (candidates of kind "prompt") on one prompt task.
+
+Score = accuracy of the task model on a split, in [0, 1]: the model sees the
+instruction-induction query for each example (greedy decoding, a few tokens,
+stop at the newline) and its reply is matched against the target after
+normalization; classification tasks are scored by the label words'
+log-probabilities instead (argmax over labels). Fidelities, cheap -> expensive:
+
+* ``minibatch`` - a seeded subset of the dev split (screening);
+* ``dev``       - the whole dev split (selection);
+* ``test``      - the held-out test split (reported for the finalists only).
+
+The cache key hashes the whitespace-normalized prompt with the task's data
+fingerprint and every setting that changes a score (task model, decoding,
+minibatch size and seed), so an equal prompt is never scored twice. Failures
+never raise: an empty or overlong prompt is ``invalid``; a task-model error is
+``error`` with the backend's message as the reason (and is not cached, so a
+resumed run retries it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+from typing import Any
+
+from proxies.prompts import Example, PromptTask, format_query
+from search.llm.base import LLM, ChatRequest, Message
+
+from .base import Candidate, EvalResult, Evaluator, Status, TaskResult
+
+PROMPT_FIDELITIES: tuple[str, ...] = ("minibatch", "dev", "test")
+_WS = re.compile(r"\s+")
+
+
+def normalize_prompt(text: str) -> str:
+    """Whitespace collapsed and stripped: prompts equal up to spacing share a cache key."""
+    return _WS.sub(" ", text).strip()
+
+
+class PromptEvaluator(Evaluator):
+    """Accuracy of a task model following a prompt on ``task``.
+
+    Args:
+        task: the prompt task (splits, metric, labels).
+        llm: the task model (any backend); decoding is greedy.
+        llm_id: a string naming the task model in cache keys (e.g. "local:SmolLM2-135M").
+        minibatch_size / minibatch_seed: the screening subset of dev.
+        max_prompt_chars: longer prompts are ``invalid``.
+        baseline: also score the task's initial prompt at each fidelity used and put its accuracy
+            in ``TaskResult.baseline`` (one extra, cached evaluation per fidelity).
+        stop / system: decoding stop strings and an optional system message for the task model.
+    """
+
+    kind = "prompt"
+    fidelities = PROMPT_FIDELITIES
+
+    def __init__(self, task: PromptTask, llm: LLM, *, llm_id: str | None = None, minibatch_size: int = 10,
+                 minibatch_seed: int = 0, max_prompt_chars: int = 800, baseline: bool = True,
+                 stop: list[str] | None = None, system: str | None = None) -> None:
+        if minibatch_size < 1:
+            raise ValueError("minibatch_size must be >= 1")
+        self.task = task
+        self.llm = llm
+        self.llm_id = llm_id or getattr(llm, "name", type(llm).__name__)
+        self.minibatch_size = min(minibatch_size, len(task.dev))
+        self.minibatch_seed = minibatch_seed
+        self.max_prompt_chars = max_prompt_chars
+        self.baseline = baseline
+        self.stop = ["\n"] if stop is None else list(stop)
+        self.system = system
+        idx = list(range(len(task.dev)))
+        random.Random(f"minibatch:{task.name}:{minibatch_seed}").shuffle(idx)
+        self._minibatch_idx = sorted(idx[: self.minibatch_size])
+        self._cache: dict[tuple[str, str], EvalResult] = {}
+        self._settings = json.dumps({
+            "task": task.name, "task_fp": task.fingerprint(), "llm": self.llm_id, "stop": self.stop,
+            "system": system, "max_tokens": task.max_tokens, "metric": task.metric,
+            "minibatch": [self.minibatch_size, minibatch_seed], "template": 1}, sort_keys=True)
+        #: LLM accounting for this evaluator (task-model side).
+        self.calls = 0
+        self.requests = 0
+        self.tokens = 0
+
+    # ----------------------------------------------------------------- interface
+    def key(self, candidate: Candidate) -> str:
+        h = hashlib.sha256(self._settings.encode())
+        h.update(b"\x00" + normalize_prompt(candidate.text).encode())
+        return h.hexdigest()
+
+    def examples(self, fidelity: str) -> tuple[list[int], list[Example]]:
+        """The indices (into the split) and examples scored at ``fidelity``."""
+        if fidelity == "minibatch":
+            return self._minibatch_idx, [self.task.dev[i] for i in self._minibatch_idx]
+        if fidelity in ("dev", "test"):
+            split = self.task.split(fidelity)
+            return list(range(len(split))), split
+        raise ValueError(f"unknown fidelity {fidelity!r} for prompts: use one of {', '.join(PROMPT_FIDELITIES)}")
+
+    def evaluate(self, candidates: list[Candidate], fidelity: str) -> list[EvalResult]:
+        self.examples(fidelity)  # validates the fidelity (a programming error, so it raises)
+        results = [self._one(c, fidelity) for c in candidates]
+        if self.baseline:
+            base = self._one(Candidate(kind="prompt", text=self.task.initial_prompt), fidelity)
+            for r in results:
+                tr = r.tasks.get(self.task.name)
+                if tr is not None and base.ok:
+                    tr.baseline = base.score
+        return results
+
+    # ------------------------------------------------------------------ internals
+    def validate(self, text: str) -> str | None:
+        """The reason a prompt is refused, or None if it may be scored."""
+        p = normalize_prompt(text)
+        if not p:
+            return "empty prompt: the instruction has no text"
+        if len(p) > self.max_prompt_chars:
+            return f"prompt too long: {len(p)} characters, the limit is {self.max_prompt_chars}"
+        return None
+
+    def _one(self, cand: Candidate, fidelity: str) -> EvalResult:
+        key = self.key(cand)
+        hit = self._cache.get((key, fidelity))
+        if hit is not None:
+            return hit.model_copy(update={"cached": True}, deep=True)
+        reason = self.validate(cand.text)
+        if reason is not None:
+            return EvalResult(key=key, fidelity=fidelity, status=Status.invalid, reason=reason)
+        t0 = time.perf_counter()
+        try:
+            res = self._score(key, normalize_prompt(cand.text), fidelity)
+        except Exception as e:  # noqa: BLE001 - a backend bug must not stop the batch
+            res = EvalResult(key=key, fidelity=fidelity, status=Status.error,
+                             reason=f"task model raised {type(e).__name__}: {e}")
+        res.seconds = time.perf_counter() - t0
+        if res.ok:
+            self._cache[(key, fidelity)] = res.model_copy(deep=True)
+        return res
+
+    def _score(self, key: str, prompt: str, fidelity: str) -> EvalResult:
+        idx, exs = self.examples(fidelity)
+        queries = [format_query(prompt, ex.input) for ex in exs]
+        extra: dict[str, Any] = {"split": "dev" if fidelity == "minibatch" else fidelity, "indices": idx}
+        tokens = 0
+        if self.task.metric == "label":
+            preds, tokens, how = self._classify(queries)
+            extra["scoring"] = how
+            if preds is None:
+                return EvalResult(key=key, fidelity=fidelity, status=Status.error, reason=how)
+        else:
+            preds, tokens, err = self._generate(queries)
+            if err:
+                return EvalResult(key=key, fidelity=fidelity, status=Status.error, reason=err, tokens=tokens)
+            extra["scoring"] = "generation"
+        per = [self.task.score(p, ex) for p, ex in zip(preds, exs)]
+        acc = sum(per) / len(per)
+        extra.update(per_example=per, predictions=preds)
+        tr = TaskResult(task=self.task.name, metric=acc, metric_name="accuracy", higher_is_better=True,
+                        score=acc, extra=extra)
+        return EvalResult(key=key, fidelity=fidelity, score=acc, tasks={self.task.name: tr}, tokens=tokens)
+
+    def _messages(self, query: str) -> list[Message]:
+        msgs = [Message(role="system", content=self.system)] if self.system else []
+        return msgs + [Message(role="user", content=query)]
+
+    def _generate(self, queries: list[str]) -> tuple[list[str], int, str]:
+        """Greedy replies for all queries in one batched call: (texts, tokens, error or "")."""
+        reqs = [ChatRequest(messages=self._messages(q), temperature=0.0, max_tokens=self.task.max_tokens,
+                            stop=self.stop or None, seed=0, purpose="task") for q in queries]
+        self.calls += 1
+        self.requests += len(reqs)
+        resps = self.llm.chat(reqs)
+        tokens = sum(r.prompt_tokens + r.completion_tokens for r in resps)
+        self.tokens += tokens
+        if len(resps) != len(reqs):
+            return [], tokens, f"task model returned {len(resps)} replies for {len(reqs)} requests"
+        errors = [r.error for r in resps if r.error]
+        if errors:
+            return [], tokens, f"task model failed on {len(errors)}/{len(reqs)} examples: {errors[0]}"
+        return [r.text for r in resps], tokens, ""
+
+    def _classify(self, queries: list[str]) -> tuple[list[str] | None, int, str]:
+        """Argmax-label predictions from log-probabilities; generation when the backend has none."""
+        labels = list(self.task.labels)
+        try:
+            lps = self.llm.logprobs(queries, [[" " + lab for lab in labels]] * len(queries))
+        except NotImplementedError:
+            preds, tokens, err = self._generate(queries)
+            if err:
+                return None, tokens, err
+            return preds, tokens, "generation (the backend has no log-probabilities)"
+        except Exception as e:  # noqa: BLE001
+            return None, 0, f"label scoring failed: {type(e).__name__}: {e}"
+        self.calls += 1
+        self.requests += len(queries)
+        if len(lps) != len(queries) or any(len(row) != len(labels) for row in lps):
+            return None, 0, "label scoring returned a malformed result (wrong number of scores)"
+        preds = [labels[max(range(len(labels)), key=lambda j: row[j])] for row in lps]
+        # logprobs() reports no token counts: count whitespace words of prompt + labels as an estimate.
+        tokens = sum(len(q.split()) + len(labels) for q in queries)
+        self.tokens += tokens
+        return preds, tokens, "label log-probabilities"
+

@@ -1,0 +1,21 @@
+"""Prompt tasks (instruction-induction format): generated tasks, user JSONL tasks, normalization."""
+from .core import METRICS, Example, PromptTask, first_line, format_query, match, normalize
+from .generated import DEFAULT_SIZES, SPECS, generate_task
+from .user import load_jsonl_task
+
+#: Tasks the benchmark and the example campaign use by default.
+DEFAULT_PROMPT_SUITE: list[str] = ["sum", "first_letter", "plural", "antonyms"]
+
+
+def list_prompt_tasks() -> list[str]:
+    return sorted(SPECS)
+
+
+def get_prompt_task(name: str, seed: int = 0, sizes: dict[str, int] | None = None) -> PromptTask:
+    """A generated task by name (KeyError listing the known names)."""
+    return generate_task(name, seed=seed, sizes=sizes)
+
+
+__all__ = ["METRICS", "Example", "PromptTask", "first_line", "format_query", "match", "normalize",
+           "DEFAULT_SIZES", "SPECS", "generate_task", "load_jsonl_task", "DEFAULT_PROMPT_SUITE",
+           "list_prompt_tasks", "get_prompt_task"]
