@@ -41,3 +41,22 @@ def raise_value_error(msg: str) -> None:
 def return_unpicklable(_: object = None):
     """A result that cannot cross a process boundary."""
     return lambda: None
+
+
+def kill_self(_: object = None) -> None:
+    """Die by SIGKILL, as a worker does when the out-of-memory killer picks it."""
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def torch_threads(_: object = None) -> int:
+    """torch's intra-op thread count in the process that runs the item."""
+    import torch
+    return torch.get_num_threads()
+
+
+def behave(item: tuple[str, object]):
+    """Dispatch on ``(action, arg)`` so one batch can mix every kind of failure."""
+    action, arg = item
+    return {"square": square, "sleep": sleep_for, "exit": hard_exit, "sigkill": kill_self,
+            "raise": raise_value_error, "unpicklable": return_unpicklable}[action](arg)
