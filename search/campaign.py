@@ -1,0 +1,234 @@
+"""Campaign files: one TOML file, validated by pydantic, that says everything about a search.
+
+Every table forbids unknown fields, so a typo is an error naming the field and the file,
+never a silently ignored setting. Load with :func:`load_campaign` (``tomllib``), or build a
+:class:`Campaign` in code (tests do).
+
+A minimal rule campaign::
+
+    name = "demo"
+    seed_rules = ["adamw"]          # library names (dsl.library) or paths to .py rule files
+    tasks = ["quadratic"]
+    fidelities = ["tiny", "small"]  # the funnel: cheapest first
+
+    [budget]
+    evaluations = 60                # evaluation units (see Budget)
+
+Extension point for other candidate kinds: ``kind = "prompt"`` campaigns put their own
+settings in the ``[prompt]`` table; it is kept as a dict here and validated by the kind
+plugin registered under that name (``search.engine.register_kind``): its ``options_model``
+(a pydantic model) parses the table, and the parsed model is available as
+``campaign.options``. Rule campaigns may use a ``[rule]`` table the same way (the rule kind
+has none yet). Sub-tables owned by other packages (``[llm]`` -> ``search.llm.LLMConfig``,
+``[evaluator]`` -> the evaluator's config) are validated by those models at load time too.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, \
+    model_validator
+
+
+class CampaignError(ValueError):
+    """A campaign file that cannot be used; the message names the file and the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Strict):
+    """When the campaign stops: whichever limit is reached first.
+
+    ``evaluations`` counts *evaluation units*: each finished training evaluation of one
+    candidate at one fidelity costs ``fidelity_cost[fidelity]`` units (1 for every fidelity
+    unless set), seed rules and funnel promotions included. Results reused from the cache
+    (a fingerprint already evaluated) cost nothing. The empirical simplification of winners
+    after the search has its own cap (``simplify.max_evaluations``) and is recorded apart.
+    """
+    evaluations: int = Field(100, ge=1)
+    wall_seconds: float | None = Field(None, gt=0)
+    llm_calls: int | None = Field(None, ge=0)
+    fidelity_cost: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("fidelity_cost")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, c in v.items():
+            if not c > 0:
+                raise ValueError(f"fidelity_cost[{k!r}] must be > 0, got {c}")
+        return v
+
+
+class SearchConfig(_Strict):
+    """Population loop settings (see search.strategies for what each strategy does)."""
+    strategy: str = "regularized"       # a name in search.engine.STRATEGIES
+    population: int = Field(16, ge=1)   # population size (mu for elitist/nsga2)
+    tournament: int = Field(4, ge=1)    # tournament size for parent selection
+    batch_size: int = Field(2, ge=1)    # children per generation (evaluated together)
+    child_bonus: float = Field(0.1, ge=0)  # ShinkaEvolve-style bonus for parents with few children
+    patience: int | None = Field(None, ge=1)  # evaluations without a new best -> restart from best
+    max_retries: int = Field(8, ge=0)   # re-mutations of a duplicate child before reusing its result
+    selection_fidelity: Literal["highest", "screen"] = "highest"
+    objectives: list[Literal["score", "size", "state"]] = Field(
+        default_factory=lambda: ["score", "size", "state"])  # nsga2 only
+    params: dict[str, Any] = Field(default_factory=dict)  # free settings for plug-in strategies
+
+
+class FunnelConfig(_Strict):
+    """Screen at the cheapest fidelity; promote the top fraction to each next fidelity.
+
+    A candidate is promoted from level i to i+1 when its score at level i is at least the
+    ``1 - promote_fraction`` quantile of all ok scores seen at level i so far (this batch
+    included). Seed rules are evaluated at every level.
+    """
+    promote_fraction: float = Field(0.25, gt=0, le=1)
+
+
+class OperatorMix(_Strict):
+    """Which operators make children, and how often.
+
+    ``llm_share`` is the probability that a child comes from an LLM operator (when an LLM is
+    configured and its budget not spent); the rest come from the random operators. Within each
+    group, operators are drawn with the given relative weights (names registered in
+    search.engine.OPERATORS; a weight of 0 disables one).
+    """
+    llm_share: float = Field(0.0, ge=0, le=1)
+    random: dict[str, float] = Field(default_factory=dict)  # empty -> the kind's defaults
+    llm: dict[str, float] = Field(default_factory=dict)     # empty -> the kind's defaults
+
+    @model_validator(mode="after")
+    def _weights(self) -> "OperatorMix":
+        for group in ("random", "llm"):
+            for k, w in getattr(self, group).items():
+                if w < 0:
+                    raise ValueError(f"operators.{group}[{k!r}] must be >= 0, got {w}")
+        return self
+
+
+class LLMOpsConfig(_Strict):
+    """How the search uses the LLM (the backend itself is the [llm] table)."""
+    grammar: bool = True          # ask for grammar-constrained decoding (grammar="dsl")
+    temperature: float = Field(0.8, ge=0)
+    max_tokens: int = Field(320, ge=16)
+    top_k: int = Field(3, ge=0)   # top programs shown in the prompt
+    repair: bool = True           # one repair request with the DSLError
+    max_consecutive_errors: int = Field(3, ge=1)  # backend errors in a row -> stop using the LLM
+
+
+class SimplifyConfig(_Strict):
+    """Empirical simplification of the winners (the Lion paper's procedure)."""
+    enabled: bool = True
+    top: int = Field(1, ge=0)                    # how many of the final top rules to simplify
+    tolerance: float = Field(0.01, ge=0)         # accepted score drop at the highest fidelity
+    max_evaluations: int = Field(30, ge=0)       # cap on evaluations spent simplifying
+    digits: list[int] = Field(default_factory=lambda: [1, 2, 3])  # significant digits tried
+
+
+class Campaign(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str = "rule"
+    random_seed: int = 0
+    seed_rules: list[str] = Field(default_factory=lambda: ["adamw"])
+    # -- evaluator (rules): passed to the evaluator's config; None = the evaluator's default --
+    tasks: list[str] | None = None
+    fidelities: list[str] | None = None
+    lrs: list[float] | None = None
+    eval_seeds: list[int] | None = None
+    executor: str | None = None
+    evaluator: dict[str, Any] = Field(default_factory=dict)  # any other evaluator config field
+    # -- search --
+    budget: Budget = Field(default_factory=Budget)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    funnel: FunnelConfig = Field(default_factory=FunnelConfig)
+    operators: OperatorMix = Field(default_factory=OperatorMix)
+    llm: dict[str, Any] | None = None        # search.llm.LLMConfig fields; None = no LLM
+    llm_ops: LLMOpsConfig = Field(default_factory=LLMOpsConfig)
+    simplify: SimplifyConfig = Field(default_factory=SimplifyConfig)
+    run_dir: str | None = None               # default runs/<name>/
+    plugins: list[str] = Field(default_factory=list)  # modules imported first (they register things)
+    # -- kind-specific tables (validated by the kind plugin's options_model) --
+    rule: dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
+
+    _options: Any = PrivateAttr(default=None)
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def options(self) -> Any:
+        """The kind-specific table parsed by the kind plugin (None when it has no model)."""
+        return self._options
+
+    @property
+    def source_path(self) -> str:
+        return self._source
+
+    def resolved_run_dir(self, base: str | Path = ".") -> Path:
+        return Path(base) / (self.run_dir or f"runs/{self.name}")
+
+    def fidelity_cost(self, fidelity: str) -> float:
+        return float(self.budget.fidelity_cost.get(fidelity, 1.0))
+
+
+def _fmt_validation(e: ValidationError, where: str) -> str:
+    lines = [f"{where}: invalid campaign ({e.error_count()} problem(s)):"]
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see search/campaign.py for the allowed fields)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_campaign(data: dict[str, Any], where: str = "<campaign>") -> Campaign:
+    """Validate a campaign dict (the TOML's content) and the kind-specific and plugin tables."""
+    try:
+        c = Campaign.model_validate(data)
+    except ValidationError as e:
+        raise CampaignError(_fmt_validation(e, where)) from None
+    c._source = where
+    from . import engine  # lazy: engine imports this module
+    try:
+        engine.load_plugins(c.plugins)
+    except ImportError as e:
+        raise CampaignError(f"{where}: plugins: cannot import {e.name or e}: {e}") from None
+    kind = engine.KINDS.get(c.kind) if c.kind in engine.KINDS else engine.get_kind(c.kind, missing_ok=True)
+    if kind is None:
+        raise CampaignError(f"{where}: kind: unknown candidate kind {c.kind!r}; known: "
+                            f"{sorted(engine.KINDS)} (a plug-in module registers more)")
+    try:
+        kind.validate(c)
+    except ValidationError as e:
+        raise CampaignError(_fmt_validation(e, where)) from None
+    except CampaignError as e:
+        raise CampaignError(f"{where}: {e}") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CampaignError(f"{where}: {e}") from None
+    for name in list(c.operators.random) + list(c.operators.llm):
+        if name not in engine.OPERATORS:
+            raise CampaignError(f"{where}: operators: unknown operator {name!r}; known: "
+                                f"{sorted(engine.OPERATORS)}")
+    if c.search.strategy not in engine.STRATEGIES:
+        raise CampaignError(f"{where}: search.strategy: unknown strategy {c.search.strategy!r}; known: "
+                            f"{sorted(engine.STRATEGIES)}")
+    return c
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and validate a campaign TOML file; errors name the file and the field."""
+    p = Path(path)
+    if not p.is_file():
+        raise CampaignError(f"{p}: campaign file not found")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise CampaignError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise CampaignError(f"{p}: not UTF-8 text: {e}") from None
+    return parse_campaign(data, str(p))

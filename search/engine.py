@@ -1,0 +1,978 @@
+"""The search loop: one generic population engine for every candidate kind (rules, prompts).
+
+How a campaign runs (``Engine.run``)
+------------------------------------
+1. Seeds: the kind plugin turns ``campaign.seed_rules`` (or its own table) into texts; they are
+   evaluated at every fidelity and form the initial population.
+2. Each generation: the ``Strategy`` plans ``search.batch_size`` jobs (operator name + parents);
+   each ``Operator`` turns its jobs into ``Proposal``s (batched, so LLM operators send one
+   batch of requests); the kind plugin validates/canonicalizes each proposal
+   (``KindPlugin.normalize``; for rules ``dsl.parse`` then canonical source); the novelty check
+   refuses an exact canonical duplicate, then a key (fingerprint) duplicate, and re-mutates
+   (bounded by ``search.max_retries``; a key duplicate that survives the retries reuses the
+   cached result and costs nothing).
+3. Funnel: children are screened at the cheapest fidelity; those in the top
+   ``funnel.promote_fraction`` of everything screened so far go to the next fidelity, and so
+   on. Each finished evaluation is written to the store in its own transaction.
+4. ``Strategy.survive`` forms the next population; stalls (``search.patience`` budget units
+   without a new best) restart the population from the best individual; a checkpoint (RNG
+   state, population, counters) is written.
+5. Stop at the first of: ``budget.evaluations`` units, ``budget.wall_seconds``; LLM use stops
+   (not the campaign) at ``budget.llm_calls`` or after repeated backend errors.
+6. The top individuals are simplified (exact then empirical, see search.simplify_empirical).
+
+Final ranking: the highest fidelity reached first, then the score at it (``rank_key``).
+
+Extension points (the prompt-optimization package plugs in here without editing this file)
+-----------------------------------------------------------------------------------------
+A new **candidate kind**: subclass ``KindPlugin`` and ``register_kind(MyKind())``. It says how
+to validate its campaign table (``options_model`` parses ``campaign.<kind>``), build its
+``Evaluator`` (evaluators.Evaluator, whose ``key()`` is the novelty/cache key), produce seed
+texts, normalize (validate + canonicalize) a proposal, describe it (meta for objectives and
+display), simplify winners, and export. The module that registers kind ``K`` is found by
+``KIND_MODULES[K]`` (``"prompt" -> "search.prompt_kind"``) or listed in the campaign's
+``plugins = ["my.module"]``.
+
+A new **operator**: subclass ``Operator`` (``name``, ``arity`` = parents per child,
+``uses_llm``, ``kinds``) and implement ``propose(ctx, parent_groups) -> list[Proposal]`` (one
+proposal per parent group, in order; a failed one has ``text=None`` and a ``reason``). Register
+a factory ``register_operator("name", lambda campaign: MyOp(...))``; campaigns then name it in
+``[operators] random = {...}`` or ``llm = {...}`` with a weight. LLM operators call
+``ctx.llm_chat(requests)``, which counts calls against the budget, records each call in the
+store and returns ``None`` when the LLM is unavailable (budget spent, backend down).
+
+A new **strategy**: subclass ``Strategy``, implement ``plan(ctx, n) -> list[Job]`` (parent
+selection + operator choice; ``ctx.choose_operator()`` draws from the campaign's mix) and
+``survive(ctx, population, children) -> list[Individual]``; keep any state in
+``self.state`` (a JSON-able dict, checkpointed). Register with
+``register_strategy("name", lambda campaign: MyStrategy(campaign))`` and select it with
+``[search] strategy = "name"`` (free settings in ``[search] params``).
+
+Everything an operator or strategy needs is on ``Context``: the campaign, the kind plugin,
+the seeded ``rng`` (use only this one: it is checkpointed, which makes runs reproducible and
+resumable), the population, the history of evaluated individuals, ``fitness(ind)``,
+``top(k)``, ``llm_chat``, ``event``.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status
+
+from .campaign import Campaign
+from .store import DB_NAME, RunStore, StoreError
+
+if TYPE_CHECKING:
+    from evaluators.base import Evaluator
+
+# =====================================================================================
+# Data
+# =====================================================================================
+
+
+@dataclass
+class Individual:
+    """One evaluated (or being evaluated) candidate in the search."""
+    id: int                              # creation order (the "birth index"); unique in the run
+    text: str                            # canonical text (rules: Program.source())
+    kind: str = "rule"
+    key: str = ""                        # evaluator.key(): fingerprint / normalized-text hash
+    parents: tuple[int, ...] = ()
+    operator: str = "seed"
+    generation: int = 0
+    results: dict[str, EvalResult] = field(default_factory=dict)  # fidelity -> result
+    children: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)  # kind facts (size, n_state, ...), raw reply
+    level: int = -1                      # index of the highest fidelity with a result (-1: none)
+    score: float = WORST_SCORE           # score at that fidelity
+    screen_score: float = WORST_SCORE    # score at the cheapest fidelity
+
+    @property
+    def birth(self) -> int:
+        return self.id
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and all(r.status == Status.ok for r in self.results.values())
+
+    def rank_key(self) -> tuple[int, float]:
+        """Final ranking: highest fidelity reached, then the score there."""
+        return (self.level, self.score)
+
+
+@dataclass
+class Proposal:
+    """What an operator returns for one child. ``text=None`` means nothing usable."""
+    text: str | None
+    operator: str
+    parents: tuple[int, ...]
+    raw: str | None = None          # the LLM's raw reply(ies), recorded in the store
+    reason: str = ""                # why it is not usable (recorded; counted as invalid)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """A planned child: which operator, which parents (len == operator arity)."""
+    operator: str
+    parents: list[Individual]
+
+
+class InvalidCandidate(ValueError):
+    """Raised by ``KindPlugin.normalize`` for a proposal that cannot be evaluated."""
+
+
+class RunExistsError(StoreError):
+    pass
+
+
+# =====================================================================================
+# Plug-in interfaces and registries
+# =====================================================================================
+
+
+class Operator(abc.ABC):
+    """Makes children from parents. Must use ``ctx.rng`` for randomness (reproducibility)."""
+    name: str = ""
+    arity: int = 1
+    uses_llm: bool = False
+    kinds: tuple[str, ...] = ("rule",)
+
+    @abc.abstractmethod
+    def propose(self, ctx: "Context", parent_groups: list[list[Individual]]) -> list[Proposal]:
+        """One Proposal per parent group, in order."""
+
+
+class Strategy(abc.ABC):
+    """Parent selection, operator choice and survival. ``state`` is checkpointed."""
+    name: str = ""
+
+    def __init__(self, campaign: Campaign):
+        self.campaign = campaign
+        self.state: dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def plan(self, ctx: "Context", n: int) -> list[Job]:
+        """Up to ``n`` jobs for the next generation."""
+
+    @abc.abstractmethod
+    def survive(self, ctx: "Context", population: list[Individual],
+                children: list[Individual]) -> list[Individual]:
+        """The next population (evaluated children are given in creation order)."""
+
+    def restart(self, ctx: "Context", best: Individual) -> list[Individual]:
+        """Population after a stall: the best alone (children refill it)."""
+        return [best]
+
+
+class KindPlugin(abc.ABC):
+    """Everything that differs between candidate kinds (rules, prompts)."""
+    name: str = ""
+    #: pydantic model for the campaign's ``[<name>]`` table, or None
+    options_model: Any = None
+    #: default operator mixes when the campaign's [operators] tables are empty
+    default_random_ops: dict[str, float] = {}
+    default_llm_ops: dict[str, float] = {}
+
+    def validate(self, campaign: Campaign) -> None:
+        """Check the campaign for this kind; parse its table into ``campaign._options``."""
+        table = getattr(campaign, self.name, None) if self.name in ("rule", "prompt") else None
+        if self.options_model is not None:
+            campaign._options = self.options_model.model_validate(table or {})
+        elif table:
+            raise ValueError(f"[{self.name}] table given but kind {self.name!r} takes no options")
+
+    @abc.abstractmethod
+    def make_evaluator(self, campaign: Campaign, run_dir: Path) -> "Evaluator":
+        ...
+
+    @abc.abstractmethod
+    def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
+        """(label, text) of the initial candidates."""
+
+    @abc.abstractmethod
+    def normalize(self, text: str) -> str:
+        """Validate and canonicalize; raise InvalidCandidate(reason) when unusable."""
+
+    def describe(self, text: str) -> dict[str, Any]:
+        """Facts about a (canonical) text for objectives and display, e.g. size."""
+        return {"size": len(text)}
+
+    def objectives(self, ind: Individual, names: Sequence[str]) -> tuple[float, ...]:
+        """Values for multi-objective selection, in ``names`` order (weights in strategies)."""
+        out = []
+        for n in names:
+            out.append(ind.score if n == "score" else float(ind.meta.get(n, 0)))
+        return tuple(out)
+
+    def simplify_exact(self, text: str) -> str:
+        """A cheaper equivalent form (same function); default: unchanged."""
+        return text
+
+    def ablations(self, text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
+        """(description, text) simplifications to try empirically; default none."""
+        return []
+
+    def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
+        """Write the candidate as a usable artifact (rules: a standalone optimizer module)."""
+        out.write_text(text)
+
+    def display(self, text: str) -> str:
+        return text
+
+
+OperatorFactory = Callable[[Campaign], Operator]
+StrategyFactory = Callable[[Campaign], Strategy]
+
+OPERATORS: dict[str, OperatorFactory] = {}
+STRATEGIES: dict[str, StrategyFactory] = {}
+KINDS: dict[str, KindPlugin] = {}
+#: Module that registers each kind (imported on first use; a missing module is an error then).
+KIND_MODULES: dict[str, str] = {"rule": "search.rule_kind", "prompt": "search.prompt_kind"}
+#: Modules with the built-in operators and strategies.
+BUILTIN_MODULES = ("search.strategies", "search.mutations", "search.llm_ops", "search.rule_kind")
+_builtins_loaded = False
+
+
+def register_operator(name: str, factory: OperatorFactory | None = None):
+    """Register an operator factory (usable as a decorator on a class taking ``campaign``)."""
+    def deco(f):
+        OPERATORS[name] = f
+        return f
+    return deco(factory) if factory is not None else deco
+
+
+def register_strategy(name: str, factory: StrategyFactory | None = None):
+    def deco(f):
+        STRATEGIES[name] = f
+        return f
+    return deco(factory) if factory is not None else deco
+
+
+def register_kind(plugin: KindPlugin) -> KindPlugin:
+    KINDS[plugin.name] = plugin
+    return plugin
+
+
+def _ensure_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for m in BUILTIN_MODULES:
+            try:
+                importlib.import_module(m)
+            except ModuleNotFoundError as e:
+                if e.name != m:
+                    raise
+
+
+def load_plugins(modules: Sequence[str] = ()) -> None:
+    """Import the built-ins and the given plug-in modules (they register themselves)."""
+    _ensure_builtins()
+    for m in modules:
+        importlib.import_module(m)
+
+
+def get_kind(name: str, missing_ok: bool = False) -> KindPlugin | None:
+    _ensure_builtins()
+    if name not in KINDS and name in KIND_MODULES:
+        try:
+            importlib.import_module(KIND_MODULES[name])
+        except ModuleNotFoundError as e:
+            if e.name != KIND_MODULES[name]:
+                raise
+    if name not in KINDS:
+        if missing_ok:
+            return None
+        raise KeyError(f"unknown candidate kind {name!r}; known: {sorted(KINDS)}")
+    return KINDS[name]
+
+
+# =====================================================================================
+# Context: what operators and strategies see
+# =====================================================================================
+
+
+class Context:
+    """The engine's state as seen by operators and strategies."""
+
+    def __init__(self, engine: "Engine"):
+        self._e = engine
+
+    # read-only views
+    @property
+    def campaign(self) -> Campaign:
+        return self._e.campaign
+
+    @property
+    def kind(self) -> KindPlugin:
+        return self._e.kind
+
+    @property
+    def rng(self) -> random.Random:
+        return self._e.rng
+
+    @property
+    def population(self) -> list[Individual]:
+        return self._e.population
+
+    @property
+    def history(self) -> dict[int, Individual]:
+        """Every individual with at least one result, by id."""
+        return self._e.individuals
+
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        return self._e.fidelities
+
+    @property
+    def generation(self) -> int:
+        return self._e.generation
+
+    @property
+    def evaluator(self) -> "Evaluator":
+        return self._e.evaluator
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Free JSON-able state for operators (checkpointed)."""
+        return self._e.op_state
+
+    def fitness(self, ind: Individual) -> float:
+        """Selection fitness: score at the highest fidelity reached, or at the screen level."""
+        if self.campaign.search.selection_fidelity == "screen":
+            return ind.screen_score
+        return ind.score
+
+    def top(self, k: int, pool: Sequence[Individual] | None = None) -> list[Individual]:
+        """The k best (final ranking) among ``pool`` (default: everything evaluated)."""
+        items = [i for i in (pool if pool is not None else self.history.values()) if i.level >= 0]
+        return sorted(items, key=lambda i: (i.rank_key(), -i.id), reverse=True)[:k]
+
+    def choose_operator(self, arity: int | None = None) -> str:
+        return self._e.choose_operator(arity)
+
+    def operator(self, name: str) -> Operator:
+        return self._e.get_operator(name)
+
+    def llm_available(self) -> bool:
+        return self._e.llm_available()
+
+    def llm_chat(self, requests: list, purpose: str = "") -> list | None:
+        """Send chat requests through the campaign's LLM; None when LLM use is over."""
+        return self._e.llm_chat(requests, purpose)
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        self._e.event(kind, message, **data)
+
+
+# =====================================================================================
+# The engine
+# =====================================================================================
+
+
+def _rng_state(rng: random.Random) -> list:
+    v, internal, gauss = rng.getstate()
+    return [v, list(internal), gauss]
+
+
+def _set_rng_state(rng: random.Random, s: list) -> None:
+    rng.setstate((s[0], tuple(s[1]), s[2]))
+
+
+@dataclass
+class Stats:
+    """Counters for the live view and the summary."""
+    proposals: dict[str, int] = field(default_factory=dict)        # by operator
+    invalid: dict[str, int] = field(default_factory=dict)          # by operator
+    duplicates: int = 0
+    reused: int = 0
+    llm_proposals: int = 0
+    llm_valid: int = 0
+    llm_errors: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Engine:
+    """Runs one campaign into one run directory. See the module docstring."""
+
+    def __init__(self, campaign: Campaign, run_dir: str | Path | None = None, *, resume: bool = False,
+                 fresh: bool = False, evaluator: "Evaluator | None" = None, llm: Any = None,
+                 progress: Any = None, base_dir: str | Path = "."):
+        if resume and fresh:
+            raise ValueError("choose one of resume and fresh")
+        load_plugins(campaign.plugins)
+        self.campaign = campaign
+        self.kind = get_kind(campaign.kind)
+        if campaign.options is None and self.kind.options_model is not None:
+            self.kind.validate(campaign)
+        self.run_dir = Path(run_dir) if run_dir is not None else campaign.resolved_run_dir(base_dir)
+        db = self.run_dir / DB_NAME
+        if db.exists() and not (resume or fresh):
+            raise RunExistsError(
+                f"run directory {self.run_dir} already holds a run; use --resume to continue it "
+                f"(same budget) or --fresh to delete it and start again")
+        if resume and not db.exists():
+            raise StoreError(f"nothing to resume: no run database at {db}; run without --resume first")
+        if fresh:
+            for p in (db, db.with_name(DB_NAME + "-wal"), db.with_name(DB_NAME + "-shm")):
+                p.unlink(missing_ok=True)
+            shutil.rmtree(self.run_dir / "eval_cache", ignore_errors=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.store = RunStore(db)
+        if resume:
+            stored = self.store.get_meta("campaign")
+            if stored is not None and stored.get("name") != campaign.name:
+                raise StoreError(f"{self.run_dir} holds campaign {stored.get('name')!r}, not {campaign.name!r}")
+        self.progress = progress
+        self.rng = random.Random(campaign.random_seed)
+        self.ctx = Context(self)
+        self.strategy: Strategy = STRATEGIES[campaign.search.strategy](campaign)
+        self._operators: dict[str, Operator] = {}
+        self.evaluator = evaluator if evaluator is not None else self.kind.make_evaluator(campaign, self.run_dir)
+        self.fidelities: tuple[str, ...] = tuple(campaign.fidelities or self.evaluator.fidelities)
+        self._llm = llm
+        self._llm_init_done = llm is not None
+        self.llm_disabled_reason = "" if (llm is not None or campaign.llm is not None) else "no [llm] configured"
+        # mutable search state (checkpointed)
+        self.generation = 0
+        self.next_id = 0
+        self.used = 0.0
+        self.llm_calls = 0
+        self.llm_consecutive_errors = 0
+        self.wall_before = 0.0
+        self.since_improvement = 0.0
+        self.best_key: tuple[int, float] = (-2, WORST_SCORE)
+        self.seeded = False
+        self.op_state: dict[str, Any] = {}
+        self.population: list[Individual] = []
+        self.individuals: dict[int, Individual] = {}
+        self.known: dict[str, dict[str, EvalResult]] = {}  # key -> fidelity -> result
+        self.canon_seen: dict[str, int] = {}                # canonical text -> first id
+        self.level_scores: list[list[float]] = [[] for _ in self.fidelities]
+        self.replay: dict[tuple[str, str], tuple[EvalResult, float, int]] = {}
+        self.stats = Stats()
+        self.t_start = time.monotonic()
+        self.done_reason = ""
+        if resume:
+            self._restore()
+        else:
+            self.store.set_meta(campaign=campaign.model_dump(mode="json"), kind=campaign.kind,
+                                fidelities=list(self.fidelities), created=time.time(), status="running",
+                                source=campaign.source_path, schema=1)
+
+    # -- small helpers --------------------------------------------------------------
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        self.store.add_event(kind, message, data)
+        if self.progress is not None and hasattr(self.progress, "log"):
+            self.progress.log(f"[{kind}] {message}")
+
+    def get_operator(self, name: str) -> Operator:
+        if name not in self._operators:
+            if name not in OPERATORS:
+                raise KeyError(f"unknown operator {name!r}; known: {sorted(OPERATORS)}")
+            self._operators[name] = OPERATORS[name](self.campaign)
+        return self._operators[name]
+
+    def _mix(self, group: str) -> dict[str, float]:
+        ops = getattr(self.campaign.operators, group) or (
+            self.kind.default_random_ops if group == "random" else self.kind.default_llm_ops)
+        return {k: w for k, w in ops.items() if w > 0}
+
+    def choose_operator(self, arity: int | None = None) -> str:
+        """Draw an operator: LLM group with probability llm_share (when usable), else random."""
+        use_llm = self.campaign.operators.llm_share > 0 and self.rng.random() < self.campaign.operators.llm_share
+        groups = ["llm", "random"] if use_llm and self.llm_available() else ["random"]
+        for g in groups:
+            mix = self._mix(g)
+            if arity is not None:
+                mix = {k: w for k, w in mix.items() if self.get_operator(k).arity == arity}
+            if mix:
+                names = sorted(mix)
+                return self.rng.choices(names, weights=[mix[n] for n in names])[0]
+        raise RuntimeError(f"no operator available (arity={arity}); check [operators] in the campaign")
+
+    def fallback_operator(self, arity: int = 1) -> str:
+        """A random (non-LLM) operator, for LLM slots that produced nothing usable."""
+        mix = {k: w for k, w in self._mix("random").items() if self.get_operator(k).arity <= arity}
+        names = sorted(mix)
+        return self.rng.choices(names, weights=[mix[n] for n in names])[0]
+
+    # -- LLM -----------------------------------------------------------------------
+    @property
+    def llm(self):
+        if not self._llm_init_done:
+            self._llm_init_done = True
+            try:
+                from search.llm import LLMConfig, make_llm  # lazy: built by the LLM helper
+                cfg = LLMConfig.model_validate(self.campaign.llm or {})
+                self._llm = make_llm(cfg, cache_dir=self.run_dir / "llm_cache")
+            except Exception as e:  # the campaign goes on with random operators
+                self._llm = None
+                self.llm_disabled_reason = f"LLM backend unavailable: {type(e).__name__}: {e}"
+                self.event("llm_disabled", self.llm_disabled_reason)
+        return self._llm
+
+    def llm_available(self) -> bool:
+        if self.llm_disabled_reason:
+            return False
+        cap = self.campaign.budget.llm_calls
+        if cap is not None and self.llm_calls >= cap:
+            self.llm_disabled_reason = f"LLM call budget spent ({cap} calls)"
+            self.event("llm_disabled", self.llm_disabled_reason)
+            return False
+        return self.llm is not None
+
+    def llm_chat(self, requests: list, purpose: str = "") -> list | None:
+        if not requests or not self.llm_available():
+            return None
+        cap = self.campaign.budget.llm_calls
+        if cap is not None:
+            requests = requests[: max(0, cap - self.llm_calls)]
+        try:
+            responses = self.llm.chat(requests)
+        except Exception as e:  # a backend must not raise, but never crash the campaign
+            responses = None
+            err = f"{type(e).__name__}: {e}"
+        self.llm_calls += len(requests)
+        if responses is None or len(responses) != len(requests):
+            err = err if responses is None else f"backend returned {len(responses)} replies for {len(requests)}"
+            self.stats.llm_errors += len(requests)
+            self._llm_error(err)
+            return None
+        any_ok = False
+        for rq, rs in zip(requests, responses):
+            self.store.add_llm_call(candidate_id=self.next_id, purpose=purpose or rq.purpose,
+                                    request=rq.model_dump_json(), reply=rs.text if not rs.error else None,
+                                    error=rs.error, tokens=rs.prompt_tokens + rs.completion_tokens,
+                                    latency_s=rs.latency_s, cached=rs.cached)
+            if rs.error:
+                self.stats.llm_errors += 1
+            else:
+                any_ok = True
+        if any_ok:
+            self.llm_consecutive_errors = 0
+        else:
+            self._llm_error(responses[0].error or "empty replies")
+        return responses
+
+    def _llm_error(self, err: str) -> None:
+        self.llm_consecutive_errors += 1
+        self.event("llm_error", err)
+        if self.llm_consecutive_errors >= self.campaign.llm_ops.max_consecutive_errors:
+            self.llm_disabled_reason = (f"LLM backend failed {self.llm_consecutive_errors} times in a row "
+                                        f"(last: {err}); continuing with random operators")
+            self.event("llm_disabled", self.llm_disabled_reason)
+
+    # -- budget --------------------------------------------------------------------
+    @property
+    def budget_left(self) -> float:
+        return self.campaign.budget.evaluations - self.used
+
+    def wall_elapsed(self) -> float:
+        return self.wall_before + (time.monotonic() - self.t_start)
+
+    def _out_of_time(self) -> bool:
+        w = self.campaign.budget.wall_seconds
+        return w is not None and self.wall_elapsed() >= w
+
+    def _affordable(self, fidelity: str, n: int) -> int:
+        c = self.campaign.fidelity_cost(fidelity)
+        return max(0, min(n, int(math.floor(self.budget_left / c + 1e-9))))
+
+    # -- recording -----------------------------------------------------------------
+    def _new_id(self) -> int:
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def _record_invalid(self, p: Proposal, state: str = "invalid") -> None:
+        cid = self._new_id()
+        self.stats.invalid[p.operator] = self.stats.invalid.get(p.operator, 0) + 1
+        self.store.add_candidate(id=cid, kind=self.campaign.kind, text=p.text or "", canonical=None, key=None,
+                                 parents=p.parents, operator=p.operator, generation=self.generation,
+                                 state=state, reason=p.reason, raw_reply=p.raw, meta=p.meta)
+
+    def _make_individual(self, text: str, key: str, p: Proposal) -> Individual:
+        meta = dict(self.kind.describe(text))
+        meta.update(p.meta)
+        ind = Individual(id=self._new_id(), text=text, kind=self.campaign.kind, key=key, parents=p.parents,
+                         operator=p.operator, generation=self.generation, meta=meta)
+        self.canon_seen.setdefault(text, ind.id)
+        self.store.add_candidate(id=ind.id, kind=ind.kind, text=text, canonical=text, key=key,
+                                 parents=p.parents, operator=p.operator, generation=self.generation,
+                                 state="ok", raw_reply=p.raw, meta=meta)
+        for pid in p.parents:
+            if pid in self.individuals:
+                self.individuals[pid].children += 1
+        return ind
+
+    def _apply_result(self, ind: Individual, r: EvalResult) -> None:
+        ind.results[r.fidelity] = r
+        lvl = self.fidelities.index(r.fidelity)
+        score = r.score if r.status == Status.ok and math.isfinite(r.score) else WORST_SCORE
+        if lvl == 0:
+            ind.screen_score = score
+        if lvl >= ind.level:
+            ind.level, ind.score = lvl, score
+        self.individuals[ind.id] = ind
+
+    def _observe(self, ind: Individual) -> None:
+        """Track the best for stall detection."""
+        if ind.rank_key() > self.best_key and ind.score > WORST_SCORE:
+            self.best_key = ind.rank_key()
+            self.since_improvement = 0.0
+
+    # -- evaluation ------------------------------------------------------------------
+    def _evaluate(self, inds: list[Individual], fidelity: str) -> list[Individual]:
+        """Evaluate at one fidelity (cache, replay, or the evaluator); returns those with a result.
+
+        Each key is trained at most once per fidelity: a child whose key already has a result
+        (an earlier candidate, or a twin in this batch) reuses it at no cost.
+        """
+        lvl = self.fidelities.index(fidelity)
+        cost = self.campaign.fidelity_cost(fidelity)
+        done: list[Individual] = []
+        waiting: list[Individual] = []     # keys not known yet, in order
+        for ind in inds:
+            if fidelity in self.known.get(ind.key, {}):
+                self._apply_result(ind, self.known[ind.key][fidelity])
+                self.stats.reused += 1
+                done.append(ind)
+            else:
+                waiting.append(ind)
+        unique: dict[str, Individual] = {}
+        for ind in waiting:
+            unique.setdefault(ind.key, ind)
+        firsts = list(unique.values())[: self._affordable(fidelity, len(unique))]
+        fresh = []
+        for ind in firsts:
+            rep = self.replay.pop((ind.key, fidelity), None)
+            if rep is not None:                        # finished before a kill: reuse, count as then
+                r, c, _seq = rep
+                self.used += c
+                self.since_improvement += c
+                self._store_known(ind, r, lvl)
+                done.append(ind)
+            else:
+                fresh.append(ind)
+        if fresh:
+            results = self._run_evaluator(fresh, fidelity)
+            for ind, r in zip(fresh, results):
+                seq = self.store.count("evaluations")
+                self.store.add_evaluation(seq=seq, candidate_id=ind.id, key=ind.key, fidelity=fidelity,
+                                          result_json=r.model_dump_json(), score=float(r.score),
+                                          status=str(r.status.value), cost=cost, seconds=float(r.seconds))
+                self.used += cost
+                self.since_improvement += cost
+                self._store_known(ind, r, lvl)
+                done.append(ind)
+                if self.progress is not None:
+                    self.progress.update(self)
+        chosen = {i.id for i in firsts}
+        for ind in waiting:                            # twins of a key evaluated just now
+            if ind.id not in chosen and fidelity in self.known.get(ind.key, {}):
+                self._apply_result(ind, self.known[ind.key][fidelity])
+                self.stats.reused += 1
+                done.append(ind)
+        done.sort(key=lambda i: i.id)
+        return done
+
+    def _store_known(self, ind: Individual, r: EvalResult, lvl: int) -> None:
+        self.known.setdefault(ind.key, {})[r.fidelity] = r
+        self._apply_result(ind, r)
+        if r.status == Status.ok and math.isfinite(r.score):
+            self.level_scores[lvl].append(float(r.score))
+        self._observe(ind)
+
+    def _run_evaluator(self, inds: list[Individual], fidelity: str) -> list[EvalResult]:
+        cands = [Candidate(kind=self.campaign.kind, text=i.text, meta={"id": i.id}) for i in inds]
+        try:
+            results = self.evaluator.evaluate(cands, fidelity)
+            if len(results) != len(cands):
+                raise RuntimeError(f"evaluator returned {len(results)} results for {len(cands)} candidates")
+        except Exception as e:  # an evaluator must not raise for a bad candidate; keep going anyway
+            self.event("evaluator_error", f"{type(e).__name__}: {e}")
+            results = [EvalResult(key=i.key, fidelity=fidelity, status=Status.error,
+                                  reason=f"evaluator raised {type(e).__name__}: {e}") for i in inds]
+        return [r if r.fidelity == fidelity else r.model_copy(update={"fidelity": fidelity}) for r in results]
+
+    def _promote(self, inds: list[Individual], lvl: int) -> list[Individual]:
+        """Those in the top promote_fraction of all ok scores seen at level ``lvl``."""
+        scores = sorted(self.level_scores[lvl])
+        if not scores:
+            return []
+        frac = self.campaign.funnel.promote_fraction
+        k = max(1, int(math.ceil(frac * len(scores))))
+        threshold = scores[-k]
+        return [i for i in inds if self.fidelities[lvl] in i.results
+                and i.results[self.fidelities[lvl]].status == Status.ok
+                and i.results[self.fidelities[lvl]].score >= threshold]
+
+    def _funnel(self, children: list[Individual], *, promote_all: bool = False) -> list[Individual]:
+        """Screen at the cheapest fidelity, promote the best to the next ones. Returns the evaluated."""
+        evaluated = self._evaluate(children, self.fidelities[0])
+        current = evaluated
+        for lvl in range(1, len(self.fidelities)):
+            if promote_all:
+                up = [i for i in current if i.results[self.fidelities[lvl - 1]].status == Status.ok]
+            else:
+                up = self._promote(current, lvl - 1)
+            if not up:
+                break
+            current = self._evaluate(up, self.fidelities[lvl])
+        return evaluated
+
+    # -- children --------------------------------------------------------------------
+    def _novel(self, p: Proposal, batch_keys: set[str], last_try: bool) -> tuple[Individual | None, str]:
+        """Normalize and check novelty; returns (individual or None, reason)."""
+        try:
+            text = self.kind.normalize(p.text or "")
+        except InvalidCandidate as e:
+            return None, f"invalid: {e}"
+        if text in self.canon_seen:
+            return None, f"duplicate: same canonical text as #{self.canon_seen[text]}"
+        key = self.evaluator.key(Candidate(kind=self.campaign.kind, text=text))
+        if (key in self.known or key in batch_keys) and not last_try:
+            return None, "duplicate: same fingerprint as an evaluated candidate"
+        return self._make_individual(text, key, p), ""
+
+    def _make_children(self, jobs: list[Job]) -> list[Individual]:
+        """Run the operators (batched per operator), then validate and de-duplicate each child."""
+        by_op: dict[str, list[int]] = {}
+        for j, job in enumerate(jobs):
+            by_op.setdefault(job.operator, []).append(j)
+        proposals: list[Proposal | None] = [None] * len(jobs)
+        for name in sorted(by_op, key=lambda n: by_op[n][0]):
+            idx = by_op[name]
+            out = self.get_operator(name).propose(self.ctx, [[p for p in jobs[j].parents] for j in idx])
+            for j, p in zip(idx, out):
+                proposals[j] = p
+        children: list[Individual] = []
+        batch_keys: set[str] = set()
+        for job, p in zip(jobs, proposals):
+            retries = self.campaign.search.max_retries
+            op = self.get_operator(job.operator)
+            for attempt in range(retries + 1):
+                last = attempt == retries
+                self.stats.proposals[p.operator] = self.stats.proposals.get(p.operator, 0) + 1
+                is_llm = self.get_operator(p.operator).uses_llm if p.operator in OPERATORS else False
+                if is_llm:
+                    self.stats.llm_proposals += 1
+                ind, why = (None, p.reason or "no proposal") if p.text is None else self._novel(p, batch_keys, last)
+                if ind is not None:
+                    if is_llm:
+                        self.stats.llm_valid += 1
+                    children.append(ind)
+                    batch_keys.add(ind.key)
+                    break
+                if why.startswith("duplicate"):
+                    self.stats.duplicates += 1
+                    if is_llm:  # LLM duplicates are worth recording (with the raw reply)
+                        self._record_invalid(Proposal(p.text, p.operator, p.parents, p.raw, why, p.meta),
+                                             "duplicate")
+                else:
+                    self._record_invalid(Proposal(p.text, p.operator, p.parents, p.raw, why or p.reason,
+                                                  p.meta))
+                if last:
+                    self.event("no_child", f"no usable child after {retries + 1} attempts "
+                                           f"(operator {job.operator}, last: {why})")
+                    break
+                # retry: LLM slots fall back to a random operator (no second LLM call)
+                if op.uses_llm or (p.operator in OPERATORS and self.get_operator(p.operator).uses_llm):
+                    name = self.fallback_operator(1)
+                    parents = job.parents[:1]
+                else:
+                    name, parents = p.operator, job.parents[: self.get_operator(p.operator).arity]
+                p = self.get_operator(name).propose(self.ctx, [parents])[0]
+        return children
+
+    # -- seeds ---------------------------------------------------------------------
+    def _seed(self) -> None:
+        seeds = self.kind.seed_texts(self.campaign)
+        inds = []
+        for label, text in seeds:
+            p = Proposal(text=text, operator="seed", parents=(), meta={"seed": label})
+            try:
+                canon = self.kind.normalize(text)
+            except InvalidCandidate as e:
+                raise InvalidCandidate(f"seed {label!r} is invalid: {e}") from None
+            if canon in self.canon_seen:
+                continue
+            key = self.evaluator.key(Candidate(kind=self.campaign.kind, text=canon))
+            inds.append(self._make_individual(canon, key, p))
+        evaluated = self._funnel(inds, promote_all=True)
+        self.population = self.strategy.survive(self.ctx, [], evaluated)
+        self.seeded = True
+        self.event("seeded", f"{len(evaluated)} seed(s) evaluated",
+                   scores={i.meta.get("seed", str(i.id)): i.score for i in evaluated})
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        state = {
+            "rng": _rng_state(self.rng), "used": self.used, "llm_calls": self.llm_calls,
+            "llm_consecutive_errors": self.llm_consecutive_errors,
+            "llm_disabled_reason": self.llm_disabled_reason if self._llm_init_done else "",
+            "wall": self.wall_elapsed(), "since_improvement": self.since_improvement,
+            "best_key": list(self.best_key), "seeded": self.seeded,
+            "population": [i.id for i in self.population], "strategy": self.strategy.state,
+            "op_state": self.op_state, "stats": self.stats.to_dict(),
+        }
+        self.store.save_checkpoint(self.generation, self.next_id, state)
+
+    def _restore(self) -> None:
+        ck = self.store.last_checkpoint()
+        evals = self.store.evaluations()
+        next_id = ck["next_id"] if ck else 0
+        cands = [c for c in self.store.candidates() if c["id"] < next_id]
+        by_key_rows: dict[tuple[str, str], dict] = {}
+        for e in evals:
+            r = EvalResult.model_validate_json(e["result"])
+            if e["candidate_id"] < next_id:
+                self.known.setdefault(e["key"], {})[e["fidelity"]] = r
+                by_key_rows[(e["key"], e["fidelity"])] = e
+            else:
+                self.replay[(e["key"], e["fidelity"])] = (r, float(e["cost"]), int(e["seq"]))
+        for c in cands:
+            if c["state"] != "ok":
+                continue
+            ind = Individual(id=c["id"], text=c["canonical"], kind=c["kind"], key=c["key"],
+                             parents=tuple(c["parents"]), operator=c["operator"], generation=c["generation"],
+                             meta=c["meta"])
+            self.canon_seen.setdefault(ind.text, ind.id)
+            for pid in ind.parents:
+                if pid in self.individuals:
+                    self.individuals[pid].children += 1
+            for f in self.fidelities:
+                if f in self.known.get(ind.key, {}):
+                    self._apply_result(ind, self.known[ind.key][f])
+        for (key, f), e in by_key_rows.items():
+            r = self.known[key][f]
+            if r.status == Status.ok and math.isfinite(r.score):
+                self.level_scores[self.fidelities.index(f)].append(float(r.score))
+        self.store.truncate_after_checkpoint(next_id)
+        self.next_id = next_id
+        if ck:
+            s = ck["state"]
+            self.generation = ck["generation"]
+            _set_rng_state(self.rng, s["rng"])
+            self.used, self.llm_calls = float(s["used"]), int(s["llm_calls"])
+            self.llm_consecutive_errors = int(s["llm_consecutive_errors"])
+            if s["llm_disabled_reason"]:
+                self.llm_disabled_reason = s["llm_disabled_reason"]
+            self.wall_before = float(s["wall"])
+            self.since_improvement = float(s["since_improvement"])
+            self.best_key = (int(s["best_key"][0]), float(s["best_key"][1]))
+            self.seeded = bool(s["seeded"])
+            self.population = [self.individuals[i] for i in s["population"] if i in self.individuals]
+            self.strategy.state = s["strategy"]
+            self.op_state = s["op_state"]
+            self.stats = Stats(**s["stats"])
+        self.store.set_meta(status="running")
+        self.event("resumed", f"resumed at generation {self.generation} with {self.used:g} budget units used "
+                              f"({len(self.replay)} finished evaluation(s) of the unfinished generation kept)")
+
+    # -- main loop -------------------------------------------------------------------
+    def step(self) -> list[Individual]:
+        """One generation: plan, make children, funnel-evaluate, survive, checkpoint."""
+        self.generation += 1
+        n = self._affordable(self.fidelities[0], self.campaign.search.batch_size)
+        jobs = self.strategy.plan(self.ctx, n) if n > 0 else []
+        children = self._make_children(jobs)
+        evaluated = self._funnel(children)
+        self.population = self.strategy.survive(self.ctx, self.population, evaluated)
+        patience = self.campaign.search.patience
+        if patience is not None and self.since_improvement >= patience and self.individuals:
+            best = self.ctx.top(1)[0]
+            self.population = self.strategy.restart(self.ctx, best)
+            self.since_improvement = 0.0
+            self.event("restart", f"no improvement for {patience} units: population restarted from #{best.id}",
+                       best=best.id)
+        self._checkpoint()
+        return evaluated
+
+    def run(self) -> "RunSummary":
+        if self.progress is not None:
+            self.progress.start(self)
+        stalled = 0
+        try:
+            if not self.seeded:
+                self._seed()
+                self._checkpoint()
+            while self.budget_left >= min(self.campaign.fidelity_cost(self.fidelities[0]), 1e-9) - 1e-9 \
+                    and self._affordable(self.fidelities[0], 1) > 0:
+                if self._out_of_time():
+                    self.done_reason = "wall time budget reached"
+                    break
+                evaluated = self.step()
+                if self.progress is not None:
+                    self.progress.update(self)
+                stalled = stalled + 1 if not evaluated else 0
+                if stalled >= 20:
+                    self.done_reason = "no new candidates for 20 generations (search space exhausted?)"
+                    self.event("stopped", self.done_reason)
+                    break
+            else:
+                self.done_reason = "evaluation budget reached"
+            self.store.set_meta(status="searched", done_reason=self.done_reason, wall=self.wall_elapsed())
+            self.event("searched", self.done_reason, used=self.used)
+            if self.campaign.simplify.enabled and self.campaign.simplify.top > 0:
+                from .simplify_empirical import simplify_winners
+                simplify_winners(self)
+            self.store.set_meta(status="done", wall=self.wall_elapsed())
+        finally:
+            if self.progress is not None:
+                self.progress.stop(self)
+        return self.summary()
+
+    def summary(self) -> "RunSummary":
+        top = self.ctx.top(5)
+        return RunSummary(run_dir=str(self.run_dir), evaluations=self.store.count("evaluations"),
+                          used=self.used, generations=self.generation, wall_seconds=self.wall_elapsed(),
+                          llm_calls=self.llm_calls, best_id=top[0].id if top else None,
+                          best_score=top[0].score if top else WORST_SCORE,
+                          best_fidelity=self.fidelities[top[0].level] if top else None,
+                          best_text=top[0].text if top else "", done_reason=self.done_reason,
+                          stats=self.stats.to_dict())
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    evaluations: int
+    used: float
+    generations: int
+    wall_seconds: float
+    llm_calls: int
+    best_id: int | None
+    best_score: float
+    best_fidelity: str | None
+    best_text: str
+    done_reason: str
+    stats: dict
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, default=str)
+
+
+def run_campaign(campaign: Campaign, run_dir: str | Path | None = None, **kw: Any) -> RunSummary:
+    """Convenience: build an Engine, run it, close the store."""
+    eng = Engine(campaign, run_dir, **kw)
+    try:
+        return eng.run()
+    finally:
+        eng.close()

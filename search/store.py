@@ -1,0 +1,248 @@
+"""The run store: one SQLite file per run (``runs/<name>/run.sqlite``), written as results arrive.
+
+Stdlib ``sqlite3`` in WAL mode; every write is its own short transaction, so killing the
+process at any moment loses nothing that was finished (a SIGKILL mid-transaction rolls that
+one transaction back and nothing else). ``synchronous=NORMAL`` is durable against a process
+crash (the risk it leaves is an OS crash / power loss, where the last transactions can go).
+
+Tables
+- ``meta(key, value)``: campaign (JSON and TOML text), created time, schema version, status.
+- ``candidates``: every proposal, valid or not: text, canonical source, cache key (fingerprint),
+  parents (JSON list of ids), operator, generation, state (``ok`` | ``invalid`` | ``duplicate``
+  | ``simplify``), invalid reason, the LLM's raw reply, meta (JSON).
+- ``evaluations``: one row per finished training evaluation (key, fidelity) with the full
+  ``EvalResult`` JSON, its cost in budget units, its order ``seq`` and the candidate that
+  triggered it. Unique on (key, fidelity): a fingerprint is never trained twice.
+- ``llm_calls``: each LLM request/reply (purpose, request JSON, reply, error, tokens, latency).
+- ``checkpoints``: engine state after each generation (RNG state, population, counters).
+- ``events``: a log (restarts, LLM disabled, simplification steps, ...).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    canonical TEXT,
+    key TEXT,
+    parents TEXT NOT NULL DEFAULT '[]',
+    operator TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    raw_reply TEXT,
+    meta TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS candidates_key ON candidates(key);
+CREATE TABLE IF NOT EXISTS evaluations (
+    seq INTEGER PRIMARY KEY,
+    candidate_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    fidelity TEXT NOT NULL,
+    score REAL NOT NULL,
+    status TEXT NOT NULL,
+    cost REAL NOT NULL,
+    seconds REAL NOT NULL,
+    result TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE(key, fidelity)
+);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    candidate_id INTEGER,
+    purpose TEXT NOT NULL,
+    request TEXT NOT NULL,
+    reply TEXT,
+    error TEXT,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    latency_s REAL NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    generation INTEGER NOT NULL,
+    next_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    t REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+DB_NAME = "run.sqlite"
+
+
+class StoreError(RuntimeError):
+    """A run directory or database that cannot be used as asked."""
+
+
+def db_path(run: str | Path) -> Path:
+    """The database of a run: accepts the run directory or the .sqlite file itself."""
+    p = Path(run)
+    return p if p.suffix == ".sqlite" else p / DB_NAME
+
+
+class RunStore:
+    """Read/write access to one run's database. Open read-only for inspection (``show``)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = db_path(path)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"no run database at {self.path} (expected a run directory made by "
+                                 "'optforge run', e.g. runs/demo)")
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(_SCHEMA)
+        self.conn.row_factory = sqlite3.Row
+
+    # -- plumbing -----------------------------------------------------------------
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: all or nothing."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- meta -------------------------------------------------------------------------
+    def set_meta(self, **items: Any) -> None:
+        with self.tx() as c:
+            for k, v in items.items():
+                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (k, json.dumps(v)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else default
+
+    def is_initialized(self) -> bool:
+        return self.get_meta("campaign") is not None
+
+    # -- writes ---------------------------------------------------------------------
+    def add_candidate(self, *, id: int, kind: str, text: str, canonical: str | None, key: str | None,
+                      parents: list[int] | tuple[int, ...], operator: str, generation: int, state: str,
+                      reason: str = "", raw_reply: str | None = None, meta: dict | None = None) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO candidates(id, kind, text, canonical, key, parents, operator, "
+                      "generation, state, reason, raw_reply, meta, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (id, kind, text, canonical, key, json.dumps(list(parents)), operator, generation, state,
+                       reason, raw_reply, json.dumps(meta or {}, sort_keys=True), time.time()))
+
+    def update_candidate_meta(self, cid: int, meta: dict) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE candidates SET meta=? WHERE id=?", (json.dumps(meta, sort_keys=True), cid))
+
+    def add_evaluation(self, *, seq: int, candidate_id: int, key: str, fidelity: str, result_json: str,
+                       score: float, status: str, cost: float, seconds: float) -> None:
+        with self.tx() as c:
+            c.execute("INSERT OR REPLACE INTO evaluations(seq, candidate_id, key, fidelity, score, status, "
+                      "cost, seconds, result, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (seq, candidate_id, key, fidelity, score, status, cost, seconds, result_json,
+                       time.time()))
+
+    def add_llm_call(self, *, candidate_id: int | None, purpose: str, request: str, reply: str | None,
+                     error: str | None, tokens: int, latency_s: float, cached: bool) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO llm_calls(candidate_id, purpose, request, reply, error, tokens, latency_s, "
+                      "cached, created) VALUES (?,?,?,?,?,?,?,?,?)",
+                      (candidate_id, purpose, request, reply, error, tokens, latency_s, int(cached),
+                       time.time()))
+
+    def add_event(self, kind: str, message: str, data: dict | None = None) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO events(t, kind, message, data) VALUES (?,?,?,?)",
+                      (time.time(), kind, message, json.dumps(data or {}, sort_keys=True, default=str)))
+
+    def save_checkpoint(self, generation: int, next_id: int, state: dict) -> None:
+        with self.tx() as c:
+            c.execute("INSERT INTO checkpoints(generation, next_id, state, created) VALUES (?,?,?,?)",
+                      (generation, next_id, json.dumps(state, sort_keys=True), time.time()))
+
+    def truncate_after_checkpoint(self, next_id: int) -> None:
+        """Forget the proposals of an unfinished generation (it is re-run identically on resume).
+
+        Finished evaluations are never deleted: the re-run finds them and reuses them.
+        """
+        with self.tx() as c:
+            c.execute("DELETE FROM candidates WHERE id >= ?", (next_id,))
+            c.execute("DELETE FROM llm_calls WHERE candidate_id >= ?", (next_id,))
+
+    # -- reads ------------------------------------------------------------------------
+    def last_checkpoint(self) -> dict | None:
+        row = self.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"generation": row["generation"], "next_id": row["next_id"], "state": json.loads(row["state"])}
+
+    def candidates(self, *, state: str | None = None) -> list[dict]:
+        q = "SELECT * FROM candidates" + (" WHERE state=?" if state else "") + " ORDER BY id"
+        rows = self.conn.execute(q, (state,) if state else ()).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["parents"] = json.loads(d["parents"])
+            d["meta"] = json.loads(d["meta"])
+            out.append(d)
+        return out
+
+    def candidate(self, cid: int) -> dict | None:
+        r = self.conn.execute("SELECT * FROM candidates WHERE id=?", (cid,)).fetchone()
+        if r is None:
+            return None
+        d = dict(r)
+        d["parents"] = json.loads(d["parents"])
+        d["meta"] = json.loads(d["meta"])
+        return d
+
+    def evaluations(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM evaluations ORDER BY seq").fetchall()]
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        q = "SELECT * FROM events" + (" WHERE kind=?" if kind else "") + " ORDER BY id"
+        return [dict(r) | {"data": json.loads(r["data"])}
+                for r in self.conn.execute(q, (kind,) if kind else ()).fetchall()]
+
+    def llm_calls(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM llm_calls ORDER BY id").fetchall()]
+
+    def count(self, table: str) -> int:
+        assert table in ("candidates", "evaluations", "llm_calls", "checkpoints", "events")
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def used_budget(self) -> float:
+        return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM evaluations").fetchone()[0])
