@@ -1,9 +1,15 @@
 """The update-rule DSL: parse, check, simplify, fingerprint, compile to torch.optim, export."""
+from .checker import CheckReport, DeadStatement, check, check_source
 from .errors import DSLError
+from .fingerprint import fingerprint
+from .library import get_rule, list_rules
+from .simplify import simplify
 from .interpret import run_rule
 from .parser import parse
 from .primitives import PRIMITIVES, RESERVED, reference_text
 from .program import Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program
 
 __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Expr", "Name", "Neg", "Num",
-           "PRIMITIVES", "RESERVED", "reference_text", "run_rule"]
+           "PRIMITIVES", "RESERVED", "reference_text", "run_rule",
+           "CheckReport", "DeadStatement", "check", "check_source", "simplify", "fingerprint",
+           "get_rule", "list_rules"]

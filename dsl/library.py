@@ -1,0 +1,137 @@
+"""Known update rules written in the DSL: seeds for the search and tests of the language.
+
+Each rule follows its reference exactly (tests/test_library.py checks a few
+hundred float64 steps against it):
+
+* torch.optim semantics for SGD (momentum, dampening 0, Nesterov), Adam, AdamW,
+  RMSprop (alpha 0.99, eps 1e-8, no momentum, not centered) and Adagrad
+  (eps 1e-10, lr_decay 0, initial accumulator 0). torch's L2 weight decay adds
+  ``wd * w`` to the gradient; AdamW's decoupled decay multiplies ``w`` by
+  ``1 - lr * wd`` first. A zero initial momentum buffer gives torch's
+  "first step copies the gradient" for free when dampening is 0.
+* the papers' formulas for Lion (Chen et al. 2023), signSGD and signum
+  (Bernstein et al. 2018; here with Lion-style decoupled weight decay),
+  AdaBelief (Zhuang et al. 2020: ``s`` tracks ``(g - m)^2 + eps``, bias
+  corrected, decoupled weight decay, eps 1e-16 as in its reference code) and
+  Muon (Jordan et al. 2024: momentum, Nesterov look-ahead, Newton-Schulz
+  orthogonalization, decoupled weight decay). Muon's shape factor
+  ``sqrt(max(1, rows/cols))`` needs the matrix shape, which the DSL does not
+  expose, so it is left out (it can be folded into the learning rate per shape).
+  ``orthogonalize`` is the identity on 1-D tensors, where this rule is
+  SGD with Nesterov momentum.
+
+Recall ``interp(x, y, a) = (1 - a) * x + a * y``, so torch's
+``m = beta * m + (1 - beta) * g`` is ``interp(g, m, beta)``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .program import Program
+
+RULES: dict[str, str] = {
+    "sgd": """\
+def sgd(w, g, lr, wd):
+    g = g + wd * w
+    w = w - lr * g
+    return w
+""",
+    "sgd_momentum": """\
+def sgd_momentum(w, g, buf, lr, wd, momentum=0.9):
+    d = g + wd * w
+    buf = momentum * buf + d
+    w = w - lr * buf
+    return w, buf
+""",
+    "nesterov": """\
+def nesterov(w, g, buf, lr, wd, momentum=0.9):
+    d = g + wd * w
+    buf = momentum * buf + d
+    w = w - lr * (d + momentum * buf)
+    return w, buf
+""",
+    "adam": """\
+def adam(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
+    g = g + wd * w
+    m = interp(g, m, beta1)
+    v = interp(g * g, v, beta2)
+    u = m / (1 - beta1 ** step) / (sqrt(v) / sqrt(1 - beta2 ** step) + eps)
+    w = w - lr * u
+    return w, m, v
+""",
+    "adamw": """\
+def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
+    w = w * (1 - lr * wd)
+    m = interp(g, m, beta1)
+    v = interp(g * g, v, beta2)
+    u = (m / (1 - beta1 ** step)) / (sqrt(v / (1 - beta2 ** step)) + eps)
+    w = w - lr * u
+    return w, m, v
+""",
+    "rmsprop": """\
+def rmsprop(w, g, v, lr, wd, alpha=0.99, eps=1e-8):
+    g = g + wd * w
+    v = interp(g * g, v, alpha)
+    w = w - lr * g / (sqrt(v) + eps)
+    return w, v
+""",
+    "adagrad": """\
+def adagrad(w, g, s, lr, wd, step, lr_decay=0, eps=1e-10):
+    g = g + wd * w
+    s = s + g * g
+    w = w - lr / (1 + (step - 1) * lr_decay) * g / (sqrt(s) + eps)
+    return w, s
+""",
+    "lion": """\
+def lion(w, g, m, lr, wd, beta1=0.9, beta2=0.99):
+    u = sign(interp(g, m, beta1))
+    m = interp(g, m, beta2)
+    w = w - lr * (u + wd * w)
+    return w, m
+""",
+    "signsgd": """\
+def signsgd(w, g, lr, wd):
+    w = w - lr * (sign(g) + wd * w)
+    return w
+""",
+    "signum": """\
+def signum(w, g, m, lr, wd, beta=0.9):
+    m = interp(g, m, beta)
+    w = w - lr * (sign(m) + wd * w)
+    return w, m
+""",
+    "adabelief": """\
+def adabelief(w, g, m, s, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-16):
+    w = w * (1 - lr * wd)
+    m = interp(g, m, beta1)
+    s = interp(square(g - m), s, beta2) + eps
+    u = m / (1 - beta1 ** step) / (sqrt(s / (1 - beta2 ** step)) + eps)
+    w = w - lr * u
+    return w, m, s
+""",
+    "muon": """\
+def muon(w, g, buf, lr, wd, momentum=0.95):
+    w = w * (1 - lr * wd)
+    buf = interp(g, buf, momentum)
+    u = orthogonalize(interp(g, buf, momentum))
+    w = w - lr * u
+    return w, buf
+""",
+}
+
+
+def list_rules() -> list[str]:
+    """Names of the library rules, in a stable order."""
+    return list(RULES)
+
+
+@lru_cache(maxsize=None)
+def get_rule(name: str) -> Program:
+    """The parsed library rule; ``KeyError`` naming the known rules otherwise."""
+    if name not in RULES:
+        raise KeyError(f"unknown library rule {name!r}; known rules: {', '.join(RULES)}")
+    from .parser import parse
+    return parse(RULES[name])
+
+
+__all__ = ["RULES", "get_rule", "list_rules"]

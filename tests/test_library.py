@@ -1,0 +1,204 @@
+"""Library rules vs their references, float64, a few hundred steps, tight tolerance.
+
+The problem: per parameter ``p`` (1-D, 2-D and 3-D), the quadratic loss
+``0.5 * |A p - b|^2`` with a random well-conditioned ``A``, so every gradient
+depends on the current parameter and errors would compound over the steps.
+The DSL side is the reference interpreter ``dsl.run_rule``.
+"""
+import math
+
+import pytest
+import torch
+
+import dsl
+from dsl import get_rule, list_rules, run_rule
+
+STEPS = 300
+SHAPES = [(6,), (5, 4), (3, 2, 2)]
+RTOL, ATOL = 1e-10, 1e-12
+F64 = torch.float64
+
+
+def _problem(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for shape in SHAPES:
+        n = math.prod(shape)
+        a = torch.randn(n, n, generator=gen, dtype=F64) / math.sqrt(n) + torch.eye(n, dtype=F64)
+        b = 10 * torch.randn(n, generator=gen, dtype=F64)  # optimum far away: no noisy end phase
+        p0 = torch.randn(shape, generator=gen, dtype=F64)
+        out.append((a, b, p0))
+    return out
+
+
+def _grad(a, b, p):
+    return (a.T @ (a @ p.reshape(-1) - b)).reshape(p.shape)
+
+
+def run_dsl(name, lr, wd, steps=STEPS, hyper=None):
+    prog = get_rule(name)
+    out = []
+    for a, b, p0 in _problem():
+        w, state = p0.clone(), {}
+        for t in range(1, steps + 1):
+            w, state = run_rule(prog, w, _grad(a, b, w), state, lr=lr, wd=wd, step=t, hyper=hyper)
+        out.append(w)
+    return out
+
+
+def run_torch(make_opt, steps=STEPS):
+    out = []
+    for a, b, p0 in _problem():
+        p = torch.nn.Parameter(p0.clone())
+        opt = make_opt([p])
+        for _ in range(steps):
+            with torch.no_grad():
+                p.grad = _grad(a, b, p)
+            opt.step()
+        out.append(p.detach())
+    return out
+
+
+def run_formula(update, steps=STEPS):
+    """``update(p, g, state: dict, t) -> p``, a plain formula written here."""
+    out = []
+    for a, b, p0 in _problem():
+        p, state = p0.clone(), {}
+        for t in range(1, steps + 1):
+            p = update(p, _grad(a, b, p), state, t)
+        out.append(p)
+    return out
+
+
+def _assert_same(got, want):
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=RTOL, atol=ATOL)
+    # the problem is not trivial: the parameters moved
+    assert all((x - p0).abs().max() > 1e-3 for x, (_, _, p0) in zip(got, _problem()))
+
+
+TORCH_CASES = {
+    "sgd": (0.05, 0.01, lambda ps: torch.optim.SGD(ps, lr=0.05, weight_decay=0.01)),
+    "sgd_momentum": (0.02, 0.01, lambda ps: torch.optim.SGD(ps, lr=0.02, momentum=0.9, weight_decay=0.01)),
+    "nesterov": (0.02, 0.01, lambda ps: torch.optim.SGD(ps, lr=0.02, momentum=0.9, nesterov=True,
+                                                       weight_decay=0.01)),
+    "adam": (0.01, 0.01, lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.01)),
+    "adamw": (0.01, 0.1, lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1)),
+    "rmsprop": (0.003, 0.01, lambda ps: torch.optim.RMSprop(ps, lr=0.003, weight_decay=0.01)),
+    "adagrad": (0.1, 0.01, lambda ps: torch.optim.Adagrad(ps, lr=0.1, weight_decay=0.01)),
+}
+
+
+@pytest.mark.parametrize("name", list(TORCH_CASES))
+def test_matches_torch_optim(name):
+    lr, wd, make = TORCH_CASES[name]
+    _assert_same(run_dsl(name, lr, wd), run_torch(make))
+
+
+def test_adagrad_lr_decay_matches_torch():
+    got = run_dsl("adagrad", 0.1, 0.0, hyper={"lr_decay": 0.01})
+    _assert_same(got, run_torch(lambda ps: torch.optim.Adagrad(ps, lr=0.1, lr_decay=0.01)))
+
+
+def test_adam_hyperparameters_override_like_torch():
+    got = run_dsl("adam", 0.01, 0.0, hyper={"beta1": 0.8, "beta2": 0.99, "eps": 1e-6})
+    _assert_same(got, run_torch(lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6)))
+
+
+def _lion(lr, wd, b1=0.9, b2=0.99):
+    def update(p, g, st, t):
+        m = st.get("m", torch.zeros_like(p))
+        c = (1 - b1) * g + b1 * m
+        st["m"] = (1 - b2) * g + b2 * m
+        return p - lr * (torch.sign(c) + wd * p)
+    return update
+
+
+def _signsgd(lr, wd):
+    return lambda p, g, st, t: p - lr * (torch.sign(g) + wd * p)
+
+
+def _signum(lr, wd, beta=0.9):
+    def update(p, g, st, t):
+        m = (1 - beta) * g + beta * st.get("m", torch.zeros_like(p))
+        st["m"] = m
+        return p - lr * (torch.sign(m) + wd * p)
+    return update
+
+
+def _adabelief(lr, wd, b1=0.9, b2=0.999, eps=1e-16):
+    def update(p, g, st, t):
+        m = b1 * st.get("m", torch.zeros_like(p)) + (1 - b1) * g
+        s = b2 * st.get("s", torch.zeros_like(p)) + (1 - b2) * (g - m) ** 2 + eps
+        st["m"], st["s"] = m, s
+        m_hat, s_hat = m / (1 - b1 ** t), s / (1 - b2 ** t)
+        return p * (1 - lr * wd) - lr * m_hat / (torch.sqrt(s_hat) + eps)
+    return update
+
+
+def _newton_schulz5(x):
+    """Muon's quintic iteration, written out from the paper/blog description."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    y = x / (torch.linalg.matrix_norm(x) + 1e-7)
+    tall = y.shape[0] > y.shape[1]
+    if tall:
+        y = y.T
+    for _ in range(5):
+        s = y @ y.T
+        y = a * y + (b * s + c * s @ s) @ y
+    return y.T if tall else y
+
+
+def _muon(lr, wd, mu=0.95):
+    def update(p, g, st, t):
+        buf = mu * st.get("buf", torch.zeros_like(p)) + (1 - mu) * g
+        st["buf"] = buf
+        look = (1 - mu) * g + mu * buf
+        u = _newton_schulz5(look.reshape(p.shape[0], -1)).reshape(p.shape) if p.dim() >= 2 else look
+        return p * (1 - lr * wd) - lr * u
+    return update
+
+
+FORMULA_CASES = {
+    "lion": (0.003, 0.1, _lion),
+    "signsgd": (0.003, 0.1, _signsgd),
+    "signum": (0.003, 0.1, _signum),
+    "adabelief": (0.01, 0.1, _adabelief),
+    "muon": (0.02, 0.1, _muon),
+}
+
+
+@pytest.mark.parametrize("name", list(FORMULA_CASES))
+def test_matches_paper_formula(name):
+    lr, wd, make = FORMULA_CASES[name]
+    _assert_same(run_dsl(name, lr, wd), run_formula(make(lr, wd)))
+
+
+def test_muon_orthogonalizes_matrices():
+    """One step from zero state: the 2-D update has singular values near 1 (Newton-Schulz band)."""
+    prog = get_rule("muon")
+    w = torch.zeros(6, 4, dtype=F64)
+    g = torch.randn(6, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    new_w, _ = run_rule(prog, w, g, {}, lr=1.0, wd=0.0, step=1)
+    sv = torch.linalg.svdvals(-new_w)
+    assert sv.min() > 0.6 and sv.max() < 1.3
+
+
+def test_every_rule_is_covered_and_valid():
+    assert set(list_rules()) == set(TORCH_CASES) | set(FORMULA_CASES)
+    for name in list_rules():
+        prog = get_rule(name)
+        assert prog.name == name
+        assert dsl.parse(prog.source()) == prog
+        report = dsl.check(prog)
+        assert not report.dead and not report.unused_inputs and not report.warnings, (name, report.summary())
+
+
+def test_library_fingerprints_are_distinct():
+    fps = {name: dsl.fingerprint(get_rule(name)) for name in list_rules()}
+    assert len(set(fps.values())) == len(fps), fps
+
+
+def test_unknown_rule_names_the_known_ones():
+    with pytest.raises(KeyError, match="lion"):
+        get_rule("lamb")
