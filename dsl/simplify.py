@@ -7,7 +7,7 @@ Passes, repeated until nothing changes (so ``simplify`` is idempotent):
    never folded: they are overridable), and apply identities that hold exactly
    in IEEE arithmetic: ``x*1``, ``x/1``, ``x**1``, ``x+0``, ``x-0``, ``0-x = -x``,
    ``--x``, ``x + -y = x - y``, ``x - -y = x + y``, ``-x + y = y - x``,
-   ``x*-1 = -x``, ``(-x)*(-y) = x*y``, ``sign(sign x)``, ``abs(abs x)``,
+   ``x*-1 = -x``, ``x + (-c)*y = x - c*y``, ``(-x)*(-y) = x*y``, ``sign(sign x)``, ``abs(abs x)``,
    ``abs(-x)``, ``square(-x)``, ``square(abs x)``, ``abs(square x)``,
    ``maximum(x, x)``, ``minimum(x, x)``, ``clip(clip(x, c), c)``,
    ``interp(x, y, 0) = x``, ``interp(x, y, 1) = y``, and ``0*s = 0`` for a plain
@@ -87,6 +87,11 @@ def _plain_scalar(e: Expr, scalar_names: set[str]) -> bool:
     return True
 
 
+def _neg_coeff(e: Expr) -> bool:
+    """``(-c) * y`` or ``(-c) / y``: equal to ``-(c * y)`` bit for bit."""
+    return isinstance(e, BinOp) and e.op in "*/" and isinstance(e.left, Num) and e.left.value < 0
+
+
 def _neg(x: Expr) -> Expr:
     if isinstance(x, Neg):
         return x.operand
@@ -128,6 +133,8 @@ class _Rewriter:
                 return self._binop("-", l, r.operand)
             if isinstance(r, Num) and r.value < 0:
                 return BinOp("-", l, Num(-r.value))
+            if _neg_coeff(r):
+                return BinOp("-", l, BinOp(r.op, Num(-r.left.value), r.right))
             if isinstance(l, Neg):
                 return BinOp("-", r, l.operand)
         elif op == "-":
@@ -139,6 +146,8 @@ class _Rewriter:
                 return self._binop("+", l, r.operand)
             if isinstance(r, Num) and r.value < 0:
                 return BinOp("+", l, Num(-r.value))
+            if _neg_coeff(r):
+                return BinOp("+", l, BinOp(r.op, Num(-r.left.value), r.right))
         elif op == "*":
             if _is(r, 1):
                 return l
