@@ -1,0 +1,127 @@
+"""``optforge rule check|simplify|export|list``: the DSL's analysis and export from the shell.
+
+``FILE`` is a path to a rule's source, or the name of a library rule (``lion``).
+A bad program prints the ``DSLError`` (with line and column) and exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import dsl
+
+
+class _Fail(Exception):
+    """A user error: printed, exit status 1."""
+
+
+def _load(spec: str) -> tuple[dsl.Program, str]:
+    """(program, where it came from); a file path wins over a library name."""
+    from dsl.library import RULES
+    if os.path.exists(spec):
+        try:
+            with open(spec, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise _Fail(f"cannot read {spec}: {e}") from None
+        origin = spec
+    elif spec in RULES:
+        text, origin = RULES[spec], f"library rule {spec!r}"
+    else:
+        raise _Fail(f"{spec}: no such file, and not a library rule (library rules: {', '.join(RULES)})")
+    try:
+        return dsl.parse(text), origin
+    except dsl.DSLError as e:
+        raise _Fail(f"{origin}: {e}") from None
+
+
+def _class_name(program_name: str) -> str:
+    name = "".join(part[:1].upper() + part[1:] for part in program_name.split("_") if part)
+    return name if name.isidentifier() else "DiscoveredOptimizer"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    prog, origin = _load(args.file)
+    report = dsl.check(prog)
+    print(f"# {origin}")
+    print(report.summary())
+    simple = dsl.simplify(prog)
+    if simple != prog:
+        print(f"simplify: size {prog.size()} -> {simple.size()}, statements {len(prog.body)} -> "
+              f"{len(simple.body)}, state tensors {len(prog.state_names)} -> {len(simple.state_names)} "
+              "(run 'optforge rule simplify' to see it)")
+    print(f"fingerprint: {dsl.fingerprint(prog)}")
+    return 1 if args.strict and not report.clean else 0
+
+
+def cmd_simplify(args: argparse.Namespace) -> int:
+    prog, _ = _load(args.file)
+    sys.stdout.write(dsl.simplify(prog).source())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    prog, origin = _load(args.file)
+    try:
+        from dsl.export import export_python
+    except ImportError as e:
+        raise _Fail(f"export is not available in this installation ({e})") from None
+    if args.simplify:
+        prog = dsl.simplify(prog)
+    class_name = args.class_name or _class_name(prog.name)
+    if not class_name.isidentifier():
+        raise _Fail(f"--class-name {class_name!r} is not a valid Python class name")
+    text = export_python(prog, class_name)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise _Fail(f"cannot write {args.output}: {e}") from None
+    print(f"wrote {args.output}: class {class_name} from {origin} (fingerprint {dsl.fingerprint(prog)})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for name in dsl.list_rules():
+        p = dsl.get_rule(name)
+        hyper = ", ".join(f"{k}={v:g}" for k, v in p.hyperparams.items()) or "-"
+        print(f"{name:14s} states: {', '.join(p.state_names) or '-':10s} hyperparameters: {hyper}")
+    return 0
+
+
+def _guard(fn):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except _Fail as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    return run
+
+
+def register(subparsers) -> None:
+    rule = subparsers.add_parser("rule", help="check, simplify, export or list update rules (the DSL)")
+    sub = rule.add_subparsers(dest="rule_cmd", required=True)
+
+    p = sub.add_parser("check", help="kinds, dead code, unused inputs, warnings and fingerprint of a rule")
+    p.add_argument("file", metavar="FILE", help="rule source file, or a library rule name (e.g. lion)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when anything is reported")
+    p.set_defaults(func=_guard(cmd_check))
+
+    p = sub.add_parser("simplify", help="print the simplified rule (same update, smaller program)")
+    p.add_argument("file", metavar="FILE", help="rule source file, or a library rule name")
+    p.set_defaults(func=_guard(cmd_simplify))
+
+    p = sub.add_parser("export", help="write a standalone torch optimizer module for a rule")
+    p.add_argument("file", metavar="FILE", help="rule source file, or a library rule name")
+    p.add_argument("-o", "--output", help="output .py file (default: standard output)")
+    p.add_argument("--class-name", help="optimizer class name (default: from the rule's name)")
+    p.add_argument("--simplify", action="store_true", help="simplify the rule before exporting")
+    p.set_defaults(func=_guard(cmd_export))
+
+    p = sub.add_parser("list", help="list the library's known rules")
+    p.set_defaults(func=_guard(cmd_list))
