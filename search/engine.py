@@ -355,7 +355,8 @@ class Context:
 
     def top(self, k: int, pool: Sequence[Individual] | None = None) -> list[Individual]:
         """The k best (final ranking) among ``pool`` (default: everything evaluated)."""
-        items = [i for i in (pool if pool is not None else self.history.values()) if i.level >= 0]
+        items = [i for i in (pool if pool is not None else self.history.values())
+                 if i.level >= 0 and i.operator != "simplify"]
         return sorted(items, key=lambda i: (i.rank_key(), -i.id), reverse=True)[:k]
 
     def choose_operator(self, arity: int | None = None) -> str:
@@ -604,7 +605,7 @@ class Engine:
                                  parents=p.parents, operator=p.operator, generation=self.generation,
                                  state=state, reason=p.reason, raw_reply=p.raw, meta=p.meta)
 
-    def _make_individual(self, text: str, key: str, p: Proposal) -> Individual:
+    def _make_individual(self, text: str, key: str, p: Proposal, state: str = "ok") -> Individual:
         meta = dict(self.kind.describe(text))
         meta.update(p.meta)
         ind = Individual(id=self._new_id(), text=text, kind=self.campaign.kind, key=key, parents=p.parents,
@@ -612,7 +613,7 @@ class Engine:
         self.canon_seen.setdefault(text, ind.id)
         self.store.add_candidate(id=ind.id, kind=ind.kind, text=text, canonical=text, key=key,
                                  parents=p.parents, operator=p.operator, generation=self.generation,
-                                 state="ok", raw_reply=p.raw, meta=meta)
+                                 state=state, raw_reply=p.raw, meta=meta)
         for pid in p.parents:
             if pid in self.individuals:
                 self.individuals[pid].children += 1
@@ -635,14 +636,15 @@ class Engine:
             self.since_improvement = 0.0
 
     # -- evaluation ------------------------------------------------------------------
-    def _evaluate(self, inds: list[Individual], fidelity: str) -> list[Individual]:
+    def _evaluate(self, inds: list[Individual], fidelity: str, phase: str = "search") -> list[Individual]:
         """Evaluate at one fidelity (cache, replay, or the evaluator); returns those with a result.
 
         Each key is trained at most once per fidelity: a child whose key already has a result
         (an earlier candidate, or a twin in this batch) reuses it at no cost.
         """
         lvl = self.fidelities.index(fidelity)
-        cost = self.campaign.fidelity_cost(fidelity)
+        search = phase == "search"     # the simplify phase has its own cap and costs no search units
+        cost = self.campaign.fidelity_cost(fidelity) if search else 0.0
         done: list[Individual] = []
         waiting: list[Individual] = []     # keys not known yet, in order
         for ind in inds:
@@ -655,7 +657,9 @@ class Engine:
         unique: dict[str, Individual] = {}
         for ind in waiting:
             unique.setdefault(ind.key, ind)
-        firsts = list(unique.values())[: self._affordable(fidelity, len(unique))]
+        firsts = list(unique.values())
+        if search:
+            firsts = firsts[: self._affordable(fidelity, len(unique))]
         fresh = []
         for ind in firsts:
             rep = self.replay.pop((ind.key, fidelity), None)
@@ -663,7 +667,7 @@ class Engine:
                 r, c, _seq = rep
                 self.used += c
                 self.since_improvement += c
-                self._store_known(ind, r, lvl)
+                self._store_known(ind, r, lvl, search)
                 done.append(ind)
             else:
                 fresh.append(ind)
@@ -673,10 +677,11 @@ class Engine:
                 seq = self.store.count("evaluations")
                 self.store.add_evaluation(seq=seq, candidate_id=ind.id, key=ind.key, fidelity=fidelity,
                                           result_json=r.model_dump_json(), score=float(r.score),
-                                          status=str(r.status.value), cost=cost, seconds=float(r.seconds))
+                                          status=str(r.status.value), cost=cost, seconds=float(r.seconds),
+                                          phase=phase)
                 self.used += cost
                 self.since_improvement += cost
-                self._store_known(ind, r, lvl)
+                self._store_known(ind, r, lvl, search)
                 done.append(ind)
                 if self.progress is not None:
                     self.progress.update(self)
@@ -689,12 +694,13 @@ class Engine:
         done.sort(key=lambda i: i.id)
         return done
 
-    def _store_known(self, ind: Individual, r: EvalResult, lvl: int) -> None:
+    def _store_known(self, ind: Individual, r: EvalResult, lvl: int, search: bool = True) -> None:
         self.known.setdefault(ind.key, {})[r.fidelity] = r
         self._apply_result(ind, r)
-        if r.status == Status.ok and math.isfinite(r.score):
-            self.level_scores[lvl].append(float(r.score))
-        self._observe(ind)
+        if search:
+            if r.status == Status.ok and math.isfinite(r.score):
+                self.level_scores[lvl].append(float(r.score))
+            self._observe(ind)
 
     def _run_evaluator(self, inds: list[Individual], fidelity: str) -> list[EvalResult]:
         cands = [Candidate(kind=self.campaign.kind, text=i.text, meta={"id": i.id}) for i in inds]
@@ -763,36 +769,40 @@ class Engine:
         batch_keys: set[str] = set()
         for job, p in zip(jobs, proposals):
             retries = self.campaign.search.max_retries
-            op = self.get_operator(job.operator)
             for attempt in range(retries + 1):
                 last = attempt == retries
-                self.stats.proposals[p.operator] = self.stats.proposals.get(p.operator, 0) + 1
-                is_llm = self.get_operator(p.operator).uses_llm if p.operator in OPERATORS else False
-                if is_llm:
-                    self.stats.llm_proposals += 1
-                ind, why = (None, p.reason or "no proposal") if p.text is None else self._novel(p, batch_keys, last)
+                is_llm = self.get_operator(p.operator).uses_llm
+                skip = p.text is None and bool(p.meta.get("skip"))   # LLM unavailable: not a proposal
+                if not skip:
+                    self.stats.proposals[p.operator] = self.stats.proposals.get(p.operator, 0) + 1
+                    self.stats.llm_proposals += int(is_llm)
+                if skip:
+                    ind, why = None, p.reason
+                elif p.text is None:
+                    ind, why = None, p.reason or "no proposal"
+                else:
+                    ind, why = self._novel(p, batch_keys, last)
                 if ind is not None:
-                    if is_llm:
-                        self.stats.llm_valid += 1
+                    self.stats.llm_valid += int(is_llm)
                     children.append(ind)
                     batch_keys.add(ind.key)
                     break
-                if why.startswith("duplicate"):
+                if skip:
+                    pass
+                elif why.startswith("duplicate"):
                     self.stats.duplicates += 1
                     if is_llm:  # LLM duplicates are worth recording (with the raw reply)
                         self._record_invalid(Proposal(p.text, p.operator, p.parents, p.raw, why, p.meta),
                                              "duplicate")
                 else:
-                    self._record_invalid(Proposal(p.text, p.operator, p.parents, p.raw, why or p.reason,
-                                                  p.meta))
+                    self._record_invalid(Proposal(p.text, p.operator, p.parents, p.raw, why, p.meta))
                 if last:
                     self.event("no_child", f"no usable child after {retries + 1} attempts "
                                            f"(operator {job.operator}, last: {why})")
                     break
-                # retry: LLM slots fall back to a random operator (no second LLM call)
-                if op.uses_llm or (p.operator in OPERATORS and self.get_operator(p.operator).uses_llm):
-                    name = self.fallback_operator(1)
-                    parents = job.parents[:1]
+                # retry: an LLM slot falls back to a random operator (no second LLM call)
+                if is_llm:
+                    name, parents = self.fallback_operator(1), job.parents[:1]
                 else:
                     name, parents = p.operator, job.parents[: self.get_operator(p.operator).arity]
                 p = self.get_operator(name).propose(self.ctx, [parents])[0]

@@ -11,8 +11,9 @@ Tables
   parents (JSON list of ids), operator, generation, state (``ok`` | ``invalid`` | ``duplicate``
   | ``simplify``), invalid reason, the LLM's raw reply, meta (JSON).
 - ``evaluations``: one row per finished training evaluation (key, fidelity) with the full
-  ``EvalResult`` JSON, its cost in budget units, its order ``seq`` and the candidate that
-  triggered it. Unique on (key, fidelity): a fingerprint is never trained twice.
+  ``EvalResult`` JSON, its cost in budget units, its order ``seq``, the candidate that
+  triggered it and its phase (``search``, or ``simplify`` for the winners' simplification,
+  which costs 0 search units). Unique on (key, fidelity): a fingerprint is never trained twice.
 - ``llm_calls``: each LLM request/reply (purpose, request JSON, reply, error, tokens, latency).
 - ``checkpoints``: engine state after each generation (RNG state, population, counters).
 - ``events``: a log (restarts, LLM disabled, simplification steps, ...).
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     cost REAL NOT NULL,
     seconds REAL NOT NULL,
     result TEXT NOT NULL,
+    phase TEXT NOT NULL DEFAULT 'search',
     created REAL NOT NULL,
     UNIQUE(key, fidelity)
 );
@@ -168,11 +170,11 @@ class RunStore:
             c.execute("UPDATE candidates SET meta=? WHERE id=?", (json.dumps(meta, sort_keys=True), cid))
 
     def add_evaluation(self, *, seq: int, candidate_id: int, key: str, fidelity: str, result_json: str,
-                       score: float, status: str, cost: float, seconds: float) -> None:
+                       score: float, status: str, cost: float, seconds: float, phase: str = "search") -> None:
         with self.tx() as c:
             c.execute("INSERT OR REPLACE INTO evaluations(seq, candidate_id, key, fidelity, score, status, "
-                      "cost, seconds, result, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                      (seq, candidate_id, key, fidelity, score, status, cost, seconds, result_json,
+                      "cost, seconds, result, phase, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                      (seq, candidate_id, key, fidelity, score, status, cost, seconds, result_json, phase,
                        time.time()))
 
     def add_llm_call(self, *, candidate_id: int | None, purpose: str, request: str, reply: str | None,
@@ -246,3 +248,6 @@ class RunStore:
 
     def used_budget(self) -> float:
         return float(self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM evaluations").fetchone()[0])
+
+    def count_search_evaluations(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM evaluations WHERE phase='search'").fetchone()[0])

@@ -1,0 +1,216 @@
+"""LLM-proposed operators for update rules: mutation (one parent) and crossover (two).
+
+The prompt shows the DSL reference (``dsl.reference_text()``), a few of the best programs
+found so far with their scores, the parent(s) with score and per-task metrics, and asks for
+one new program in a ```python block. When ``llm_ops.grammar`` is on, requests carry
+``grammar="dsl"`` so backends that support constrained decoding only emit DSL programs.
+
+The reply is text and is treated as such: :func:`extract_candidates` pulls code out of it
+defensively (fenced blocks, then an unclosed fence, then a bare ``def``), and the only thing
+that ever reads the code is ``dsl.parse`` via the kind's ``normalize`` (the security
+boundary); nothing is executed. A refused proposal gets one repair request that sends the
+error back (``llm_ops.repair``); what is still refused is recorded with its reason and the
+raw reply. All requests of a generation go to the backend as one batch.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from evaluators.base import WORST_SCORE, EvalResult
+
+from .campaign import Campaign
+from .engine import Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
+
+SYSTEM = ("You are an expert in deep-learning optimization. You write optimizer update rules in a small "
+          "Python-like DSL. Reply with exactly one complete program in a ```python code block.")
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)```", re.S)
+_OPEN_FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_+-]*[ \t]*\r?\n(.*)\Z", re.S)
+
+
+def _bare_def(text: str) -> str | None:
+    """From the first line starting with 'def ' through its indented body."""
+    lines = text.splitlines()
+    for i, ln in enumerate(lines):
+        if ln.lstrip().startswith("def "):
+            indent = len(ln) - len(ln.lstrip())
+            out = [ln[indent:]]
+            for nxt in lines[i + 1:]:
+                if nxt.strip() and (len(nxt) - len(nxt.lstrip())) <= indent:
+                    break
+                out.append(nxt[indent:] if len(nxt) >= indent else nxt)
+            return "\n".join(out).rstrip() + "\n"
+    return None
+
+
+def extract_candidates(text: str) -> list[str]:
+    """Code snippets that may hold the program, most likely first (never executed)."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    out: list[str] = []
+    blocks = [b for _lang, b in _FENCE.findall(text)]
+    with_def = [b for b in blocks if "def " in b]
+    out.extend(reversed(with_def))  # a model that echoes the parent first writes its own last
+    if not blocks:
+        m = _OPEN_FENCE.search(text)
+        if m and "def " in m.group(1):
+            out.append(m.group(1).replace("```", ""))
+    bare = _bare_def(text)
+    if bare:
+        out.append(bare)
+    seen, uniq = set(), []
+    for c in out:
+        c = c.strip("\n") + "\n"
+        if c not in seen:
+            seen.add(c)
+            uniq.append(c)
+    return uniq
+
+
+def extract_program(text: str, normalize) -> tuple[str | None, str]:
+    """(canonical text, "") for the first snippet ``normalize`` accepts, else (None, reason)."""
+    cands = extract_candidates(text)
+    if not cands:
+        return None, "no code found in the reply (expected a ```python block with a def)"
+    first_err = ""
+    for c in cands:
+        try:
+            return normalize(c), ""
+        except InvalidCandidate as e:
+            first_err = first_err or str(e)
+    return None, first_err
+
+
+def _fmt_score(s: float) -> str:
+    return "failed" if s <= WORST_SCORE else f"{s:+.4f}"
+
+
+def describe_result(r: EvalResult | None) -> str:
+    """One line per task: metric vs tuned AdamW, tuned lr, relative score."""
+    if r is None:
+        return "  (not evaluated)"
+    if not r.tasks:
+        return f"  {r.status.value}: {r.reason}"
+    lines = []
+    for name, t in r.tasks.items():
+        base = f", AdamW {t.baseline:.4g}" if t.baseline is not None else ""
+        lr = f", lr {t.best_lr:.3g}" if t.best_lr is not None else ""
+        st = "" if t.status.value == "ok" else f" [{t.status.value}: {t.reason[:80]}]"
+        lines.append(f"  {name}: {t.metric_name} {t.metric:.4g}{base}{lr}, score {_fmt_score(t.score)}{st}")
+    return "\n".join(lines)
+
+
+def _best_result(ind: Individual, fidelities: Sequence[str]) -> EvalResult | None:
+    for f in reversed(fidelities):
+        if f in ind.results:
+            return ind.results[f]
+    return None
+
+
+def _program_block(ind: Individual, ctx: Context, with_metrics: bool) -> str:
+    r = _best_result(ind, ctx.fidelities)
+    head = f"score {_fmt_score(ind.score)}" + (f" at fidelity '{r.fidelity}'" if r else "")
+    body = f"```python\n{ind.text.rstrip()}\n```"
+    if with_metrics:
+        return f"{head}\nper task:\n{describe_result(r)}\n{body}"
+    return f"{head}\n{body}"
+
+
+def build_prompt(ctx: Context, parents: Sequence[Individual], top_k: int) -> str:
+    """The user message for a mutation (one parent) or crossover (two)."""
+    import dsl
+    parts = ["# The DSL\n" + dsl.reference_text(),
+             "# Scoring\nA rule is trained on small proxy tasks with its learning rate tuned on a grid. Its score "
+             "is the mean over tasks of log(AdamW loss / rule loss), both tuned: 0 means as good as tuned "
+             "AdamW, +0.1 means about 10% lower loss. Higher is better."]
+    ids = {p.id for p in parents}
+    top = [i for i in ctx.top(top_k + len(parents)) if i.id not in ids][:top_k]
+    if top:
+        parts.append("# Some of the best programs so far\n" + "\n\n".join(_program_block(i, ctx, False) for i in top))
+    if len(parents) == 1:
+        parts.append("# Parent program\n" + _program_block(parents[0], ctx, True))
+        parts.append("# Task\nWrite ONE new program that changes the parent in a meaningful way (a new "
+                     "normalization, a different momentum, clipping, sign, a new state tensor, ...) so that "
+                     "it trains better. Follow the DSL exactly: end with `return w, <every state tensor in "
+                     "signature order>`. Reply with the program in a ```python block.")
+    else:
+        parts.append("# Parent A\n" + _program_block(parents[0], ctx, True))
+        parts.append("# Parent B\n" + _program_block(parents[1], ctx, True))
+        parts.append("# Task\nWrite ONE new program that combines the best ideas of parent A and parent B "
+                     "into one rule that trains better than both. Follow the DSL exactly: end with "
+                     "`return w, <every state tensor in signature order>`. Reply with the program in a "
+                     "```python block.")
+    return "\n\n".join(parts)
+
+
+class LLMRuleOperator(Operator):
+    """Shared by mutation and crossover: batch the requests, extract, repair once."""
+    uses_llm = True
+    kinds = ("rule",)
+
+    def __init__(self, name: str, arity: int, campaign: Campaign):
+        self.name, self.arity, self.campaign = name, arity, campaign
+
+    def _request(self, ctx: Context, messages: list[Any]) -> Any:
+        from search.llm import ChatRequest
+        o = self.campaign.llm_ops
+        return ChatRequest(messages=messages, temperature=o.temperature, max_tokens=o.max_tokens,
+                           seed=ctx.rng.randrange(2 ** 31), grammar="dsl" if o.grammar else None,
+                           purpose=self.name)
+
+    def propose(self, ctx: Context, parent_groups: list[list[Individual]]) -> list[Proposal]:
+        from search.llm import Message
+        o = self.campaign.llm_ops
+        pids = [tuple(p.id for p in g[: self.arity]) for g in parent_groups]
+        convs = [[Message(role="system", content=SYSTEM),
+                  Message(role="user", content=build_prompt(ctx, g[: self.arity], o.top_k))]
+                 for g in parent_groups]
+        reqs = [self._request(ctx, c) for c in convs]
+        resp = ctx.llm_chat(reqs, self.name)
+        if resp is None:
+            return [Proposal(None, self.name, p, reason="LLM unavailable", meta={"skip": True}) for p in pids]
+        out: list[Proposal | None] = [None] * len(parent_groups)
+        retry: list[tuple[int, str, str]] = []   # (index, reply, error)
+        for k, r in enumerate(resp):
+            if k >= len(reqs):
+                break
+            if r.error:
+                out[k] = Proposal(None, self.name, pids[k], raw=None, reason=f"LLM error: {r.error}",
+                                  meta={"skip": True})
+                continue
+            text, why = extract_program(r.text, ctx.kind.normalize)
+            if text is not None:
+                out[k] = Proposal(text, self.name, pids[k], raw=r.text, meta={"llm": True})
+            elif o.repair:
+                retry.append((k, r.text, why))
+            else:
+                out[k] = Proposal(None, self.name, pids[k], raw=r.text, reason=why, meta={"llm": True})
+        for k in range(len(resp), len(parent_groups)):  # requests cut by the LLM call budget
+            out[k] = Proposal(None, self.name, pids[k], reason="LLM call budget spent", meta={"skip": True})
+        if retry:
+            rreqs = []
+            for k, reply, why in retry:
+                msgs = convs[k] + [Message(role="assistant", content=reply[:4000]),
+                                   Message(role="user", content=(
+                                       f"The DSL checker refused that program: {why}\nFix it. Reply with the "
+                                       "corrected program only, in a ```python block."))]
+                rreqs.append(self._request(ctx, msgs))
+            rresp = ctx.llm_chat(rreqs, self.name + ":repair") or []
+            for t, (k, reply, why) in enumerate(retry):
+                r2 = rresp[t] if t < len(rresp) else None
+                raw = reply + ("\n----- repair -----\n" + r2.text if r2 is not None and not r2.error else "")
+                if r2 is None or r2.error:
+                    out[k] = Proposal(None, self.name, pids[k], raw=raw, reason=why, meta={"llm": True})
+                    continue
+                text, why2 = extract_program(r2.text, ctx.kind.normalize)
+                if text is not None:
+                    out[k] = Proposal(text, self.name, pids[k], raw=raw, meta={"llm": True, "repaired": True})
+                else:
+                    out[k] = Proposal(None, self.name, pids[k], raw=raw,
+                                      reason=f"{why}; after repair: {why2}", meta={"llm": True})
+        return [p for p in out]  # type: ignore[misc]
+
+
+register_operator("llm_mutate", lambda c: LLMRuleOperator("llm_mutate", 1, c))
+register_operator("llm_crossover", lambda c: LLMRuleOperator("llm_crossover", 2, c))

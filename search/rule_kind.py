@@ -1,0 +1,145 @@
+"""The ``rule`` candidate kind: DSL update rules scored by ``evaluators.RuleEvaluator``.
+
+- seeds: ``campaign.seed_rules`` entries are ``dsl.library`` names (``adamw``,
+  ``sgd_momentum``, ...) or paths to files holding one DSL rule;
+- normalize: ``dsl.parse`` (the security boundary), the checker's loop-carried liveness, and
+  the canonical ``Program.source()``. Programs whose update never reads ``g`` or never
+  changes ``w`` are refused before training (nothing to learn from them: the Lion paper's
+  abstract-execution filter);
+- the evaluator: the campaign's ``tasks``, ``lrs``, ``eval_seeds``, ``executor`` and
+  ``[evaluator]`` table become ``evaluators.RuleEvalConfig``; its result cache lives in
+  ``<run_dir>/eval_cache/`` unless ``[evaluator] cache_dir`` names another place;
+- export: ``dsl.export_python`` (a standalone torch module) of the simplified rule.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .campaign import Campaign
+from .engine import Individual, InvalidCandidate, KindPlugin, register_kind
+
+
+def _eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
+    d: dict[str, Any] = dict(c.evaluator)
+    if c.tasks is not None:
+        d["tasks"] = list(c.tasks)
+    if c.eval_seeds is not None:
+        d["seeds"] = list(c.eval_seeds)
+    if c.lrs is not None:
+        d["lr_grid"] = {"values": list(c.lrs)}
+    if c.executor is not None:
+        d["executor"] = c.executor
+    if run_dir is not None and "cache_dir" not in d:
+        d["cache_dir"] = str(run_dir / "eval_cache")
+    return d
+
+
+def rule_text(entry: str, base: Path | None = None) -> tuple[str, str]:
+    """(label, source) of a seed: a library name, or a path to a rule file."""
+    import dsl
+    from dsl import library
+    if entry in library.RULES:
+        return entry, dsl.get_rule(entry).source()
+    p = Path(entry)
+    if not p.is_absolute() and base is not None and not p.exists():
+        p = base / p
+    if p.is_file():
+        return p.stem, p.read_text(encoding="utf-8")
+    raise ValueError(f"seed_rules: {entry!r} is neither a library rule ({', '.join(library.RULES)}) "
+                     f"nor a readable file")
+
+
+class RuleKind(KindPlugin):
+    name = "rule"
+    options_model = None
+    default_llm_ops = {"llm_mutate": 1.0, "llm_crossover": 0.5}
+
+    @property
+    def default_random_ops(self) -> dict[str, float]:  # type: ignore[override]
+        from .mutations import DEFAULT_WEIGHTS
+        return dict(DEFAULT_WEIGHTS)
+
+    def validate(self, campaign: Campaign) -> None:
+        super().validate(campaign)
+        if campaign.prompt:
+            raise ValueError("[prompt] table given in a rule campaign (set kind = \"prompt\")")
+        from evaluators.rules import RuleEvalConfig
+        cfg = RuleEvalConfig.model_validate(_eval_config_dict(campaign, None))
+        import proxies
+        known = tuple(proxies.FIDELITIES)
+        for f in campaign.fidelities or ():
+            if f not in known:
+                raise ValueError(f"fidelities: unknown fidelity {f!r}; known: {', '.join(known)}")
+        if campaign.fidelities is not None:
+            if not campaign.fidelities:
+                raise ValueError("fidelities: give at least one fidelity")
+            order = [known.index(f) for f in campaign.fidelities]
+            if order != sorted(order) or len(set(order)) != len(order):
+                raise ValueError(f"fidelities: list them once each, cheapest first ({', '.join(known)})")
+        if not campaign.seed_rules:
+            raise ValueError("seed_rules: give at least one seed rule (e.g. \"adamw\")")
+        base = Path(campaign.source_path).parent if campaign.source_path else None
+        import dsl
+        for s in campaign.seed_rules:
+            label, text = rule_text(s, base)
+            try:
+                dsl.parse(text)
+            except dsl.DSLError as e:
+                raise ValueError(f"seed_rules: {s!r} is not a valid rule: {e}") from None
+        del cfg
+
+    def make_evaluator(self, campaign: Campaign, run_dir: Path):
+        from evaluators.rules import RuleEvalConfig, RuleEvaluator
+        return RuleEvaluator(RuleEvalConfig.model_validate(_eval_config_dict(campaign, run_dir)))
+
+    def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
+        base = Path(campaign.source_path).parent if campaign.source_path else None
+        return [rule_text(s, base) for s in campaign.seed_rules]
+
+    def normalize(self, text: str) -> str:
+        import dsl
+        from dsl.checker import liveness
+        try:
+            prog = dsl.parse(text)
+        except dsl.DSLError as e:
+            raise InvalidCandidate(str(e)) from None
+        lv = liveness(prog)
+        if "g" not in lv.live_in:
+            raise InvalidCandidate("the update never reads the gradient g")
+        if not any(f and s.target == "w" for s, f in zip(prog.body, lv.live)):
+            raise InvalidCandidate("the rule never changes w")
+        canon = prog.source()
+        if dsl.parse(canon).source() != canon:  # the printer's round trip (a DSL invariant)
+            raise InvalidCandidate("canonical source does not round-trip")
+        return canon
+
+    def describe(self, text: str) -> dict[str, Any]:
+        import dsl
+        p = dsl.parse(text)
+        return {"size": p.size(), "n_state": len(p.state_names), "n_statements": len(p.body),
+                "n_hyper": len(p.hyperparams)}
+
+    def objectives(self, ind: Individual, names: Sequence[str]) -> tuple[float, ...]:
+        m = {"score": ind.score, "size": float(ind.meta.get("size", 0)),
+             "state": float(ind.meta.get("n_state", 0))}
+        return tuple(m[n] for n in names)
+
+    def simplify_exact(self, text: str) -> str:
+        import dsl
+        return dsl.simplify(dsl.parse(text)).source()
+
+    def ablations(self, text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
+        from .simplify_empirical import rule_ablations
+        return rule_ablations(text, digits)
+
+    def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
+        import dsl
+        from dsl.export import export_python
+        prog = dsl.parse(text)
+        src = export_python(prog, name)
+        header = "".join(f"# {k}: {v}\n" for k, v in info.items())
+        out.write_text(header + src, encoding="utf-8")
+
+
+register_kind(RuleKind())
