@@ -8,7 +8,10 @@ log-probabilities instead (argmax over labels). Fidelities, cheap -> expensive:
 
 * ``minibatch`` - a seeded subset of the dev split (screening);
 * ``dev``       - the whole dev split (selection);
-* ``test``      - the held-out test split (reported for the finalists only).
+* ``test``      - the held-out test split, scored for the finalists only after the search.
+
+``fidelities`` (the search funnel) is ("minibatch", "dev"); "test" is accepted by
+``evaluate`` but kept out of the funnel so that no selection ever sees it.
 
 The cache key hashes the whitespace-normalized prompt with the task's data
 fingerprint and every setting that changes a score (task model, decoding,
@@ -26,7 +29,7 @@ import re
 import time
 from typing import Any
 
-from proxies.prompts import Example, PromptTask, format_query
+from proxies.prompts import Example, PromptTask, format_query, match
 from search.llm.base import LLM, ChatRequest, Message
 
 from .base import Candidate, EvalResult, Evaluator, Status, TaskResult
@@ -52,16 +55,25 @@ class PromptEvaluator(Evaluator):
         baseline: also score the task's initial prompt at each fidelity used and put its accuracy
             in ``TaskResult.baseline`` (one extra, cached evaluation per fidelity).
         stop / system: decoding stop strings and an optional system message for the task model.
+        metric: override the task's metric for generation tasks (exact / normalized / contains), e.g.
+            "contains" for a small task model that answers in a sentence.
+        max_tokens: override the task's reply length limit.
     """
 
     kind = "prompt"
-    fidelities = PROMPT_FIDELITIES
+    fidelities = ("minibatch", "dev")
+    final_fidelity = "test"
 
     def __init__(self, task: PromptTask, llm: LLM, *, llm_id: str | None = None, minibatch_size: int = 10,
                  minibatch_seed: int = 0, max_prompt_chars: int = 800, baseline: bool = True,
-                 stop: list[str] | None = None, system: str | None = None) -> None:
+                 stop: list[str] | None = None, system: str | None = None, metric: str | None = None,
+                 max_tokens: int | None = None) -> None:
         if minibatch_size < 1:
             raise ValueError("minibatch_size must be >= 1")
+        if metric is not None and metric not in ("exact", "normalized", "contains"):
+            raise ValueError(f"metric override {metric!r}: use exact, normalized or contains")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
         self.task = task
         self.llm = llm
         self.llm_id = llm_id or getattr(llm, "name", type(llm).__name__)
@@ -71,13 +83,15 @@ class PromptEvaluator(Evaluator):
         self.baseline = baseline
         self.stop = ["\n"] if stop is None else list(stop)
         self.system = system
+        self.metric = task.metric if (metric is None or task.metric == "label") else metric
+        self.max_tokens = max_tokens or task.max_tokens
         idx = list(range(len(task.dev)))
         random.Random(f"minibatch:{task.name}:{minibatch_seed}").shuffle(idx)
         self._minibatch_idx = sorted(idx[: self.minibatch_size])
         self._cache: dict[tuple[str, str], EvalResult] = {}
         self._settings = json.dumps({
             "task": task.name, "task_fp": task.fingerprint(), "llm": self.llm_id, "stop": self.stop,
-            "system": system, "max_tokens": task.max_tokens, "metric": task.metric,
+            "system": system, "max_tokens": self.max_tokens, "metric": self.metric,
             "minibatch": [self.minibatch_size, minibatch_seed], "template": 1}, sort_keys=True)
         #: LLM accounting for this evaluator (task-model side).
         self.calls = 0
@@ -142,9 +156,10 @@ class PromptEvaluator(Evaluator):
     def _score(self, key: str, prompt: str, fidelity: str) -> EvalResult:
         idx, exs = self.examples(fidelity)
         queries = [format_query(prompt, ex.input) for ex in exs]
-        extra: dict[str, Any] = {"split": "dev" if fidelity == "minibatch" else fidelity, "indices": idx}
+        extra: dict[str, Any] = {"split": "dev" if fidelity == "minibatch" else fidelity, "indices": idx,
+                                 "metric": self.metric}
         tokens = 0
-        if self.task.metric == "label":
+        if self.metric == "label":
             preds, tokens, how = self._classify(queries)
             extra["scoring"] = how
             if preds is None:
@@ -154,7 +169,8 @@ class PromptEvaluator(Evaluator):
             if err:
                 return EvalResult(key=key, fidelity=fidelity, status=Status.error, reason=err, tokens=tokens)
             extra["scoring"] = "generation"
-        per = [self.task.score(p, ex) for p, ex in zip(preds, exs)]
+        per = [match(p, ex.targets, "normalized" if self.metric == "label" else self.metric)
+               for p, ex in zip(preds, exs)]
         acc = sum(per) / len(per)
         extra.update(per_example=per, predictions=preds)
         tr = TaskResult(task=self.task.name, metric=acc, metric_name="accuracy", higher_is_better=True,
@@ -167,7 +183,7 @@ class PromptEvaluator(Evaluator):
 
     def _generate(self, queries: list[str]) -> tuple[list[str], int, str]:
         """Greedy replies for all queries in one batched call: (texts, tokens, error or "")."""
-        reqs = [ChatRequest(messages=self._messages(q), temperature=0.0, max_tokens=self.task.max_tokens,
+        reqs = [ChatRequest(messages=self._messages(q), temperature=0.0, max_tokens=self.max_tokens,
                             stop=self.stop or None, seed=0, purpose="task") for q in queries]
         self.calls += 1
         self.requests += len(reqs)

@@ -70,6 +70,7 @@ class Proposal:
     reason: str = ""
     source: str = "none"      # tag | fence | line | edit | none
     raw: str = ""
+    candidate: str = ""       # the extracted text, also when it was rejected (for the record)
 
     @property
     def ok(self) -> bool:
@@ -114,14 +115,14 @@ def parse_proposal(raw: str, *, seen: set[str] | None = None, max_chars: int = 8
     if not text:
         return Proposal(None, "no prompt found (only chatter or markup)", source, raw)
     if text.lower().strip(" .:") in _PLACEHOLDER or not re.search(r"[A-Za-z]", text):
-        return Proposal(None, f"placeholder, not a prompt: {text[:40]!r}", source, raw)
+        return Proposal(None, f"placeholder, not a prompt: {text[:40]!r}", source, raw, text)
     if _ECHO.search(text):
-        return Proposal(None, f"echoes the operator's instructions: {text[:60]!r}", source, raw)
+        return Proposal(None, f"echoes the operator's instructions: {text[:60]!r}", source, raw, text)
     if len(text) > max_chars:
-        return Proposal(None, f"too long: {len(text)} characters (limit {max_chars})", source, raw)
+        return Proposal(None, f"too long: {len(text)} characters (limit {max_chars})", source, raw, text)
     if seen is not None and normalize_key(text) in seen:
-        return Proposal(None, "duplicate of a prompt already in the run", source, raw)
-    return Proposal(text, "", source, raw)
+        return Proposal(None, "duplicate of a prompt already in the run", source, raw, text)
+    return Proposal(text, "", source, raw, text)
 
 
 # ------------------------------------------------------------------- word-level edits
