@@ -72,6 +72,16 @@ def set_torch_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def per_item_timeouts(timeout_s, n: int) -> list[float | None]:
+    """One limit (or None: no limit) per item, from a single value or a sequence of n."""
+    if timeout_s is None or isinstance(timeout_s, (int, float)):
+        return [None if timeout_s is None else float(timeout_s)] * n
+    limits = list(timeout_s)
+    if len(limits) != n:
+        raise ValueError(f"got {len(limits)} time limits for {n} items; give one per item or a single one")
+    return [None if t is None else float(t) for t in limits]
+
+
 def _error_reason(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -86,8 +96,9 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any],
-            timeout_s: float | None = None) -> list[Outcome]:
-        """Run ``fn(item)`` for each item; ``timeout_s`` limits each item separately."""
+            timeout_s: float | Sequence[float | None] | None = None) -> list[Outcome]:
+        """Run ``fn(item)`` for each item. ``timeout_s`` limits each item separately: one value for
+        all, or one per item (None: no limit)."""
 
     def close(self) -> None:
         """Release workers / connections. Idempotent."""
@@ -119,7 +130,8 @@ class InProcessExecutor(Executor):
 
     def map(self, fn, items, timeout_s=None):
         out = []
-        for item in items:
+        limits = per_item_timeouts(timeout_s, len(items))
+        for item, limit in zip(items, limits):
             t0 = time.perf_counter()
             try:
                 value = fn(item)
@@ -129,8 +141,8 @@ class InProcessExecutor(Executor):
                 continue
             dt = time.perf_counter() - t0
             note = ""
-            if timeout_s is not None and dt > timeout_s:
-                note = (f"ran {dt:.1f}s, past its {timeout_s:g}s time limit (not enforced by the "
+            if limit is not None and dt > limit:
+                note = (f"ran {dt:.1f}s, past its {limit:g}s time limit (not enforced by the "
                         "in-process executor; use the process pool to enforce it)")
             out.append(Outcome("ok", value=value, reason=note, seconds=dt))
         return out
@@ -289,6 +301,7 @@ class ProcessPoolExecutor(Executor):
     def map(self, fn, items, timeout_s=None):
         self._ensure_started()
         n = len(items)
+        limits = per_item_timeouts(timeout_s, n)
         out: list[Outcome | None] = [None] * n
         pending: deque[int] = deque(range(n))
         blobs: dict[int, bytes] = {}
@@ -317,7 +330,7 @@ class ProcessPoolExecutor(Executor):
                         self._replace(w, kill=True)
                         continue
                     w.idx, w.started = i, time.monotonic()
-                    w.deadline = None if timeout_s is None else w.started + timeout_s
+                    w.deadline = None if limits[i] is None else w.started + limits[i]
             busy = [w for w in self._pool if w.idx is not None]
             if not busy:
                 continue
@@ -360,7 +373,7 @@ class ProcessPoolExecutor(Executor):
                 elif w.deadline is not None and now >= w.deadline:
                     pid = w.pid
                     out[i] = Outcome("timeout", seconds=now - w.started, worker=pid,
-                                     reason=f"stopped after {timeout_s:g}s time limit: worker process "
+                                     reason=f"stopped after {limits[i]:g}s time limit: worker process "
                                             f"(pid {pid}) killed")
                     w.idx = None
                     self.killed.append(pid)
@@ -421,6 +434,7 @@ class RayExecutor(Executor):
     def map(self, fn, items, timeout_s=None):
         ray = self._ensure()
         n = len(items)
+        limits = per_item_timeouts(timeout_s, n)
         out: list[Outcome | None] = [None] * n
         pending = deque(range(n))
         running: dict[Any, tuple[int, float]] = {}   # ref -> (index, start)
@@ -436,23 +450,20 @@ class RayExecutor(Executor):
                 running[ref] = (i, time.monotonic())
             if not running:
                 continue
-            wait_for = None
-            if timeout_s is not None:
-                first = min(t for _, t in running.values())
-                wait_for = max(0.0, first + timeout_s - time.monotonic())
+            ends = [t0 + limits[i] for i, t0 in running.values() if limits[i] is not None]
+            wait_for = None if not ends else max(0.0, min(ends) - time.monotonic())
             ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_for)
             now = time.monotonic()
             for ref in ready:
                 i, t0 = running.pop(ref)
                 out[i] = self._collect(ray, ref, now - t0)
-            if timeout_s is not None:
-                for ref, (i, t0) in list(running.items()):
-                    if now - t0 >= timeout_s:
-                        ray.cancel(ref, force=True)
-                        running.pop(ref)
-                        out[i] = Outcome("timeout", seconds=now - t0,
-                                         reason=f"stopped after {timeout_s:g}s time limit: Ray task "
-                                                "cancelled with force=True (its worker process killed)")
+            for ref, (i, t0) in list(running.items()):
+                if limits[i] is not None and now - t0 >= limits[i]:
+                    ray.cancel(ref, force=True)
+                    running.pop(ref)
+                    out[i] = Outcome("timeout", seconds=now - t0,
+                                     reason=f"stopped after {limits[i]:g}s time limit: Ray task "
+                                            "cancelled with force=True (its worker process killed)")
         return out  # type: ignore[return-value]
 
     @staticmethod
@@ -495,5 +506,5 @@ def make_executor(name: str = "pool", **kw) -> Executor:
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["Outcome", "Executor", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
+__all__ = ["Outcome", "Executor", "per_item_timeouts", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
            "make_executor", "EXECUTORS", "available_cores", "threads_per_worker", "set_torch_threads"]
