@@ -1,1 +1,9 @@
-"""Proxy tasks: small seeded training tasks for update rules, and prompt tasks."""
+"""Proxy tasks: small seeded training tasks for update rules, and prompt tasks.
+
+Rule tasks (``proxies.tasks``): ``get_task(name).sweep(program, lrs, seeds, fidelity)``
+trains len(lrs) * len(seeds) model copies in ONE vectorized run and returns a
+``SweepOutcome`` (final held-out metric, divergence flags and curves per lr and seed).
+"""
+from .tasks import DEFAULT_SUITE, FIDELITIES, RuleTask, StackedTask, SweepOutcome, get_task, list_tasks
+
+__all__ = ["FIDELITIES", "SweepOutcome", "RuleTask", "StackedTask", "get_task", "list_tasks", "DEFAULT_SUITE"]

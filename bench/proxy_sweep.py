@@ -1,0 +1,97 @@
+"""Vectorized lr sweeps vs single runs on the rule proxy tasks (a benchmark, not a test).
+
+For each task and fidelity: the time of one copy (K=1, the same stacked code),
+of an 8-learning-rate sweep (K=8) and of 8 lrs x 2 seeds (K=16), all as ONE
+vectorized run each, and the ratio sweep / single. For digits_mlp it also times
+a plain PyTorch single run (nn.Sequential + torch.optim.AdamW(foreach=True), same
+data, batch size and steps) as an outside reference. Times are the best of
+``--repeat`` runs (the machine may be shared).
+
+    python bench/proxy_sweep.py [--tasks a,b] [--fidelities tiny,small,full] [--repeat 3]
+
+Threads: torch's default, or OPTFORGE_TORCH_THREADS=n.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from proxies import get_task, list_tasks  # noqa: E402
+
+ADAMW = """def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
+    w = w * (1 - lr * wd)
+    m = interp(g, m, beta1)
+    v = interp(g * g, v, beta2)
+    u = (m / (1 - beta1 ** step)) / (sqrt(v / (1 - beta2 ** step)) + eps)
+    w = w - lr * u
+    return w, m, v
+"""
+LRS8 = [float(x) for x in np.logspace(-4, -0.5, 8)]
+
+
+def best_time(fn, repeat: int) -> float:
+    ts = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+def plain_torch_mlp(steps: int) -> None:
+    """digits_mlp trained the ordinary way: one model, torch.optim.AdamW, same batches and evals."""
+    task = get_task("digits_mlp")
+    d = task.data
+    order = task.prepare([0], steps)[:, 0]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, task.hidden), torch.nn.ReLU(), torch.nn.Linear(task.hidden, 10))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=task.weight_decay, foreach=True)
+    evals = set(np.linspace(0, steps, task.n_points).round().astype(int).tolist())
+    for t in range(steps + 1):
+        if t in evals:
+            with torch.no_grad():
+                z = model(d["x_val"])
+                torch.nn.functional.cross_entropy(z, d["y_val"]), (z.argmax(-1) == d["y_val"]).float().mean()
+        if t == steps:
+            break
+        idx = order[t]
+        loss = torch.nn.functional.cross_entropy(model(d["x_train"][idx]), d["y_train"][idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default=",".join(list_tasks()))
+    ap.add_argument("--fidelities", default="tiny,small,full")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+          f"load avg at start {os.getloadavg()[0]:.2f}")
+    print(f"{'task':<14} {'fid':<6} {'steps':>5} {'K=1 s':>7} {'K=8 s':>7} {'8/1':>5} {'K=16 s':>7} {'16/1':>5}")
+    for name in args.tasks.split(","):
+        task = get_task(name)
+        for fid in args.fidelities.split(","):
+            task.sweep(ADAMW, LRS8[:2], [0], fid)   # warm caches (data, orders)
+            t1 = best_time(lambda: task.sweep(ADAMW, [1e-3], [0], fid), args.repeat)
+            t8 = best_time(lambda: task.sweep(ADAMW, LRS8, [0], fid), args.repeat)
+            t16 = best_time(lambda: task.sweep(ADAMW, LRS8, [0, 1], fid), args.repeat)
+            print(f"{name:<14} {fid:<6} {task.steps[fid]:>5} {t1:>7.3f} {t8:>7.3f} {t8 / t1:>5.2f} "
+                  f"{t16:>7.3f} {t16 / t1:>5.2f}", flush=True)
+            if name == "digits_mlp":
+                tp = best_time(lambda: plain_torch_mlp(task.steps[fid]), args.repeat)
+                print(f"{'':<14} {fid:<6} plain torch nn + AdamW(foreach) single run: {tp:.3f} s; "
+                      f"8-lr sweep / plain single = {t8 / tp:.2f}", flush=True)
+    print(f"load avg at end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

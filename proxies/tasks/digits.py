@@ -1,0 +1,92 @@
+"""Logistic regression and a 2-layer MLP on scikit-learn's bundled 8x8 digits (1797 images).
+
+Fixed split (seed 0): 1437 train / 360 validation. Pixels scaled to [0, 1].
+Minibatch training (batch 32) in a seeded epoch order per seed; the metric is
+the final validation cross-entropy (validation accuracy is kept as an extra
+curve), so the tasks measure generalization, not only training loss.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .core import StackedTask, accuracy, cross_entropy, gen, linear, normal, stacked_order
+
+_DATA: dict[str, torch.Tensor] = {}
+
+
+def digits_data() -> dict[str, torch.Tensor]:
+    """x_train [1437, 64], y_train, x_val [360, 64], y_val (cached in-process)."""
+    if not _DATA:
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        x = torch.from_numpy((d.data / 16.0).astype(np.float32))
+        y = torch.from_numpy(d.target.astype(np.int64))
+        perm = torch.from_numpy(np.random.RandomState(0).permutation(len(y)))
+        n_val = 360
+        _DATA.update(x_val=x[perm[:n_val]], y_val=y[perm[:n_val]],
+                     x_train=x[perm[n_val:]].contiguous(), y_train=y[perm[n_val:]].contiguous())
+    return _DATA
+
+
+class _Digits(StackedTask):
+    metric_name = "val_loss"
+    batch = 32
+    weight_decay = 1e-2
+    schedule = "warmup_cosine"
+    blowup = 5.0
+    salt = 0
+
+    def __init__(self):
+        self.data = digits_data()
+
+    def prepare(self, copy_seeds, steps):
+        return stacked_order(copy_seeds, len(self.data["y_train"]), self.batch, steps, self.salt)
+
+    def logits(self, p, x):  # x [K, N, 64] -> [K, N, 10]
+        raise NotImplementedError
+
+    def loss(self, p, ctx, t):
+        idx = ctx[t]                                  # [K, B]
+        return cross_entropy(self.logits(p, self.data["x_train"][idx]), self.data["y_train"][idx])
+
+    def evaluate(self, p, ctx):
+        K = next(iter(p.values())).shape[0]
+        x = self.data["x_val"].expand(K, *self.data["x_val"].shape)
+        z = self.logits(p, x)
+        return {"val_loss": cross_entropy(z, self.data["y_val"]), "val_acc": accuracy(z, self.data["y_val"])}
+
+
+class DigitsLogReg(_Digits):
+    """Multinomial logistic regression 64 -> 10; weights N(0, 0.01^2), bias 0."""
+    name = "digits_logreg"
+    description = "logistic regression on sklearn digits, val cross-entropy"
+    steps = {"tiny": 60, "small": 400, "full": 1600}
+    salt = 21
+
+    def init(self, seed):
+        g = gen(seed, self.salt)
+        return {"w": normal(g, 10, 64, std=0.01), "b": torch.zeros(10)}
+
+    def logits(self, p, x):
+        return linear(x, p["w"], p["b"])
+
+
+class DigitsMLP(_Digits):
+    """MLP 64 -> 128 (ReLU) -> 10, weights N(0, 2/fan_in) and N(0, 1/fan_in), biases 0."""
+    name = "digits_mlp"
+    description = "2-layer MLP (64-128-10) on sklearn digits, val cross-entropy"
+    steps = {"tiny": 60, "small": 400, "full": 1600}
+    hidden = 128
+    salt = 22
+
+    def init(self, seed):
+        g = gen(seed, self.salt)
+        h = self.hidden
+        return {"w1": normal(g, h, 64, std=math.sqrt(2 / 64)), "b1": torch.zeros(h),
+                "w2": normal(g, 10, h, std=math.sqrt(1 / h)), "b2": torch.zeros(10)}
+
+    def logits(self, p, x):
+        return linear(torch.relu(linear(x, p["w1"], p["b1"])), p["w2"], p["b2"])
