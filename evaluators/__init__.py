@@ -1,6 +1,7 @@
 """Evaluators: one interface for every candidate kind; executors; caching.
 
 - ``RuleEvaluator(RuleEvalConfig(...))``: update rules scored on proxy tasks relative to tuned AdamW;
+- ``PromptEvaluator(task, llm)``: prompts scored by a task model's accuracy (minibatch / dev / test);
 - ``EvalCache``: results by (fingerprint, fidelity, config hash), in memory and SQLite;
 - ``make_executor("inprocess" | "pool" | "ray", **kw)``: where evaluations run (``Executor.map``).
 """
@@ -8,8 +9,9 @@ from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskRes
 from .cache import EvalCache
 from .executors import (Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor,
                         make_executor)
+from .prompts import PromptEvaluator
 from .rules import LrGrid, RuleEvalConfig, RuleEvaluator
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult",
            "RuleEvaluator", "RuleEvalConfig", "LrGrid", "EvalCache",
-           "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor", "make_executor"]
+           "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor", "make_executor"]

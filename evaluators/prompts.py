@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -198,10 +199,22 @@ class PromptEvaluator(Evaluator):
         return [r.text for r in resps], tokens, ""
 
     def _classify(self, queries: list[str]) -> tuple[list[str] | None, int, str]:
-        """Argmax-label predictions from log-probabilities; generation when the backend has none."""
+        """Argmax-label predictions from log-probabilities; generation when the backend has none.
+
+        Each query is rendered with the backend's chat template when it has one (``render_chat``),
+        so the labels are scored where the assistant's answer starts. A label's score is
+        log(P(label) + P(Label)) (lower-case and capitalized variants), so a model's habit of
+        capitalizing does not decide the class.
+        """
         labels = list(self.task.labels)
+        render = getattr(self.llm, "render_chat", None)
         try:
-            lps = self.llm.logprobs(queries, [[" " + lab for lab in labels]] * len(queries))
+            if render is not None:
+                prompts, sep = [render(self._messages(q)) for q in queries], ""
+            else:
+                prompts, sep = queries, " "
+            variants = [v for lab in labels for v in (sep + lab, sep + lab.capitalize())]
+            lps = self.llm.logprobs(prompts, [variants] * len(queries))
         except NotImplementedError:
             preds, tokens, err = self._generate(queries)
             if err:
@@ -211,11 +224,20 @@ class PromptEvaluator(Evaluator):
             return None, 0, f"label scoring failed: {type(e).__name__}: {e}"
         self.calls += 1
         self.requests += len(queries)
-        if len(lps) != len(queries) or any(len(row) != len(labels) for row in lps):
+        if len(lps) != len(queries) or any(len(row) != len(variants) for row in lps):
             return None, 0, "label scoring returned a malformed result (wrong number of scores)"
-        preds = [labels[max(range(len(labels)), key=lambda j: row[j])] for row in lps]
+        preds = []
+        for row in lps:
+            scores = [_logaddexp(row[2 * j], row[2 * j + 1]) for j in range(len(labels))]
+            preds.append(labels[max(range(len(labels)), key=lambda j: scores[j])])
         # logprobs() reports no token counts: count whitespace words of prompt + labels as an estimate.
-        tokens = sum(len(q.split()) + len(labels) for q in queries)
+        tokens = sum(len(p.split()) + len(variants) for p in prompts)
         self.tokens += tokens
         return preds, tokens, "label log-probabilities"
 
+
+def _logaddexp(a: float, b: float) -> float:
+    m = max(a, b)
+    if m == float("-inf"):
+        return m
+    return m + math.log(math.exp(a - m) + math.exp(b - m))

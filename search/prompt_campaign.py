@@ -178,6 +178,14 @@ class PromptKind(KindPlugin):
     def finalize(self, engine: "Engine") -> dict[str, Any]:
         return finalize_prompt_run(engine)
 
+    def show_lines(self, view: Any) -> list[str]:
+        """Text lines for ``optforge show``: test accuracy of the best prompt next to the initial one."""
+        return prompt_show_lines(view)
+
+    def report_sections(self, view: Any) -> list[str]:
+        """HTML for ``optforge report``: test table and best dev score over generations."""
+        return prompt_report_sections(view)
+
 
 register_kind(PromptKind())
 
@@ -479,3 +487,61 @@ def finalize_prompt_run(engine: "Engine") -> dict[str, Any]:
                                      f"{ini['test'] if ini else 'n/a'}", **{k: v for k, v in final.items()
                                                                             if k != "tested"})
     return final
+
+
+# ============================================================================ show / report
+
+
+def _final(view: Any) -> dict[str, Any] | None:
+    return view.store.get_meta("prompt_final")
+
+
+def prompt_show_lines(view: Any) -> list[str]:
+    """``task: initial test acc -> best test acc`` plus the tested prompts (reads the run only)."""
+    fin = _final(view)
+    if not fin:
+        return ["prompt run: no test results yet (the search has not finished; they are computed at the end)"]
+    fmt = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
+    ini, best = fin.get("initial") or {}, fin.get("best") or {}
+    lines = [f"task {fin['task']} (metric {fin['metric']}, algorithm {fin['algorithm']}): test accuracy "
+             f"initial {fmt(ini.get('test'))} -> best {fmt(best.get('test'))}",
+             f"  initial prompt: {ini.get('text', '?')}",
+             f"  best prompt (#{best.get('id', '?')}, by dev {fmt(best.get('dev'))}): {best.get('text', '?')}",
+             "  tested on the held-out split:"]
+    for r in fin.get("tested", []):
+        tag = " (initial)" if r.get("initial") else ""
+        lines.append(f"    #{r['id']:<4} dev {fmt(r.get('dev')):>6}  test {fmt(r.get('test')):>6}  "
+                     f"{r.get('operator', '')}{tag}: {r['text']}")
+    return lines
+
+
+def best_dev_curve(view: Any, fidelity: str = "dev") -> list[tuple[int, float]]:
+    """(generation, best score at ``fidelity`` so far) for a run."""
+    gens: dict[int, float] = {}
+    for c in view.individuals:
+        r = c["results"].get(fidelity)
+        if r is not None and r.status == Status.ok:
+            gens[c["generation"]] = max(gens.get(c["generation"], float("-inf")), r.score)
+    out, best = [], float("-inf")
+    for g in sorted(gens):
+        best = max(best, gens[g])
+        out.append((g, best))
+    return out
+
+
+def prompt_report_sections(view: Any) -> list[str]:
+    import html as _html
+    out = ["<h2>Prompt optimization</h2><pre>" + _html.escape("\n".join(prompt_show_lines(view))) + "</pre>"]
+    curve = best_dev_curve(view)
+    if curve:
+        import matplotlib.pyplot as plt
+
+        from .report import _png
+        alg = (view.campaign.get("prompt") or {}).get("algorithm", "?")
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.step([g for g, _ in curve], [100 * v for _, v in curve], where="post", label=alg)
+        ax.set_xlabel("generation")
+        ax.set_ylabel("best dev accuracy (%)")
+        ax.legend()
+        out.append("<h3>Best dev accuracy over iterations</h3>" + _png(fig))
+    return out

@@ -221,7 +221,7 @@ SYSTEM = "You improve instructions (prompts) for a language model. Reply with th
 def _req(user: str, rng: random.Random, temperature: float, max_tokens: int, purpose: str) -> ChatRequest:
     return ChatRequest(messages=[Message(role="system", content=SYSTEM), Message(role="user", content=user)],
                        temperature=temperature, max_tokens=max_tokens, seed=rng.randrange(2 ** 31),
-                       purpose=purpose)
+                       stop=["</prompt>"], purpose=purpose)
 
 
 def ga_request(p1: str, p2: str, rng: random.Random, *, temperature: float = 0.8,
