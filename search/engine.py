@@ -229,6 +229,14 @@ class KindPlugin(abc.ABC):
     def display(self, text: str) -> str:
         return text
 
+    def finalize(self, engine: "Engine") -> Any:
+        """After the search (budget spent): default = empirical simplification of the winners
+        (``[simplify]``); prompt campaigns score their top prompts on the test split instead."""
+        if engine.campaign.simplify.enabled and engine.campaign.simplify.top > 0:
+            from .simplify_empirical import simplify_winners
+            return simplify_winners(engine)
+        return None
+
 
 OperatorFactory = Callable[[Campaign], Operator]
 StrategyFactory = Callable[[Campaign], Strategy]
@@ -800,11 +808,10 @@ class Engine:
                     self.event("no_child", f"no usable child after {retries + 1} attempts "
                                            f"(operator {job.operator}, last: {why})")
                     break
-                # retry: an LLM slot falls back to a random operator (no second LLM call)
-                if is_llm:
-                    name, parents = self.fallback_operator(1), job.parents[:1]
-                else:
-                    name, parents = p.operator, job.parents[: self.get_operator(p.operator).arity]
+                # retry: a random operator (an LLM slot never makes a second LLM call here)
+                # (random operators are re-drawn too, so one stuck operator cannot waste the slot)
+                name = self.fallback_operator(len(job.parents) if not is_llm else 1)
+                parents = job.parents[: self.get_operator(name).arity]
                 p = self.get_operator(name).propose(self.ctx, [parents])[0]
         return children
 
@@ -937,9 +944,7 @@ class Engine:
                 self.done_reason = "evaluation budget reached"
             self.store.set_meta(status="searched", done_reason=self.done_reason, wall=self.wall_elapsed())
             self.event("searched", self.done_reason, used=self.used)
-            if self.campaign.simplify.enabled and self.campaign.simplify.top > 0:
-                from .simplify_empirical import simplify_winners
-                simplify_winners(self)
+            self.kind.finalize(self)
             self.store.set_meta(status="done", wall=self.wall_elapsed())
         finally:
             if self.progress is not None:
@@ -957,6 +962,12 @@ class Engine:
                           stats=self.stats.to_dict())
 
     def close(self) -> None:
+        closer = getattr(self.evaluator, "close", None)
+        if callable(closer):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
+                pass
         self.store.close()
 
 

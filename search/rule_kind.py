@@ -135,7 +135,10 @@ class RuleKind(KindPlugin):
 
     def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
         import dsl
-        from dsl.export import export_python
+        try:
+            from dsl.export import export_python
+        except ImportError as e:
+            raise RuntimeError(f"dsl.export is not available ({e}); cannot write an optimizer module") from None
         prog = dsl.parse(text)
         src = export_python(prog, name)
         header = "".join(f"# {k}: {v}\n" for k, v in info.items())

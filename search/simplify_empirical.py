@@ -97,6 +97,26 @@ def _score_text(engine: "Engine", text: str, parent: "Individual", fidelity: str
     return ind if fidelity in ind.results else None
 
 
+def exact_simplify(engine: "Engine", text: str) -> str:
+    """The kind's exact simplification, kept only when the key (fingerprint) is unchanged."""
+    from .engine import InvalidCandidate
+    ex = engine.kind.simplify_exact(text)
+    if ex == text:
+        return text
+    try:
+        canon = engine.kind.normalize(ex)
+    except InvalidCandidate as e:
+        engine.event("simplify_warning", f"exact simplification gave an invalid program ({e}); kept the original")
+        return text
+    k0 = engine.evaluator.key(Candidate(kind=engine.campaign.kind, text=text))
+    k1 = engine.evaluator.key(Candidate(kind=engine.campaign.kind, text=canon))
+    if k0 != k1:
+        engine.event("simplify_warning", "exact simplification changed the function's fingerprint; kept the "
+                                         "original", before=text, after=canon)
+        return text
+    return canon
+
+
 def simplify_one(engine: "Engine", winner: "Individual", spent: list[int]) -> dict:
     """Simplify one winner; returns the record stored in its ``meta.simplified``."""
     cfg = engine.campaign.simplify
@@ -104,15 +124,9 @@ def simplify_one(engine: "Engine", winner: "Individual", spent: list[int]) -> di
     fidelity = engine.fidelities[winner.level]
     ref = winner.results[fidelity].score
     steps: list[dict] = []
-    cur_text, cur_score = winner.text, ref
-    exact = kind.simplify_exact(cur_text)
-    if exact != cur_text:
-        ind = _score_text(engine, exact, winner, fidelity, spent, "exact simplification")
-        if ind is not None and ind.results[fidelity].status == Status.ok:
-            cur_text, cur_score = ind.text, ind.results[fidelity].score
-            steps.append({"step": "exact simplification", "score": cur_score})
-        else:
-            cur_text = exact
+    cur_text, cur_score = exact_simplify(engine, winner.text), ref
+    if cur_text != winner.text:
+        steps.append({"step": "exact simplification (same fingerprint)", "score": ref})
     changed = True
     while changed and spent[0] < cfg.max_evaluations:
         changed = False
@@ -124,7 +138,7 @@ def simplify_one(engine: "Engine", winner: "Individual", spent: list[int]) -> di
                 continue
             r = ind.results[fidelity]
             if r.status == Status.ok and r.score >= ref - cfg.tolerance:
-                cur_text = kind.simplify_exact(ind.text)
+                cur_text = exact_simplify(engine, ind.text)
                 cur_score = r.score
                 steps.append({"step": desc, "score": cur_score, "id": ind.id})
                 engine.event("simplify", f"#{winner.id}: {desc} (score {r.score:.4f} vs {ref:.4f})",

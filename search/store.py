@@ -251,3 +251,59 @@ class RunStore:
 
     def count_search_evaluations(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM evaluations WHERE phase='search'").fetchone()[0])
+
+
+# -- reading a run (show / export / report) ------------------------------------------------
+
+class RunView:
+    """A finished or running run, read-only: candidates with their results, ranked.
+
+    Each entry of ``individuals`` is the candidate row plus ``results`` (fidelity ->
+    EvalResult), ``level`` (index of the highest fidelity with a result) and ``score`` (the
+    score there; failures count as the worst score). Ranking is the engine's: highest
+    fidelity reached first, then the score.
+    """
+
+    def __init__(self, run: str | Path):
+        from evaluators.base import WORST_SCORE, EvalResult, Status
+        self.path = db_path(run)
+        self.run_dir = self.path.parent
+        self.store = RunStore(self.path, readonly=True)
+        self.campaign: dict = self.store.get_meta("campaign") or {}
+        self.kind: str = self.store.get_meta("kind", "rule")
+        self.fidelities: list[str] = self.store.get_meta("fidelities", [])
+        self.status: str = self.store.get_meta("status", "unknown")
+        self.evaluations = self.store.evaluations()
+        by_key: dict[str, dict] = {}
+        for e in self.evaluations:
+            by_key.setdefault(e["key"], {})[e["fidelity"]] = EvalResult.model_validate_json(e["result"])
+        self.all = self.store.candidates()
+        self.by_id = {c["id"]: c for c in self.all}
+        self.individuals: list[dict] = []
+        for c in self.all:
+            res = by_key.get(c["key"] or "", {}) if c["state"] in ("ok", "simplify") else {}
+            c["results"] = {f: res[f] for f in self.fidelities if f in res}
+            c["level"], c["score"] = -1, WORST_SCORE
+            for lvl, f in enumerate(self.fidelities):
+                if f in res:
+                    r = res[f]
+                    c["level"] = lvl
+                    c["score"] = r.score if r.status == Status.ok and r.score == r.score else WORST_SCORE
+            if c["state"] == "ok" and c["level"] >= 0:
+                self.individuals.append(c)
+
+    def ranked(self) -> list[dict]:
+        return sorted(self.individuals, key=lambda c: (c["level"], c["score"], -c["id"]), reverse=True)
+
+    def lineage(self, cid: int, limit: int = 200) -> list[dict]:
+        """The chain of first parents from ``cid`` back to a seed (the candidate first)."""
+        out, seen = [], set()
+        cur = self.by_id.get(cid)
+        while cur is not None and cur["id"] not in seen and len(out) < limit:
+            out.append(cur)
+            seen.add(cur["id"])
+            cur = self.by_id.get(cur["parents"][0]) if cur["parents"] else None
+        return out
+
+    def close(self) -> None:
+        self.store.close()

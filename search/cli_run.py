@@ -1,0 +1,234 @@
+"""``optforge run | show | export | report``: campaigns from the shell.
+
+- ``optforge run CAMPAIGN.toml [--resume | --fresh]``: runs into ``runs/<name>/`` (or the
+  campaign's ``run_dir`` / ``--run-dir``). An existing run is never overwritten silently:
+  ``--resume`` continues it to the same budget, ``--fresh`` deletes it first.
+- ``optforge show RUN``: summary, top candidates with simplified source, lineage of the best.
+- ``optforge export RUN --rank 1 -o file.py``: the chosen candidate as an artifact (rules: a
+  standalone torch optimizer module of the simplified rule). Dispatch is by the run's kind
+  (``KindPlugin.export``), so prompt runs write their own format.
+- ``optforge report RUN [-o report.html]``: the HTML report with plots.
+
+``RUN`` is a run directory, its ``run.sqlite``, or a campaign name under ``runs/``.
+User errors print one clear message and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluators.base import WORST_SCORE
+
+
+class _UserError(Exception):
+    pass
+
+
+def _resolve_run(spec: str) -> Path:
+    p = Path(spec)
+    for cand in (p, Path("runs") / spec):
+        if (cand / "run.sqlite").is_file() or (cand.suffix == ".sqlite" and cand.is_file()):
+            return cand
+    raise _UserError(f"{spec}: no run found (expected a run directory with run.sqlite, e.g. runs/demo; "
+                     "start one with 'optforge run CAMPAIGN.toml')")
+
+
+def _fmt(s: float | None) -> str:
+    return "failed" if s is None or s <= WORST_SCORE else f"{s:+.4f}"
+
+
+# -- run ----------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .campaign import CampaignError, load_campaign
+    from .engine import Engine, InvalidCandidate, RunExistsError
+    from .live import make_progress
+    from .store import StoreError
+    try:
+        campaign = load_campaign(args.campaign)
+        if args.budget is not None:
+            campaign.budget.evaluations = args.budget
+        eng = Engine(campaign, args.run_dir, resume=args.resume, fresh=args.fresh,
+                     progress=make_progress("plain" if args.plain else "auto"))
+    except (CampaignError, RunExistsError, StoreError, ValueError) as e:
+        print(f"optforge run: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = eng.run()
+    except InvalidCandidate as e:
+        print(f"optforge run: {e}", file=sys.stderr)
+        return 2
+    finally:
+        eng.close()
+    print(f"run finished: {summary.done_reason}; {summary.used:g} budget units, {summary.evaluations} "
+          f"evaluations, {summary.wall_seconds:.0f} s; best {_fmt(summary.best_score)} "
+          f"(#{summary.best_id} at {summary.best_fidelity}); see: optforge show {summary.run_dir}")
+    return 0
+
+
+# -- show -----------------------------------------------------------------------------
+
+def show_text(run: str | Path, top: int = 5) -> str:
+    from .store import RunView
+    view = RunView(run)
+    try:
+        return _show(view, top)
+    finally:
+        view.close()
+
+
+def _simplified(view, c: dict) -> str:
+    s = c["meta"].get("simplified")
+    if s:
+        return s["text"]
+    if view.kind == "rule":
+        import dsl
+        return dsl.simplify(dsl.parse(c["text"])).source()
+    return c["text"]
+
+
+def _show(view, top: int) -> str:
+    from collections import Counter
+    c = view.campaign
+    out = []
+    states = Counter(x["state"] for x in view.all)
+    used = sum(e["cost"] for e in view.evaluations)
+    llm = view.store.llm_calls()
+    llm_props = [x for x in view.all if x["meta"].get("llm") or x["operator"].startswith("llm_")]
+    llm_ok = sum(1 for x in llm_props if x["state"] == "ok")
+    out.append(f"run {view.run_dir}  campaign {c.get('name')!r}  kind {view.kind}  status {view.status}")
+    out.append(f"budget: {used:g} / {c.get('budget', {}).get('evaluations')} units; evaluations: "
+               f"{sum(e['phase'] == 'search' for e in view.evaluations)} search + "
+               f"{sum(e['phase'] == 'simplify' for e in view.evaluations)} simplify; wall "
+               f"{view.store.get_meta('wall', 0.0):.0f} s")
+    out.append(f"candidates: {states['ok']} evaluated, {states['invalid']} invalid, {states['duplicate']} "
+               f"duplicate (LLM), {states['simplify']} simplification tries; fidelities "
+               f"{', '.join(view.fidelities)}")
+    if llm:
+        out.append(f"LLM: {len(llm)} calls, {sum(1 for x in llm if x['error'])} errors; proposals "
+                   f"{len(llm_props)}, valid {llm_ok}")
+    reasons = Counter(x["reason"].split(":")[0][:60] for x in view.all if x["state"] == "invalid")
+    if reasons:
+        out.append("invalid reasons: " + "; ".join(f"{r} x{n}" for r, n in reasons.most_common(5)))
+    ranked = view.ranked()
+    out.append("")
+    out.append(f"top {min(top, len(ranked))} (ranked by highest fidelity reached, then score vs tuned AdamW):")
+    for rank, x in enumerate(ranked[:top], 1):
+        fid = view.fidelities[x["level"]]
+        r = x["results"][fid]
+        per = ", ".join(f"{t} {_fmt(tr.score)}" + (f" lr {tr.best_lr:.2g}" if tr.best_lr else "")
+                        for t, tr in r.tasks.items())
+        seed = f" seed {x['meta']['seed']}" if x["meta"].get("seed") else ""
+        out.append(f"#{rank}  id {x['id']}  {fid}  score {_fmt(x['score'])}  op {x['operator']}{seed}"
+                   f"  size {x['meta'].get('size', '?')}")
+        if per:
+            out.append(f"    per task: {per}")
+        simp = x["meta"].get("simplified")
+        if simp:
+            out.append(f"    simplified (empirically, score {_fmt(simp['score'])} at {simp['fidelity']}, "
+                       f"{len(simp['steps'])} step(s)):")
+        text = _simplified(view, x)
+        out.extend("    " + ln for ln in text.rstrip().splitlines())
+    if ranked:
+        out.append("")
+        out.append("lineage of the best (first parents back to a seed):")
+        for x in view.lineage(ranked[0]["id"]):
+            par = ",".join(f"#{p}" for p in x["parents"]) or "-"
+            out.append(f"  #{x['id']:<5} {x['operator']:<16} score {_fmt(x['score'])}  parents {par}")
+    final = view.store.get_meta("prompt_final")
+    if final:
+        out.append("")
+        out.append("held-out test: " + json.dumps({k: v for k, v in final.items() if k != "tested"},
+                                                  default=str)[:800])
+    return "\n".join(out)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    print(show_text(_resolve_run(args.run), args.top))
+    return 0
+
+
+# -- export ---------------------------------------------------------------------------
+
+def _class_name(name: str) -> str:
+    s = "".join(p[:1].upper() + p[1:] for p in name.replace("-", "_").split("_") if p)
+    return s if s.isidentifier() else "DiscoveredOptimizer"
+
+
+def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | None = None) -> Path:
+    from .engine import get_kind
+    from .store import RunView
+    view = RunView(run)
+    try:
+        ranked = view.ranked()
+        if not 1 <= rank <= len(ranked):
+            raise _UserError(f"--rank {rank}: the run has {len(ranked)} ranked candidate(s)")
+        x = ranked[rank - 1]
+        kind = get_kind(view.kind)
+        text = x["meta"].get("simplified", {}).get("text") or kind.simplify_exact(x["text"])
+        fid = view.fidelities[x["level"]]
+        info = {"run": str(view.run_dir), "candidate": x["id"], "rank": rank, "fidelity": fid,
+                "score": x["score"], "operator": x["operator"]}
+        name = class_name or _class_name(f"{view.campaign.get('name', 'run')}_rank{rank}")
+        out = Path(out)
+        kind.export(text, out, name=name, info=info)
+        return out
+    finally:
+        view.close()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    p = export_run(_resolve_run(args.run), args.rank, args.output, args.class_name)
+    print(f"wrote {p}")
+    return 0
+
+
+# -- report ---------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+    p = write_report(_resolve_run(args.run), args.output, args.top)
+    print(f"wrote {p}")
+    return 0
+
+
+def _wrap(fn):
+    def run(args):
+        try:
+            return fn(args)
+        except _UserError as e:
+            print(f"optforge {args.verb}: {e}", file=sys.stderr)
+            return 2
+    return run
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a campaign (TOML)")
+    p.add_argument("campaign", help="campaign file, e.g. examples/demo.toml")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue an existing run to the same budget")
+    g.add_argument("--fresh", action="store_true", help="delete an existing run of this campaign first")
+    p.add_argument("--run-dir", default=None, help="where to write (default: the campaign's run_dir or runs/<name>)")
+    p.add_argument("--budget", type=int, default=None, help="override budget.evaluations")
+    p.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
+    p.set_defaults(func=_wrap(cmd_run))
+
+    p = sub.add_parser("show", help="summary, top candidates and lineage of a run")
+    p.add_argument("run", help="run directory (e.g. runs/demo) or campaign name")
+    p.add_argument("--top", type=int, default=5)
+    p.set_defaults(func=_wrap(cmd_show))
+
+    p = sub.add_parser("export", help="write the chosen candidate (rules: a standalone optimizer module)")
+    p.add_argument("run")
+    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--class-name", default=None, help="class name of the exported optimizer")
+    p.set_defaults(func=_wrap(cmd_export))
+
+    p = sub.add_parser("report", help="write an HTML report with plots")
+    p.add_argument("run")
+    p.add_argument("-o", "--output", default=None, help="default: <run>/report.html")
+    p.add_argument("--top", type=int, default=5)
+    p.set_defaults(func=_wrap(cmd_report))
