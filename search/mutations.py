@@ -284,13 +284,12 @@ def perturb(v: float, rng: random.Random, sigma: float = 0.7) -> float:
     if v == 0:
         return rng.choice([1e-8, 1e-3, 0.1])
     a = abs(v)
-    if 0.5 < a < 1:
-        new = 1 - (1 - a) * math.exp(rng.gauss(0, sigma))
-        new = min(max(new, 0.0), 0.99999)
-    else:
-        new = a * math.exp(rng.gauss(0, sigma))
     sign = -1.0 if v < 0 else 1.0
-    if rng.random() < 0.05:
+    if 0.5 < a < 1:   # a beta: 1 - a moves on the log scale (rounded there, so 0.9995 stays < 1)
+        gap = min(max((1 - a) * math.exp(rng.gauss(0, sigma)), 1e-5), 1.0)
+        return sign * float(f"{1 - _round(gap):.10g}")
+    new = a * math.exp(rng.gauss(0, sigma))
+    if rng.random() < 0.05:  # rare sign flips (never for betas)
         sign = -sign
     return _round(sign * new)
 

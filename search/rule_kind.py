@@ -105,10 +105,10 @@ class RuleKind(KindPlugin):
         except dsl.DSLError as e:
             raise InvalidCandidate(str(e)) from None
         lv = liveness(prog)
-        if "g" not in lv.live_in:
-            raise InvalidCandidate("the update never reads the gradient g")
         if not any(f and s.target == "w" for s, f in zip(prog.body, lv.live)):
             raise InvalidCandidate("the rule never changes w")
+        if "g" not in lv.live_in:
+            raise InvalidCandidate("the update never reads the gradient g")
         canon = prog.source()
         if dsl.parse(canon).source() != canon:  # the printer's round trip (a DSL invariant)
             raise InvalidCandidate("canonical source does not round-trip")
