@@ -579,7 +579,10 @@ class Engine:
     def _llm_error(self, err: str) -> None:
         self.llm_consecutive_errors += 1
         self.event("llm_error", err)
-        if self.llm_consecutive_errors >= self.campaign.llm_ops.max_consecutive_errors:
+        if "budget exhausted" in err.lower():   # the backend's own cap (search.llm accounting)
+            self.llm_disabled_reason = f"LLM backend's budget is spent ({err}); continuing with random operators"
+            self.event("llm_disabled", self.llm_disabled_reason)
+        elif self.llm_consecutive_errors >= self.campaign.llm_ops.max_consecutive_errors:
             self.llm_disabled_reason = (f"LLM backend failed {self.llm_consecutive_errors} times in a row "
                                         f"(last: {err}); continuing with random operators")
             self.event("llm_disabled", self.llm_disabled_reason)

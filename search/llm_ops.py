@@ -152,12 +152,20 @@ class LLMRuleOperator(Operator):
     def __init__(self, name: str, arity: int, campaign: Campaign):
         self.name, self.arity, self.campaign = name, arity, campaign
 
-    def _request(self, ctx: Context, messages: list[Any]) -> Any:
+    def _request(self, ctx: Context, messages: list[Any], parent: Individual) -> Any:
         from search.llm import ChatRequest
         o = self.campaign.llm_ops
+        extra: dict[str, Any] = {}
+        if o.grammar and "grammar_names" in ChatRequest.model_fields:
+            try:  # names the grammar allows: the parent's signature and temporaries
+                import dsl
+                from search.llm.grammar import dsl_grammar_names
+                extra["grammar_names"] = dsl_grammar_names(dsl.parse(parent.text))
+            except Exception:  # noqa: BLE001 - the backend's default names then
+                pass
         return ChatRequest(messages=messages, temperature=o.temperature, max_tokens=o.max_tokens,
                            seed=ctx.rng.randrange(2 ** 31), grammar="dsl" if o.grammar else None,
-                           purpose=self.name)
+                           purpose=self.name, **extra)
 
     def propose(self, ctx: Context, parent_groups: list[list[Individual]]) -> list[Proposal]:
         from search.llm import Message
@@ -166,7 +174,7 @@ class LLMRuleOperator(Operator):
         convs = [[Message(role="system", content=SYSTEM),
                   Message(role="user", content=build_prompt(ctx, g[: self.arity], o.top_k))]
                  for g in parent_groups]
-        reqs = [self._request(ctx, c) for c in convs]
+        reqs = [self._request(ctx, c, g[0]) for c, g in zip(convs, parent_groups)]
         resp = ctx.llm_chat(reqs, self.name)
         if resp is None:
             return [Proposal(None, self.name, p, reason="LLM unavailable", meta={"skip": True}) for p in pids]
@@ -195,7 +203,7 @@ class LLMRuleOperator(Operator):
                                    Message(role="user", content=(
                                        f"The DSL checker refused that program: {why}\nFix it. Reply with the "
                                        "corrected program only, in a ```python block."))]
-                rreqs.append(self._request(ctx, msgs))
+                rreqs.append(self._request(ctx, msgs, parent_groups[k][0]))
             rresp = ctx.llm_chat(rreqs, self.name + ":repair") or []
             for t, (k, reply, why) in enumerate(retry):
                 r2 = rresp[t] if t < len(rresp) else None
