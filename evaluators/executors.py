@@ -220,13 +220,17 @@ class ProcessPoolExecutor(Executor):
     ``cores // workers`` threads. Workers are started on first use and reused
     across ``map`` calls; a killed or dead worker is replaced at once.
     ``context`` is ``"forkserver"`` (default on Linux: replacements start in
-    milliseconds because torch is preloaded in the fork server) or ``"spawn"``.
+    milliseconds because torch and the project's packages are imported once in
+    the fork server; ``preload`` names them, missing ones are skipped) or
+    ``"spawn"``. A task's data is still built on a worker's first use of it, and
+    that counts toward the item's time limit.
     """
 
     name = "pool"
 
     def __init__(self, workers: int | None = None, threads: int | None = None,
-                 context: str | None = None, preload: Sequence[str] = ("torch", "numpy")):
+                 context: str | None = None,
+                 preload: Sequence[str] = ("torch", "numpy", "dsl", "proxies", "evaluators.rules")):
         import multiprocessing as mp
         self.workers = max(1, workers or available_cores())
         self.parallelism = self.workers
@@ -385,26 +389,44 @@ class ProcessPoolExecutor(Executor):
 # Ray
 # ---------------------------------------------------------------------------
 
-def _ray_call(fn, item, threads: int):
+def _ray_call(fn, item, threads: int, start_log, token: str):
+    start_log.mark.remote(token)  # tells the driver the item has started (its clock starts now)
     set_torch_threads(threads)
     return fn(item)
+
+
+class _StartLog:
+    """A tiny Ray actor: tasks mark their start; the driver collects the marks."""
+
+    def __init__(self):
+        self._new: list[str] = []
+
+    def mark(self, token: str) -> None:
+        self._new.append(token)
+
+    def collect(self) -> list[str]:
+        new, self._new = self._new, []
+        return new
 
 
 class RayExecutor(Executor):
     """Runs items as Ray tasks (``pip install 'optforge[ray]'``).
 
     ``address`` is a cluster address (``"auto"``, ``"ray://host:10001"``, ...);
-    None starts (or reuses) a local Ray instance. Items are submitted no faster
-    than the cluster has CPUs, so a deadline measured from submission is the
-    time the item actually ran; past it the task is cancelled with
-    ``ray.cancel(force=True)``, which kills its worker process. Tasks are never
-    retried: a crashed worker is an error for its item.
+    None starts (or reuses) a local Ray instance with ``num_cpus`` CPUs.
+    Items are submitted no faster than the cluster has CPUs. An item's clock
+    starts when its task reports that it started (so a Ray worker's own start-up
+    does not count); past its limit the task is cancelled with
+    ``ray.cancel(force=True)``, which kills its worker process. An item that
+    never reports a start is given up ``startup_grace_s`` after its limit. Tasks
+    are never retried: a crashed worker is an error for its item.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
-                 threads: int = 1, init_kwargs: dict | None = None):
+                 threads: int = 1, init_kwargs: dict | None = None, startup_grace_s: float = 120.0,
+                 poll_s: float = 0.1):
         try:
             import ray  # noqa: F401
         except ImportError as e:
@@ -413,8 +435,12 @@ class RayExecutor(Executor):
         self.num_cpus = num_cpus
         self.threads = threads
         self.init_kwargs = dict(init_kwargs or {})
+        self.startup_grace_s = startup_grace_s
+        self.poll_s = poll_s
         self._owns_ray = False
         self._remote = None
+        self._log = None
+        self._calls = 0
         self.parallelism = num_cpus or 1
 
     def _ensure(self):
@@ -428,6 +454,7 @@ class RayExecutor(Executor):
             self._owns_ray = True
         if self._remote is None:
             self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
+            self._log = ray.remote(num_cpus=0)(_StartLog).remote()
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         return ray
 
@@ -435,35 +462,49 @@ class RayExecutor(Executor):
         ray = self._ensure()
         n = len(items)
         limits = per_item_timeouts(timeout_s, n)
+        self._calls += 1
+        tag = f"{os.getpid()}-{id(self)}-{self._calls}"
         out: list[Outcome | None] = [None] * n
         pending = deque(range(n))
-        running: dict[Any, tuple[int, float]] = {}   # ref -> (index, start)
+        running: dict[Any, int] = {}                  # ref -> index
+        submitted: dict[int, float] = {}
+        started: dict[int, float] = {}
         cap = self.parallelism
         while pending or running:
             while pending and len(running) < cap:
                 i = pending.popleft()
                 try:
-                    ref = self._remote.remote(fn, items[i], self.threads)
+                    ref = self._remote.remote(fn, items[i], self.threads, self._log, f"{tag}:{i}")
                 except Exception as e:  # noqa: BLE001 - e.g. unpicklable item
                     out[i] = Outcome("error", reason=f"could not submit the item to Ray: {_error_reason(e)}")
                     continue
-                running[ref] = (i, time.monotonic())
+                running[ref] = i
+                submitted[i] = time.monotonic()
             if not running:
                 continue
-            ends = [t0 + limits[i] for i, t0 in running.values() if limits[i] is not None]
-            wait_for = None if not ends else max(0.0, min(ends) - time.monotonic())
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_for)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=self.poll_s)
             now = time.monotonic()
+            for token in ray.get(self._log.collect.remote()):
+                t, _, idx = token.rpartition(":")
+                if t == tag:
+                    started.setdefault(int(idx), now)
             for ref in ready:
-                i, t0 = running.pop(ref)
-                out[i] = self._collect(ray, ref, now - t0)
-            for ref, (i, t0) in list(running.items()):
-                if limits[i] is not None and now - t0 >= limits[i]:
+                i = running.pop(ref)
+                out[i] = self._collect(ray, ref, now - started.get(i, submitted[i]))
+            for ref, i in list(running.items()):
+                limit = limits[i]
+                if limit is None:
+                    continue
+                t0 = started.get(i)
+                over = (now - t0 >= limit) if t0 is not None else \
+                    (now - submitted[i] >= limit + self.startup_grace_s)
+                if over:
                     ray.cancel(ref, force=True)
                     running.pop(ref)
-                    out[i] = Outcome("timeout", seconds=now - t0,
-                                     reason=f"stopped after {limits[i]:g}s time limit: Ray task "
-                                            "cancelled with force=True (its worker process killed)")
+                    what = "cancelled with force=True (its worker process killed)" if t0 is not None \
+                        else f"never started within {self.startup_grace_s:g}s, cancelled"
+                    out[i] = Outcome("timeout", seconds=now - (t0 or submitted[i]),
+                                     reason=f"stopped after {limit:g}s time limit: Ray task {what}")
         return out  # type: ignore[return-value]
 
     @staticmethod
@@ -487,6 +528,7 @@ class RayExecutor(Executor):
             ray.shutdown()
             self._owns_ray = False
         self._remote = None
+        self._log = None
 
 
 # ---------------------------------------------------------------------------

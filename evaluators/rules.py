@@ -39,7 +39,7 @@ from dsl import DSLError
 
 from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult
 from .cache import EvalCache
-from .executors import Executor, Outcome, make_executor
+from .executors import Executor, Outcome, available_cores, make_executor
 
 #: Used when ``dsl.library`` is not available: AdamW exactly as torch.optim computes it.
 _ADAMW_SOURCE = """\
@@ -122,8 +122,12 @@ class RuleEvalConfig(BaseModel):
                                     "unit (all its tasks, or one task when work is split per task)")
     baseline_timeout_s: float | None = Field(default=None, gt=0, description="time limit of one "
                                              "baseline sweep (None: no limit; the baseline is trusted)")
+    torch_threads: int = Field(default=1, ge=1, le=256, description="torch intra-op threads of one "
+                               "evaluation. Float sums depend on it, so it is pinned (and hashed) to keep "
+                               "results identical whichever executor runs them")
     executor: Literal["inprocess", "pool", "ray"] = "pool"
-    workers: int | None = Field(default=None, ge=1, description="pool size (default: all cores)")
+    workers: int | None = Field(default=None, ge=1, description="pool size (default: cores // "
+                                "torch_threads)")
     ray_address: str | None = Field(default=None, description="Ray cluster address; None: local Ray")
     cache_dir: str | None = Field(default=None, description="directory (or .sqlite file) of the "
                                   "persistent result cache; None: memory only")
@@ -167,7 +171,8 @@ class RuleEvalConfig(BaseModel):
                                "version": str(getattr(t, "version", ""))}
         payload = {"tasks": self.tasks, "lrs": [float(f"{x:.12g}") for x in self.lr_grid.lrs()],
                    "seeds": self.seeds, "baseline": rule_key(baseline_source(self.baseline)),
-                   "clip": self.score_clip, "task_meta": task_meta, "scoring": 1}
+                   "clip": self.score_clip, "threads": self.torch_threads, "task_meta": task_meta,
+                   "scoring": 1}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -301,6 +306,7 @@ class SweepJob:
     seeds: tuple[int, ...]
     fidelity: str
     stop_on_failure: bool = True
+    threads: int = 1
 
 
 def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
@@ -310,9 +316,22 @@ def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
     ``stop_on_failure`` the remaining tasks are skipped after the first task
     that errors or diverges at every lr (its score is the worst anyway).
     """
-    import proxies
+    import torch
     program = dsl.parse(job.source)
     out: list[SweepSummary] = []
+    before = torch.get_num_threads()
+    if before != job.threads:
+        torch.set_num_threads(job.threads)
+    try:
+        _run_tasks(job, program, out)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)  # the in-process executor shares this process
+    return out
+
+
+def _run_tasks(job: SweepJob, program: dsl.Program, out: list[SweepSummary]) -> None:
+    import proxies
     for name in job.tasks:
         t0 = time.perf_counter()
         try:
@@ -327,7 +346,6 @@ def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
         out.append(summary)
         if job.stop_on_failure and summary.failed:
             break
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -427,9 +445,11 @@ class RuleEvaluator(Evaluator):
         if self._executor is None:
             c = self.config
             if c.executor == "pool":
-                self._executor = make_executor("pool", workers=c.workers)
+                workers = c.workers or max(1, available_cores() // c.torch_threads)
+                self._executor = make_executor("pool", workers=workers, threads=c.torch_threads)
             elif c.executor == "ray":
-                self._executor = make_executor("ray", address=c.ray_address, num_cpus=c.workers)
+                self._executor = make_executor("ray", address=c.ray_address, num_cpus=c.workers,
+                                               threads=c.torch_threads)
             else:
                 self._executor = make_executor("inprocess")
         return self._executor
@@ -475,8 +495,8 @@ class RuleEvaluator(Evaluator):
         """Baselines for ``tasks`` plus the outcomes of ``extra_jobs``, all in one executor batch."""
         have = {t: s for t in tasks if (s := self._cached_baseline(t, fidelity)) is not None}
         missing = [t for t in tasks if t not in have]
-        jobs = [SweepJob(self.baseline_source, (t,), self._lrs, self._seeds, fidelity, False)
-                for t in missing]
+        jobs = [SweepJob(self.baseline_source, (t,), self._lrs, self._seeds, fidelity, False,
+                         self.config.torch_threads) for t in missing]
         limits = [self.config.baseline_timeout_s] * len(jobs) + [self.config.timeout_s] * len(extra_jobs)
         outcomes = self.executor.map(run_sweep_job, jobs + extra_jobs, limits) if jobs or extra_jobs else []
         for t, o in zip(missing, outcomes[:len(jobs)]):
@@ -536,7 +556,8 @@ class RuleEvaluator(Evaluator):
         units: list[tuple[_Pending, SweepJob]] = []
         for p in pending:
             groups = [(t,) for t in tasks] if split else [tuple(tasks)]
-            units += [(p, SweepJob(p.source, g, self._lrs, self._seeds, fidelity, True)) for g in groups]
+            units += [(p, SweepJob(p.source, g, self._lrs, self._seeds, fidelity, True, self.config.torch_threads))
+                      for g in groups]
         base, outcomes = self._ensure_baselines(fidelity, tasks, [j for _, j in units])
         self.trained += len(units)
         for (p, job), o in zip(units, outcomes):
