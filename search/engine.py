@@ -19,7 +19,13 @@ How a campaign runs (``Engine.run``)
    state, population, counters) is written.
 5. Stop at the first of: ``budget.evaluations`` units, ``budget.wall_seconds``; LLM use stops
    (not the campaign) at ``budget.llm_calls`` or after repeated backend errors.
-6. The top individuals are simplified (exact then empirical, see search.simplify_empirical).
+6. ``KindPlugin.finalize(engine)``: for rules, the top individuals are simplified (exact then
+   empirical, see search.simplify_empirical); prompt runs score their best on the test split.
+
+Durability: each result is written when the evaluator returns it (one transaction per
+result). Evaluations still in flight in a batch when the process dies are redone on resume;
+a resumed run re-plays its unfinished generation from the last checkpoint (same RNG state,
+recorded LLM replies from the request cache) and reuses every evaluation that had finished.
 
 Final ranking: the highest fidelity reached first, then the score at it (``rank_key``).
 
@@ -444,6 +450,17 @@ class Engine:
             stored = self.store.get_meta("campaign")
             if stored is not None and stored.get("name") != campaign.name:
                 raise StoreError(f"{self.run_dir} holds campaign {stored.get('name')!r}, not {campaign.name!r}")
+            if stored is not None:
+                now = campaign.model_dump(mode="json")
+                changed = sorted(k for k in set(now) | set(stored) if k != "budget" and now.get(k) != stored.get(k))
+                if changed:
+                    self.store.close()
+                    raise StoreError(
+                        f"the campaign changed since {self.run_dir} was started (fields: {', '.join(changed)}); "
+                        "a resumed run must be the same campaign (the budget may change). Restore the file, "
+                        "or use --fresh to start over")
+                if now.get("budget") != stored.get("budget"):
+                    self.store.set_meta(campaign=now)
         self.progress = progress
         self.rng = random.Random(campaign.random_seed)
         self.ctx = Context(self)

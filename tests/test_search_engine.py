@@ -204,3 +204,15 @@ def test_plain_progress_lines(tmp_path, capsys):
     run(c, tmp_path, progress=PlainProgress(buf, every_s=0))
     out = buf.getvalue()
     assert re.search(r"evals 4/4 \(left 0\)", out) and "best" in out and "evals/min" in out
+
+
+def test_resume_refuses_a_changed_campaign_but_allows_a_bigger_budget(tmp_path):
+    from search.store import StoreError
+    c = campaign("changed", budget={"evaluations": 4}, simplify={"enabled": False})
+    run(c, tmp_path)
+    with pytest.raises(StoreError, match="search"):
+        Engine(campaign("changed", budget={"evaluations": 4}, simplify={"enabled": False},
+                        search={"population": 9}), tmp_path / "changed", resume=True)
+    _, db = run(campaign("changed", budget={"evaluations": 7}, simplify={"enabled": False}), tmp_path,
+                resume=True)
+    assert RunStore(db, readonly=True).count_search_evaluations() == 7
