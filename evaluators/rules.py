@@ -366,8 +366,8 @@ def _edge_warning(s: SweepSummary, who: str) -> str:
         return ""
     lo, hi = s.lrs[0], s.lrs[-1]
     toward = "smaller" if side == "low" else "larger"
-    return (f"{who}'s tuned lr {s.best_lr:.3g} is at the {side} edge of the grid [{lo:.3g}, {hi:.3g}]; "
-            f"it may do better at {toward} lrs: move or widen the grid (lr_grid.center / lr_grid.width)")
+    return (f"{who} tuned lr {s.best_lr:.3g} is at the {side} edge of the grid [{lo:.3g}, {hi:.3g}] "
+            f"(it may do better at {toward} lrs; widen or move the grid)")
 
 
 def task_result(cand: SweepSummary, base: SweepSummary, clip: float) -> TaskResult:
@@ -379,7 +379,7 @@ def task_result(cand: SweepSummary, base: SweepSummary, clip: float) -> TaskResu
         "baseline_lr": base.best_lr, "baseline_seed_metrics": base.best_metrics(),
         "baseline_curve": base.curve, "baseline_curve_steps": base.curve_steps,
     }
-    warnings = [w for w in (_edge_warning(cand, "the rule"), _edge_warning(base, "the baseline")) if w]
+    warnings = [w for w in (_edge_warning(cand, "the rule's"), _edge_warning(base, "the baseline's")) if w]
     if warnings:
         extra["warnings"] = warnings
     if cand.edge():

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 import dsl
-from evaluators import (WORST_SCORE, Candidate, EvalCache, LrGrid, ProcessPoolExecutor, RuleEvalConfig,
+from evaluators import (WORST_SCORE, Candidate, EvalCache, EvalResult, LrGrid, ProcessPoolExecutor, RuleEvalConfig,
                         RuleEvaluator, Status)
 from evaluators.rules import SweepJob, run_sweep_job
 
@@ -235,3 +235,30 @@ def test_cache_round_trips_failed_results_with_nan(tmp_path, batch):
     assert a.cached and a.model_dump(exclude={"cached"}) == res[0].model_dump(exclude={"cached"})
     assert d.status == Status.diverged and math.isnan(d.tasks["quadratic"].metric)
     assert c2.get(res[0].key, "small", "cfg") is None and len(c2) == 2
+
+
+def test_cli_eval_prints_the_table_and_plots(tmp_path, capsys):
+    from search.cli import main
+    rule = tmp_path / "my_sgd.rule"
+    rule.write_text(SGD)
+    png = tmp_path / "curves.png"
+    rc = main(["eval", str(rule), "--tasks", "quadratic", "--fidelity", "tiny", "--lrs", "1e-3:1e-1:3",
+               "--seeds", "0", "--executor", "inprocess", "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "quadratic" in out and "tuned lr" in out and "adamw" in out and "overall score" in out
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+    rc = main(["eval", "lion", "--tasks", "quadratic", "--fidelity", "tiny", "--lrs", "1e-3,1e-2",
+               "--seeds", "0", "--executor", "inprocess", "--json"])
+    res = EvalResult.model_validate_json(capsys.readouterr().out)
+    assert rc == 0 and res.ok and res.tasks["quadratic"].best_lr in (1e-3, 1e-2)
+
+    rule.write_text(NOT_DSL)
+    assert main(["eval", str(rule), "--tasks", "quadratic", "--fidelity", "tiny",
+                 "--executor", "inprocess"]) == 1
+    assert "invalid" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "missing.rule")]) == 1
+    assert "not a library rule" in capsys.readouterr().err
+    assert main(["eval", "lion", "--lrs", "0.1:1e-3:x"]) == 1
+    assert "LO:HI:N" in capsys.readouterr().err
