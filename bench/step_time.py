@@ -1,0 +1,190 @@
+"""Optimizer step time: DSL-compiled rules vs torch.optim, side by side in one run.
+
+A benchmark, not a test. Builds a model of >= 10M parameters in many tensors (a stack of
+Linear layers with biases), fills every gradient with fixed random numbers, and times
+``optimizer.step()`` for:
+
+* the DSL AdamW (``dsl.to_optimizer``) vs ``torch.optim.AdamW`` with ``foreach=True``,
+  ``fused=True`` and ``foreach=False`` (the plain per-parameter loop);
+* the DSL Lion vs a plain hand-written foreach Lion (below);
+* with ``--compile``: the DSL rules through ``torch.compile`` too (slow to build).
+
+Measurements are interleaved: each round runs every optimizer for ``--steps`` steps, in a
+rotating order, and the table reports the median over rounds of the ms per step (so drift
+and noise from other processes hit every contender alike). Ratios are against foreach
+AdamW and fused AdamW.
+
+    python bench/step_time.py                   # CPU, float32, 15M parameters
+    python bench/step_time.py --device cuda     # on a GPU machine
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dsl import parse  # noqa: E402
+from dsl.compile import to_optimizer  # noqa: E402
+
+ADAMW = """def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
+    w = w * (1 - lr * wd)
+    m = interp(g, m, beta1)
+    v = interp(g * g, v, beta2)
+    u = (m / (1 - beta1 ** step)) / (sqrt(v / (1 - beta2 ** step)) + eps)
+    w = w - lr * u
+    return w, m, v
+"""
+LION = """def lion(w, g, m, lr, wd, beta1=0.9, beta2=0.99):
+    u = sign(interp(g, m, beta1))
+    m = interp(g, m, beta2)
+    w = w - lr * (u + wd * w)
+    return w, m
+"""
+
+
+class ForeachLion(torch.optim.Optimizer):
+    """Lion written by hand with torch._foreach_* (the baseline for the DSL Lion)."""
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            ms = []
+            for p in params:
+                st = self.state[p]
+                if not st:
+                    st["exp_avg"] = torch.zeros_like(p)
+                ms.append(st["exp_avg"])
+            lr, wd = group["lr"], group["weight_decay"]
+            beta1, beta2 = group["betas"]
+            torch._foreach_mul_(params, 1 - lr * wd)
+            u = torch._foreach_lerp(ms, grads, 1 - beta1)  # beta1 * m + (1 - beta1) * g
+            torch._foreach_sign_(u)
+            torch._foreach_add_(params, u, alpha=-lr)
+            torch._foreach_lerp_(ms, grads, 1 - beta2)
+        return None
+
+
+def make_model(width: int, depth: int, device: str, dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    params = []
+    for _ in range(depth):
+        w = torch.randn(width, width, generator=gen) * width ** -0.5
+        b = torch.randn(width, generator=gen) * 0.01
+        params += [w, b]
+    out = []
+    for p in params:
+        q = p.to(device=device, dtype=dtype).requires_grad_()
+        q.grad = (torch.randn(p.shape, generator=gen) * 1e-3).to(device=device, dtype=dtype)
+        out.append(q)
+    return out
+
+
+def contenders(args):
+    DslAdamW = to_optimizer(ADAMW)
+    DslLion = to_optimizer(LION)
+    kw = dict(lr=1e-4, weight_decay=0.01)
+    c = {
+        "torch AdamW foreach": lambda ps: torch.optim.AdamW(ps, foreach=True, **kw),
+        "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, fused=True, **kw),
+        "torch AdamW for-loop": lambda ps: torch.optim.AdamW(ps, foreach=False, **kw),
+        "DSL AdamW": lambda ps: DslAdamW(ps, **kw),
+        "hand foreach Lion": lambda ps: ForeachLion(ps, **kw),
+        "DSL Lion": lambda ps: DslLion(ps, **kw),
+    }
+    if args.compile:
+        CA, CL = to_optimizer(ADAMW, compile=True), to_optimizer(LION, compile=True)
+        c["DSL AdamW compiled"] = lambda ps: CA(ps, **kw)
+        c["DSL Lion compiled"] = lambda ps: CL(ps, **kw)
+    return c
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--depth", type=int, default=26, help="Linear layers (2 tensors each)")
+    ap.add_argument("--steps", type=int, default=5, help="steps per contender per round")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd DSL rules")
+    ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
+    args = ap.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device here", file=sys.stderr)
+        return 2
+
+    cons = contenders(args)
+    if args.only:
+        keys = [s.strip() for s in args.only.split(",")]
+        cons = {k: v for k, v in cons.items() if any(s in k for s in keys) or "foreach" in k and "AdamW" in k
+                or "fused" in k}
+    n_params = args.width * args.width * args.depth + args.width * args.depth
+    print(f"# optimizer step time: {n_params / 1e6:.1f}M parameters in {2 * args.depth} tensors, "
+          f"{args.dtype}, device {args.device}")
+    print(f"# torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    opts = {}
+    for name, make in cons.items():
+        ps = make_model(args.width, args.depth, args.device, dtype)
+        try:
+            opt = make(ps)
+            t0 = time.perf_counter()
+            for _ in range(args.warmup):
+                opt.step()
+            sync(args.device)
+            if args.compile and "compiled" in name:
+                print(f"# {name}: warm-up (incl. compilation) {time.perf_counter() - t0:.1f} s")
+            opts[name] = opt
+        except Exception as e:  # e.g. fused AdamW for a dtype/device torch does not support
+            print(f"# {name}: skipped ({type(e).__name__}: {e})")
+    times: dict[str, list[float]] = {k: [] for k in opts}
+    names = list(opts)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            opt = opts[name]
+            sync(args.device)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                opt.step()
+            sync(args.device)
+            times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base_foreach = med.get("torch AdamW foreach")
+    base_fused = med.get("torch AdamW fused")
+    print(f"{'optimizer':24s} {'ms/step':>9s} {'min':>8s} {'max':>8s} {'vs foreach AdamW':>17s} {'vs fused AdamW':>15s}")
+    for k in names:
+        vs_fe = f"{med[k] / base_foreach:.2f}x" if base_foreach else "-"
+        vs_fu = f"{med[k] / base_fused:.2f}x" if base_fused else "-"
+        print(f"{k:24s} {med[k]:9.2f} {min(times[k]):8.2f} {max(times[k]):8.2f} {vs_fe:>17s} {vs_fu:>15s}")
+    if "DSL Lion" in med and "hand foreach Lion" in med:
+        print(f"DSL Lion / hand foreach Lion: {med['DSL Lion'] / med['hand foreach Lion']:.2f}x")
+    if "DSL AdamW" in med and base_foreach:
+        print(f"DSL AdamW / torch AdamW foreach: {med['DSL AdamW'] / base_foreach:.2f}x (target <= 1.10x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""export_python: the standalone module imports with torch alone and follows to_optimizer's
+trajectory; checkpoints move between the two classes."""
+import ast
+import importlib.util
+import io
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dsl import parse
+from dsl.compile import to_optimizer
+from dsl.export import export_python
+from test_compile import EXOTIC, LION, MUONISH, ADAMW, RULE_SOURCES, Problem, assert_close_all, run_compiled
+
+OPTFORGE_PACKAGES = ("dsl", "evaluators", "proxies", "search")
+
+
+def load_export(src_or_prog, class_name, tmp_path, module_name=None):
+    text = export_python(src_or_prog, class_name)
+    module_name = module_name or f"exported_{class_name.lower()}"
+    path = tmp_path / f"{module_name}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return getattr(mod, class_name), text
+
+
+def _trajectory(Opt, prob, steps, **kw):
+    params = prob.params()
+    opt = Opt(params, lr=1e-2, weight_decay=0.1, **kw)
+    return run_compiled(opt, params, prob, 0, steps), opt, params
+
+
+@pytest.mark.parametrize("name", sorted(RULE_SOURCES))
+def test_export_matches_compiled(name, tmp_path):
+    src = RULE_SOURCES[name]
+    Exported, text = load_export(src, "Exported", tmp_path, module_name=f"exp_{name}")
+    assert Exported.__doc__.count(parse(src).source().splitlines()[1].strip()) == 1
+    steps = 30 if name.startswith("exotic") else 100
+    prob = Problem(steps, seed=21)
+    want, opt_c, _ = _trajectory(to_optimizer(src), prob, steps)
+    got, opt_e, params = _trajectory(Exported, prob, steps)
+    assert_close_all(got, want, rtol=1e-12, atol=1e-12)
+    # same state layout and group keys
+    for p in params:
+        assert set(opt_e.state[p]) == {"step", *parse(src).state_names}
+    assert set(opt_e.param_groups[0]) == set(opt_c.param_groups[0])
+
+
+def test_export_reads_like_the_rule(tmp_path):
+    _, text = load_export(ADAMW, "AdamW", tmp_path)
+    body = text[text.index("def update("):text.index("def _write_back")]
+    for line in parse(ADAMW).source().splitlines()[1:]:  # one line per DSL statement, verbatim
+        assert "\n" + line + "\n" in body
+    tree = ast.parse(text)
+    imports = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imports |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imports <= {"torch", "math"}
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
+    assert ast.get_docstring(cls).count("m = interp(g, m, beta1)") == 1
+
+
+def test_export_imports_without_optforge(tmp_path):
+    """In a fresh interpreter where importing any optforge package fails, the module works."""
+    (tmp_path / "lion_export.py").write_text(export_python(LION, "Lion"))
+    code = (
+        "import sys\n"
+        f"for name in {OPTFORGE_PACKAGES!r}:\n"
+        "    sys.modules[name] = None  # any import of it now raises ImportError\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import torch, lion_export\n"
+        "w = torch.nn.Parameter(torch.ones(3))\n"
+        "opt = lion_export.Lion([w], lr=0.1)\n"
+        "w.grad = torch.tensor([1.0, -1.0, 0.0])\n"
+        "opt.step()\n"
+        "print(w.detach().tolist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    got = [float(x) for x in out.stdout.strip().strip("[]").split(",")]
+    assert got == pytest.approx([0.9, 1.1, 1.0], abs=1e-6)  # w - lr * sign(g)
+
+
+def _roundtrip(sd):
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("first_compiled", [True, False])
+def test_state_dict_moves_between_compiled_and_exported(first_compiled, tmp_path):
+    steps, half = 60, 25
+    prob = Problem(steps, seed=22)
+    Compiled = to_optimizer(ADAMW)
+    Exported, _ = load_export(ADAMW, "AdamW", tmp_path, module_name=f"sd_{first_compiled}")
+    First, Second = (Compiled, Exported) if first_compiled else (Exported, Compiled)
+    want, _, _ = _trajectory(Compiled, prob, steps)
+    params = prob.params()
+    o1 = First(params, lr=1e-2, weight_decay=0.1)
+    run_compiled(o1, params, prob, 0, half)
+    params2 = [p.detach().clone().requires_grad_() for p in params]
+    o2 = Second(params2)
+    o2.load_state_dict(_roundtrip(o1.state_dict()))
+    assert o2.param_groups[0]["weight_decay"] == 0.1
+    got = run_compiled(o2, params2, prob, half, steps)
+    assert_close_all(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_export_of_odd_literals_and_names(tmp_path):
+    """Python raises on 1/0 and returns complex for (-8)**0.5; the export keeps DSL semantics
+    (inf, nan), and rule names that clash with the module's constants are renamed."""
+    src = """def odd(w, g, inf, nan, lr, step):
+    c = minimum(1 / 0, 2 ** 0.5) + 10 ** 400 * 0 + 1e15 * 1e15 / 1e30
+    d = (-8) ** 0.5
+    inf = interp(g, inf, 0.5) * c
+    nan = maximum(nan, abs(g)) + 0 * d
+    w = w - lr * inf / (1 + nan) + step * 0
+    return w, inf, nan
+"""
+    Exported, text = load_export(src, "Odd", tmp_path)
+    assert "inf_" in text and "nan_" in text
+    prob = Problem(5, seed=23)
+    want, _, _ = _trajectory(to_optimizer(src), prob, 5)
+    got, _, _ = _trajectory(Exported, prob, 5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert any(torch.isnan(b).any() for b in want)  # the nan from (-8) ** 0.5 reached w
+
+
+def test_export_param_groups_and_scheduler(tmp_path):
+    steps = 20
+    prob = Problem(steps, seed=24, shapes=[(4, 3), (3,)])
+    Exported, _ = load_export(MUONISH, "Muonish", tmp_path)
+
+    def run(Opt):
+        params = prob.params()
+        opt = Opt([{"params": [params[0]]}, {"params": [params[1]], "momentum": 0.5, "lr": 0.02}],
+                  lr=0.05, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
+        return run_compiled(opt, params, prob, 0, steps, scheduler=sched)
+
+    assert_close_all(run(Exported), run(to_optimizer(MUONISH)), rtol=1e-12, atol=1e-12)
+
+
+def test_export_refuses_bad_names():
+    with pytest.raises(ValueError, match="class_name"):
+        export_python(ADAMW, "not a name")
+    with pytest.raises(ValueError, match="shadow"):
+        export_python("def f(w, g, RULE=0.5):\n    w = w - RULE * g\n    return w\n", "F")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_export_low_precision(dtype, tmp_path):
+    Exported, _ = load_export(EXOTIC[0], "Ex1", tmp_path, module_name=f"ex1_{dtype}".replace(".", "_"))
+    prob = Problem(10, seed=25)
+    params = prob.params(dtype)
+    opt = Exported(params, lr=1e-2)
+    got = run_compiled(opt, params, prob, 0, 10)
+    p2 = prob.params(dtype)
+    want = run_compiled(to_optimizer(EXOTIC[0])(p2, lr=1e-2), p2, prob, 0, 10)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        tol = 1e-4 if dtype == torch.float32 else 5e-2
+        torch.testing.assert_close(a.double(), b.double(), rtol=tol, atol=tol)
