@@ -1,5 +1,7 @@
 """The update-rule DSL: parse, check, simplify, fingerprint, compile to torch.optim, export."""
 from .checker import CheckReport, DeadStatement, check, check_source
+from .compile import to_optimizer
+from .export import export_python
 from .errors import DSLError
 from .fingerprint import fingerprint
 from .library import get_rule, list_rules
@@ -12,4 +14,4 @@ from .program import Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program
 __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Expr", "Name", "Neg", "Num",
            "PRIMITIVES", "RESERVED", "reference_text", "run_rule",
            "CheckReport", "DeadStatement", "check", "check_source", "simplify", "fingerprint",
-           "get_rule", "list_rules"]
+           "get_rule", "list_rules", "to_optimizer", "export_python"]
