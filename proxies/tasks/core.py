@@ -230,17 +230,34 @@ class _Blocks:
             self.n = [len(names) for names in self.names]
         self.state = [{} for _ in self.tensors]
 
-    def views(self) -> dict[str, torch.Tensor]:
-        """name -> [K, *shape] view into the blocks."""
+    def views(self, requires_grad: bool = False) -> dict[str, torch.Tensor]:
+        """name -> [K, *shape] view into the blocks.
+
+        With ``requires_grad`` each view is its own autograd leaf (the blocks are
+        not): gradients then come back per view and ``join`` assembles them with
+        one copy, instead of autograd's slice/select backward, which allocates a
+        zero tensor the size of the whole block for every parameter.
+        """
         if self.flat:
             t = self.tensors[0]
-            return {name: t[:, off:off + size].view(self.K, *shape) for name, off, size, shape in self.spans}
-        out = {}
-        for t, n, names in zip(self.tensors, self.n, self.names):
-            g = t.view(n, self.K, *t.shape[1:])
-            for i, name in enumerate(names):
-                out[name] = g[i]
+            out = {name: t[:, off:off + size].view(self.K, *shape) for name, off, size, shape in self.spans}
+        else:
+            out = {}
+            for t, n, names in zip(self.tensors, self.n, self.names):
+                g = t.view(n, self.K, *t.shape[1:])
+                for i, name in enumerate(names):
+                    out[name] = g[i]
+        if requires_grad:
+            for v in out.values():
+                v.requires_grad_(True)
         return out
+
+    def join(self, grads: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per-view gradients -> one gradient tensor per block (the blocks' layout)."""
+        if self.flat:
+            return [torch.cat([grads[name].reshape(self.K, size) for name, _, size, _ in self.spans], dim=1)]
+        return [torch.cat([grads[name] for name in names], dim=0) if len(names) > 1 else grads[names[0]]
+                for names in self.names]
 
 
 def run_sweep(task: StackedTask, program: Program | str, lrs: Sequence[float], seeds: Sequence[int],
@@ -291,11 +308,12 @@ def run_sweep(task: StackedTask, program: Program | str, lrs: Sequence[float], s
                 arr[:, point_of[t]] = v
         if t == steps or not bool(alive.any()):
             break
-        for w in blocks.tensors:
-            w.requires_grad_(True)
-        out = task.loss(blocks.views(), ctx, t)
+        views = blocks.views(requires_grad=True)
+        out = task.loss(views, ctx, t)
         loss, monitor = out if isinstance(out, tuple) else (out, out)
-        grads = torch.autograd.grad(loss.sum(), blocks.tensors)
+        leaves = list(views.values())
+        grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
+        grads = blocks.join({n: torch.zeros_like(v) if g is None else g for (n, v), g in zip(views.items(), grads)})
         with torch.no_grad():
             mon = monitor.detach()
             if bound is None:
@@ -308,7 +326,7 @@ def run_sweep(task: StackedTask, program: Program | str, lrs: Sequence[float], s
             total = torch.zeros(K, dtype=torch.float32)
             for i, (w, g) in enumerate(zip(blocks.tensors, grads)):
                 n = blocks.n[i]
-                new_w, blocks.state[i] = run_rule(program, w.detach(), g, blocks.state[i],
+                new_w, blocks.state[i] = run_rule(program, w, g, blocks.state[i],
                                                   lr=lr_t.repeat(n) if n > 1 else lr_t, wd=wd,
                                                   step=t + 1, hyper=hyper, batch_dims=1)
                 total += new_w.reshape(n, K, -1).sum(dim=(0, 2))
