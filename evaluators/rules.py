@@ -438,6 +438,7 @@ class RuleEvaluator(Evaluator):
         self._lrs = tuple(self.config.lr_grid.lrs())
         self._seeds = tuple(self.config.seeds)
         self.trained = 0          # candidate work units actually run (not served from a cache)
+        self._failed_baselines: dict[str, SweepSummary] = {}  # deterministic failures, not retried
 
     # -- plumbing --------------------------------------------------------------
     @property
@@ -493,7 +494,8 @@ class RuleEvaluator(Evaluator):
     def _ensure_baselines(self, fidelity: str, tasks: list[str], extra_jobs: list[SweepJob]
                           ) -> tuple[dict[str, SweepSummary], list[Outcome]]:
         """Baselines for ``tasks`` plus the outcomes of ``extra_jobs``, all in one executor batch."""
-        have = {t: s for t in tasks if (s := self._cached_baseline(t, fidelity)) is not None}
+        have = {t: s for t in tasks if (s := self._cached_baseline(t, fidelity)
+                                        or self._failed_baselines.get(self._baseline_id(t, fidelity)))}
         missing = [t for t in tasks if t not in have]
         jobs = [SweepJob(self.baseline_source, (t,), self._lrs, self._seeds, fidelity, False,
                          self.config.torch_threads) for t in missing]
@@ -504,9 +506,11 @@ class RuleEvaluator(Evaluator):
                 s = o.value[0]
                 if not s.failed:
                     self.cache.put_blob("baseline", self._baseline_id(t, fidelity), s.model_dump(mode="json"))
-                elif not s.error:
-                    s = s.model_copy(update={"error": "it diverged at every learning rate of the grid "
-                                             f"{_grid_text(self._lrs)}: the grid is wrong for this task"})
+                else:
+                    if not s.error:
+                        s = s.model_copy(update={"error": "it diverged at every learning rate of the grid "
+                                                 f"{_grid_text(self._lrs)}: the grid is wrong for this task"})
+                    self._failed_baselines[self._baseline_id(t, fidelity)] = s
             else:
                 s = SweepSummary(task=t, lrs=list(self._lrs), seeds=list(self._seeds),
                                  error=f"{o.status}: {o.reason}", seconds=o.seconds)

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 import dsl
-from evaluators import (WORST_SCORE, Candidate, EvalCache, EvalResult, LrGrid, ProcessPoolExecutor, RuleEvalConfig,
-                        RuleEvaluator, Status)
+from evaluators import (WORST_SCORE, Candidate, EvalCache, EvalResult, LrGrid, ProcessPoolExecutor,
+                        RuleEvalConfig, RuleEvaluator, Status)
 from evaluators.rules import SweepJob, run_sweep_job
 
 TASKS = ["quadratic", "digits_mlp"]
@@ -262,3 +262,14 @@ def test_cli_eval_prints_the_table_and_plots(tmp_path, capsys):
     assert "not a library rule" in capsys.readouterr().err
     assert main(["eval", "lion", "--lrs", "0.1:1e-3:x"]) == 1
     assert "LO:HI:N" in capsys.readouterr().err
+
+
+def test_a_baseline_that_diverges_everywhere_is_an_error_that_names_the_grid():
+    ignores_lr = "def tiny_steps(w, g, lr):\n    w = w - 0.001 * tanh(g)\n    return w\n"
+    with RuleEvaluator(cfg(tasks=["quadratic"], lr_grid=LrGrid(values=[1e3, 1e4]))) as bad_grid:
+        r = bad_grid.evaluate([Candidate(text=ignores_lr)], "tiny")[0]
+        assert r.status == Status.error and r.score == WORST_SCORE
+        assert "adamw baseline failed on task quadratic" in r.reason and "grid is wrong" in r.reason
+        trained = bad_grid.trained
+        again = bad_grid.evaluate([Candidate(text=ignores_lr.replace("0.001", "0.002"))], "tiny")[0]
+        assert again.status == Status.error and bad_grid.trained == trained + 1
