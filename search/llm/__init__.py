@@ -1,4 +1,17 @@
-"""LLM backends behind one interface."""
-from .base import LLM, ChatRequest, ChatResponse, Message
+"""LLM backends behind one interface: ``make_llm(LLMConfig(...), cache_dir=...)`` -> ``LLM``.
 
-__all__ = ["LLM", "ChatRequest", "ChatResponse", "Message"]
+Backends: ``local`` (embedded transformers model, the default), ``openai`` (any
+OpenAI-compatible endpoint), ``scripted`` (replies from a file or function). Wrappers:
+``CachedLLM`` (SQLite request cache, replay) and ``BudgetedLLM`` (usage, cost, caps).
+Heavy modules (torch, transformers, openai) are imported only when a backend is built.
+"""
+from .accounting import EXHAUSTED, BudgetedLLM, LLMBudgetExhausted, LLMCaps, LLMUsage, UsageTotals
+from .base import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
+from .cache import CachedLLM, request_key
+from .factory import LLMConfig, make_backend, make_llm
+from .grammar import dsl_grammar_names, dsl_lark_grammar
+from .scripted import ScriptedLLM
+
+__all__ = ["LLM", "ChatRequest", "ChatResponse", "Message", "LLMSetupError", "LLMConfig", "make_llm",
+           "make_backend", "CachedLLM", "request_key", "BudgetedLLM", "LLMCaps", "LLMUsage", "UsageTotals",
+           "LLMBudgetExhausted", "EXHAUSTED", "ScriptedLLM", "dsl_grammar_names", "dsl_lark_grammar"]

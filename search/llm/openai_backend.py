@@ -1,0 +1,201 @@
+"""Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp, LM Studio).
+
+Uses the ``openai`` package's sync client with its own retries turned off: this module
+retries with exponential backoff (``backoff_s * 2**attempt``, jittered, capped at
+``backoff_max_s``; a ``Retry-After`` header is honoured up to the cap) on rate limits
+(429), server errors (5xx, 408, 409), timeouts, connection errors and malformed replies.
+Other 4xx answers (bad key, unknown model) are not retried: the error says what to set.
+
+Each sample is one HTTP call (sample ``i`` sends ``seed + i`` when the request has a
+seed), sent concurrently on a thread pool of ``concurrency`` workers; many servers ignore
+``n``, and one call per sample keeps caching per sample exact. Failures never raise:
+they come back in ``ChatResponse.error`` with the number of attempts.
+
+Structured output: ``response_format`` (e.g. ``{"type": "json_object"}`` or a JSON
+schema) is passed on every request when configured. Grammar-constrained requests
+(``grammar="dsl"`` or a Lark text) send the Lark grammar in the request body field named
+by ``grammar_field`` when set (vLLM: ``"guided_grammar"``; llama.cpp built with
+llguidance: ``"grammar"``, sent with its ``%llguidance {}`` header); otherwise the
+grammar is dropped and the caller's repair loop deals with invalid programs.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
+
+from .base import LLM, ChatRequest, ChatResponse, LLMSetupError
+from .grammar import request_grammar
+
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+def _retry_after(exc) -> float | None:
+    resp = getattr(exc, "response", None)
+    try:
+        v = resp.headers.get("retry-after") if resp is not None else None
+        return float(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class OpenAILLM(LLM):
+    """Chat completions over HTTP (see the module docstring)."""
+
+    name = "openai"
+
+    def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None, *,
+                 concurrency: int = 4, timeout_s: float = 60.0, max_retries: int = 3, backoff_s: float = 0.5,
+                 backoff_max_s: float = 20.0, response_format: dict | None = None,
+                 grammar_field: str | None = None, extra_body: dict | None = None):
+        try:
+            import openai
+        except ImportError:
+            raise LLMSetupError("the openai backend needs the openai package: pip install openai") from None
+        self._openai = openai
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        u = urlparse(base_url)
+        if u.scheme not in ("http", "https") or not u.netloc:
+            raise LLMSetupError(f"llm.base_url {base_url!r} is not an http(s) URL: set llm.base_url or "
+                                "OPENAI_BASE_URL, e.g. http://localhost:8000/v1")
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            if u.netloc.endswith("openai.com"):
+                raise LLMSetupError("no API key for api.openai.com: set OPENAI_API_KEY (or llm.api_key), or "
+                                    "set llm.base_url to a local OpenAI-compatible server")
+            api_key = "sk-no-key-needed"  # local servers accept any key
+        if not model:
+            raise LLMSetupError("llm.model must name the endpoint's model for the openai backend "
+                                "(e.g. \"gpt-4o-mini\", or the name a vLLM/Ollama server serves)")
+        if concurrency < 1 or max_retries < 0 or timeout_s <= 0:
+            raise LLMSetupError("llm.concurrency must be >= 1, llm.max_retries >= 0 and llm.timeout_s > 0")
+        self.model, self.base_url = model, base_url.rstrip("/")
+        self.timeout_s, self.max_retries = float(timeout_s), int(max_retries)
+        self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
+        self.response_format, self.grammar_field = response_format, grammar_field
+        self.extra_body = dict(extra_body or {})
+        self.client = openai.OpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout_s,
+                                    max_retries=0)
+        self._pool = ThreadPoolExecutor(max_workers=int(concurrency), thread_name_prefix="optforge-llm")
+        self._rng = random.Random(0)
+        self._rng_lock = threading.Lock()
+        self.attempts = 0        # HTTP attempts made (retries included), for tests and logs
+
+    def identity(self) -> dict:
+        return {"backend": "openai", "base_url": self.base_url, "model": self.model}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def check(self) -> None:
+        """One tiny request; LLMSetupError with the reason if the endpoint does not answer."""
+        r = self.chat([ChatRequest(messages=[{"role": "user", "content": "ping"}], max_tokens=1,
+                                   temperature=0.0)])[0]
+        if r.error:
+            raise LLMSetupError(f"the OpenAI-compatible endpoint does not work: {r.error}")
+
+    # -- one HTTP call, with retries -------------------------------------------------------
+    def _backoff(self, attempt: int, exc) -> float:
+        with self._rng_lock:
+            jitter = 0.75 + 0.5 * self._rng.random()
+        delay = min(self.backoff_max_s, self.backoff_s * (2 ** attempt) * jitter)
+        ra = _retry_after(exc)
+        return min(self.backoff_max_s, ra) if ra is not None else delay
+
+    def _kwargs(self, rq: ChatRequest, index: int) -> dict:
+        kw: dict = {"model": self.model, "messages": [{"role": m.role, "content": m.content} for m in rq.messages],
+                    "temperature": rq.temperature, "max_tokens": rq.max_tokens}
+        if rq.top_p < 1.0:
+            kw["top_p"] = rq.top_p
+        if rq.stop:
+            kw["stop"] = list(rq.stop)[:4]  # the API's limit; all are applied after the reply anyway
+        if rq.seed is not None:
+            kw["seed"] = int(rq.seed) + index
+        if self.response_format is not None:
+            kw["response_format"] = self.response_format
+        body = dict(self.extra_body)
+        lark = request_grammar(rq.grammar, rq.grammar_names)
+        if lark is not None and self.grammar_field:
+            body[self.grammar_field] = ("%llguidance {}\n" + lark) if self.grammar_field == "grammar" else lark
+        if body:
+            kw["extra_body"] = body
+        return kw
+
+    def _one(self, rq: ChatRequest, index: int) -> tuple[str, int, int, str | None]:
+        oa = self._openai
+        kw = self._kwargs(rq, index)
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            with self._rng_lock:
+                self.attempts += 1
+            retry_exc = None
+            try:
+                resp = self.client.chat.completions.create(**kw)
+                choice = resp.choices[0]
+                text = choice.message.content
+                if text is None:
+                    raise ValueError("the reply has no message content")
+                for s in rq.stop or []:
+                    if s and s in text:
+                        text = text[: text.index(s)]
+                usage = getattr(resp, "usage", None)
+                pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+                ct = int(getattr(usage, "completion_tokens", 0) or 0)
+                if usage is None:  # estimate, so token caps still bite
+                    pt = sum(len(m.content) for m in rq.messages) // 4
+                    ct = len(text) // 4
+                return text, pt, ct, None
+            except oa.APITimeoutError as e:
+                last, retry_exc = f"timed out after {self.timeout_s:g} s ({e})", e
+            except oa.APIConnectionError as e:
+                last = (f"cannot reach {self.base_url} ({type(e).__name__}: {e}): check llm.base_url / "
+                        "OPENAI_BASE_URL and that the server is running")
+                retry_exc = e
+            except oa.APIStatusError as e:
+                code = e.status_code
+                msg = f"HTTP {code} from {self.base_url}: {str(e)[:300]}"
+                if code in (408, 409, 429) or code >= 500:
+                    last, retry_exc = msg, e
+                elif code in (401, 403):
+                    return "", 0, 0, f"{msg} (the endpoint refused the API key: set OPENAI_API_KEY or llm.api_key)"
+                elif code == 404:
+                    return "", 0, 0, (f"{msg} (check llm.model {self.model!r} and llm.base_url; OpenAI-compatible "
+                                      "servers usually serve under /v1)")
+                else:
+                    return "", 0, 0, msg
+            except (oa.APIResponseValidationError, ValueError, TypeError, AttributeError, IndexError) as e:
+                last, retry_exc = f"malformed reply from {self.base_url}: {type(e).__name__}: {e}", e
+            except Exception as e:  # noqa: BLE001 - anything else is recorded, never raised
+                return "", 0, 0, f"request failed: {type(e).__name__}: {e}"
+            if attempt < self.max_retries:
+                time.sleep(self._backoff(attempt, retry_exc))
+        return "", 0, 0, f"{last} (gave up after {self.max_retries + 1} attempts)"
+
+    def chat(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        jobs = [(i, k) for i, rq in enumerate(requests) for k in range(rq.n)]
+        t0 = [time.perf_counter()] * len(requests)
+        futures = {(i, k): self._pool.submit(self._one, requests[i], requests[i].sample_offset + k)
+                   for i, k in jobs}
+        out = []
+        for i, rq in enumerate(requests):
+            texts, pt, ct, errs = [], 0, 0, []
+            for k in range(rq.n):
+                try:
+                    text, p, c, err = futures[(i, k)].result()
+                except Exception as e:  # noqa: BLE001
+                    text, p, c, err = "", 0, 0, f"request failed: {type(e).__name__}: {e}"
+                if err:
+                    errs.append(err)
+                else:
+                    texts.append(text)
+                pt, ct = pt + p, ct + c
+            out.append(ChatResponse(texts=texts, prompt_tokens=pt, completion_tokens=ct,
+                                    latency_s=time.perf_counter() - t0[i], error=errs[0] if errs else None))
+        return out
