@@ -9,7 +9,8 @@ data, batch size and steps) as an outside reference. Times are the best of
 
     python bench/proxy_sweep.py [--tasks a,b] [--fidelities tiny,small,full] [--repeat 3]
 
-Threads: torch's default, or OPTFORGE_TORCH_THREADS=n.
+Threads: sweeps use 1 torch thread unless OPTFORGE_TORCH_THREADS=n (or "default") says otherwise;
+the plain-torch reference runs under the same setting.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from proxies import get_task, list_tasks  # noqa: E402
+from proxies.tasks.core import _Threads, sweep_threads  # noqa: E402
 
 ADAMW = """def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
     w = w * (1 - lr * wd)
@@ -81,7 +83,8 @@ def main() -> None:
     ap.add_argument("--fidelities", default="tiny,small,full")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+    print(f"torch {torch.__version__}, sweep threads {sweep_threads() or torch.get_num_threads()}, "
+          f"cpus {os.cpu_count()}, "
           f"load avg at start {os.getloadavg()[0]:.2f}")
     print("wall = best wall-clock seconds, cpu = best process CPU seconds (see best_time)")
     print(f"{'task':<14} {'fid':<6} {'steps':>5} | {'wall K=1':>8} {'K=8':>7} {'8/1':>5} {'K=16':>7} {'16/1':>5} | "
@@ -98,7 +101,8 @@ def main() -> None:
                 row.append(f"{t1[j]:>8.3f} {t8[j]:>7.3f} {t8[j] / t1[j]:>5.2f} {t16[j]:>7.3f} {t16[j] / t1[j]:>5.2f}")
             print(" | ".join(row), flush=True)
             if name == "digits_mlp":
-                tp = best_time(lambda: plain_torch_mlp(task.steps[fid]), args.repeat)
+                with _Threads(sweep_threads()):
+                    tp = best_time(lambda: plain_torch_mlp(task.steps[fid]), args.repeat)
                 print(f"{'':<14} {fid:<6} plain torch nn.Sequential + AdamW(foreach), one run: wall {tp[0]:.3f} s, "
                       f"cpu {tp[1]:.3f} s; 8-lr sweep / plain run: wall {t8[0] / tp[0]:.2f}, "
                       f"cpu {t8[1] / tp[1]:.2f}", flush=True)

@@ -256,9 +256,12 @@ def test_lr_schedules():
     assert curve_steps(3, 11) == [0, 1, 2, 3]
 
 
-def test_thread_override_is_validated(monkeypatch):
+def test_thread_override_is_validated_and_restored(monkeypatch):
+    before = torch.get_num_threads()
     monkeypatch.setenv("OPTFORGE_TORCH_THREADS", "zero")
     with pytest.raises(ValueError, match="OPTFORGE_TORCH_THREADS"):
         get_task("quadratic").sweep(ADAMW, [1e-3], [0], "tiny")
-    monkeypatch.setenv("OPTFORGE_TORCH_THREADS", str(torch.get_num_threads()))
-    assert math.isfinite(get_task("quadratic").sweep(ADAMW, [1e-3], [0], "tiny").final[0, 0])
+    for v in ("2", "default", ""):
+        monkeypatch.setenv("OPTFORGE_TORCH_THREADS", v)
+        assert math.isfinite(get_task("quadratic").sweep(ADAMW, [1e-3], [0], "tiny").final[0, 0])
+        assert torch.get_num_threads() == before

@@ -39,7 +39,7 @@ from dsl.program import Call, walk
 #: Fidelity levels, cheap -> expensive. Only the number of training steps differs.
 FIDELITIES = ("tiny", "small", "full")
 
-#: Env override for torch's intra-op threads (unset: torch's default).
+#: Torch intra-op threads during a sweep: an integer, or "default" (unset: 1; see sweep_threads).
 THREADS_ENV = "OPTFORGE_TORCH_THREADS"
 
 
@@ -143,18 +143,45 @@ class StackedTask(abc.ABC):
 
 # -- helpers ---------------------------------------------------------------------
 
-def _apply_threads() -> None:
-    v = os.environ.get(THREADS_ENV)
+def sweep_threads() -> int | None:
+    """Torch intra-op threads for a sweep: ``OPTFORGE_TORCH_THREADS`` (an integer, or
+    ``default`` for torch's own setting); unset means 1.
+
+    Why 1: the models are small, most ops run below torch's parallel grain size,
+    and with 2 threads on 2 cores any other load (a second pool worker, another
+    process) makes OpenMP's waiting threads fight for the cores: measured here, a
+    digits_mlp tiny sweep took 18.5 s with 2 threads vs 0.21 s with 1 on a busy
+    2-core machine. Returns None for "leave torch's setting alone".
+    """
+    v = os.environ.get(THREADS_ENV, "").strip()
     if not v:
-        return
+        return 1
+    if v.lower() == "default":
+        return None
     try:
         n = int(v)
         if n < 1:
             raise ValueError
     except ValueError:
-        raise ValueError(f"{THREADS_ENV}={v!r}: expected a positive integer (torch intra-op threads)") from None
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+        raise ValueError(f"{THREADS_ENV}={v!r}: expected a positive integer (torch intra-op threads) "
+                         "or 'default'") from None
+    return n
+
+
+class _Threads:
+    """Use ``n`` torch threads inside the block and restore the previous count after it."""
+
+    def __init__(self, n: int | None):
+        self.n, self.prev = n, None
+
+    def __enter__(self):
+        if self.n is not None and torch.get_num_threads() != self.n:
+            self.prev = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            torch.set_num_threads(self.prev)
 
 
 def curve_steps(steps: int, n_points: int) -> list[int]:
@@ -262,9 +289,17 @@ class _Blocks:
 
 def run_sweep(task: StackedTask, program: Program | str, lrs: Sequence[float], seeds: Sequence[int],
               fidelity: str, hyper: dict[str, float] | None = None) -> SweepOutcome:
-    """Train K = len(lrs) * len(seeds) copies at once; see the module docstring."""
+    """Train K = len(lrs) * len(seeds) copies at once; see the module docstring.
+
+    Runs with ``sweep_threads()`` torch threads (restored afterwards).
+    """
     program, lrs, seeds, hyper = _check_inputs(task, program, lrs, seeds, fidelity, hyper)
-    _apply_threads()
+    with _Threads(sweep_threads()):
+        return _train(task, program, lrs, seeds, fidelity, hyper)
+
+
+def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[int], fidelity: str,
+           hyper: dict[str, float]) -> SweepOutcome:
     t0 = time.perf_counter()
     steps = int(task.steps[fidelity])
     n_lr, n_seed = len(lrs), len(seeds)
