@@ -315,8 +315,22 @@ class ProcessPoolExecutor(Executor):
             except Exception as e:  # noqa: BLE001
                 out[i] = Outcome("error", reason=f"could not send the item to a worker: {_error_reason(e)}")
         pending = deque(i for i in pending if out[i] is None)
-        dispatch_failures: dict[int, int] = {}
 
+        try:
+            self._loop(pending, blobs, limits, out)
+        except BaseException:
+            # Interrupted (Ctrl-C) or a bug: workers still busy with this batch are killed so the
+            # pool is clean for the next call.
+            for w in self._pool:
+                if w.idx is not None:
+                    w.idx = None
+                    self._replace(w, kill=True)
+            raise
+        return [o for o in out]  # type: ignore[misc]
+
+    def _loop(self, pending: deque, blobs: dict, limits: list, out: list) -> None:
+        """Dispatch, wait, collect until every item has an outcome."""
+        dispatch_failures: dict[int, int] = {}
         while pending or any(w.idx is not None for w in self._pool):
             # 1. hand items to idle workers
             for w in self._pool:
@@ -382,7 +396,6 @@ class ProcessPoolExecutor(Executor):
                     w.idx = None
                     self.killed.append(pid)
                     self._replace(w, kill=True)
-        return [o for o in out]  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------

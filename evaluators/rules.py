@@ -435,6 +435,7 @@ class RuleEvaluator(Evaluator):
         self.cache = cache if cache is not None else EvalCache(self.config.cache_dir)
         self.config_hash = self.config.result_hash()
         self.baseline_source = baseline_source(self.config.baseline)
+        self._baseline_key = rule_key(self.baseline_source)
         self._lrs = tuple(self.config.lr_grid.lrs())
         self._seeds = tuple(self.config.seeds)
         self.trained = 0          # candidate work units actually run (not served from a cache)
@@ -476,7 +477,7 @@ class RuleEvaluator(Evaluator):
 
     # -- baselines -----------------------------------------------------------------
     def _baseline_id(self, task: str, fidelity: str) -> str:
-        payload = {"rule": rule_key(self.baseline_source), "task": task, "fidelity": fidelity,
+        payload = {"rule": self._baseline_key, "task": task, "fidelity": fidelity,
                    "lrs": [float(f"{x:.12g}") for x in self._lrs], "seeds": list(self._seeds),
                    "config": self.config_hash}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -500,7 +501,12 @@ class RuleEvaluator(Evaluator):
         jobs = [SweepJob(self.baseline_source, (t,), self._lrs, self._seeds, fidelity, False,
                          self.config.torch_threads) for t in missing]
         limits = [self.config.baseline_timeout_s] * len(jobs) + [self.config.timeout_s] * len(extra_jobs)
-        outcomes = self.executor.map(run_sweep_job, jobs + extra_jobs, limits) if jobs or extra_jobs else []
+        all_jobs = jobs + extra_jobs
+        try:
+            outcomes = self.executor.map(run_sweep_job, all_jobs, limits) if all_jobs else []
+        except Exception as e:  # noqa: BLE001 - e.g. a lost Ray cluster: every unit fails, the caller goes on
+            why = f"the {self.executor.name} executor failed: {type(e).__name__}: {e}"
+            outcomes = [Outcome("error", reason=why) for _ in all_jobs]
         for t, o in zip(missing, outcomes[:len(jobs)]):
             if o.ok:
                 s = o.value[0]

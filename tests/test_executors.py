@@ -122,3 +122,24 @@ def test_closed_pool_and_unknown_executor_say_what_to_do():
         ex.map(T.square, [1.0])
     with pytest.raises(ValueError, match="inprocess, pool, ray"):
         make_executor("threads")
+
+
+def test_interrupted_map_leaves_a_clean_pool(pool):
+    """Ctrl-C during a batch: the busy workers are killed and replaced, the next batch works."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        busy_before = list(pool.pids)
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(T.sleep_for, [(30.0, None), (30.0, None)])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert not set(busy_before) & set(pool.pids)
+    assert not any(_alive(p) for p in busy_before)
+    assert [o.value for o in pool.map(T.square, [2.0, 3.0])] == [4.0, 9.0]
