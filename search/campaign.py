@@ -210,6 +210,17 @@ def parse_campaign(data: dict[str, Any], where: str = "<campaign>") -> Campaign:
         raise CampaignError(f"{where}: {e}") from None
     except (ValueError, KeyError, TypeError) as e:
         raise CampaignError(f"{where}: {e}") from None
+    if c.llm is not None:
+        try:
+            from search.llm import LLMConfig  # validated by the LLM package's own model
+        except ImportError:
+            LLMConfig = None
+        if LLMConfig is not None:
+            try:
+                LLMConfig.model_validate(c.llm)
+            except ValidationError as e:
+                msg = _fmt_validation(e, where).replace("\n  ", "\n  llm.")
+                raise CampaignError(msg) from None
     for name in list(c.operators.random) + list(c.operators.llm):
         if name not in engine.OPERATORS:
             raise CampaignError(f"{where}: operators: unknown operator {name!r}; known: "

@@ -470,6 +470,7 @@ class Engine:
         self.fidelities: tuple[str, ...] = tuple(campaign.fidelities or self.evaluator.fidelities)
         self._llm = llm
         self._llm_init_done = llm is not None
+        self._llm_usage: dict | None = None
         self.llm_disabled_reason = "" if (llm is not None or campaign.llm is not None) else "no [llm] configured"
         # mutable search state (checkpointed)
         self.generation = 0
@@ -543,10 +544,15 @@ class Engine:
             try:
                 from search.llm import LLMConfig, make_llm  # lazy: built by the LLM helper
                 cfg = LLMConfig.model_validate(self.campaign.llm or {})
-                self._llm = make_llm(cfg, cache_dir=self.run_dir / "llm_cache")
+                usage = None
+                if self._llm_usage is not None:  # totals of the run so far: the backend's caps span resumes
+                    from search.llm.accounting import LLMUsage
+                    usage = LLMUsage.model_validate(self._llm_usage)
+                self._llm = make_llm(cfg, cache_dir=self.run_dir / "llm_cache", usage=usage, check=True)
             except Exception as e:  # the campaign goes on with random operators
                 self._llm = None
-                self.llm_disabled_reason = f"LLM backend unavailable: {type(e).__name__}: {e}"
+                self.llm_disabled_reason = (f"LLM backend unavailable ({type(e).__name__}: {e}); "
+                                            "continuing with random operators only")
                 self.event("llm_disabled", self.llm_disabled_reason)
         return self._llm
 
@@ -866,6 +872,11 @@ class Engine:
             "population": [i.id for i in self.population], "strategy": self.strategy.state,
             "op_state": self.op_state, "stats": self.stats.to_dict(),
         }
+        usage = getattr(self._llm, "usage", None) if self._llm_init_done and self._llm is not None else None
+        if usage is not None and hasattr(usage, "model_dump"):
+            state["llm_usage"] = usage.model_dump(mode="json")
+        elif self._llm_usage is not None:
+            state["llm_usage"] = self._llm_usage
         self.store.save_checkpoint(self.generation, self.next_id, state)
 
     def _restore(self) -> None:
@@ -916,6 +927,7 @@ class Engine:
             self.strategy.state = s["strategy"]
             self.op_state = s["op_state"]
             self.stats = Stats(**s["stats"])
+            self._llm_usage = s.get("llm_usage")
         self.store.set_meta(status="running")
         self.event("resumed", f"resumed at generation {self.generation} with {self.used:g} budget units used "
                               f"({len(self.replay)} finished evaluation(s) of the unfinished generation kept)")
@@ -944,6 +956,8 @@ class Engine:
             self.progress.start(self)
         stalled = 0
         try:
+            if self.campaign.operators.llm_share > 0 and not self.llm_disabled_reason:
+                _ = self.llm  # load the backend now: a setup problem is reported at start-up
             if not self.seeded:
                 self._seed()
                 self._checkpoint()

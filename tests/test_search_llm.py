@@ -120,3 +120,44 @@ def test_llm_call_budget_is_a_hard_cap(tmp_path):
     assert len(st.llm_calls()) <= 4 and summary.llm_calls <= 4
     assert st.count_search_evaluations() == 14
     assert any("budget" in e["message"] for e in st.events("llm_disabled"))
+
+
+def _replies_file(tmp_path):
+    import json as _json
+    lines = [valid(k) for k in range(7)] + ["nothing useful", "```python\ndef r(w, g):\n    return w.x\n```"]
+    p = tmp_path / "replies.jsonl"
+    p.write_text("\n".join(_json.dumps(x) for x in lines) + "\n")
+    return p
+
+
+def test_campaign_llm_table_cache_in_run_dir_and_replay_without_the_backend(tmp_path):
+    import shutil
+    replies = _replies_file(tmp_path)
+    c1 = campaign("rec", llm={"backend": "scripted", "replies": str(replies)})
+    e = Engine(c1, tmp_path / "rec")
+    try:
+        e.run()
+    finally:
+        e.close()
+    st1 = RunStore(tmp_path / "rec", readonly=True)
+    assert (tmp_path / "rec" / "llm_cache").exists() and st1.llm_calls()
+    # replay: the recorded replies serve every request; the backend is not asked (its replies are now garbage)
+    shutil.copytree(tmp_path / "rec" / "llm_cache", tmp_path / "replay" / "llm_cache")
+    replies.write_text('"garbage"\n')
+    c2 = campaign("rec", llm={"backend": "scripted", "replies": str(replies), "cache": "replay"})
+    e = Engine(c2, tmp_path / "replay")
+    try:
+        e.run()
+    finally:
+        e.close()
+    st2 = RunStore(tmp_path / "replay", readonly=True)
+    assert not st2.events("llm_disabled")
+    a, b = _dump(st1), _dump(st2)
+    assert a[0] == b[0] and a[1] == b[1]
+    assert [x[2] for x in a[2]] == [x[2] for x in b[2]]
+
+
+def test_bad_llm_table_is_a_campaign_error():
+    from search.campaign import CampaignError
+    with pytest.raises(CampaignError, match="llm.backnd"):
+        campaign("badllm", llm={"backnd": "local"})
