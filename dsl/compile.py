@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from .errors import DSLError
-from .foreach import BucketPlan, compile_plan
+from .foreach import BucketPlan, compile_functional, compile_plan
 from .parser import parse
 from .program import Program
 
@@ -216,16 +216,27 @@ def _class_name(program: Program) -> str:
 
 
 def _compiled_runner(plan: BucketPlan, name: str) -> Callable:
-    """plan.run wrapped in torch.compile; fails early with a clear message if unusable."""
-    if not hasattr(torch, "compile"):
-        raise RuntimeError("compile=True needs torch.compile (torch >= 2.0)")
+    """The rule's functional per-tensor form (dsl.foreach.FunctionalPlan) under torch.compile;
+    the scalars are evaluated in Python and passed as one float64 tensor (no recompiles
+    when lr or step change).
+
+    Fails early with a clear message where torch.compile cannot work."""
     import shutil
-    if torch.cuda.is_available() is False and not (shutil.which("g++") or shutil.which("c++")
-                                                   or shutil.which("clang++")):
-        raise RuntimeError("compile=True on CPU needs a C++ compiler (g++/clang++) for TorchInductor; "
-                           "install one (e.g. apt-get install g++) or use compile=False")
-    return torch.compile(plan.run, dynamic=False, fullgraph=False, name=f"optforge_{name}") \
-        if "name" in inspect.signature(torch.compile).parameters else torch.compile(plan.run, dynamic=False)
+    if not hasattr(torch, "compile"):
+        raise RuntimeError("compile=True needs torch.compile (torch >= 2.0); use compile=False")
+    if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        raise RuntimeError("compile=True needs a C++ compiler (g++ or clang++) for TorchInductor's CPU "
+                           "code; install one (e.g. apt-get install g++) or use compile=False")
+    fplan = compile_functional(plan.program)
+    apply = torch.compile(fplan.apply)
+    scalars, slots = fplan.scalars, fplan.c_slots
+
+    def run(W, G, states, scalar_inputs):
+        sv = scalars(scalar_inputs)
+        svt = torch.tensor([sv[i] for i in slots], dtype=torch.float64)
+        apply(W, G, states, svt.to(W[0].device))
+    run.__name__ = f"{name}_compiled_run"
+    return run
 
 
 def to_optimizer(program_or_source: Program | str, compile: bool = False) -> type[torch.optim.Optimizer]:
