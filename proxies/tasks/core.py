@@ -6,20 +6,26 @@ vectorized run. Every parameter is stored with a leading copy dimension ``K``
 written functionally with batched ops, so one forward/backward serves all
 copies. The copies' losses are summed before ``backward``: since no op mixes
 copies, ``d(sum_j L_j)/d theta_k = dL_k/d theta_k`` and every copy gets its own
-gradient. The rule is then applied once per parameter *shape group* through
-``dsl.run_rule(..., batch_dims=1)`` with ``lr`` a per-copy tensor.
+gradient. The rule is then applied through ``dsl.run_rule(..., batch_dims=1)``
+with ``lr`` a per-copy tensor, on a few stacked blocks rather than per tensor:
 
-Shape groups: parameters of one shape are kept in one tensor ``[n, K, *shape]``
-and handed to the rule as ``[n*K, *shape]`` with ``lr`` repeated ``n`` times.
-Reductions and matrix primitives act per leading index, i.e. per (tensor, copy),
-so the update is exactly the per-tensor one; the interpreter just runs fewer times.
+* elementwise rules (no reduction or matrix primitive): every parameter of a copy
+  flattened into one ``[K, P]`` block, one rule call per step;
+* other rules: parameters of one shape kept in one ``[n*K, *shape]`` block with
+  ``lr`` repeated ``n`` times. Reductions and matrix primitives act per leading
+  index, i.e. per (tensor, copy), so the update is exactly the per-tensor one.
 
 Divergence: a copy whose training loss is not finite or exceeds
-``blowup * initial loss``, whose parameters become non-finite, or whose held-out
-metric is not finite, is marked diverged and frozen at zero parameters and zero
-state (zeros keep its share of the shared computation finite, so it cannot
-poison the others). Its curve is NaN from then on. When every copy has
-diverged the run stops early.
+``blowup * initial loss``, whose parameters become non-finite (a per-copy sum
+overflowing float32 counts), or whose held-out metric is not finite, is marked
+diverged and frozen at zero parameters and zero state (zeros keep its share of
+the shared computation finite, so it cannot poison the others). Its curve is
+NaN from then on. When every copy has diverged the run stops early.
+
+Determinism: all randomness comes from explicit seeded generators; results are
+identical run to run and (measured) for 1 or 2 torch threads. A copy's curve in
+a K-copy run equals its curve run alone (bit-for-bit on the network tasks here,
+~1e-6 relative on the quadratic, whose [K, 50] matmul tiles differently).
 """
 from __future__ import annotations
 
