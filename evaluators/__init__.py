@@ -14,4 +14,5 @@ from .rules import LrGrid, RuleEvalConfig, RuleEvaluator
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult",
            "RuleEvaluator", "RuleEvalConfig", "LrGrid", "EvalCache",
-           "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor", "make_executor"]
+           "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
+           "make_executor"]

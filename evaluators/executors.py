@@ -561,5 +561,6 @@ def make_executor(name: str = "pool", **kw) -> Executor:
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["Outcome", "Executor", "per_item_timeouts", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
-           "make_executor", "EXECUTORS", "available_cores", "threads_per_worker", "set_torch_threads"]
+__all__ = ["Outcome", "Executor", "per_item_timeouts", "InProcessExecutor", "ProcessPoolExecutor",
+           "RayExecutor", "make_executor", "EXECUTORS", "available_cores", "threads_per_worker",
+           "set_torch_threads"]

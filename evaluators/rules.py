@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
@@ -319,12 +320,19 @@ def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
     import torch
     program = dsl.parse(job.source)
     out: list[SweepSummary] = []
+    # proxies pins its sweeps to OPTFORGE_TORCH_THREADS threads (1 when unset): say ours explicitly.
+    env_before = os.environ.get("OPTFORGE_TORCH_THREADS")
     before = torch.get_num_threads()
+    os.environ["OPTFORGE_TORCH_THREADS"] = str(job.threads)
     if before != job.threads:
         torch.set_num_threads(job.threads)
     try:
         _run_tasks(job, program, out)
     finally:
+        if env_before is None:
+            os.environ.pop("OPTFORGE_TORCH_THREADS", None)
+        else:
+            os.environ["OPTFORGE_TORCH_THREADS"] = env_before
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)  # the in-process executor shares this process
     return out
@@ -438,7 +446,7 @@ class RuleEvaluator(Evaluator):
         self._baseline_key = rule_key(self.baseline_source)
         self._lrs = tuple(self.config.lr_grid.lrs())
         self._seeds = tuple(self.config.seeds)
-        self.trained = 0          # candidate work units actually run (not served from a cache)
+        self.trained = 0          # candidates actually trained (not served from a cache)
         self._failed_baselines: dict[str, SweepSummary] = {}  # deterministic failures, not retried
 
     # -- plumbing --------------------------------------------------------------
@@ -566,10 +574,10 @@ class RuleEvaluator(Evaluator):
         units: list[tuple[_Pending, SweepJob]] = []
         for p in pending:
             groups = [(t,) for t in tasks] if split else [tuple(tasks)]
-            units += [(p, SweepJob(p.source, g, self._lrs, self._seeds, fidelity, True, self.config.torch_threads))
-                      for g in groups]
+            units += [(p, SweepJob(p.source, g, self._lrs, self._seeds, fidelity, True,
+                                   self.config.torch_threads)) for g in groups]
         base, outcomes = self._ensure_baselines(fidelity, tasks, [j for _, j in units])
-        self.trained += len(units)
+        self.trained += len(pending)
         for (p, job), o in zip(units, outcomes):
             p.seconds += o.seconds
             if o.ok:
@@ -578,9 +586,11 @@ class RuleEvaluator(Evaluator):
             else:
                 status = Status.timeout if o.status == "timeout" else Status.error
                 p.killed = p.killed or {}
+                unit = f"{'task' if len(job.tasks) == 1 else 'tasks'} {', '.join(job.tasks)}"
                 for t in job.tasks:
                     p.summaries[t] = SweepSummary(task=t, lrs=list(job.lrs), seeds=list(job.seeds),
-                                                  error=o.reason, seconds=o.seconds)
+                                                  error=f"{o.reason} (while running {unit})",
+                                                  seconds=o.seconds)
                     p.killed[t] = status
         fresh = []
         for p in pending:
@@ -602,7 +612,7 @@ class RuleEvaluator(Evaluator):
             killed = (p.killed or {}).get(t)
             if killed is not None:
                 out[t] = failed_task_result(s, killed, s.error)
-                failure = failure or (killed, f"{s.error} (while on task {t})")
+                failure = failure or (killed, s.error)
             elif s.error:
                 out[t] = failed_task_result(s, Status.error, s.error)
                 failure = failure or (Status.error, f"task {t} raised {s.error}")

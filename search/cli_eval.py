@@ -148,8 +148,8 @@ def plot_curves(result, path: str, baseline: str) -> Path:
         bc = tr.extra.get("baseline_curve") or []
         if bc:
             bsteps = tr.extra.get("baseline_curve_steps") or list(range(len(bc)))
-            ax.plot(bsteps[:len(bc)], bc, label=f"tuned {baseline} (lr {_fmt(tr.extra.get('baseline_lr'), 3)})",
-                    color="C1", linestyle="--")
+            blabel = f"tuned {baseline} (lr {_fmt(tr.extra.get('baseline_lr'), 3)})"
+            ax.plot(bsteps[:len(bc)], bc, label=blabel, color="C1", linestyle="--")
         values = [v for v in list(tr.curve) + list(bc) if v is not None and math.isfinite(v)]
         if values and min(values) > 0 and not tr.higher_is_better:
             ax.set_yscale("log")
