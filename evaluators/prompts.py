@@ -207,7 +207,7 @@ class PromptEvaluator(Evaluator):
         capitalizing does not decide the class.
         """
         labels = list(self.task.labels)
-        render = getattr(self.llm, "render_chat", None)
+        render = _find_render_chat(self.llm)
         try:
             if render is not None:
                 prompts, sep = [render(self._messages(q)) for q in queries], ""
@@ -234,6 +234,17 @@ class PromptEvaluator(Evaluator):
         tokens = sum(len(p.split()) + len(variants) for p in prompts)
         self.tokens += tokens
         return preds, tokens, "label log-probabilities"
+
+
+def _find_render_chat(llm: LLM):
+    """The backend's ``render_chat`` through cache/accounting wrappers (their ``inner``), or None."""
+    seen = 0
+    while llm is not None and seen < 8:
+        fn = getattr(llm, "render_chat", None)
+        if fn is not None:
+            return fn
+        llm, seen = getattr(llm, "inner", None), seen + 1
+    return None
 
 
 def _logaddexp(a: float, b: float) -> float:

@@ -86,12 +86,16 @@ def _antonyms(rng: random.Random) -> list[Example]:
 
 
 def _sentiment(rng: random.Random) -> list[Example]:
+    """Half plain statements, a third negated ("was not great" is negative), so word spotting is not enough."""
     seen: dict[str, str] = {}
     while len(seen) < 300:
         label = rng.choice(("positive", "negative"))
-        adj = rng.choice(W.SENTIMENT_POSITIVE if label == "positive" else W.SENTIMENT_NEGATIVE)
+        negated = rng.random() < 0.35
+        word_pos = (label == "positive") != negated
+        adj = rng.choice(W.SENTIMENT_POSITIVE if word_pos else W.SENTIMENT_NEGATIVE)
         subj = rng.choice(W.SENTIMENT_SUBJECTS)
-        text = rng.choice(W.SENTIMENT_TEMPLATES).format(subj=subj, subj_l=subj[0].lower() + subj[1:], adj=adj)
+        tpl = rng.choice(W.SENTIMENT_NEGATED if negated else W.SENTIMENT_TEMPLATES)
+        text = tpl.format(subj=subj, subj_l=subj[0].lower() + subj[1:], adj=adj)
         seen.setdefault(text, label)
     return [Example(t, lab) for t, lab in sorted(seen.items())]
 

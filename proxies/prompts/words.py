@@ -74,6 +74,10 @@ SENTIMENT_TEMPLATES: list[str] = [
     "{subj} was {adj}.", "{subj} was really {adj}.", "Honestly, {subj_l} was {adj}.",
     "I thought {subj_l} was {adj}.", "{subj} was {adj} from start to finish.", "What a {adj} experience; {subj_l} was {adj}.",
 ]
+SENTIMENT_NEGATED: list[str] = [
+    "{subj} was not {adj}.", "{subj} was not {adj} at all.", "I would not call {subj_l} {adj}.",
+    "Nobody thought {subj_l} was {adj}.", "{subj} was never {adj}.",
+]
 
 ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
