@@ -171,7 +171,24 @@ class PromptKind(KindPlugin):
         """A ``.json`` path gets the prompt with its scores and task; any other path the plain text."""
         out = Path(out)
         if out.suffix.lower() == ".json":
-            out.write_text(json.dumps({"prompt": text, **info}, indent=2, default=str) + "\n")
+            data: dict[str, Any] = {"prompt": text, **info}
+            run = info.get("run")
+            if run:  # add the held-out test results and the task from the run, when there are some
+                from .store import RunStore, db_path
+                try:
+                    st = RunStore(db_path(run), readonly=True)
+                    try:
+                        fin = st.get_meta("prompt_final") or {}
+                        cand = st.candidate(int(info["candidate"])) if "candidate" in info else None
+                    finally:
+                        st.close()
+                    data["task"] = fin.get("task")
+                    data["metric"] = fin.get("metric")
+                    data["test_accuracy"] = ((cand or {}).get("meta", {}).get("test") or {}).get("accuracy")
+                    data["initial"] = fin.get("initial")
+                except Exception as e:  # noqa: BLE001 - the prompt itself is what matters
+                    data["note"] = f"run details unavailable: {e}"
+            out.write_text(json.dumps(data, indent=2, default=str) + "\n")
         else:
             out.write_text(text.rstrip() + "\n")
 
@@ -233,7 +250,7 @@ class _PromptLLMOp(Operator):
                 p = ops.parse_proposal(r.text, seen=seen, max_chars=self.o.max_prompt_chars)
                 if p.ok:
                     seen.add(ops.normalize_key(p.text))
-                meta = {"parsed_from": p.source}
+                meta = {"parsed_from": p.source, "llm": True}
                 if not p.ok and p.candidate:
                     meta["rejected_text"] = p.candidate[:300]
                 out.append(Proposal(p.text, self.name, parents, raw=r.text, reason=p.reason, meta=meta))
