@@ -1,14 +1,19 @@
 """Modular addition, the grokking setting: learn (a + b) mod p from a fraction of all pairs.
 
-All p^2 pairs (a, b) with p = 47; a fixed random half is the training set
-(full-batch training), the other half the validation set. Model: a shared token
-embedding (p x 32) for a and b, concatenated, an MLP 64 -> 128 (ReLU) -> p.
+All p^2 pairs (a, b) with p = 31; a fixed random 60% is the training set
+(full-batch training), the rest the validation set. Model: a shared token
+embedding (p x 32) for a and b, concatenated, an MLP 64 -> 64 (ReLU) -> p.
 Metric: final validation cross-entropy (validation accuracy is an extra curve).
 
-The training set is memorized quickly; generalization ("grokking") comes later
-and depends strongly on the optimizer and weight decay, which is why this task
-separates update rules sharply. The budgets here are short, so the metric mostly
-measures how early a rule starts to generalize; the full fidelity runs longest.
+The training set is memorized within tens of steps while the validation loss
+rises far above its initial log(p); generalization ("grokking") comes later and
+depends strongly on the optimizer and on decoupled weight decay (wd = 1, the
+usual grokking setting), which is why this task separates update rules sharply.
+A rule that applies wd as an L2 term in the gradient (w -= lr * (g + wd * w))
+shrinks this model to zero and sits at log(p). Budgets are short (p = 31 and a
+60% split instead of the classic p = 97 / 50% keep it to seconds), so the metric
+mostly measures how early a rule starts to generalize; tuned AdamW reaches
+~0.99 validation accuracy at the small fidelity.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ def modular_data(p: int, train_frac: float) -> dict[str, torch.Tensor]:
 
 class ModularAddition(StackedTask):
     name = "modular_arith"
-    description = "modular addition mod 47, 50% of pairs for training (grokking), val cross-entropy"
+    description = "modular addition mod 31, 60% of pairs for training (grokking), val cross-entropy"
     metric_name = "val_loss"
     steps = {"tiny": 200, "small": 800, "full": 3000}
     weight_decay = 1.0   # grokking needs decoupled weight decay of this order (AdamW lr 1e-3, wd 1)
