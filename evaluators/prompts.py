@@ -115,15 +115,51 @@ class PromptEvaluator(Evaluator):
         raise ValueError(f"unknown fidelity {fidelity!r} for prompts: use one of {', '.join(PROMPT_FIDELITIES)}")
 
     def evaluate(self, candidates: list[Candidate], fidelity: str) -> list[EvalResult]:
+        """All uncached valid prompts of the batch (and the baseline) go to the task model together:
+        one ``chat()`` (or ``logprobs()``) call for every example of every prompt, so a local
+        backend fills its generation batches."""
         self.examples(fidelity)  # validates the fidelity (a programming error, so it raises)
-        results = [self._one(c, fidelity) for c in candidates]
+        cands = list(candidates)
         if self.baseline:
-            base = self._one(Candidate(kind="prompt", text=self.task.initial_prompt), fidelity)
-            for r in results:
+            cands.append(Candidate(kind="prompt", text=self.task.initial_prompt))
+        results: list[EvalResult | None] = [None] * len(cands)
+        pending: dict[str, list[int]] = {}   # key -> positions (twins in one batch are scored once)
+        texts: dict[str, str] = {}
+        for i, c in enumerate(cands):
+            key = self.key(c)
+            hit = self._cache.get((key, fidelity))
+            if hit is not None:
+                results[i] = hit.model_copy(update={"cached": True}, deep=True)
+                continue
+            reason = self.validate(c.text)
+            if reason is not None:
+                results[i] = EvalResult(key=key, fidelity=fidelity, status=Status.invalid, reason=reason)
+                continue
+            pending.setdefault(key, []).append(i)
+            texts[key] = normalize_prompt(c.text)
+        if pending:
+            keys = list(pending)
+            t0 = time.perf_counter()
+            try:
+                scored = self._score_many(keys, [texts[k] for k in keys], fidelity)
+            except Exception as e:  # noqa: BLE001 - a backend bug must not stop the batch
+                scored = [EvalResult(key=k, fidelity=fidelity, status=Status.error,
+                                     reason=f"task model raised {type(e).__name__}: {e}") for k in keys]
+            share = (time.perf_counter() - t0) / len(keys)
+            for k, res in zip(keys, scored):
+                res.seconds = share   # the batch's wall time, shared evenly
+                if res.ok:
+                    self._cache[(k, fidelity)] = res.model_copy(deep=True)
+                for n, i in enumerate(pending[k]):
+                    results[i] = res if n == 0 else res.model_copy(update={"cached": True}, deep=True)
+        out = [r for r in results if r is not None]
+        if self.baseline:
+            base = out.pop()
+            for r in out:
                 tr = r.tasks.get(self.task.name)
                 if tr is not None and base.ok:
                     tr.baseline = base.score
-        return results
+        return out
 
     # ------------------------------------------------------------------ internals
     def validate(self, text: str) -> str | None:
@@ -135,68 +171,62 @@ class PromptEvaluator(Evaluator):
             return f"prompt too long: {len(p)} characters, the limit is {self.max_prompt_chars}"
         return None
 
-    def _one(self, cand: Candidate, fidelity: str) -> EvalResult:
-        key = self.key(cand)
-        hit = self._cache.get((key, fidelity))
-        if hit is not None:
-            return hit.model_copy(update={"cached": True}, deep=True)
-        reason = self.validate(cand.text)
-        if reason is not None:
-            return EvalResult(key=key, fidelity=fidelity, status=Status.invalid, reason=reason)
-        t0 = time.perf_counter()
-        try:
-            res = self._score(key, normalize_prompt(cand.text), fidelity)
-        except Exception as e:  # noqa: BLE001 - a backend bug must not stop the batch
-            res = EvalResult(key=key, fidelity=fidelity, status=Status.error,
-                             reason=f"task model raised {type(e).__name__}: {e}")
-        res.seconds = time.perf_counter() - t0
-        if res.ok:
-            self._cache[(key, fidelity)] = res.model_copy(deep=True)
-        return res
-
-    def _score(self, key: str, prompt: str, fidelity: str) -> EvalResult:
+    def _score_many(self, keys: list[str], prompts: list[str], fidelity: str) -> list[EvalResult]:
         idx, exs = self.examples(fidelity)
-        queries = [format_query(prompt, ex.input) for ex in exs]
-        extra: dict[str, Any] = {"split": "dev" if fidelity == "minibatch" else fidelity, "indices": idx,
-                                 "metric": self.metric}
-        tokens = 0
+        n = len(exs)
+        queries = [format_query(p, ex.input) for p in prompts for ex in exs]
+        base_extra: dict[str, Any] = {"split": "dev" if fidelity == "minibatch" else fidelity, "indices": idx,
+                                      "metric": self.metric}
         if self.metric == "label":
             preds, tokens, how = self._classify(queries)
-            extra["scoring"] = how
             if preds is None:
-                return EvalResult(key=key, fidelity=fidelity, status=Status.error, reason=how)
+                return [EvalResult(key=k, fidelity=fidelity, status=Status.error, reason=how) for k in keys]
+            rows = [(preds[j * n:(j + 1) * n], tokens // max(1, len(keys)), "") for j in range(len(keys))]
+            base_extra["scoring"] = how
         else:
-            preds, tokens, err = self._generate(queries)
+            rows = self._generate(queries, n)
+            base_extra["scoring"] = "generation"
+        out = []
+        for k, (preds, tokens, err) in zip(keys, rows):
             if err:
-                return EvalResult(key=key, fidelity=fidelity, status=Status.error, reason=err, tokens=tokens)
-            extra["scoring"] = "generation"
-        per = [match(p, ex.targets, "normalized" if self.metric == "label" else self.metric)
-               for p, ex in zip(preds, exs)]
-        acc = sum(per) / len(per)
-        extra.update(per_example=per, predictions=preds)
-        tr = TaskResult(task=self.task.name, metric=acc, metric_name="accuracy", higher_is_better=True,
-                        score=acc, extra=extra)
-        return EvalResult(key=key, fidelity=fidelity, score=acc, tasks={self.task.name: tr}, tokens=tokens)
+                out.append(EvalResult(key=k, fidelity=fidelity, status=Status.error, reason=err, tokens=tokens))
+                continue
+            per = [match(p, ex.targets, "normalized" if self.metric == "label" else self.metric)
+                   for p, ex in zip(preds, exs)]
+            acc = sum(per) / len(per)
+            extra = dict(base_extra, per_example=per, predictions=list(preds))
+            tr = TaskResult(task=self.task.name, metric=acc, metric_name="accuracy", higher_is_better=True,
+                            score=acc, extra=extra)
+            out.append(EvalResult(key=k, fidelity=fidelity, score=acc, tasks={self.task.name: tr}, tokens=tokens))
+        return out
 
     def _messages(self, query: str) -> list[Message]:
         msgs = [Message(role="system", content=self.system)] if self.system else []
         return msgs + [Message(role="user", content=query)]
 
-    def _generate(self, queries: list[str]) -> tuple[list[str], int, str]:
-        """Greedy replies for all queries in one batched call: (texts, tokens, error or "")."""
+    def _generate(self, queries: list[str], n: int) -> list[tuple[list[str], int, str]]:
+        """Greedy replies for all queries in one batched call, cut into groups of ``n`` (one per
+        prompt): (texts, tokens, error or "") per group."""
         reqs = [ChatRequest(messages=self._messages(q), temperature=0.0, max_tokens=self.max_tokens,
                             stop=self.stop or None, seed=0, purpose="task") for q in queries]
         self.calls += 1
         self.requests += len(reqs)
         resps = self.llm.chat(reqs)
-        tokens = sum(r.prompt_tokens + r.completion_tokens for r in resps)
-        self.tokens += tokens
+        self.tokens += sum(r.prompt_tokens + r.completion_tokens for r in resps)
+        groups = len(reqs) // n
         if len(resps) != len(reqs):
-            return [], tokens, f"task model returned {len(resps)} replies for {len(reqs)} requests"
-        errors = [r.error for r in resps if r.error]
-        if errors:
-            return [], tokens, f"task model failed on {len(errors)}/{len(reqs)} examples: {errors[0]}"
-        return [r.text for r in resps], tokens, ""
+            err = f"task model returned {len(resps)} replies for {len(reqs)} requests"
+            return [([], 0, err)] * groups
+        out = []
+        for j in range(groups):
+            part = resps[j * n:(j + 1) * n]
+            tokens = sum(r.prompt_tokens + r.completion_tokens for r in part)
+            errors = [r.error for r in part if r.error]
+            if errors:
+                out.append(([], tokens, f"task model failed on {len(errors)}/{n} examples: {errors[0]}"))
+            else:
+                out.append(([r.text for r in part], tokens, ""))
+        return out
 
     def _classify(self, queries: list[str]) -> tuple[list[str] | None, int, str]:
         """Argmax-label predictions from log-probabilities; generation when the backend has none.
@@ -216,7 +246,7 @@ class PromptEvaluator(Evaluator):
             variants = [v for lab in labels for v in (sep + lab, sep + lab.capitalize())]
             lps = self.llm.logprobs(prompts, [variants] * len(queries))
         except NotImplementedError:
-            preds, tokens, err = self._generate(queries)
+            (preds, tokens, err), = self._generate(queries, len(queries))
             if err:
                 return None, tokens, err
             return preds, tokens, "generation (the backend has no log-probabilities)"

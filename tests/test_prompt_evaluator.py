@@ -36,6 +36,7 @@ def test_scores_per_example_tokens(task):
     ev = PromptEvaluator(task, llm, minibatch_size=4)
     bad, good = ev.evaluate([P("Look at the numbers."), P("Give the sum of the numbers.")], "dev")
     assert bad.ok and good.ok
+    assert ev.calls == 1 and ev.requests == 2 * 12       # one batched call; the baseline is a twin of `bad`
     assert bad.score == 0.0 and good.score == 1.0
     tr = good.tasks["sum"]
     assert tr.metric_name == "accuracy" and tr.higher_is_better
