@@ -269,12 +269,16 @@ class LocalLLM(LLM):
     name = "local"
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 16, convert_cache: bool = True, load: bool = False):
+                 batch_size: int = 16, convert_cache: bool = True, threads: int | None = None,
+                 load: bool = False):
         self.folder, self.gguf = resolve_model(model)   # fails now, clearly, if the file is missing
         self.model_setting = model
         self.device, self.dtype = device, dtype
         self.batch_size = max(1, int(batch_size))
         self.convert_cache = convert_cache
+        if threads is not None:  # process-wide: torch has one intra-op thread pool
+            import torch
+            torch.set_num_threads(int(threads))
         self._lm: LoadedModel | None = None
         if load:
             self.warmup()

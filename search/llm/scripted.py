@@ -16,6 +16,7 @@ from it, with an error for any request that was never made.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import json
@@ -70,10 +71,18 @@ class ScriptedLLM(LLM):
 
     def __init__(self, replies: Source, *, latency_s: float = 0.0,
                  logprob_fn: Callable[[str, str], float] | None = None):
-        self.source_name = "function"
         if isinstance(replies, (str, Path)):
-            self.source_name = str(replies)
+            self.source_name = f"file:{Path(replies).resolve()}"
             replies = load_replies(replies)
+        elif callable(replies):
+            self.source_name = f"function:{getattr(replies, '__module__', '?')}." \
+                               f"{getattr(replies, '__qualname__', type(replies).__name__)}"
+        else:
+            try:
+                digest = hashlib.sha256(json.dumps(replies, sort_keys=True).encode()).hexdigest()[:16]
+            except TypeError:
+                digest = "?"
+            self.source_name = f"inline:{digest}"
         self._fn: ReplyFn | None = None
         self._cycles: dict[str, itertools.cycle] = {}
         if callable(replies):

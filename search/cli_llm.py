@@ -1,0 +1,118 @@
+"""``optforge llm ping|serve``: check an LLM set-up before a long campaign, or serve one over HTTP.
+
+``optforge llm ping`` sends one request and prints the reply, the latency and tokens/s
+(exit status 1 with the reason when the backend cannot start or the request fails).
+``optforge llm serve`` exposes a backend (by default the embedded model) as an
+OpenAI-compatible ``/v1/chat/completions`` endpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+DEFAULT_PROMPT = "In one sentence: what does an optimizer do when training a neural network?"
+
+
+def _config(args: argparse.Namespace):
+    from search.llm import LLMConfig
+    fields = {"backend": args.backend}
+    for name in ("model", "base_url", "api_key", "device", "replies"):
+        v = getattr(args, name, None)
+        if v is not None:
+            fields[name] = v
+    if args.backend == "scripted" and "replies" not in fields:
+        fields["replies"] = ["pong"]
+    if getattr(args, "timeout", None) is not None:
+        fields["timeout_s"] = args.timeout
+    return LLMConfig(**fields)
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["local", "openai", "scripted"], default="local",
+                   help="which backend (default: local, the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help="local: a GGUF file or model folder; openai: the model name")
+    p.add_argument("--base-url", dest="base_url", help="openai: the endpoint (default: $OPENAI_BASE_URL)")
+    p.add_argument("--api-key", dest="api_key", help="openai: the key (default: $OPENAI_API_KEY)")
+    p.add_argument("--device", help="local: auto, cpu or cuda")
+    p.add_argument("--replies", help="scripted: a .json/.jsonl file of replies")
+    p.add_argument("--timeout", type=float, help="openai: seconds per request")
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    from search.llm import ChatRequest, LLMSetupError, Message, make_backend
+    try:
+        cfg = _config(args)
+        backend = make_backend(cfg)
+    except (LLMSetupError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"backend: {' '.join(f'{k}={v}' for k, v in backend.identity().items())}")
+    if cfg.backend == "local":
+        t0 = time.perf_counter()
+        try:
+            lm = backend.warmup()  # type: ignore[attr-defined]
+        except LLMSetupError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"model loaded in {time.perf_counter() - t0:.1f} s (from {lm.source}, device {lm.device})")
+    rq = ChatRequest(messages=[Message(role="user", content=args.prompt)], temperature=args.temperature,
+                     max_tokens=args.max_tokens, seed=0, grammar="dsl" if args.grammar else None, purpose="ping")
+    t0 = time.perf_counter()
+    r = backend.chat([rq])[0]
+    wall = time.perf_counter() - t0
+    backend.close()
+    if r.error:
+        print(f"error: {r.error}", file=sys.stderr)
+        return 1
+    print("reply:", r.text)
+    tps = r.completion_tokens / wall if wall > 0 else float("inf")
+    print(f"latency {wall:.2f} s, {r.prompt_tokens} prompt + {r.completion_tokens} completion tokens, "
+          f"{tps:.1f} tokens/s")
+    if args.grammar:
+        import dsl
+        try:
+            dsl.parse(r.text)
+            print("the reply parses as a DSL program")
+        except dsl.DSLError as e:
+            print(f"the reply does not parse: {e}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from search.llm import LLMSetupError, make_backend
+    from search.llm.server import OpenAICompatServer
+    try:
+        backend = make_backend(_config(args))
+        if hasattr(backend, "warmup"):
+            backend.warmup()
+        srv = OpenAICompatServer(backend, args.host, args.port, model_name=args.name, verbose=True)
+    except (LLMSetupError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"serving {args.backend} on {srv.url} (POST /chat/completions, model name {args.name!r}); Ctrl-C stops",
+          flush=True)
+    try:
+        srv.serve_forever()
+    finally:
+        srv.server_close()
+        backend.close()
+    return 0
+
+
+def register(subparsers) -> None:
+    llm = subparsers.add_parser("llm", help="check the LLM set-up (ping) or serve a backend over HTTP")
+    sub = llm.add_subparsers(dest="llm_cmd", required=True)
+    p = sub.add_parser("ping", help="send one request; print the reply, latency and tokens/s")
+    _backend_args(p)
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=48)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--grammar", action="store_true", help="constrain the reply to the DSL grammar (local)")
+    p.set_defaults(func=cmd_ping)
+    p = sub.add_parser("serve", help="serve a backend as an OpenAI-compatible endpoint")
+    _backend_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--name", default="optforge", help="the model name the server reports")
+    p.set_defaults(func=cmd_serve)
