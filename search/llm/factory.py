@@ -47,8 +47,8 @@ class LLMConfig(BaseModel):
     dtype: str = "auto"                  # auto (float32 on CPU, bfloat16 on GPU) | float32 | bfloat16 | float16
     batch_size: int = Field(16, ge=1)    # rows per generate() call
     convert_cache: bool = True           # keep de-quantized GGUF weights on disk for fast later loads
-    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default); 1 is much
-    #                                          faster than 2 when other processes share the cores
+    threads: int | None = Field(1, ge=1)  # torch CPU threads while generating (None: torch's setting);
+    #                                       1 is far faster than 2 when other processes share the cores
     # -- openai --
     base_url: str | None = None          # default: $OPENAI_BASE_URL, else https://api.openai.com/v1
     api_key: str | None = None           # default: $OPENAI_API_KEY (local servers need none)

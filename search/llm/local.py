@@ -19,6 +19,12 @@ left-padded batches of ``batch_size`` rows, one ``generate()`` per batch. Each r
 its own temperature, top-p, seed, ``max_tokens``, stop strings and grammar (see
 ``constrain.py``), so requests with different settings share a batch.
 
+**Threads.** Generation and scoring run with ``threads`` torch CPU threads (default 1),
+set for the call and restored after. Decoding a small model is memory-bound, and with
+more threads than idle cores every step waits on descheduled threads: on the 2-core
+development container, shared with training workers, one thread was ~10x faster than
+two. ``threads=None`` keeps torch's process-wide setting.
+
 **Seeds.** Sample ``i`` of a request (``i`` counted from ``sample_offset``) is drawn with
 seed ``seed + i`` (``seed`` None means 0) from its own generator: the same request gives
 the same text whatever else is in the batch, up to float rounding in batched matmuls.
@@ -32,6 +38,7 @@ import shutil
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,6 +254,21 @@ def load_model(model: str | os.PathLike | None = None, device: str = "auto", dty
         return lm
 
 
+@contextmanager
+def _torch_threads(n: int | None):
+    """Run with ``n`` torch CPU threads, then restore the process's setting (None: leave it)."""
+    if n is None:
+        yield
+        return
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass
 class _Row:
     req: int
@@ -269,16 +291,14 @@ class LocalLLM(LLM):
     name = "local"
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 16, convert_cache: bool = True, threads: int | None = None,
+                 batch_size: int = 16, convert_cache: bool = True, threads: int | None = 1,
                  load: bool = False):
         self.folder, self.gguf = resolve_model(model)   # fails now, clearly, if the file is missing
         self.model_setting = model
         self.device, self.dtype = device, dtype
         self.batch_size = max(1, int(batch_size))
         self.convert_cache = convert_cache
-        if threads is not None:  # process-wide: torch has one intra-op thread pool
-            import torch
-            torch.set_num_threads(int(threads))
+        self.threads = threads
         self._lm: LoadedModel | None = None
         if load:
             self.warmup()
@@ -340,7 +360,7 @@ class LocalLLM(LLM):
         for start in range(0, len(rows), self.batch_size):
             batch = rows[start:start + self.batch_size]
             try:
-                with lm.lock:
+                with lm.lock, _torch_threads(self.threads):
                     self._generate(lm, batch)
             except Exception as e:  # noqa: BLE001 - never raise into the campaign
                 for r in batch:
@@ -431,7 +451,7 @@ class LocalLLM(LLM):
         todo = [q for q in pairs if q[3]]
         todo.sort(key=lambda q: len(q[2]) + len(q[3]))
         bs = max(self.batch_size, 16)
-        with lm.lock, torch.inference_mode():
+        with lm.lock, _torch_threads(self.threads), torch.inference_mode():
             for start in range(0, len(todo), bs):
                 batch = todo[start:start + bs]
                 seqs = [q[2] + q[3] for q in batch]
