@@ -84,3 +84,12 @@ def test_bad_prompt_campaign_is_a_clear_error(tmp_path, capsys, monkeypatch):
     f.write_text(f.read_text().replace('task_file = "capitals.jsonl"', 'task_file = "missing.jsonl"'))
     assert main(["run", str(f), "--plain"]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_example_campaign_file_is_valid():
+    from pathlib import Path
+
+    from search.campaign import load_campaign
+    c = load_campaign(Path(__file__).resolve().parents[1] / "examples" / "prompts.toml")
+    assert c.kind == "prompt" and c.search.strategy == "evoprompt_ga"
+    assert c.options.task == "plural" and c.options.metric == "contains"
