@@ -113,7 +113,7 @@ class LLMOpsConfig(_Strict):
     """How the search uses the LLM (the backend itself is the [llm] table)."""
     grammar: bool = True          # ask for grammar-constrained decoding (grammar="dsl")
     temperature: float = Field(0.8, ge=0)
-    max_tokens: int = Field(320, ge=16)
+    max_tokens: int = Field(256, ge=16)  # an AdamW-sized program is ~150 tokens
     top_k: int = Field(3, ge=0)   # top programs shown in the prompt
     repair: bool = True           # one repair request with the DSLError
     max_consecutive_errors: int = Field(3, ge=1)  # backend errors in a row -> stop using the LLM

@@ -87,9 +87,9 @@ class PlainProgress:
 class RichProgress:
     """A rich Live panel (terminal only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, console=None) -> None:
         from rich.console import Console
-        self.console = Console(stderr=True)
+        self.console = console or Console(stderr=True)
         self.live = None
         self.events: list[str] = []
 

@@ -146,6 +146,7 @@ def plot_curves(view: RunView, k: int = 3) -> str | None:
     if not drawn:
         plt.close(fig)
         return None
+    fig.tight_layout()
     return _png(fig)
 
 

@@ -216,3 +216,17 @@ def test_resume_refuses_a_changed_campaign_but_allows_a_bigger_budget(tmp_path):
     _, db = run(campaign("changed", budget={"evaluations": 7}, simplify={"enabled": False}), tmp_path,
                 resume=True)
     assert RunStore(db, readonly=True).count_search_evaluations() == 7
+
+
+def test_rich_live_view_renders(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from search.live import RichProgress
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, color_system=None, width=100)
+    c = campaign("rich", budget={"evaluations": 4}, simplify={"enabled": False})
+    run(c, tmp_path, progress=RichProgress(con))
+    out = buf.getvalue()
+    assert "evaluations" in out and "best score" in out and "current best" in out
