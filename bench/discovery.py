@@ -34,7 +34,8 @@ HELDOUT_SEEDS = [1, 2]
 LR_GRID = {"center": 0.01, "width": 4.0, "points": 9}
 
 
-def campaign_dict(name: str, budget: int, wall: float, llm_share: float, executor: str) -> dict:
+def campaign_dict(name: str, budget: int, wall: float, llm_share: float, executor: str,
+                  llm_calls: int = 0) -> dict:
     d = {
         "name": name, "kind": "rule", "random_seed": 0, "seed_rules": ["sgd_momentum"],
         "tasks": SEARCH_TASKS, "fidelities": ["tiny", "small"], "eval_seeds": [0], "executor": executor,
@@ -48,7 +49,7 @@ def campaign_dict(name: str, budget: int, wall: float, llm_share: float, executo
     }
     if llm_share > 0:
         d["llm"] = {}
-        d["budget"]["llm_calls"] = 400
+        d["budget"]["llm_calls"] = llm_calls
     return d
 
 
@@ -101,6 +102,8 @@ def main() -> int:
     ap.add_argument("--budget", type=int, default=300, help="evaluation units per campaign")
     ap.add_argument("--wall", type=float, default=330.0, help="wall-time cap per campaign (s)")
     ap.add_argument("--llm-share", type=float, default=0.25)
+    ap.add_argument("--llm-calls", type=int, default=16, help="LLM call cap of the LLM campaign (then random ops)")
+    ap.add_argument("--llm-wall", type=float, default=540.0, help="wall-time cap of the LLM campaign (s)")
     ap.add_argument("--no-llm", action="store_true")
     ap.add_argument("--executor", default="pool", choices=["pool", "inprocess"])
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_discovery"))
@@ -116,7 +119,9 @@ def main() -> int:
     for name, share in plans:
         print(f"\n=== campaign {name} (llm_share {share}) ===", flush=True)
         try:
-            r = run_search(campaign_dict(f"bench_{name}", args.budget, args.wall, share, args.executor), out)
+            wall = args.wall if share == 0 else args.llm_wall
+            r = run_search(campaign_dict(f"bench_{name}", args.budget, wall, share, args.executor,
+                                         args.llm_calls), out)
         except Exception as e:  # noqa: BLE001 - report and go on with the next one
             print(f"campaign {name} failed: {type(e).__name__}: {e}", flush=True)
             continue

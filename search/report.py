@@ -140,7 +140,8 @@ def plot_curves(view: RunView, k: int = 3) -> str | None:
         vals = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
         if vals and max(vals) / max(min(vals), 1e-30) > 50:
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     if not drawn:
@@ -148,6 +149,37 @@ def plot_curves(view: RunView, k: int = 3) -> str | None:
         return None
     fig.tight_layout()
     return _png(fig)
+
+
+def logbook_table(view: RunView) -> str | None:
+    """Per-generation statistics of the screening scores (DEAP's Statistics and Logbook)."""
+    import numpy as np
+    from deap import tools
+    if not view.fidelities:
+        return None
+    screen = view.fidelities[0]
+    by_gen: dict[int, list[float]] = {}
+    for e in view.evaluations:
+        c = view.by_id.get(e["candidate_id"])
+        if c is None or e["phase"] != "search" or e["fidelity"] != screen or not _ok(e["score"]):
+            continue
+        by_gen.setdefault(int(c["generation"]), []).append(float(e["score"]))
+    if not by_gen:
+        return None
+    stats = tools.Statistics()
+    for name, fn in (("max", np.max), ("mean", np.mean), ("min", np.min)):
+        stats.register(name, fn)
+    book = tools.Logbook()
+    best = -math.inf
+    gens = sorted(by_gen)
+    step = max(1, len(gens) // 25)  # at most ~25 rows
+    for k, g in enumerate(gens):
+        best = max(best, max(by_gen[g]))
+        if k % step == 0 or k == len(gens) - 1:
+            book.record(gen=g, n=len(by_gen[g]), best_so_far=best, **stats.compile(by_gen[g]))
+    rows = [[r["gen"], r["n"], f"{r['max']:+.4f}", f"{r['mean']:+.4f}", f"{r['min']:+.4f}", f"{r['best_so_far']:+.4f}"]
+            for r in book]
+    return _table(rows, ["generation", f"ok at {screen}", "max", "mean", "min", "best so far"])
 
 
 def _simplified(view: RunView, c: dict) -> str:
@@ -196,6 +228,9 @@ def build_html(view: RunView, top_n: int = 5) -> str:
         img = fn(view)
         if img:
             sections.append(f"<h2>{title}</h2>{img}")
+    lb = logbook_table(view)
+    if lb:
+        sections.append("<h2>Per-generation statistics (screening fidelity)</h2>" + lb)
     rows = []
     for rank, x in enumerate(ranked[:top_n], 1):
         fid = view.fidelities[x["level"]]
