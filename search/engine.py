@@ -996,12 +996,14 @@ class Engine:
                           stats=self.stats.to_dict())
 
     def close(self) -> None:
-        closer = getattr(self.evaluator, "close", None)
-        if callable(closer):
-            try:
-                closer()
-            except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
-                pass
+        """Release the evaluator's workers, the LLM backend and the database."""
+        for obj in (self.evaluator, self._llm if self._llm_init_done else None):
+            closer = getattr(obj, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
+                    pass
         self.store.close()
 
 
