@@ -496,23 +496,31 @@ class BucketPlan:
     scalars: ScalarProgram
     scalar_input_names: tuple[str, ...]
     ops: list = field(default_factory=list)  # (closure, registers to free after it)
+    ops_scratch: list = field(default_factory=list)  # the same, temporaries in scratch buffers
     n_regs: int = 0
     n_inputs: int = 0
+    n_scratch: int = 0  # scratch tensors per parameter that ops_scratch needs
     listing: list[str] = field(default_factory=list)  # human-readable plan (for debugging)
 
     def run(self, W: list[torch.Tensor], G: list[torch.Tensor], states: list[list[torch.Tensor]],
-            scalar_inputs: Sequence[float]) -> None:
-        """One step of the rule on a bucket, in place (params and state buffers)."""
-        self.apply(W, G, states, self.scalars(scalar_inputs))
+            scalar_inputs: Sequence[float], scratch: list[list[torch.Tensor]] | None = None) -> None:
+        """One step of the rule on a bucket, in place (params and state buffers).
 
-    def apply(self, W: list[torch.Tensor], G: list[torch.Tensor], states: list[list[torch.Tensor]],
-              sv: Sequence[float]) -> None:
-        """The tensor part of a step, given the evaluated scalars (what torch.compile wraps)."""
-        R: list = [None] * self.n_regs
+        ``scratch``: ``n_scratch`` lists of tensors shaped like W to hold the temporaries
+        (reused from step to step), or None to allocate them (best where allocation is
+        cheap, e.g. CUDA's caching allocator; on CPU, fresh multi-MB tensors page-fault
+        on every step, which costs more than the foreach ops themselves).
+        """
+        sv = self.scalars(scalar_inputs)
+        R: list = [None] * (self.n_regs + self.n_scratch)
         R[0] = W
         R[1] = G
         R[2:2 + len(states)] = states
-        for fn, free in self.ops:
+        ops = self.ops
+        if scratch is not None and self.n_scratch:
+            R[self.n_regs:] = scratch
+            ops = self.ops_scratch
+        for fn, free in ops:
             fn(R, sv)
             for r in free:
                 R[r] = None
@@ -521,8 +529,40 @@ class BucketPlan:
         return "\n".join(self.listing)
 
 
-def _closure(ins: Instr, reg: dict[int, int], slot: dict[int, int]) -> Callable:
-    """The runtime function of one instruction: reads/writes registers R, scalars S."""
+_SCRATCHABLE = set(_UNARY) | {"add_s", "sub_s", "mul_s", "div_s", "pow_s", "maximum_s", "minimum_s", "add",
+                               "sub", "mul", "div", "pow", "maximum", "minimum", "addcmul", "addcdiv",
+                               "lerp", "lerp_t", "clone"}
+
+
+def _scratch_closure(ins: Instr, reg: dict[int, int], slot: dict[int, int], sreg: int) -> Callable:
+    """An out-of-place instruction computed into the scratch list R[sreg]: copy the first
+    operand there, then run the in-place variant (one extra pass, no allocation)."""
+    if ins.op == "clone":
+        a, o = reg[ins.ins[0]], reg[ins.out]
+
+        def fn(R, S):
+            torch._foreach_copy_(R[sreg], R[a])
+            R[o] = R[sreg]
+        return fn
+    inner = _closure(ins, reg, slot, in_place_on=sreg)
+    a = reg[ins.ins[0]]
+
+    def fn(R, S):
+        torch._foreach_copy_(R[sreg], R[a])
+        inner(R, S)
+    return fn
+
+
+def _closure(ins: Instr, reg: dict[int, int], slot: dict[int, int], in_place_on: int | None = None) -> Callable:
+    """The runtime function of one instruction: reads/writes registers R, scalars S.
+
+    ``in_place_on``: run the in-place variant on register ``in_place_on`` (holding a copy of
+    the first operand) instead of the out-of-place one."""
+    if in_place_on is not None:
+        ins = Instr(ins.op, list(ins.ins), list(ins.sc), ins.out, ins.kind, ins.prio, ins.inplace,
+                    ins.extra, dest=0)
+        reg = dict(reg)
+        reg[ins.ins[0]] = in_place_on
     op, d = ins.op, ins.dest
     r = [reg[v] for v in ins.ins]
     s = [slot[c] for c in ins.sc]
@@ -772,11 +812,37 @@ def compile_plan(program: Program) -> BucketPlan:
     for v, pos in last_pos.items():
         if v not in protected:
             frees[pos].append(v)
-    plan = BucketPlan(program, sp, tuple(scalar_names), n_regs=low.n_values, n_inputs=len(storages))
+    # ---- scratch buffers for the temporaries (CPU): interval colouring of temp storages ----
+    for ins in instrs:
+        if ins.op == "clone":
+            storage[ins.out] = f"~c{ins.out}"
+    busy_until: dict[str, int] = {}
+    for v, pos in last_pos.items():
+        st_ = storage.get(v, "")
+        if st_.startswith("~"):
+            busy_until[st_] = max(busy_until.get(st_, -1), pos)
+    slot_of: dict[int, int] = {}  # instruction position -> scratch slot
+    slot_free_after: list[int] = []
+    for pos, ins in enumerate(instrs):
+        if ins.dest is None and ins.kind == T and ins.op in _SCRATCHABLE:
+            free = [k for k, until in enumerate(slot_free_after) if until < pos]
+            k = free[0] if free else len(slot_free_after)
+            if not free:
+                slot_free_after.append(-1)
+            slot_free_after[k] = busy_until.get(storage[ins.out], pos)
+            slot_of[pos] = k
+
+    plan = BucketPlan(program, sp, tuple(scalar_names), n_regs=low.n_values, n_inputs=len(storages),
+                      n_scratch=len(slot_free_after))
     names = {v: n for n, v in input_vals.items()}
     for pos, ins in enumerate(instrs):
         plan.ops.append((_closure(ins, reg, sp.slot), tuple(frees[pos])))
+        sc_fn = (_scratch_closure(ins, reg, sp.slot, low.n_values + slot_of[pos]) if pos in slot_of
+                 else plan.ops[-1][0])
+        plan.ops_scratch.append((sc_fn, tuple(frees[pos])))
         where = "new" if ins.dest is None else f"in place into {storage.get(ins.ins[ins.dest], '?')}"
+        if pos in slot_of:
+            where += f", or scratch {slot_of[pos]}"
         args = ", ".join(names.get(v, f"%{v}") for v in ins.ins)
         plan.listing.append(f"%{ins.out} = {ins.op}({args}{'; ' if ins.sc else ''}"
                             f"{', '.join(f'c{c}' for c in ins.sc)})  [{where}]")
