@@ -7,7 +7,8 @@ Linear layers with biases), fills every gradient with fixed random numbers, and 
 * the DSL AdamW (``dsl.to_optimizer``) vs ``torch.optim.AdamW`` with ``foreach=True``,
   ``fused=True`` and ``foreach=False`` (the plain per-parameter loop);
 * the DSL Lion vs a plain hand-written foreach Lion (below);
-* with ``--compile``: the DSL rules through ``torch.compile`` too (slow to build).
+* with ``--compile``: the DSL rules through ``torch.compile`` too (slow to build);
+* with ``--export``: the standalone module ``dsl.export_python`` writes for AdamW.
 
 Measurements are interleaved: each round runs every optimizer for ``--steps`` steps, in a
 rotating order, and the table reports the median over rounds of the ms per step (so drift
@@ -106,6 +107,16 @@ def contenders(args):
         "hand foreach Lion": lambda ps: ForeachLion(ps, **kw),
         "DSL Lion": lambda ps: DslLion(ps, **kw),
     }
+    if args.export:
+        import importlib.util
+        import tempfile
+        from dsl.export import export_python
+        path = Path(tempfile.mkdtemp()) / "exported_adamw.py"
+        path.write_text(export_python(ADAMW, "ExportedAdamW"))
+        spec = importlib.util.spec_from_file_location("exported_adamw", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        c["exported AdamW"] = lambda ps: mod.ExportedAdamW(ps, **kw)
     if args.compile:
         CA, CL = to_optimizer(ADAMW, compile=True), to_optimizer(LION, compile=True)
         c["DSL AdamW compiled"] = lambda ps: CA(ps, **kw)
@@ -128,6 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd DSL rules")
+    ap.add_argument("--export", action="store_true", help="also time the module dsl.export_python writes")
     ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = ap.parse_args(argv)

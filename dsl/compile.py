@@ -87,6 +87,7 @@ def _fingerprint_of(program: Program) -> str | None:
 class DSLOptimizer(torch.optim.Optimizer):
     """Base class of the optimizers made by :func:`to_optimizer` (one subclass per rule)."""
 
+    program: Program  # the rule (public view of _program)
     _program: Program
     _plan: BucketPlan
     _run: Callable
@@ -290,7 +291,7 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
            + ".\nState per parameter: step" + "".join(f", {s}" for s in program.state_names) + ".\n")
     cls = type(name, (DSLOptimizer,), {
         "_program": program, "_plan": plan, "_run": staticmethod(run), "__doc__": doc,
-        "_uses_scratch": not compile,
+        "_uses_scratch": not compile, "program": program,
         "__module__": __name__, "__qualname__": name,
     })
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),

@@ -6,19 +6,22 @@ line per DSL statement (scalars are 0-dim float64 tensors, so scalar math follow
 rules as in the DSL: 1/0 = inf, sqrt(-1) = nan, never an exception), and a
 ``torch.optim.Optimizer`` subclass whose docstring is the rule's source.
 
-The optimizer loops over parameters one at a time (readability first). Its constructor,
-param groups and ``state_dict`` are those of ``dsl.to_optimizer``'s class for the same
-rule: a checkpoint written by one loads into the other, and both follow the same
-trajectory (up to rounding: the compiled class hoists constant factors).
+For speed, the optimizer's ``step`` runs ``foreach_update``: the multi-tensor plan that
+``dsl.foreach`` compiles from the rule (fused, in-place ``torch._foreach_*`` calls),
+written out as straight-line Python with each DSL statement as a comment. Its
+constructor, param groups and ``state_dict`` are those of ``dsl.to_optimizer``'s class
+for the same rule: a checkpoint written by one loads into the other, and both follow the
+same trajectory (to rounding: the scalars are computed by torch here, by numpy there).
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable
+import re
 
 import numpy as np
 
 from .compile import check_hyper_names, rule_program
+from .foreach import compile_plan
 from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, PRIMITIVES, ROW_EPS
 from .program import BinOp, Call, Expr, Name, Neg, Num, Program, format_expr, walk
 
@@ -220,13 +223,115 @@ def _fingerprint(program: Program) -> str | None:
     return _fingerprint_of(program)
 
 
+_RESERVED = {"torch", "math", "scratch", "inf", "nan", "float", "list", "t", "update", "foreach_update"}
+
+
+def _pynames(program: Program) -> dict[str, str]:
+    """Python names for the rule's names: unchanged unless they would shadow a name the
+    generated code uses (then with a trailing underscore)."""
+    all_names = set(program.arg_names) | {s.target for s in program.body}
+    out: dict[str, str] = {}
+    for n in sorted(all_names):
+        if n in _RESERVED or n.startswith("_") or re.fullmatch(r"[stv]\d+", n):
+            new = n + "_"
+            while new in all_names or new in out.values():
+                new += "_"
+            out[n] = new
+    return out
+
+
+def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], int]:
+    """The body of foreach_update: dsl.foreach's compiled plan written out as Python, one
+    torch._foreach_* call per line, each DSL statement as a comment above its calls."""
+    r = lambda n: rename.get(n, n)  # noqa: E731
+    plan = compile_plan(program)
+    g, sp = plan.graph, plan.scalars
+    sname = {n: f"s{i}" for n, i in sp.slot.items()}
+    lines = ["# the step's scalars, in float64 (0-dim tensors, so that 1/0 = inf as in the DSL)"]
+    for n in sorted(sp.slot):  # node ids are in dependency order
+        node = g.nodes[n]
+        a = [sname[x] for x in node.args]
+        if node.op == "in":
+            expr = f"_t({r(node.value)})"
+        elif node.op == "num":
+            expr = f"_t({_number_text(node.value)})"
+        elif node.op == "neg":
+            expr = f"-{a[0]}"
+        elif node.op in _NP_BIN:
+            expr = f"{a[0]} {node.op} {a[1]}"
+        else:
+            expr = f"{node.op}({', '.join(a)})"
+        lines.append(f"{sname[n]} = {expr}")
+    used = sorted({c for ins in plan.instrs for c in ins.sc}, key=lambda c: sp.slot[c])
+    if used:
+        comma = "," if len(used) == 1 else ""
+        lines.append(f"{', '.join(sname[c] for c in used)}{comma} = "
+                     f"{', '.join(f'float({sname[c]})' for c in used)}{comma}")
+    name_of = {v: r(n) for n, v in plan.input_vals.items()}
+    W = r("w")
+    stmt = None
+    for pos, ins in enumerate(plan.instrs):
+        if ins.prio != stmt:
+            stmt = ins.prio
+            if stmt:
+                st = program.body[stmt - 1]
+                lines.append(f"# {r(st.target)} = {format_expr(_rename(st.value, rename))}")
+            else:
+                lines.append("# final values into their buffers")
+        x = [name_of[v] for v in ins.ins]
+        sc = [sname[c] for c in ins.sc]
+        op, d = ins.op, ins.dest
+        if op == "copy":
+            lines.append(f"torch._foreach_copy_({x[0]}, {x[1]})")
+            continue
+        if d is None and pos in plan.slot_of:  # a temporary: in scratch (or new) tensors
+            k = plan.slot_of[pos]
+            lines.append(f"t{k} = _copy(scratch, {k}, {x[0]}, {W})")
+            name_of[ins.out] = x[0] = f"t{k}"
+            if op == "clone":
+                continue
+            d = 0
+        base = "lerp" if op == "lerp_t" else (op[:-2] if op.endswith("_s") else op)
+        if d is not None:  # in place
+            if d == 1 and op != "lerp":  # commutative: the destination goes first
+                x[0], x[1] = x[1], x[0]
+            target = x[1] if op == "lerp" and d == 1 else x[0]
+            fn = f"torch._foreach_{base}_"
+        else:
+            target = f"v{ins.out}"
+            fn = f"torch._foreach_{base}"
+        name_of[ins.out] = target
+        if op == "rpow_s":
+            lines.append(f"{target} = list(torch._foreach_pow({sc[0]}, {x[0]}))")
+        elif op == "norm":
+            lines.append(f"{target} = list(torch._foreach_norm({x[0]}))")
+        elif op == "rms":
+            lines.append(f"{target} = list(torch._foreach_norm({x[0]}))  # rms = norm / sqrt(numel)")
+            lines.append(f"torch._foreach_mul_({target}, [t.numel() ** -0.5 for t in {x[0]}])")
+        elif op == "mean":
+            lines.append(f"{target} = [t.mean() for t in {x[0]}]")
+        elif op == "matrix":
+            lines.append(f"{target} = [{ins.extra}(t) for t in {x[0]}]")
+        else:
+            if op == "lerp":
+                args = [x[1], x[0], sc[1]] if d == 1 else [x[0], x[1], sc[0]]
+            else:
+                args = list(x)
+                if sc:
+                    args.append(f"alpha={sc[0]}" if op == "add" else sc[0])
+            call = f"{fn}({', '.join(args)})"
+            lines.append(call if d is not None else f"{target} = list({call})")
+    return lines, plan.n_scratch
+
+
 def export_python(program: Program | str, class_name: str) -> str:
     """Source text of a standalone module defining ``class_name`` (see the module docstring)."""
     program = rule_program(program)
     check_hyper_names(program)
-    if not class_name.isidentifier() or class_name in ("torch", "math", "update") or class_name.startswith("_"):
-        raise ValueError(f"class_name {class_name!r} must be a Python identifier (not torch, math, update "
-                         "or a name starting with '_')")
+    if not class_name.isidentifier() or class_name in _RESERVED or class_name.startswith("_") \
+            or class_name in ("RULE", "FINGERPRINT", "HYPERPARAMETERS", "STATE", "N_SCRATCH"):
+        raise ValueError(f"class_name {class_name!r} must be a Python identifier, not starting with '_' "
+                         "and not a name the module defines itself (torch, update, RULE, ...)")
     source = program.source()
     hyper = program.hyperparams
     states = program.state_names
@@ -236,15 +341,7 @@ def export_python(program: Program | str, class_name: str) -> str:
         raise ValueError(f"cannot export: hyperparameter name(s) {', '.join(bad)} would shadow names the "
                          "exported constructor uses; rename them")
 
-    # rule names that would shadow the constants inf/nan of the module get a trailing underscore
-    all_names = set(program.arg_names) | {s.target for s in program.body}
-    rename: dict[str, str] = {}
-    for n in ("inf", "nan"):
-        if n in all_names:
-            new = n + "_"
-            while new in all_names:
-                new += "_"
-            rename[n] = new
+    rename = _pynames(program)
     r = lambda n: rename.get(n, n)  # noqa: E731
     # the body of update(): the rule's statements, made safe for Python's own number rules
     folded: set[str] = set()
@@ -252,17 +349,20 @@ def export_python(program: Program | str, class_name: str) -> str:
     used_fns = sorted({n.fn for _, v in body for n in walk(v) if isinstance(n, Call)},
                       key=list(PRIMITIVES).index)
     needs = {c for c in ("inf", "nan") if any(c in f for f in folded)}
+    fe_lines, n_scratch = _foreach_code(program, rename)
 
     sig = ", ".join(r(a.name) for a in program.args)
     lines = [f"    {t} = {format_expr(v)}" for t, v in body]
     ret = ", ".join(r(n) for n in program.returns)
     scalar_inputs = [a.name for a in program.args if a.name in ("lr", "wd", "step") or a.default is not None]
+    sc_names = [r(n) for n in scalar_inputs]
+    scalar_line = (f"    {', '.join(sc_names)}{',' if len(sc_names) == 1 else ''} = "
+                   f"{', '.join(f'_t({n})' for n in sc_names)}{',' if len(sc_names) == 1 else ''}\n"
+                   if sc_names else "")
+    fe_sig = ", ".join([r("w"), r("g"), *[r(s) for s in states], "scratch", *[r(n) for n in scalar_inputs]])
     group_key = {"lr": 'group["lr"]', "wd": 'group["weight_decay"]', "step": "step"}
-    scalar_items = "".join(f'\n                        "{r(n)}": _t({group_key.get(n, f"group[{n!r}]")}),'
-                           for n in scalar_inputs)
-    if scalar_items:
-        scalar_items += "\n                    "
-    tensor_args = ", ".join([f"{r('w')}=p", f"{r('g')}=p.grad"] + [f'{r(s)}=state["{s}"]' for s in states])
+    scalar_kw = "".join(f"\n                    {r(n)}={group_key.get(n, f'group[{n!r}]')},"
+                        for n in scalar_inputs)
     fp = _fingerprint(program)
 
     init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
@@ -273,15 +373,16 @@ def export_python(program: Program | str, class_name: str) -> str:
     state_list = ", ".join(states) if states else "none"
     init_states = "".join(f'\n                    state["{s}"] = torch.zeros_like(p, memory_format=torch.preserve_format)'
                           for s in states)
-    buffers = ", ".join(["p"] + [f'state["{s}"]' for s in states]) + ("," if not states else "")
     consts = ""
     if needs:
         consts = "".join(f"{c} = math.{c}\n" for c in sorted(needs)) + "\n"
     helpers = "\n\n".join(_HELPERS[f] for f in used_fns)
     if helpers:
         helpers = "\n\n" + helpers
+    fe_body = "\n".join("    " + ln for ln in fe_lines)
+    import_math = "import math\n\n" if needs else ""
 
-    text = f'''"""{class_name}: a torch.optim optimizer exported by optforge from this update rule:
+    return f'''"""{class_name}: a torch.optim optimizer exported by optforge from this update rule:
 
 {rule_block}
 
@@ -292,13 +393,21 @@ at zero, and interp(x, y, a) = (1 - a) * x + a * y.
 This file depends only on torch. ``{class_name}(params, lr=..., weight_decay=..., ...)`` works
 like any torch.optim optimizer: param groups, closures, LR schedulers, state_dict (per
 parameter: ``step`` and the state tensors by name; hyperparameters in param_groups).
+
+``update`` below is the rule as written, for one tensor. ``{class_name}.step`` runs
+``foreach_update``: the same computation as compiled by optforge for speed, on all the
+parameters of a group at once with torch._foreach_* calls, constant factors folded into
+fused calls (lerp, addcmul, addcdiv), buffers updated in place, and temporaries kept in
+reused scratch tensors on CPU (where fresh large tensors cost a page fault per 4 KiB).
 """
-{"import math" + chr(10) + chr(10) if needs else ""}import torch
+{import_math}import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 RULE = {source!r}
 FINGERPRINT = {fp!r}  # optforge's functional hash of the rule
 HYPERPARAMETERS = {dict(hyper)!r}
 STATE = {tuple(states)!r}
+N_SCRATCH = {n_scratch}  # scratch tensors per parameter that foreach_update uses
 
 {consts}
 def _t(x):
@@ -309,21 +418,25 @@ def _t(x):
 def update({sig}):
     """One step of the rule for one parameter tensor; returns the new ({ret}).
 
-    Scalars (lr, wd, step, hyperparameters) are 0-dim float64 tensors. Nothing is
-    modified in place.
+    Scalars (lr, wd, step, hyperparameters) may be numbers or 0-dim tensors; they are
+    used as 0-dim float64 tensors. Nothing is modified in place.
     """
-{chr(10).join(lines)}
+{scalar_line}{chr(10).join(lines)}
     return {ret}
 
 
-def _write_back(buffers, values):
-    """Copy each new value into its buffer, in place (cloning first any value that is
-    itself one of the buffers, so that no copy reads an already overwritten buffer)."""
-    values = [v.clone() if any(v is b for b in buffers) and v is not b0 else v
-              for v, b0 in zip(values, buffers)]
-    for b, v in zip(buffers, values):
-        if v is not b:
-            b.copy_(v)
+def _copy(scratch, k, src, like):
+    """src copied into scratch[k] (reused tensors) or, without scratch, into new tensors."""
+    out = scratch[k] if scratch is not None else [torch.empty_like(p) for p in like]
+    torch._foreach_copy_(out, src)
+    return out
+
+
+def foreach_update({fe_sig}):
+    """update() on lists of tensors (one entry per parameter), in place: the parameters and
+    state buffers are overwritten with their new values. ``scratch``: N_SCRATCH lists of
+    tensors shaped like the parameters, for the temporaries (None: allocate them)."""
+{fe_body}
 
 
 def _step_dtype():
@@ -342,6 +455,19 @@ class {class_name}(torch.optim.Optimizer):
             defaults["fingerprint"] = FINGERPRINT
         super().__init__(params, defaults)
 
+    def _scratch(self, params):
+        """N_SCRATCH reused tensors per parameter (not part of the state_dict)."""
+        store = self.__dict__.setdefault("_scratch_buffers", WeakIdKeyDictionary())
+        for p in params:
+            if p not in store or store[p][0].shape != p.shape or store[p][0].dtype != p.dtype:
+                store[p] = [torch.empty_like(p) for _ in range(N_SCRATCH)]
+        return [[store[p][k] for p in params] for k in range(N_SCRATCH)]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_scratch_buffers", None)
+        return state
+
     @torch.no_grad()
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns the closure's loss."""
@@ -350,7 +476,7 @@ class {class_name}(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            scalars = {{}}  # per step count: the rule's scalar inputs
+            buckets = {{}}  # parameters with the same device, dtype and step count
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -360,11 +486,13 @@ class {class_name}(torch.optim.Optimizer):
                 if not state:
                     state["step"] = torch.tensor(0.0, dtype=_step_dtype()){init_states}
                 state["step"] += 1
-                step = float(state["step"])
-                if step not in scalars:
-                    scalars[step] = {{{scalar_items}}}
-                new = update({tensor_args}, **scalars[step])
-                _write_back(({buffers}), new if isinstance(new, tuple) else (new,))
+                buckets.setdefault((p.device, p.dtype, float(state["step"])), []).append(p)
+            for (device, _, step), params in buckets.items():
+                scratch = self._scratch(params) if device.type == "cpu" and N_SCRATCH else None
+                foreach_update(
+                    params, [p.grad for p in params],
+                    *[[self.state[p][name] for p in params] for name in STATE],
+                    scratch,{scalar_kw}
+                )
         return loss
 '''
-    return text

@@ -501,6 +501,12 @@ class BucketPlan:
     n_inputs: int = 0
     n_scratch: int = 0  # scratch tensors per parameter that ops_scratch needs
     listing: list[str] = field(default_factory=list)  # human-readable plan (for debugging)
+    # the compiled form itself, for code generation (dsl.export): scheduled instructions,
+    # the scratch slot of each out-of-place tensor instruction, input name -> value id, graph
+    instrs: list = field(default_factory=list)
+    slot_of: dict = field(default_factory=dict)
+    input_vals: dict = field(default_factory=dict)
+    graph: Graph | None = None
 
     def run(self, W: list[torch.Tensor], G: list[torch.Tensor], states: list[list[torch.Tensor]],
             scalar_inputs: Sequence[float], scratch: list[list[torch.Tensor]] | None = None) -> None:
@@ -833,7 +839,8 @@ def compile_plan(program: Program) -> BucketPlan:
             slot_of[pos] = k
 
     plan = BucketPlan(program, sp, tuple(scalar_names), n_regs=low.n_values, n_inputs=len(storages),
-                      n_scratch=len(slot_free_after))
+                      n_scratch=len(slot_free_after), instrs=instrs, slot_of=slot_of,
+                      input_vals=dict(input_vals), graph=g)
     names = {v: n for n, v in input_vals.items()}
     for pos, ins in enumerate(instrs):
         plan.ops.append((_closure(ins, reg, sp.slot), tuple(frees[pos])))
