@@ -8,11 +8,12 @@ import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
 
-from dsl import parse
+from dsl import DSLError, parse
 from dsl.compile import to_optimizer
 from dsl.export import export_python
-from test_compile import (ADAMW, EXOTIC, LION, MUONISH, RULE_SOURCES, Problem, assert_close_all,
+from test_compile import (ADAMW, EXOTIC, LION, MUONISH, RULE_SOURCES, Problem, _programs, assert_close_all,
                           run_compiled, run_reference)
 
 OPTFORGE_PACKAGES = ("dsl", "evaluators", "proxies", "search")
@@ -207,3 +208,25 @@ def test_export_low_precision(dtype, tmp_path):
         assert a.dtype == dtype
         tol = 1e-4 if dtype == torch.float32 else 5e-2
         torch.testing.assert_close(a.double(), b.double(), rtol=tol, atol=tol)
+
+
+@settings(max_examples=40, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                 HealthCheck.function_scoped_fixture])
+@given(_programs())
+def test_random_programs_export_matches_compiled(tmp_path, src):
+    """Every branch of the code generator (per-tensor scalars, lerp with tensor weights, c ** x,
+    reductions, copies) against the compiled plan, on random programs."""
+    try:
+        prog = parse(src)
+    except DSLError:
+        return
+    name = f"rnd_{abs(hash(src)) % 10**12}"
+    Exported, _ = load_export(prog, "R", tmp_path, module_name=name)
+    prob = Problem(3, seed=27, shapes=[(3, 2), (4,)])
+    want, _, _ = _trajectory(to_optimizer(prog), prob, 3)
+    got, _, _ = _trajectory(Exported, prob, 3)
+    for a, b in zip(got, want):
+        fin = torch.isfinite(b) & (b.abs() < 1e30)
+        torch.testing.assert_close(a[fin], b[fin], rtol=1e-9, atol=1e-9)
+        assert torch.equal(torch.isnan(a[~fin]), torch.isnan(b[~fin]))
