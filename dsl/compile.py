@@ -138,13 +138,11 @@ class DSLOptimizer(torch.optim.Optimizer):
         for key in ("lr", "weight_decay", *type(self)._program.hyperparams):
             if key in param_group:
                 _check_number(name, key, param_group[key])
-        params = param_group["params"]
-        plist = [params] if isinstance(params, torch.Tensor) else list(params)
-        for p in plist:
-            if isinstance(p, torch.Tensor) and (p.is_complex() or not p.is_floating_point()):
-                raise TypeError(f"{name}: parameters must be real floating-point tensors, got {p.dtype}")
-        param_group = dict(param_group, params=plist)
         super().add_param_group(param_group)
+        for p in self.param_groups[-1]["params"]:
+            if p.is_complex() or not p.is_floating_point():
+                self.param_groups.pop()  # leave the optimizer as it was
+                raise TypeError(f"{name}: parameters must be real floating-point tensors, got {p.dtype}")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load_state_dict, refusing (before changing anything) a state saved by a
