@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .interpret import call as _ref_call
-from .primitives import PRIMITIVES, RESERVED
+from .primitives import PRIMITIVES
 from .program import BinOp, Call, Expr, Name, Neg, Num, Program
 
 C, S, T = 0, 1, 2  # kinds, ordered: combining kinds takes the max

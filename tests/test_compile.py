@@ -7,9 +7,7 @@ the interpreter to rounding (~1e-15 relative), not bit for bit; resuming from a 
 must be bit for bit.
 """
 import io
-import math
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
