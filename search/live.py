@@ -95,6 +95,7 @@ class RichProgress:
 
     def _render(self, engine: "Engine"):
         from rich.console import Group
+        from rich.markup import escape
         from rich.panel import Panel
         from rich.progress_bar import ProgressBar
         from rich.syntax import Syntax
@@ -104,19 +105,20 @@ class RichProgress:
         t.add_row("evaluations", f"{s['used']:g} / {s['budget']}  (left {s['left']:g}, generation {s['generation']})")
         t.add_row("best score", "n/a" if s["best_score"] is None else
                   f"{s['best_score']:+.4f}  (#{s['best_id']} at {s['best_fidelity']})")
-        llm = "off" + (f" ({s['llm_off']})" if s["llm_off"] else "") if s["llm_rate"] is None and s["llm_off"] \
+        llm = "off" + (f" ({escape(s['llm_off'])})" if s["llm_off"] else "") if s["llm_rate"] is None and s["llm_off"] \
             else ("n/a" if s["llm_rate"] is None else
                   f"{s['llm_rate']:.0%} valid ({s['llm_valid']}/{s['llm_proposals']}, {s['llm_calls']} calls)")
         t.add_row("LLM", llm)
         t.add_row("invalid / dup", f"{s['invalid']} / {s['duplicates']}")
         t.add_row("throughput", f"{s['per_min']:.1f} evals/min, {s['wall']:.0f} s")
-        bar = ProgressBar(total=max(1, s["budget"]), completed=min(s["used"], s["budget"]))
-        parts = [bar, t]
+        # The bar sits in a table row: rich 15 drops the line after a finished bar in a Group.
+        t.add_row("budget", ProgressBar(total=max(1, s["budget"]), completed=min(s["used"], s["budget"]), width=40))
+        parts = [t]
         if s["best_text"]:
             lang = "python" if engine.campaign.kind == "rule" else "text"
             parts.append(Panel(Syntax(s["best_text"].rstrip(), lang, word_wrap=True), title="current best"))
         if self.events:
-            parts.append("\n".join(self.events[-4:]))
+            parts.append(escape("\n".join(self.events[-4:])))
         return Panel(Group(*parts), title=f"optforge: {engine.campaign.name}")
 
     def start(self, engine: "Engine") -> None:

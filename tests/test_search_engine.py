@@ -225,8 +225,9 @@ def test_rich_live_view_renders(tmp_path):
 
     from search.live import RichProgress
     buf = io.StringIO()
-    con = Console(file=buf, force_terminal=True, color_system=None, width=100)
+    con = Console(file=buf, force_terminal=True, color_system=None, width=100, height=60)
     c = campaign("rich", budget={"evaluations": 4}, simplify={"enabled": False})
     run(c, tmp_path, progress=RichProgress(con))
     out = buf.getvalue()
     assert "evaluations" in out and "best score" in out and "current best" in out
+    assert "[llm]" in out, "bracketed text in reasons must not be eaten as rich markup"
