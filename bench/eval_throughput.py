@@ -1,18 +1,18 @@
 """Candidate evaluations per minute on the default suite: vectorized vs one run at a time (a benchmark).
 
 One candidate evaluation = the rule's learning-rate sweep on every task of the
-suite with the evaluator's default protocol (8 log-spaced lrs from 1e-4 to 1e-1
-x 2 seeds = 16 training runs per task). Two ways of doing the same runs:
+suite with the evaluator's default protocol (9 log-spaced lrs from 1e-4 to 1
+x 2 seeds = 18 training runs per task). Two ways of doing the same runs:
 
-* vectorized: ONE stacked run per task (K = 16 model copies, what RuleEvaluator does);
-* one at a time: 16 separate runs per task (K = 1 each, the same task code).
+* vectorized: ONE stacked run per task (K = 18 model copies, what RuleEvaluator does);
+* one at a time: 18 separate runs per task (K = 1 each, the same task code).
 
 Both in this process with torch pinned to 1 thread (the evaluator's default per
 evaluation; a pool runs one such evaluation per core, so multiply by the number
 of cores for a machine's throughput, or pass ``--pool`` to measure it). Times
 are wall and process-CPU seconds; on a shared machine the CPU time is what the
 wall time would be on an idle core. With ``--loop-sample n`` the one-at-a-time
-column runs only n of the 16 (lr, seed) runs per task, spread over the grid, and
+column runs only n of the 18 (lr, seed) runs per task, spread over the grid, and
 scales up (marked "est.").
 
     python bench/eval_throughput.py [--fidelities tiny,small,full] [--rule adamw] [--loop-sample 4]

@@ -212,7 +212,7 @@ def register(sub) -> None:
     p.add_argument("--tasks", help="comma-separated proxy tasks (default: the default suite)")
     p.add_argument("--fidelity", default="small", help="tiny, small or full (default: small)")
     p.add_argument("--lrs", help="learning-rate grid: LO:HI:N log-spaced, or a comma list "
-                                 "(default: 8 values from 1e-4 to 1e-1)")
+                                 "(default: 9 values from 1e-4 to 1)")
     p.add_argument("--seeds", help="comma-separated seeds (default: 0,1)")
     p.add_argument("--executor", choices=["inprocess", "pool", "ray"], default="pool",
                    help="where the sweeps run (default: a local process pool)")

@@ -161,7 +161,7 @@ def test_bad_config_and_fidelity_say_what_to_do(ev):
         RuleEvalConfig(tasks=TASKS, lr=0.1)
     with pytest.raises(ValueError, match="tiny, small, full"):
         ev.evaluate([Candidate(text=SGD)], "huge")
-    assert LrGrid().lrs() == pytest.approx(list(np.logspace(-4, -1, 8)))
+    assert LrGrid().lrs() == pytest.approx(list(np.logspace(-4, 0, 9)))
     r = ev.evaluate([Candidate(kind="prompt", text="Be concise.")], "tiny")[0]
     assert r.status == Status.invalid and "prompt" in r.reason
 
