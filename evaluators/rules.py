@@ -42,17 +42,6 @@ from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskRes
 from .cache import EvalCache
 from .executors import Executor, Outcome, available_cores, make_executor
 
-#: Used when ``dsl.library`` is not available: AdamW exactly as torch.optim computes it.
-_ADAMW_SOURCE = """\
-def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
-    w = w * (1 - lr * wd)
-    m = interp(g, m, beta1)
-    v = interp(g * g, v, beta2)
-    u = (m / (1 - beta1 ** step)) / (sqrt(v / (1 - beta2 ** step)) + eps)
-    w = w - lr * u
-    return w, m, v
-"""
-
 #: Metrics are floored here before taking logs (a loss of exactly 0, an accuracy of 0).
 METRIC_FLOOR = 1e-12
 
@@ -192,33 +181,18 @@ def baseline_source(name_or_source: str) -> str:
 
 
 def library_source(name: str) -> str:
-    """Canonical source of a library rule (``dsl.library.get_rule``); AdamW works without the library."""
-    try:
-        from dsl import library  # type: ignore[attr-defined]
-    except ImportError:
-        library = None
-    if library is not None:
-        rule = library.get_rule(name)
-        return rule.source() if hasattr(rule, "source") else dsl.parse(str(rule)).source()
-    if name == "adamw":
-        return dsl.parse(_ADAMW_SOURCE).source()
-    raise KeyError(f"unknown rule {name!r} (dsl.library is not available; give DSL source instead)")
+    """Canonical source of a library rule (``dsl.get_rule``; KeyError lists the known names)."""
+    return dsl.get_rule(name).source()
 
 
 def rule_key(source_or_program: str | dsl.Program) -> str:
-    """The cache key of a rule: ``dsl.fingerprint`` (functional hash) when available, else a hash of
-    the canonical source."""
+    """The cache key of a rule: ``dsl.fingerprint`` (functional hash), so renamed or rewritten but
+    identical functions share results; a hash of the canonical source if fingerprinting fails."""
     prog = source_or_program if isinstance(source_or_program, dsl.Program) else dsl.parse(source_or_program)
     try:
-        from dsl.fingerprint import fingerprint  # type: ignore[import-not-found]
-    except ImportError:
-        fingerprint = None
-    if fingerprint is not None:
-        try:
-            return str(fingerprint(prog))
-        except Exception:  # noqa: BLE001 - a rule the fingerprinter chokes on still gets a key
-            pass
-    return "src:" + hashlib.sha256(prog.source().encode()).hexdigest()[:32]
+        return str(dsl.fingerprint(prog))
+    except Exception:  # noqa: BLE001 - a rule the fingerprinter chokes on still gets a key
+        return "src:" + hashlib.sha256(prog.source().encode()).hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------
