@@ -100,7 +100,7 @@ _HELPERS: dict[str, str] = {
     x / (||x||_F + {NORM_EPS!r}); the identity on tensors with fewer than 2 dimensions.
     """
     if x.dim() < 2:
-        return x
+        return x.clone()  # storage of its own: step() may write into the result
     a, b, c = {NS_COEFFS[0]!r}, {NS_COEFFS[1]!r}, {NS_COEFFS[2]!r}
     X = x.reshape(x.shape[0], -1)
     X = X / (torch.linalg.matrix_norm(X) + {NORM_EPS!r})
@@ -118,14 +118,14 @@ _HELPERS: dict[str, str] = {
     "row_normalize": f'''def row_normalize(x):
     """Each row of the shape[0] x rest view scaled to unit L2 norm (identity below 2-D)."""
     if x.dim() < 2:
-        return x
+        return x.clone()  # storage of its own: step() may write into the result
     m = x.reshape(x.shape[0], -1)
     return (m / torch.linalg.vector_norm(m, dim=-1, keepdim=True).clamp_min({ROW_EPS!r})).reshape(x.shape)
 ''',
     "col_normalize": f'''def col_normalize(x):
     """Each column of the shape[0] x rest view scaled to unit L2 norm (identity below 2-D)."""
     if x.dim() < 2:
-        return x
+        return x.clone()  # storage of its own: step() may write into the result
     m = x.reshape(x.shape[0], -1)
     return (m / torch.linalg.vector_norm(m, dim=-2, keepdim=True).clamp_min({ROW_EPS!r})).reshape(x.shape)
 ''',

@@ -559,6 +559,16 @@ def _scratch_closure(ins: Instr, reg: dict[int, int], slot: dict[int, int], sreg
     return fn
 
 
+def _matrix_fresh(prim: str, t: torch.Tensor) -> torch.Tensor:
+    """A matrix primitive's result in storage of its own.
+
+    Below 2-D the primitives are the identity and the reference returns its argument; the
+    plan's storage allocation treats a "matrix" result as a new tensor (it may later write
+    into it, or reuse the argument's buffer), so an aliased result is copied."""
+    out = _ref_call(prim, [t])
+    return t.clone() if out is t else out
+
+
 def _closure(ins: Instr, reg: dict[int, int], slot: dict[int, int], in_place_on: int | None = None) -> Callable:
     """The runtime function of one instruction: reads/writes registers R, scalars S.
 
@@ -696,7 +706,7 @@ def _closure(ins: Instr, reg: dict[int, int], slot: dict[int, int], in_place_on:
         a, prim = r[0], ins.extra
 
         def fn(R, S):
-            R[o] = [_ref_call(prim, [t]) for t in R[a]]
+            R[o] = [_matrix_fresh(prim, t) for t in R[a]]
         return fn
     if op == "copy":
         a, b = r  # copy b into the buffer list a
@@ -851,6 +861,8 @@ def compile_plan(program: Program) -> BucketPlan:
         if pos in slot_of:
             where += f", or scratch {slot_of[pos]}"
         args = ", ".join(names.get(v, f"%{v}") for v in ins.ins)
+        if ins.op == "matrix":
+            args = f"{ins.extra}: {args}"
         plan.listing.append(f"%{ins.out} = {ins.op}({args}{'; ' if ins.sc else ''}"
                             f"{', '.join(f'c{c}' for c in ins.sc)})  [{where}]")
     return plan
@@ -873,9 +885,9 @@ _F_OPS: dict[str, Callable] = {
     "clip": lambda x, c: torch.minimum(torch.maximum(x, -c), c), "maximum": torch.maximum,
     "minimum": torch.minimum, "interp": _f_interp, "norm": lambda x: torch.linalg.vector_norm(x),
     "rms": lambda x: torch.linalg.vector_norm(x) * x.numel() ** -0.5, "mean": lambda x: x.mean(),
-    "orthogonalize": lambda x: _ref_call("orthogonalize", [x]),
-    "row_normalize": lambda x: _ref_call("row_normalize", [x]),
-    "col_normalize": lambda x: _ref_call("col_normalize", [x]),
+    "orthogonalize": lambda x: _matrix_fresh("orthogonalize", x),
+    "row_normalize": lambda x: _matrix_fresh("row_normalize", x),
+    "col_normalize": lambda x: _matrix_fresh("col_normalize", x),
 }
 
 

@@ -14,11 +14,20 @@ hundred float64 steps against it):
   AdaBelief (Zhuang et al. 2020: ``s`` tracks ``(g - m)^2 + eps``, bias
   corrected, decoupled weight decay, eps 1e-16 as in its reference code) and
   Muon (Jordan et al. 2024: momentum, Nesterov look-ahead, Newton-Schulz
-  orthogonalization, decoupled weight decay). Muon's shape factor
-  ``sqrt(max(1, rows/cols))`` needs the matrix shape, which the DSL does not
-  expose, so it is left out (it can be folded into the learning rate per shape).
-  ``orthogonalize`` is the identity on 1-D tensors, where this rule is
-  SGD with Nesterov momentum.
+  orthogonalization, decoupled weight decay). ``orthogonalize`` is the
+  identity on 1-D tensors, where this rule is SGD with Nesterov momentum.
+* ``muon_scaled``: Muon with the shape factor later Muon versions apply,
+  ``sqrt(max(1, rows / cols))`` for the ``rows x cols`` view of the update.
+  The DSL has no shape primitive (and this library adds none); the factor is
+  computed from an exact identity over existing primitives instead: for a
+  tensor of ones, ``row_normalize`` makes each of the ``rows`` rows unit-norm,
+  so ``norm(row_normalize(ones)) = sqrt(rows)``, and likewise
+  ``norm(col_normalize(ones)) = sqrt(cols)`` (to rounding: a few ulps). On
+  1-D tensors both primitives are the identity and the factor is 1. ``ones``
+  is ``0 * g + 1``, which is nan where ``g`` is already non-finite (the update
+  is nan there anyway). It costs a few extra passes per matrix per step, small
+  next to the Newton-Schulz matrix products. The plain ``muon`` rule leaves the
+  factor out (it can be folded into a per-shape learning rate).
 
 Recall ``interp(x, y, a) = (1 - a) * x + a * y``, so torch's
 ``m = beta * m + (1 - beta) * g`` is ``interp(g, m, beta)``.
@@ -115,6 +124,16 @@ def muon(w, g, buf, lr, wd, momentum=0.95):
     buf = interp(g, buf, momentum)
     u = orthogonalize(interp(g, buf, momentum))
     w = w - lr * u
+    return w, buf
+""",
+    "muon_scaled": """\
+def muon_scaled(w, g, buf, lr, wd, momentum=0.95):
+    w = w * (1 - lr * wd)
+    buf = interp(g, buf, momentum)
+    u = orthogonalize(interp(g, buf, momentum))
+    ones = 0 * g + 1
+    scale = maximum(1, norm(row_normalize(ones)) / norm(col_normalize(ones)))
+    w = w - lr * scale * u
     return w, buf
 """,
 }

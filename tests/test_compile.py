@@ -93,6 +93,16 @@ EXOTIC = [
     w = interp(w, w - lr * u, 0.5)
     return w, m
 """,
+    # matrix primitives are the identity below 2-D: their result must not alias a buffer
+    # that a later instruction of the plan reuses (regression: 1-D results were overwritten)
+    """def ex7(w, g, m, lr):
+    u = orthogonalize(interp(g, m, 0.5))
+    t = 0 * g + 1
+    r = row_normalize(t) + col_normalize(m)
+    m = orthogonalize(m) + g
+    w = w - lr * (u + 0.1 * r)
+    return w, m
+""",
 ]
 
 SHAPES = [(6, 4), (5,), (3, 2, 2), ()]
