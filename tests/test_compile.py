@@ -284,17 +284,19 @@ def test_loads_torch_adamw_state_renamed():
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("src", [ADAMW, LION, MUONISH, EXOTIC[0]])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 def test_resume_is_bit_identical(src, dtype):
     steps, half = 30, 13
     prob = Problem(steps, seed=4)
     Opt = to_optimizer(src)
+    # float16 cannot hold eps=1e-8 (it rounds to 0, and 0/0 is nan: torch's AdamW does the same)
+    kw = {"eps": 1e-4} if dtype == torch.float16 and "eps" in parse(src).hyperparams else {}
     p_full = prob.params(dtype)
-    o_full = Opt(p_full, lr=1e-2, weight_decay=0.1)
+    o_full = Opt(p_full, lr=1e-2, weight_decay=0.1, **kw)
     want = run_compiled(o_full, p_full, prob, 0, steps)
 
     p1 = prob.params(dtype)
-    o1 = Opt(p1, lr=1e-2, weight_decay=0.1)
+    o1 = Opt(p1, lr=1e-2, weight_decay=0.1, **kw)
     run_compiled(o1, p1, prob, 0, half)
     sd = roundtrip(o1.state_dict())
     p2 = [p.detach().clone().requires_grad_() for p in p1]
@@ -307,6 +309,74 @@ def test_resume_is_bit_identical(src, dtype):
     for a, b in zip(p2, p_full):
         for k, v in o_full.state[b].items():
             assert torch.equal(o2.state[a][k], v), k
+
+
+def test_resume_with_scheduler_and_param_groups_is_bit_identical():
+    """Optimizer and LR scheduler checkpointed mid-schedule, two groups with their own
+    hyperparameters: the resumed run continues exactly (weights, state, lr)."""
+    steps, half = 24, 11
+    prob = Problem(steps, seed=13)
+    Opt = to_optimizer(ADAMW)
+
+    def make(params):
+        opt = Opt([{"params": params[:2]}, {"params": params[2:], "lr": 3e-2, "beta1": 0.8, "eps": 1e-6}],
+                  lr=1e-2, weight_decay=0.1)
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=1e-4)
+
+    p_full = prob.params(torch.float32)
+    o_full, s_full = make(p_full)
+    want = run_compiled(o_full, p_full, prob, 0, steps, scheduler=s_full)
+
+    p1 = prob.params(torch.float32)
+    o1, s1 = make(p1)
+    run_compiled(o1, p1, prob, 0, half, scheduler=s1)
+    ckpt = roundtrip({"opt": o1.state_dict(), "sched": s1.state_dict()})
+    p2 = [p.detach().clone().requires_grad_() for p in p1]
+    o2, s2 = make(p2)
+    o2.load_state_dict(ckpt["opt"])
+    s2.load_state_dict(ckpt["sched"])
+    assert [g["lr"] for g in o2.param_groups] == [g["lr"] for g in o1.param_groups]
+    assert o2.param_groups[1]["beta1"] == 0.8 and o2.param_groups[1]["eps"] == 1e-6
+    got = run_compiled(o2, p2, prob, half, steps, scheduler=s2)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert [g["lr"] for g in o2.param_groups] == [g["lr"] for g in o_full.param_groups]
+
+
+def test_state_dict_is_torch_format():
+    """torch.optim's layout: state keyed by parameter index, one buffer per DSL state variable
+    (named as in the rule, the parameter's dtype and shape) plus a 0-dim float32 ``step``;
+    lr, weight_decay and every hyperparameter in each param group; the rule's source and
+    fingerprint in ``defaults`` (and so in the groups)."""
+    prob = Problem(3, seed=14)
+    params = prob.params(torch.float32)
+    opt = to_optimizer(ADAMW)(params, lr=1e-2, weight_decay=0.1, beta2=0.99)
+    run_compiled(opt, params, prob, 0, 3)
+    sd = opt.state_dict()
+    assert set(sd) == {"state", "param_groups"}
+    assert sorted(sd["state"]) == list(range(len(params)))
+    for i, p in enumerate(params):
+        st_ = sd["state"][i]
+        assert set(st_) == {"step", "m", "v"}
+        assert st_["step"].dim() == 0 and st_["step"].dtype == torch.float32 and float(st_["step"]) == 3
+        assert st_["step"].device.type == "cpu"
+        for k in ("m", "v"):
+            assert st_[k].shape == p.shape and st_[k].dtype == p.dtype
+    (group,) = sd["param_groups"]
+    assert group["params"] == list(range(len(params)))
+    assert {k: group[k] for k in ("lr", "weight_decay", "beta1", "beta2", "eps")} == \
+        dict(lr=1e-2, weight_decay=0.1, beta1=0.9, beta2=0.99, eps=1e-8)
+    assert parse(opt.defaults["rule"]) == parse(ADAMW) and group["rule"] == opt.defaults["rule"]
+    assert opt.defaults["fingerprint"] == dsl.fingerprint(parse(ADAMW)) == group["fingerprint"]
+    # the same layout torch's AdamW uses, up to the buffer names
+    ref = torch.optim.AdamW(prob.params(torch.float32), lr=1e-2)
+    ref_params = ref.param_groups[0]["params"]
+    for p in ref_params:
+        p.grad = torch.ones_like(p)
+    ref.step()
+    ref_st = ref.state_dict()["state"][0]
+    assert {k: (v.dtype, v.shape) for k, v in ref_st.items() if k == "step"} == \
+        {k: (v.dtype, v.shape) for k, v in sd["state"][0].items() if k == "step"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -230,3 +230,20 @@ def test_random_programs_export_matches_compiled(tmp_path, src):
         fin = torch.isfinite(b) & (b.abs() < 1e30)
         torch.testing.assert_close(a[fin], b[fin], rtol=1e-9, atol=1e-9)
         assert torch.equal(torch.isnan(a[~fin]), torch.isnan(b[~fin]))
+
+
+def test_cli_export_writes_a_working_optimizer(tmp_path, capsys):
+    """``optforge rule export FILE -o OUT.py``: the written module's class follows to_optimizer."""
+    from search.cli import main
+    rule = tmp_path / "found.py"
+    rule.write_text(LION.replace("def lion(", "def found_rule("))
+    out = tmp_path / "found_opt.py"
+    assert main(["rule", "export", str(rule), "-o", str(out)]) == 0
+    assert "class FoundRule" in capsys.readouterr().out + out.read_text()
+    spec = importlib.util.spec_from_file_location("found_opt", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    prob = Problem(40, seed=28)
+    want, _, _ = _trajectory(to_optimizer(LION), prob, 40)
+    got, _, _ = _trajectory(mod.FoundRule, prob, 40)
+    assert_close_all(got, want, rtol=1e-12, atol=1e-12)
