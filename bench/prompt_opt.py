@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import sys
 import time
@@ -31,6 +33,7 @@ from search.campaign import parse_campaign  # noqa: E402
 from search.engine import Engine  # noqa: E402
 from search.llm import make_llm  # noqa: E402
 from search.prompt_campaign import build_task  # noqa: E402
+from search.prompt_compare import markdown_table, plot_curves, run_row  # noqa: E402
 from search.store import RunView  # noqa: E402
 
 
@@ -64,29 +67,15 @@ def one_run(task_name: str, alg: str, args, task_llm, out: Path) -> dict:
     wall = time.perf_counter() - t0
     view = RunView(run_dir)
     try:
-        # best dev accuracy after each proposer call (candidates in creation order)
-        calls = sorted((r["id"], r["candidate_id"]) for r in view.store.llm_calls())
-        curve, best = [], float("-inf")
-        by_id = {x["id"]: x for x in view.individuals}
-        for cid in sorted(by_id):
-            r = by_id[cid]["results"].get("dev")
-            if r is not None and r.ok:
-                best = max(best, r.score)
-            n_calls = sum(1 for _, c_id in calls if c_id <= cid)
-            curve.append((n_calls, best if best > float("-inf") else None))
+        row = run_row(view)
     finally:
         view.close()
     st = summary.stats
-    return {"task": task_name, "algorithm": alg, "metric": final["metric"],
-            "initial_test": final["initial"]["test"] if final.get("initial") else None,
-            "best_test": final["best"]["test"] if final.get("best") else None,
-            "best_dev": final["best"]["dev"] if final.get("best") else None,
-            "initial_prompt": final["initial"]["text"] if final.get("initial") else None,
-            "best_prompt": final["best"]["text"] if final.get("best") else None,
-            "best_operator": final["best"]["operator"] if final.get("best") else None,
-            "proposer_calls": summary.llm_calls, "task_requests": ev.requests,
-            "llm_valid": st.get("llm_valid", 0), "llm_proposals": st.get("llm_proposals", 0),
-            "evaluations": summary.evaluations, "wall_s": wall, "curve": curve}
+    row.update(wall_s=wall, evaluations=summary.evaluations, llm_valid=st.get("llm_valid", 0),
+               llm_proposals=st.get("llm_proposals", 0), task_requests=ev.requests,
+               initial_test_normalized=(final.get("initial") or {}).get("test_normalized"),
+               best_test_normalized=(final.get("best") or {}).get("test_normalized"))
+    return row
 
 
 def main(argv=None) -> int:
@@ -109,6 +98,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     task_llm = make_llm({"backend": "local"}, cache_dir=out / "task_cache")  # shared: initial prompts cost once
     t_all = time.perf_counter()
+    load_before = os.getloadavg()
     rows = []
     for t in args.tasks:
         for a in args.algorithms:
@@ -117,37 +107,30 @@ def main(argv=None) -> int:
             print(f"[{time.perf_counter() - t_all:6.0f}s] {t:<13} {a:<8} test {r['initial_test']} -> "
                   f"{r['best_test']}  calls {r['proposer_calls']}  {r['wall_s']:.0f}s  best: {r['best_prompt']!r}",
                   flush=True)
-            (out / "results.json").write_text(json.dumps(rows, indent=1))
+            (out / "results.json").write_text(json.dumps({"rows": rows}, indent=1))
     total = time.perf_counter() - t_all
-    pct = (lambda v: "  n/a" if v is None else f"{100 * v:5.1f}")
-    print(f"\nSmolLM2-135M-Instruct as task model and proposer; dev {args.dev}, test {args.test}, minibatch "
-          f"{args.minibatch}, population {args.population}, {args.llm_calls} proposer calls per run; "
-          f"total {total:.0f} s\n")
-    print("| task | metric | algorithm | initial test % | best test % | best dev % | proposer calls (valid) "
-          "| task-model requests | wall s | best prompt |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['task']} | {r['metric']} | {r['algorithm']} | {pct(r['initial_test'])} | {pct(r['best_test'])} | "
-              f"{pct(r['best_dev'])} | {r['proposer_calls']} ({r['llm_valid']}/{r['llm_proposals']}) | "
-              f"{r['task_requests']} | {r['wall_s']:.0f} | {r['best_prompt']} |")
+    load_after = os.getloadavg()
+    pct = (lambda v: "n/a" if v is None else f"{100 * v:.1f}")
+    print(f"\nSmolLM2-135M-Instruct (embedded, 1 torch thread) as task model and proposer; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; dev {args.dev}, test {args.test}, "
+          f"minibatch {args.minibatch}, population {args.population}, {args.batch} children/generation, "
+          f"{args.llm_calls} proposer calls per run; total {total:.0f} s; load average before "
+          f"{load_before[0]:.2f}, after {load_after[0]:.2f}\n")
+    print(markdown_table(rows))
+    if any(r["metric"] != "normalized" for r in rows):
+        print("\nThe same test predictions under the strict normalized exact match (first line, lower case, "
+              "punctuation removed):\n")
+        print("| task | algorithm | initial test % (strict) | best test % (strict) |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['task']} | {r['algorithm']} | {pct(r['initial_test_normalized'])} | "
+                  f"{pct(r['best_test_normalized'])} |")
+    summary = {"args": vars(args), "total_s": total, "load_before": load_before, "load_after": load_after,
+               "rows": rows}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(args.tasks), figsize=(4 * len(args.tasks), 3.2), squeeze=False)
-        for ax, t in zip(axes[0], args.tasks):
-            for r in rows:
-                if r["task"] == t and r["curve"]:
-                    xs = [c for c, _ in r["curve"]]
-                    ys = [None if b is None else 100 * b for _, b in r["curve"]]
-                    ax.step(xs, ys, where="post", label=r["algorithm"])
-            ax.set_title(t)
-            ax.set_xlabel("proposer calls")
-            ax.set_ylabel("best dev accuracy (%)")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "progress.png", dpi=90)
-        print(f"\nwrote {out / 'results.json'} and {out / 'progress.png'}")
+        plot_curves(rows).savefig(out / "progress.png", dpi=90)
+        print(f"\nwrote {out / 'results.json'} and {out / 'progress.png'}; compare the runs with "
+              f"'optforge show {out}/*-*' or 'optforge report {out}/*-* -o {out}/report.html'")
     except Exception as e:  # noqa: BLE001 - the table is the result
         print(f"(no plot: {e})")
     return 0

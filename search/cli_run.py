@@ -3,11 +3,14 @@
 - ``optforge run CAMPAIGN.toml [--resume | --fresh]``: runs into ``runs/<name>/`` (or the
   campaign's ``run_dir`` / ``--run-dir``). An existing run is never overwritten silently:
   ``--resume`` continues it to the same budget, ``--fresh`` deletes it first.
-- ``optforge show RUN``: summary, top candidates with simplified source, lineage of the best.
+- ``optforge show RUN``: summary, top candidates with simplified source, lineage of the best
+  (and the kind's own lines: prompts show held-out test accuracy, initial vs best).
+  ``optforge show RUN RUN ...`` compares prompt runs (search.prompt_compare).
 - ``optforge export RUN --rank 1 -o file.py``: the chosen candidate as an artifact (rules: a
   standalone torch optimizer module of the simplified rule). Dispatch is by the run's kind
   (``KindPlugin.export``), so prompt runs write their own format.
-- ``optforge report RUN [-o report.html]``: the HTML report with plots.
+- ``optforge report RUN [-o report.html]``: the HTML report with plots; several prompt runs give
+  one comparison page (test table, best dev score over proposer calls per optimizer).
 
 ``RUN`` is a run directory, its ``run.sqlite``, or a campaign name under ``runs/``.
 User errors print one clear message and exit with status 2.
@@ -15,7 +18,6 @@ User errors print one clear message and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -114,7 +116,8 @@ def _show(view, top: int) -> str:
         out.append("invalid reasons: " + "; ".join(f"{r} x{n}" for r, n in reasons.most_common(5)))
     ranked = view.ranked()
     out.append("")
-    out.append(f"top {min(top, len(ranked))} (ranked by highest fidelity reached, then score vs tuned AdamW):")
+    what = "score vs tuned AdamW" if view.kind == "rule" else "score"
+    out.append(f"top {min(top, len(ranked))} (ranked by highest fidelity reached, then {what}):")
     for rank, x in enumerate(ranked[:top], 1):
         fid = view.fidelities[x["level"]]
         r = x["results"][fid]
@@ -137,16 +140,27 @@ def _show(view, top: int) -> str:
         for x in view.lineage(ranked[0]["id"]):
             par = ",".join(f"#{p}" for p in x["parents"]) or "-"
             out.append(f"  #{x['id']:<5} {x['operator']:<16} score {_fmt(x['score'])}  parents {par}")
-    final = view.store.get_meta("prompt_final")
-    if final:
+    from .engine import get_kind
+    try:
+        extra = getattr(get_kind(view.kind, missing_ok=True), "show_lines", None)
+    except Exception:  # noqa: BLE001 - the generic summary above still stands
+        extra = None
+    if extra is not None:  # kind-specific lines (prompts: held-out test accuracy, initial vs best)
         out.append("")
-        out.append("held-out test: " + json.dumps({k: v for k, v in final.items() if k != "tested"},
-                                                  default=str)[:800])
+        out.extend(extra(view))
     return "\n".join(out)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    print(show_text(_resolve_run(args.run), args.top))
+    runs = [_resolve_run(r) for r in args.run]
+    if len(runs) > 1:  # several prompt runs side by side (search.prompt_compare)
+        from .prompt_compare import CompareError, compare_text
+        try:
+            print(compare_text(runs))
+        except CompareError as e:
+            raise _UserError(str(e)) from None
+        return 0
+    print(show_text(runs[0], args.top))
     return 0
 
 
@@ -189,7 +203,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
-    p = write_report(_resolve_run(args.run), args.output, args.top)
+    runs = [_resolve_run(r) for r in args.run]
+    if len(runs) > 1:  # several prompt runs: test table and score over proposer calls per optimizer
+        from .prompt_compare import CompareError, write_compare_report
+        out = args.output or Path(runs[0]).parent / "prompt_comparison.html"
+        try:
+            p = write_compare_report(runs, out)
+        except CompareError as e:
+            raise _UserError(str(e)) from None
+        print(f"wrote {p}")
+        return 0
+    p = write_report(runs[0], args.output, args.top)
     print(f"wrote {p}")
     return 0
 
@@ -215,8 +239,9 @@ def register(sub) -> None:
     p.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
     p.set_defaults(func=_wrap(cmd_run))
 
-    p = sub.add_parser("show", help="summary, top candidates and lineage of a run")
-    p.add_argument("run", help="run directory (e.g. runs/demo) or campaign name")
+    p = sub.add_parser("show", help="summary, top candidates and lineage of a run (several prompt runs: "
+                       "compared side by side)")
+    p.add_argument("run", nargs="+", help="run directory (e.g. runs/demo) or campaign name")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_wrap(cmd_show))
 
@@ -227,8 +252,9 @@ def register(sub) -> None:
     p.add_argument("--class-name", default=None, help="class name of the exported optimizer")
     p.set_defaults(func=_wrap(cmd_export))
 
-    p = sub.add_parser("report", help="write an HTML report with plots")
-    p.add_argument("run")
-    p.add_argument("-o", "--output", default=None, help="default: <run>/report.html")
+    p = sub.add_parser("report", help="write an HTML report with plots (several prompt runs: one comparison)")
+    p.add_argument("run", nargs="+")
+    p.add_argument("-o", "--output", default=None, help="default: <run>/report.html (several runs: "
+                   "prompt_comparison.html next to the first run)")
     p.add_argument("--top", type=int, default=5)
     p.set_defaults(func=_wrap(cmd_report))

@@ -479,20 +479,25 @@ def finalize_prompt_run(engine: "Engine") -> dict[str, Any]:
     initial = seeds[0] if seeds else None
     chosen = list(top) + ([initial] if initial is not None and initial.id not in {i.id for i in top} else [])
     rows = []
+    test_examples = ev.examples("test")[1]
     if chosen:
         results = ev.evaluate([Candidate(kind="prompt", text=i.text) for i in chosen], "test")
         for ind, r in zip(chosen, results):
             tr = next(iter(r.tasks.values()), None)
+            preds = tr.extra.get("predictions") if tr else None
             info = {"accuracy": r.score if r.status == Status.ok else None, "status": r.status.value,
                     "reason": r.reason, "n": len(tr.extra.get("per_example", [])) if tr else 0,
                     "per_example": tr.extra.get("per_example") if tr else None,
-                    "predictions": tr.extra.get("predictions") if tr else None, "tokens": r.tokens}
+                    "predictions": preds, "tokens": r.tokens,
+                    "normalized_accuracy": _strict_accuracy(preds, test_examples) if r.status == Status.ok
+                    else None}
             ind.meta["test"] = info
             engine.store.update_candidate_meta(ind.id, dict(ind.meta))
             dev = ind.results.get("dev")
             rows.append({"id": ind.id, "text": ind.text, "operator": ind.operator,
                          "dev": dev.score if dev is not None and dev.ok else None,
-                         "test": info["accuracy"], "initial": ind is initial})
+                         "test": info["accuracy"], "test_normalized": info["normalized_accuracy"],
+                         "initial": ind is initial})
     best = rows[0] if top else None
     final = {"task": ev.task.name, "metric": ev.metric, "algorithm": o.algorithm,
              "best": best, "initial": next((r for r in rows if r["initial"]), None), "tested": rows,
@@ -504,6 +509,17 @@ def finalize_prompt_run(engine: "Engine") -> dict[str, Any]:
                                      f"{ini['test'] if ini else 'n/a'}", **{k: v for k, v in final.items()
                                                                             if k != "tested"})
     return final
+
+
+def _strict_accuracy(preds: list[str] | None, examples) -> float | None:
+    """Accuracy of stored predictions under the strict instruction-induction match ("normalized":
+    first line, lower case, punctuation removed, equal to the target), whatever the campaign's
+    metric, so a lenient "contains" score can be read next to the strict one. None for label tasks'
+    missing predictions."""
+    from proxies.prompts import match
+    if not preds or len(preds) != len(examples):
+        return None
+    return sum(match(p, ex.targets, "normalized") for p, ex in zip(preds, examples)) / len(examples)
 
 
 # ============================================================================ show / report
@@ -521,7 +537,12 @@ def prompt_show_lines(view: Any) -> list[str]:
     fmt = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
     ini, best = fin.get("initial") or {}, fin.get("best") or {}
     lines = [f"task {fin['task']} (metric {fin['metric']}, algorithm {fin['algorithm']}): test accuracy "
-             f"initial {fmt(ini.get('test'))} -> best {fmt(best.get('test'))}",
+             f"initial {fmt(ini.get('test'))} -> best {fmt(best.get('test'))}"]
+    if fin.get("metric") not in ("normalized", "label") and (ini.get("test_normalized") is not None
+                                                             or best.get("test_normalized") is not None):
+        lines.append(f"  strict normalized exact match on the same predictions: initial "
+                     f"{fmt(ini.get('test_normalized'))} -> best {fmt(best.get('test_normalized'))}")
+    lines += [
              f"  initial prompt: {ini.get('text', '?')}",
              f"  best prompt (#{best.get('id', '?')}, by dev {fmt(best.get('dev'))}): {best.get('text', '?')}",
              "  tested on the held-out split:"]
@@ -553,12 +574,18 @@ def prompt_report_sections(view: Any) -> list[str]:
     if curve:
         import matplotlib.pyplot as plt
 
+        from .prompt_compare import calls_curve
         from .report import _png
-        alg = (view.campaign.get("prompt") or {}).get("algorithm", "?")
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.step([g for g, _ in curve], [100 * v for _, v in curve], where="post", label=alg)
-        ax.set_xlabel("generation")
-        ax.set_ylabel("best dev accuracy (%)")
-        ax.legend()
-        out.append("<h3>Best dev accuracy over iterations</h3>" + _png(fig))
+        alg = (view.campaign.get("prompt") or {}).get("algorithm", "ga")
+        by_calls = [(k, v) for k, v in calls_curve(view) if v is not None]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        axes[0].step([g for g, _ in curve], [100 * v for _, v in curve], where="post", label=alg)
+        axes[0].set_xlabel("generation")
+        axes[1].step([k for k, _ in by_calls], [100 * v for _, v in by_calls], where="post", label=alg)
+        axes[1].set_xlabel("proposer calls")
+        for ax in axes:
+            ax.set_ylabel("best dev accuracy (%)")
+            ax.legend()
+        out.append("<h3>Best dev accuracy over iterations</h3>" + _png(fig)
+                   + "<p>Compare optimizers: <code>optforge report RUN_GA RUN_DE RUN_OPRO</code>.</p>")
     return out
