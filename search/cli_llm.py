@@ -14,29 +14,56 @@ import time
 DEFAULT_PROMPT = "In one sentence: what does an optimizer do when training a neural network?"
 
 
+def _campaign_table(path: str, table: str) -> dict:
+    """The ``[table]`` of a campaign TOML file (``llm`` by default); ValueError if absent."""
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read the campaign file {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"campaign file {path!r} is not valid TOML: {e}") from None
+    t = data.get(table)
+    if not isinstance(t, dict):
+        raise ValueError(f"campaign file {path!r} has no [{table}] table")
+    return dict(t)
+
+
 def _config(args: argparse.Namespace):
     from search.llm import LLMConfig
-    fields = {"backend": args.backend}
+    fields = _campaign_table(args.campaign, args.table) if getattr(args, "campaign", None) else {}
+    if args.backend is not None or "backend" not in fields:
+        if args.backend is not None and fields.get("backend") not in (None, args.backend):
+            fields = {}  # another backend than the file's: its settings do not apply
+        fields["backend"] = args.backend or "local"
     for name in ("model", "base_url", "api_key", "device", "replies"):
         v = getattr(args, name, None)
         if v is not None:
             fields[name] = v
-    if args.backend == "scripted" and "replies" not in fields:
+    if fields["backend"] == "scripted" and "replies" not in fields:
         fields["replies"] = ["pong"]
     if getattr(args, "timeout", None) is not None:
         fields["timeout_s"] = args.timeout
-    return LLMConfig(**fields)
+    if getattr(args, "retries", None) is not None:
+        fields["max_retries"] = args.retries
+    fields.pop("cache", None)  # ping and serve always ask the backend itself
+    return LLMConfig.model_validate(fields)
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["local", "openai", "scripted"], default="local",
-                   help="which backend (default: local, the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--backend", choices=["local", "openai", "scripted"], default=None,
+                   help="which backend (default: the campaign file's, else local, the embedded "
+                        "SmolLM2-135M-Instruct)")
+    p.add_argument("--campaign", help="take the settings from this campaign file's [llm] table (flags override)")
+    p.add_argument("--table", default="llm", help="with --campaign: which table (default llm; e.g. task_model)")
     p.add_argument("--model", help="local: a GGUF file or model folder; openai: the model name")
     p.add_argument("--base-url", dest="base_url", help="openai: the endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--api-key", dest="api_key", help="openai: the key (default: $OPENAI_API_KEY)")
     p.add_argument("--device", help="local: auto, cpu or cuda")
     p.add_argument("--replies", help="scripted: a .json/.jsonl file of replies")
     p.add_argument("--timeout", type=float, help="openai: seconds per request")
+    p.add_argument("--retries", type=int, help="openai: retries after a failed request (default 3)")
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
@@ -47,6 +74,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
     except (LLMSetupError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    args.backend = cfg.backend
     print(f"backend: {' '.join(f'{k}={v}' for k, v in backend.identity().items())}")
     if cfg.backend == "local":
         t0 = time.perf_counter()
@@ -56,6 +84,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"model loaded in {time.perf_counter() - t0:.1f} s (from {lm.source}, device {lm.device})")
+    if args.max_tokens is None:
+        args.max_tokens = 200 if args.grammar else 48   # a whole program needs ~100-150 tokens
     rq = ChatRequest(messages=[Message(role="user", content=args.prompt)], temperature=args.temperature,
                      max_tokens=args.max_tokens, seed=0, grammar="dsl" if args.grammar else None, purpose="ping")
     t0 = time.perf_counter()
@@ -68,7 +98,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
     print("reply:", r.text)
     tps = r.completion_tokens / wall if wall > 0 else float("inf")
     print(f"latency {wall:.2f} s, {r.prompt_tokens} prompt + {r.completion_tokens} completion tokens, "
-          f"{tps:.1f} tokens/s")
+          f"{tps:.1f} tokens/s{f' (cut at --max-tokens {args.max_tokens})' if r.completion_tokens >= args.max_tokens else ''}")
     if args.grammar:
         import dsl
         try:
@@ -83,7 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from search.llm import LLMSetupError, make_backend
     from search.llm.server import OpenAICompatServer
     try:
-        backend = make_backend(_config(args))
+        cfg = _config(args)
+        args.backend = cfg.backend
+        backend = make_backend(cfg)
         if hasattr(backend, "warmup"):
             backend.warmup()
         srv = OpenAICompatServer(backend, args.host, args.port, model_name=args.name, verbose=True)
@@ -106,7 +138,8 @@ def register(subparsers) -> None:
     p = sub.add_parser("ping", help="send one request; print the reply, latency and tokens/s")
     _backend_args(p)
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=48)
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, default=None,
+                   help="completion tokens (default 48; 200 with --grammar)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--grammar", action="store_true", help="constrain the reply to the DSL grammar (local)")
     p.set_defaults(func=cmd_ping)

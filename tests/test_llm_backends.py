@@ -292,3 +292,91 @@ def test_grammar_is_sent_in_the_configured_body_field(server):
     assert body["guided_grammar"].startswith("start:") and body["response_format"] == {"type": "text"}
     llm.chat([rq("y")])
     assert "guided_grammar" not in s.bodies[-1]
+
+
+# -- structured output (JSON schema / grammar field) against the real server ----------------------
+
+PROGRAM = "def r(w, g, lr):\n    w = w - lr * g\n    return w\n"
+
+
+def json_when_asked(req: ChatRequest) -> str:
+    """What a constrained server-side model does: JSON when the server passes it a %json grammar."""
+    if req.grammar and req.grammar.startswith("start: %json"):
+        return json.dumps({"program": PROGRAM})
+    return "Sure! Here is a rule:\n```python\n" + PROGRAM + "```"
+
+
+def test_dsl_requests_ask_for_a_json_schema_and_get_the_bare_program():
+    s = OpenAICompatServer(ScriptedLLM(json_when_asked)).start()
+    try:
+        llm = openai_llm(s.url)   # structured = "auto", no grammar_field: JSON schema
+        r = llm.chat([rq("mutate", grammar="dsl")])[0]
+        assert r.error is None and r.text == PROGRAM
+        rf = s.bodies[-1]["response_format"]
+        assert rf["type"] == "json_schema" and rf["json_schema"]["schema"]["required"] == ["program"]
+        plain = llm.chat([rq("no grammar here")])[0]      # other requests stay plain text
+        assert "response_format" not in s.bodies[-1] and plain.text.startswith("Sure!")
+        off = openai_llm(s.url, structured="off").chat([rq("mutate", grammar="dsl")])[0]
+        assert "response_format" not in s.bodies[-1] and off.text.startswith("Sure!")
+    finally:
+        s.stop()
+
+
+def test_a_server_without_structured_output_gets_plain_requests():
+    s = OpenAICompatServer(ScriptedLLM(json_when_asked), structured=False).start()
+    try:
+        llm = make_llm(LLMConfig(backend="openai", model="m", base_url=s.url, api_key="k", max_retries=0))
+        r = llm.chat([rq("mutate", grammar="dsl")])[0]
+        # refused (400) once, asked again without the schema at once (max_retries=0 notwithstanding)
+        assert r.error is None and r.text.startswith("Sure!") and s.chat_count == 2
+        assert "response_format" in s.bodies[0] and "response_format" not in s.bodies[1]
+        backend = llm.inner                               # BudgetedLLM -> OpenAILLM
+        assert backend.structured_refused and "400" in backend.structured_refused
+        llm.chat([rq("again", grammar="dsl")])
+        assert s.chat_count == 3 and "response_format" not in s.bodies[2]   # not asked again
+    finally:
+        s.stop()
+
+
+def test_unwrap_program_and_structured_settings():
+    from search.llm.openai_backend import unwrap_program
+    assert unwrap_program('{"program": "def f(w, g):\\n    return w\\n"}') == "def f(w, g):\n    return w\n"
+    assert unwrap_program('```json\n{"program": "x"}\n```') == "x"
+    for text in ("no json", '{"other": 1}', '{"program": ""}', "[1, 2]", "{broken"):
+        assert unwrap_program(text) == text
+    with pytest.raises(LLMSetupError, match="grammar_field"):
+        make_llm(LLMConfig(backend="openai", model="m", base_url="http://127.0.0.1:1/v1", structured="grammar"))
+
+
+def test_endpoint_and_key_from_the_environment_and_concurrency_limit(server, monkeypatch):
+    s = server(delay_s=0.3)
+    monkeypatch.setenv("OPENAI_BASE_URL", s.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    llm = make_llm(LLMConfig(backend="openai", model="m", concurrency=2))
+    out = llm.chat([rq(f"q{i}") for i in range(5)])
+    assert all(r.error is None for r in out) and s.chat_count == 5
+    assert set(s.auth) == {"Bearer sk-from-env"}
+    assert 1 <= s.max_in_flight <= 2          # never more than `concurrency` requests at once
+    llm.close()
+    # the campaign file's key wins over the environment's
+    make_llm(LLMConfig(backend="openai", model="m", api_key="sk-from-file")).chat([rq("x")])
+    assert s.auth[-1] == "Bearer sk-from-file"
+
+
+def test_backoff_doubles_is_jittered_capped_and_honours_retry_after():
+    from search.llm.openai_backend import OpenAILLM
+    b = OpenAILLM("m", "http://127.0.0.1:1/v1", "k", backoff_s=0.5, backoff_max_s=5.0)
+    for attempt, base in enumerate([0.5, 1.0, 2.0, 4.0]):
+        d = b._backoff(attempt, None)
+        assert 0.75 * base <= d <= min(5.0, 1.25 * base)
+    assert b._backoff(10, None) == 5.0
+
+    class Resp:
+        headers = {"retry-after": "2"}
+
+    class Exc:
+        response = Resp()
+    assert b._backoff(0, Exc()) == 2.0
+    Resp.headers = {"retry-after": "99"}
+    assert b._backoff(0, Exc()) == 5.0
+    b.close()

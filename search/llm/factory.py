@@ -15,6 +15,7 @@ Example ``[llm]`` tables::
     model = "qwen2.5-7b-instruct"
     base_url = "http://localhost:8000/v1"   # or OPENAI_BASE_URL; key from OPENAI_API_KEY
     concurrency = 8
+    grammar_field = "guided_grammar"        # vLLM: decode only DSL programs (else a JSON schema)
     max_calls = 500
 
     [llm]
@@ -57,8 +58,12 @@ class LLMConfig(BaseModel):
     max_retries: int = Field(3, ge=0)
     backoff_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(20.0, ge=0)
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None   # sent on every request (overrides the DSL JSON schema)
     grammar_field: str | None = None     # body field for Lark grammars: vLLM "guided_grammar", llama.cpp "grammar"
+    #: How update-rule proposals are constrained on the server: "grammar" (Lark in grammar_field),
+    #: "json_schema" ({"program": ...} via response_format), "off", or "auto" (grammar when
+    #: grammar_field is set, else json_schema; dropped if the server refuses it).
+    structured: Literal["auto", "grammar", "json_schema", "off"] = "auto"
     extra_body: dict[str, Any] | None = None
     # -- scripted --
     replies: str | list[str] | dict[str, list[str]] | None = None   # file (.json/.jsonl) or inline
@@ -94,7 +99,8 @@ def make_backend(config: LLMConfig) -> LLM:
         return OpenAILLM(config.model, config.base_url, config.api_key, concurrency=config.concurrency,
                          timeout_s=config.timeout_s, max_retries=config.max_retries, backoff_s=config.backoff_s,
                          backoff_max_s=config.backoff_max_s, response_format=config.response_format,
-                         grammar_field=config.grammar_field, extra_body=config.extra_body)
+                         grammar_field=config.grammar_field, extra_body=config.extra_body,
+                         structured=config.structured)
     from .scripted import ScriptedLLM
     return ScriptedLLM(config.reply_fn if config.reply_fn is not None else config.replies)
 

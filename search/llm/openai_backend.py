@@ -11,15 +11,30 @@ seed), sent concurrently on a thread pool of ``concurrency`` workers; many serve
 ``n``, and one call per sample keeps caching per sample exact. Failures never raise:
 they come back in ``ChatResponse.error`` with the number of attempts.
 
-Structured output: ``response_format`` (e.g. ``{"type": "json_object"}`` or a JSON
-schema) is passed on every request when configured. Grammar-constrained requests
-(``grammar="dsl"`` or a Lark text) send the Lark grammar in the request body field named
-by ``grammar_field`` when set (vLLM: ``"guided_grammar"``; llama.cpp built with
-llguidance: ``"grammar"``, sent with its ``%llguidance {}`` header); otherwise the
-grammar is dropped and the caller's repair loop deals with invalid programs.
+Structured output (``structured``), for requests that ask for a grammar (``grammar="dsl"``
+for update-rule proposals, or a Lark text):
+
+* ``"grammar"``: the Lark grammar goes in the request body field named by ``grammar_field``
+  (vLLM: ``"guided_grammar"``; llama.cpp built with llguidance: ``"grammar"``, sent with its
+  ``%llguidance {}`` header; ``optforge llm serve`` accepts both), so the server decodes
+  only valid programs.
+* ``"json_schema"``: for ``grammar="dsl"`` requests, ``response_format`` asks for a JSON
+  object ``{"program": "<the update rule>"}`` (OpenAI structured outputs, vLLM, llama.cpp,
+  Ollama, LM Studio). The program string comes back as the reply text: no prose or code
+  fences around it, but a JSON schema cannot express the DSL, so the caller's parse and
+  repair loop still checks it.
+* ``"auto"`` (default): ``"grammar"`` when ``grammar_field`` is set, else ``"json_schema"``.
+* ``"off"``: plain text; the caller's repair loop deals with invalid programs.
+
+A server that refuses the structured-output fields (HTTP 400/422 on a request carrying
+them) gets the same request again without them at once, and structured output stays off
+for the rest of the process (``structured_refused`` says why). A reply that is not the
+expected JSON is passed on as text. A user-set ``response_format`` is sent on every request
+and takes precedence over the JSON schema.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -31,6 +46,37 @@ from .base import LLM, ChatRequest, ChatResponse, LLMSetupError
 from .grammar import request_grammar
 
 OPENAI_URL = "https://api.openai.com/v1"
+STRUCTURED = ("auto", "grammar", "json_schema", "off")
+
+#: The JSON schema of an update-rule proposal (``structured="json_schema"``).
+PROGRAM_SCHEMA = {
+    "type": "object",
+    "properties": {"program": {"type": "string", "description": "the complete update rule, from 'def' to "
+                                                                  "its return line, in the DSL"}},
+    "required": ["program"],
+    "additionalProperties": False,
+}
+
+
+def program_response_format() -> dict:
+    """``response_format`` for a JSON-schema-constrained update-rule proposal."""
+    return {"type": "json_schema", "json_schema": {"name": "update_rule", "strict": True, "schema": PROGRAM_SCHEMA}}
+
+
+def unwrap_program(text: str) -> str:
+    """The ``program`` string of a ``{"program": ...}`` reply; any other text unchanged."""
+    body = text.strip()
+    if body.startswith("```"):  # some servers fence JSON anyway
+        body = body.strip("`").removeprefix("json").strip()
+    a, b = body.find("{"), body.rfind("}")
+    if a < 0 or b < a:
+        return text
+    try:
+        obj = json.loads(body[a:b + 1])
+    except (json.JSONDecodeError, RecursionError):
+        return text
+    prog = obj.get("program") if isinstance(obj, dict) else None
+    return prog if isinstance(prog, str) and prog.strip() else text
 
 
 def _retry_after(exc) -> float | None:
@@ -50,7 +96,7 @@ class OpenAILLM(LLM):
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key: str | None = None, *,
                  concurrency: int = 4, timeout_s: float = 60.0, max_retries: int = 3, backoff_s: float = 0.5,
                  backoff_max_s: float = 20.0, response_format: dict | None = None,
-                 grammar_field: str | None = None, extra_body: dict | None = None):
+                 grammar_field: str | None = None, extra_body: dict | None = None, structured: str = "auto"):
         try:
             import openai
         except ImportError:
@@ -70,6 +116,11 @@ class OpenAILLM(LLM):
         if not model:
             raise LLMSetupError("llm.model must name the endpoint's model for the openai backend "
                                 "(e.g. \"gpt-4o-mini\", or the name a vLLM/Ollama server serves)")
+        if structured not in STRUCTURED:
+            raise LLMSetupError(f"llm.structured {structured!r} is not one of {', '.join(STRUCTURED)}")
+        if structured == "grammar" and not grammar_field:
+            raise LLMSetupError("llm.structured = \"grammar\" needs llm.grammar_field, the request body field the "
+                                "server reads a Lark grammar from (vLLM: \"guided_grammar\", llama.cpp: \"grammar\")")
         if concurrency < 1 or max_retries < 0 or timeout_s <= 0:
             raise LLMSetupError("llm.concurrency must be >= 1, llm.max_retries >= 0 and llm.timeout_s > 0")
         self.model, self.base_url = model, base_url.rstrip("/")
@@ -77,6 +128,9 @@ class OpenAILLM(LLM):
         self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
         self.response_format, self.grammar_field = response_format, grammar_field
         self.extra_body = dict(extra_body or {})
+        self.structured = ("grammar" if grammar_field else "json_schema") if structured == "auto" else structured
+        #: Why structured output was turned off (the server refused it), or None.
+        self.structured_refused: str | None = None
         self.client = openai.OpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout_s,
                                     max_retries=0)
         self._pool = ThreadPoolExecutor(max_workers=int(concurrency), thread_name_prefix="optforge-llm")
@@ -85,7 +139,7 @@ class OpenAILLM(LLM):
         self.attempts = 0        # HTTP attempts made (retries included), for tests and logs
 
     def identity(self) -> dict:
-        return {"backend": "openai", "base_url": self.base_url, "model": self.model}
+        return {"backend": "openai", "base_url": self.base_url, "model": self.model, "structured": self.structured}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -109,7 +163,18 @@ class OpenAILLM(LLM):
         ra = _retry_after(exc)
         return min(self.backoff_max_s, ra) if ra is not None else delay
 
-    def _kwargs(self, rq: ChatRequest, index: int) -> dict:
+    def _structured_mode(self, rq: ChatRequest) -> str | None:
+        """How this request is constrained on the server: "grammar", "json_schema" or None."""
+        if rq.grammar is None or rq.grammar == "" or self.structured_refused is not None:
+            return None
+        if self.structured == "grammar":
+            return "grammar"
+        is_dsl = rq.grammar.strip().lower() == "dsl"
+        if self.structured == "json_schema" and is_dsl and self.response_format is None:
+            return "json_schema"
+        return None
+
+    def _kwargs(self, rq: ChatRequest, index: int, mode: str | None) -> dict:
         kw: dict = {"model": self.model, "messages": [{"role": m.role, "content": m.content} for m in rq.messages],
                     "temperature": rq.temperature, "max_tokens": rq.max_tokens}
         if rq.top_p < 1.0:
@@ -120,9 +185,11 @@ class OpenAILLM(LLM):
             kw["seed"] = int(rq.seed) + index
         if self.response_format is not None:
             kw["response_format"] = self.response_format
+        elif mode == "json_schema":
+            kw["response_format"] = program_response_format()
         body = dict(self.extra_body)
-        lark = request_grammar(rq.grammar, rq.grammar_names)
-        if lark is not None and self.grammar_field:
+        if mode == "grammar":
+            lark = request_grammar(rq.grammar, rq.grammar_names)
             body[self.grammar_field] = ("%llguidance {}\n" + lark) if self.grammar_field == "grammar" else lark
         if body:
             kw["extra_body"] = body
@@ -130,9 +197,12 @@ class OpenAILLM(LLM):
 
     def _one(self, rq: ChatRequest, index: int) -> tuple[str, int, int, str | None]:
         oa = self._openai
-        kw = self._kwargs(rq, index)
+        mode = self._structured_mode(rq)
+        kw = self._kwargs(rq, index, mode)
         last = ""
-        for attempt in range(self.max_retries + 1):
+        refused: str | None = None
+        attempt = 0
+        while attempt <= self.max_retries:
             with self._rng_lock:
                 self.attempts += 1
             retry_exc = None
@@ -142,6 +212,8 @@ class OpenAILLM(LLM):
                 text = choice.message.content
                 if text is None:
                     raise ValueError("the reply has no message content")
+                if mode == "json_schema":
+                    text = unwrap_program(text)
                 for s in rq.stop or []:
                     if s and s in text:
                         text = text[: text.index(s)]
@@ -151,6 +223,9 @@ class OpenAILLM(LLM):
                 if usage is None:  # estimate, so token caps still bite
                     pt = sum(len(m.content) for m in rq.messages) // 4
                     ct = len(text) // 4
+                if refused is not None:
+                    with self._rng_lock:
+                        self.structured_refused = refused
                 return text, pt, ct, None
             except oa.APITimeoutError as e:
                 last, retry_exc = f"timed out after {self.timeout_s:g} s ({e})", e
@@ -161,6 +236,13 @@ class OpenAILLM(LLM):
             except oa.APIStatusError as e:
                 code = e.status_code
                 msg = f"HTTP {code} from {self.base_url}: {str(e)[:300]}"
+                if mode is not None and code in (400, 422):
+                    # perhaps the server does not take the structured-output fields: ask again without
+                    # them; if that works, plain text from now on
+                    refused = f"{mode} refused with {msg[:200]}"
+                    mode = None
+                    kw = self._kwargs(rq, index, None)
+                    continue  # at once, and not counted as a retry
                 if code in (408, 409, 429) or code >= 500:
                     last, retry_exc = msg, e
                 elif code in (401, 403):
@@ -176,6 +258,7 @@ class OpenAILLM(LLM):
                 return "", 0, 0, f"request failed: {type(e).__name__}: {e}"
             if attempt < self.max_retries:
                 time.sleep(self._backoff(attempt, retry_exc))
+            attempt += 1
         return "", 0, 0, f"{last} (gave up after {self.max_retries + 1} attempts)"
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResponse]:

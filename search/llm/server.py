@@ -8,9 +8,19 @@ localhost, with fault injection for the retry tests:
 * ``fail_first=k, fail_status=500|429|...``: the first k chat requests get that status
   (429 answers carry ``Retry-After: 0``);
 * ``garbage_first=k``: the first k chat requests get a 200 with a body that is not JSON;
-* ``delay_s``: every chat request waits that long first (for timeout tests).
+* ``delay_s``: every chat request waits that long first (for timeout tests);
+* ``structured=False``: refuse (HTTP 400) requests that carry structured-output fields, as a
+  server without that support does.
 
-Every request body received is kept in ``server.bodies`` (tests check what was sent).
+Structured output: a Lark grammar in the body field ``guided_grammar`` (vLLM) or
+``grammar`` (llama.cpp; its ``%llguidance`` header line is dropped), or a
+``response_format`` of type ``json_schema`` / ``json_object`` (turned into the Lark
+grammar ``start: %json {schema}``), becomes the request's ``grammar``: a backend that
+constrains decoding (the local one) then only writes text that fits it.
+
+Every request body received is kept in ``server.bodies``, its Authorization header in
+``server.auth``, and ``server.max_in_flight`` is the most chat requests handled at once (tests
+check what was sent, with which key, how concurrently).
 """
 from __future__ import annotations
 
@@ -68,8 +78,19 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.lock:
             srv.bodies.append(body)
+            srv.auth.append(self.headers.get("Authorization"))
             k = srv.chat_count
             srv.chat_count += 1
+            srv.in_flight += 1
+            srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+        try:
+            self._chat(body, k)
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1
+
+    def _chat(self, body: dict, k: int) -> None:
+        srv = self.server
         if srv.delay_s:
             time.sleep(srv.delay_s)
         if k < srv.fail_first:
@@ -80,11 +101,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, None, raw=b"<html>this is not json</html>")
             return
         try:
+            grammar = _structured(body)
+        except ValueError as e:
+            self._error(400, str(e))
+            return
+        if grammar is not None and not srv.structured:
+            self._error(400, "this server does not support structured output (response_format json_schema, "
+                             "guided_grammar, grammar)")
+            return
+        try:
             rq = ChatRequest(messages=body.get("messages") or [], temperature=float(body.get("temperature", 0.7)),
                              max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
                              stop=([body["stop"]] if isinstance(body.get("stop"), str) else body.get("stop")),
                              seed=body.get("seed"), n=int(body.get("n") or 1),
-                             top_p=float(body.get("top_p", 1.0)), purpose="serve")
+                             top_p=float(body.get("top_p", 1.0)), grammar=grammar, purpose="serve")
         except (ValidationError, TypeError, ValueError) as e:
             self._error(400, f"bad chat request: {e}")
             return
@@ -102,6 +132,30 @@ class _Handler(BaseHTTPRequestHandler):
                       "total_tokens": resp.prompt_tokens + resp.completion_tokens}})
 
 
+def _structured(body: dict) -> str | None:
+    """The Lark grammar a request body asks for (see the module docstring), or None."""
+    for field in ("guided_grammar", "grammar"):
+        g = body.get(field)
+        if isinstance(g, str) and g.strip():
+            lines = g.splitlines(keepends=True)
+            if lines and lines[0].startswith("%llguidance"):
+                g = "".join(lines[1:])
+            return g
+    rf = body.get("response_format")
+    if rf is None:
+        return None
+    if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
+        raise ValueError(f"response_format {rf!r}: type must be text, json_object or json_schema")
+    if rf["type"] == "json_object":
+        return 'start: %json {"type": "object"}'
+    if rf["type"] == "json_schema":
+        schema = (rf.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise ValueError("response_format json_schema needs json_schema.schema (an object)")
+        return "start: %json " + json.dumps(schema)
+    return None
+
+
 class OpenAICompatServer(ThreadingHTTPServer):
     """``OpenAICompatServer(llm, port=0)``; ``.url`` is the base URL (ends in /v1)."""
 
@@ -109,13 +163,15 @@ class OpenAICompatServer(ThreadingHTTPServer):
 
     def __init__(self, llm: LLM, host: str = "127.0.0.1", port: int = 0, *, model_name: str = "optforge",
                  fail_first: int = 0, fail_status: int = 500, garbage_first: int = 0, delay_s: float = 0.0,
-                 verbose: bool = False):
+                 structured: bool = True, verbose: bool = False):
         super().__init__((host, port), _Handler)
         self.llm, self.model_name, self.verbose = llm, model_name, verbose
         self.fail_first, self.fail_status, self.garbage_first = fail_first, fail_status, garbage_first
-        self.delay_s = delay_s
+        self.delay_s, self.structured = delay_s, structured
         self.bodies: list[dict] = []
+        self.auth: list[str | None] = []
         self.chat_count = 0
+        self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         self.llm_lock = threading.Lock()   # one generation at a time (a local model is not re-entrant)
         self._thread: threading.Thread | None = None
