@@ -25,13 +25,18 @@ The algorithms (the math, following the papers):
 * Rewrite: "rewrite this prompt so that it scores higher" on a parent drawn by
   tournament, survivors = the best N (a baseline that uses no second parent or
   score history).
+
+Selection and survival run on the engine's population loop: they are the strategies
+``evoprompt_ga``, ``evoprompt_de``, ``opro`` and ``prompt_rewrite`` in
+:mod:`search.prompt_campaign`; this module holds the request builders, the parsing, the
+word-level edits and the selection primitives (roulette, tournament) they use.
 """
 from __future__ import annotations
 
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from search.llm.base import ChatRequest, Message
 
@@ -275,108 +280,3 @@ def paraphrase_request(prompt: str, rng: random.Random, *, temperature: float = 
     user = ("Write a different version of this instruction that keeps its meaning.\n"
             f"Instruction: {prompt}\n\nWrite only the new instruction, between <prompt> and </prompt>.")
     return _req(user, rng, temperature, max_tokens, "prompt-init")
-
-
-# ------------------------------------------------------------------- algorithm plans
-
-@dataclass
-class Member:
-    """A scored prompt in a population / trajectory (``score`` at the selection fidelity)."""
-    text: str
-    score: float
-    id: int | None = None
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class Job:
-    """One proposer request and what to do with its reply.
-
-    ``base`` is the prompt the word-level fallback edits; ``slot`` is the population index a DE
-    child competes with (None for GA/OPRO/rewrite)."""
-    op: str
-    request: ChatRequest
-    parents: list[Member]
-    base: str
-    slot: int | None = None
-
-
-ALGORITHMS: tuple[str, ...] = ("ga", "de", "opro", "rewrite")
-
-
-def plan_jobs(algorithm: str, population: Sequence[Member], rng: random.Random, n: int, *,
-              trajectory: Sequence[Member] = (), description: str = "",
-              examples: Sequence[tuple[str, str]] = (), temperature: float = 0.8, max_tokens: int = 96,
-              opro_top: int = 8, tournament_size: int = 2) -> list[Job]:
-    """The proposer jobs of one generation of ``algorithm`` (``n`` children; DE: one per member).
-
-    ``population`` scores must be at the selection fidelity; ``trajectory`` (OPRO) is every
-    scored prompt so far.
-    """
-    pop = list(population)
-    if not pop:
-        raise ValueError("the population is empty")
-    scores = [m.score for m in pop]
-    jobs: list[Job] = []
-    if algorithm == "ga":
-        for _ in range(n):
-            if len(pop) < 2:
-                i, j = 0, 0
-            else:
-                i, j = roulette(scores, rng, 2)
-            p1, p2 = (pop[i], pop[j]) if scores[i] >= scores[j] else (pop[j], pop[i])
-            jobs.append(Job("ga", ga_request(p1.text, p2.text, rng, temperature=temperature,
-                                             max_tokens=max_tokens), [p1, p2], p1.text))
-    elif algorithm == "de":
-        best = max(range(len(pop)), key=lambda k: scores[k])
-        order = list(range(len(pop)))
-        for i in order[:n] if n < len(pop) else order:
-            others = [k for k in range(len(pop)) if k != i]
-            if len(others) >= 2:
-                a, b = rng.sample(others, 2)
-            else:
-                a = b = others[0] if others else i
-            jobs.append(Job("de", de_request(pop[i].text, pop[best].text, pop[a].text, pop[b].text, rng,
-                                             temperature=temperature, max_tokens=max_tokens + 32),
-                            [pop[i], pop[best], pop[a], pop[b]], pop[i].text, slot=i))
-    elif algorithm == "opro":
-        traj = sorted(trajectory or pop, key=lambda m: m.score)
-        shown = traj[-opro_top:]
-        for _ in range(n):
-            jobs.append(Job("opro", opro_request(description, examples, [(m.text, m.score) for m in shown], rng,
-                                                 temperature=max(temperature, 1.0), max_tokens=max_tokens),
-                            list(shown[-2:]), shown[-1].text))
-    elif algorithm == "rewrite":
-        for _ in range(n):
-            i = tournament(scores, rng, tournament_size)
-            jobs.append(Job("rewrite", rewrite_request(pop[i].text, pop[i].score, rng, temperature=temperature,
-                                                       max_tokens=max_tokens), [pop[i]], pop[i].text))
-    else:
-        raise ValueError(f"unknown prompt algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
-    return jobs
-
-
-def survive(algorithm: str, population: Sequence[Member], children: Sequence[tuple[Job, Member]],
-            size: int) -> list[Member]:
-    """The next population. GA/rewrite: best ``size`` of parents + children (stable for ties,
-    parents first). DE: slot-wise, the child replaces its member when it scores at least as
-    well. OPRO keeps the best ``size`` as its working set (the trajectory is kept by the caller)."""
-    pop = list(population)
-    if algorithm == "de":
-        for job, child in children:
-            if job.slot is not None and job.slot < len(pop) and child.score >= pop[job.slot].score:
-                pop[job.slot] = child
-        return pop
-    merged = pop + [c for _, c in children]
-    merged = sorted(enumerate(merged), key=lambda t: (-t[1].score, t[0]))
-    out: list[Member] = []
-    keys: set[str] = set()
-    for _, m in merged:
-        k = normalize_key(m.text)
-        if k in keys:
-            continue
-        keys.add(k)
-        out.append(m)
-        if len(out) == size:
-            break
-    return out

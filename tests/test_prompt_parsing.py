@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from search.prompt_ops import (Member, fallback_edit, normalize_key, parse_proposal, plan_jobs, roulette,
-                               survive, word_edit)
+from search.prompt_ops import (de_request, fallback_edit, ga_request, normalize_key, opro_request,
+                               parse_proposal, rewrite_request, roulette, word_edit)
 
 
 @pytest.mark.parametrize("raw,text,source", [
@@ -72,36 +72,17 @@ def test_roulette_prefers_high_scores():
         roulette([1.0], rng, 2)
 
 
-def _pop():
-    return [Member("a b c", 0.2, 0), Member("d e f", 0.5, 1), Member("g h i", 0.9, 2)]
-
-
-def test_plans():
+def test_request_builders():
     rng = random.Random(0)
-    ga = plan_jobs("ga", _pop(), rng, 4)
-    assert len(ga) == 4 and all(len(j.parents) == 2 and j.parents[0].score >= j.parents[1].score for j in ga)
-    assert "<prompt>" in ga[0].request.messages[-1].content and ga[0].request.purpose == "prompt-ga"
-    de = plan_jobs("de", _pop(), rng, 3)
-    assert [j.slot for j in de] == [0, 1, 2]
-    assert all(j.parents[1].text == "g h i" for j in de)               # the best is always the third prompt
-    assert all(j.parents[0].text not in (j.parents[2].text, j.parents[3].text) for j in de)
-    opro = plan_jobs("opro", _pop(), rng, 2, description="Add.", examples=[("1 2", "3")])
-    msg = opro[0].request.messages[-1].content
-    assert msg.index("a b c") < msg.index("d e f") < msg.index("g h i")  # ascending by score
-    assert "Score: 90" in msg and "Input: 1 2" in msg
-    rw = plan_jobs("rewrite", _pop(), rng, 2)
-    assert len(rw) == 2 and "scored" in rw[0].request.messages[-1].content
-    seeds = {j.request.seed for j in ga + de + opro + rw}
-    assert len(seeds) == len(ga + de + opro + rw)                      # distinct samples, cache-distinct
-    with pytest.raises(ValueError, match="unknown prompt algorithm"):
-        plan_jobs("pso", _pop(), rng, 1)
-
-
-def test_survive():
-    pop = _pop()
-    jobs = plan_jobs("de", pop, random.Random(0), 3)
-    kids = [(jobs[0], Member("better", 0.3)), (jobs[2], Member("worse", 0.1))]
-    de = survive("de", pop, kids, 3)
-    assert [m.text for m in de] == ["better", "d e f", "g h i"]
-    ga = survive("ga", pop, [(jobs[0], Member("top", 0.95)), (jobs[1], Member("G H I", 0.95))], 3)
-    assert [m.text for m in ga] == ["top", "G H I", "d e f"]   # "g h i" is a near-duplicate of "G H I"
+    ga = ga_request("p one", "p two", rng)
+    u = ga.messages[-1].content
+    assert "Prompt 1: p one" in u and "Prompt 2: p two" in u and "<prompt>" in u and ga.purpose == "prompt-ga"
+    assert ga.stop == ["</prompt>"] and ga.messages[0].role == "system"
+    de = de_request("cur", "best", "a", "b", rng).messages[-1].content
+    assert de.index("Prompt 1: a") < de.index("Prompt 2: b") < de.index("Prompt 3: best") < de.index("Basic Prompt: cur")
+    opro = opro_request("Add.", [("1 2", "3")], [("worse", 0.2), ("better", 0.9)], rng).messages[-1].content
+    assert "Add." in opro and "Input: 1 2\nOutput: 3" in opro
+    assert opro.index("Instruction: worse") < opro.index("Instruction: better") and "Score: 90" in opro and "Score: 20" in opro
+    assert "scored 40 out of 100" in rewrite_request("x", 0.4, rng).messages[-1].content
+    seeds = {ga_request("a", "b", rng).seed for _ in range(20)}
+    assert len(seeds) == 20                                          # distinct samples, cache-distinct
