@@ -14,8 +14,13 @@ Protocol (a benchmark, not a test; numbers depend on the machine):
 3. The same search budget with ``llm_share`` of the children proposed by the LLM backend
    (default: the embedded local model); skipped with ``--no-llm`` or when no backend loads.
 
-    python bench/discovery.py                 # ~10-15 min on 2 CPU cores
-    python bench/discovery.py --budget 120 --no-llm   # quick look
+Each campaign is one job of at most ~20 min on 2 CPU cores; run them one at a time (under the
+shared benchmark lock when other work runs), then print the tables:
+
+    flock /tmp/of-bench.lock python bench/discovery.py --only random    # ~12 min
+    flock /tmp/of-bench.lock python bench/discovery.py --only llm       # ~18 min (LLM calls capped)
+    python bench/discovery.py --table                                    # markdown tables of both
+    python bench/discovery.py --budget 120 --no-llm                      # quick look
 """
 from __future__ import annotations
 
@@ -97,58 +102,87 @@ def heldout(rules: dict[str, str], executor: str) -> dict:
         ev.close()
 
 
+def _table(out: Path) -> str:
+    """Markdown tables from every ``result_<campaign>.json`` under ``out``."""
+    rows = []
+    for f in sorted(out.glob("result_*.json")):
+        rows.append(json.loads(f.read_text()))
+    if not rows:
+        return "(no results yet)"
+    lines = ["| campaign | budget (units) | evaluations | wall s | LLM calls | LLM valid / proposals "
+             "| SGD-m score (search, small) | best score (search, small) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["campaign"]
+        lv = f"{c['llm_valid']}/{c['llm_proposals']}" if c["llm_proposals"] else "-"
+        lines.append(f"| {c['name'][6:]} | {c['budget_units']:g} | {c['evaluations']} | {c['wall_s']:.0f} | "
+                     f"{c['llm_calls']} | {lv} | {c['seed_score_small']:+.3f} | {c['best_score_small']:+.3f} |")
+    lines += ["", "Held-out check (unseen training seeds " + ", ".join(map(str, HELDOUT_SEEDS)) + ", small fidelity; "
+              "score = mean log(tuned AdamW loss / tuned rule loss): 0 = tuned AdamW, higher is better; "
+              "char_lm was never seen by the search):", "",
+              "| rule | " + " | ".join(HELDOUT_TASKS) + " | mean |", "|---" * (len(HELDOUT_TASKS) + 2) + "|"]
+    done = set()
+    for r in rows:
+        for n, v in r["heldout"].items():
+            if n.startswith("_") or n in done:
+                continue
+            done.add(n)
+            cells = [f"{v['tasks'][t]['score']:+.3f}" if t in v["tasks"] and v["tasks"][t]["score"] > -1e8
+                     else "failed" for t in HELDOUT_TASKS]
+            lines.append(f"| {n} | " + " | ".join(cells) + f" | {v['score']:+.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", type=int, default=300, help="evaluation units per campaign")
-    ap.add_argument("--wall", type=float, default=330.0, help="wall-time cap per campaign (s)")
+    ap.add_argument("--budget", type=int, default=800, help="evaluation units per campaign")
+    ap.add_argument("--wall", type=float, default=900.0, help="wall-time cap of the random campaign (s)")
     ap.add_argument("--llm-share", type=float, default=0.25)
-    ap.add_argument("--llm-calls", type=int, default=16, help="LLM call cap of the LLM campaign (then random ops)")
-    ap.add_argument("--llm-wall", type=float, default=540.0, help="wall-time cap of the LLM campaign (s)")
-    ap.add_argument("--no-llm", action="store_true")
+    ap.add_argument("--llm-calls", type=int, default=40, help="LLM call cap of the LLM campaign (then random ops)")
+    ap.add_argument("--llm-wall", type=float, default=1050.0, help="wall-time cap of the LLM campaign (s)")
+    ap.add_argument("--only", choices=["random", "llm"], default=None,
+                    help="run one campaign (each writes result_<campaign>.json; run them as separate jobs)")
+    ap.add_argument("--no-llm", action="store_true", help="same as --only random")
+    ap.add_argument("--table", action="store_true", help="print the markdown tables of the saved results and exit")
     ap.add_argument("--executor", default="pool", choices=["pool", "inprocess"])
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_discovery"))
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    import dsl
-    results: dict = {"machine": "see README (report the machine with the numbers)", "budget": args.budget,
-                     "wall_cap_s": args.wall, "search_tasks": SEARCH_TASKS, "heldout_tasks": HELDOUT_TASKS,
-                     "heldout_seeds": HELDOUT_SEEDS, "campaigns": []}
-    plans = [("sgdm_random", 0.0)] + ([] if args.no_llm else [("sgdm_llm", args.llm_share)])
-    rules = {"sgd_momentum": dsl.get_rule("sgd_momentum").source(), "adamw": dsl.get_rule("adamw").source()}
-    for name, share in plans:
-        print(f"\n=== campaign {name} (llm_share {share}) ===", flush=True)
-        try:
-            wall = args.wall if share == 0 else args.llm_wall
-            r = run_search(campaign_dict(f"bench_{name}", args.budget, wall, share, args.executor,
-                                         args.llm_calls), out)
-        except Exception as e:  # noqa: BLE001 - report and go on with the next one
-            print(f"campaign {name} failed: {type(e).__name__}: {e}", flush=True)
-            continue
-        results["campaigns"].append(r)
-        rules[f"best_{name}"] = r["simplified"]
-        print(f"best (simplified) of {name}:\n{r['simplified']}", flush=True)
-    print("\n=== held-out check (unseen seeds, + unseen task char_lm), small fidelity ===", flush=True)
-    results["heldout"] = heldout(rules, args.executor)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if args.table:
+        print(_table(out))
+        return 0
+    import os
+    import platform
 
-    print("\nsearch (seed 0, tasks " + ", ".join(SEARCH_TASKS) + "):")
-    print(f"{'campaign':<14}{'units':>7}{'wall s':>8}{'LLM calls':>10}{'LLM valid':>11}"
-          f"{'SGD-m score':>13}{'best score':>12}")
-    for r in results["campaigns"]:
-        lv = f"{r['llm_valid']}/{r['llm_proposals']}" if r["llm_proposals"] else "-"
-        print(f"{r['name'][6:]:<14}{r['budget_units']:>7g}{r['wall_s']:>8.0f}{r['llm_calls']:>10}{lv:>11}"
-              f"{(r['seed_score_small'] or float('nan')):>13.3f}{r['best_score_small']:>12.3f}")
-    h = results["heldout"]
-    print(f"\nheld-out (seeds {HELDOUT_SEEDS}; score vs tuned AdamW = 0; higher is better), {h['_seconds']} s:")
-    print(f"{'rule':<22}" + "".join(f"{t:>15}" for t in HELDOUT_TASKS) + f"{'mean':>10}")
-    for n, v in h.items():
-        if n.startswith("_"):
-            continue
-        cells = "".join(f"{v['tasks'][t]['score']:>15.3f}" if t in v["tasks"] and v["tasks"][t]["score"] > -1e8
-                        else f"{'failed':>15}" for t in HELDOUT_TASKS)
-        print(f"{n:<22}{cells}{v['score']:>10.3f}" + ("" if v["status"] == "ok" else f"  ({v['reason'][:60]})"))
-    print(f"\nresults: {out / 'results.json'}")
+    import dsl
+    import torch
+    plans = [("sgdm_random", 0.0), ("sgdm_llm", args.llm_share)]
+    if args.no_llm or args.only == "random":
+        plans = plans[:1]
+    elif args.only == "llm":
+        plans = plans[1:]
+    for name, share in plans:
+        load0 = os.getloadavg()
+        print(f"\n=== campaign {name} (llm_share {share}, budget {args.budget} units) ===", flush=True)
+        wall = args.wall if share == 0 else args.llm_wall
+        r = run_search(campaign_dict(f"bench_{name}", args.budget, wall, share, args.executor,
+                                     args.llm_calls), out)
+        print(f"best (simplified) of {name}:\n{r['simplified']}", flush=True)
+        rules = {"sgd_momentum": dsl.get_rule("sgd_momentum").source(), "adamw": dsl.get_rule("adamw").source(),
+                 f"best_{name}": r["simplified"]}
+        print("\n=== held-out check (unseen seeds, + unseen task char_lm), small fidelity ===", flush=True)
+        h = heldout(rules, args.executor)
+        result = {"machine": f"{os.cpu_count()}-core CPU container ({platform.machine()}), torch "
+                             f"{torch.__version__}", "load_before": load0, "load_after": os.getloadavg(),
+                  "budget": args.budget, "wall_cap_s": wall, "llm_calls_cap": args.llm_calls if share else 0,
+                  "search_tasks": SEARCH_TASKS, "heldout_tasks": HELDOUT_TASKS, "heldout_seeds": HELDOUT_SEEDS,
+                  "lr_grid": LR_GRID, "campaign": r, "heldout": h, "finished": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                         time.gmtime())}
+        (out / f"result_{name}.json").write_text(json.dumps(result, indent=2, default=str))
+    print()
+    print(_table(out))
+    print(f"\nresults: {out}/result_*.json")
     return 0
 
 

@@ -116,6 +116,7 @@ class LLMOpsConfig(_Strict):
     max_tokens: int = Field(256, ge=16)  # an AdamW-sized program is ~150 tokens
     top_k: int = Field(3, ge=0)   # top programs shown in the prompt
     repair: bool = True           # one repair request with the DSLError
+    hints: bool = True            # each mutation request names one concrete change (search.llm_ops)
     max_consecutive_errors: int = Field(3, ge=1)  # backend errors in a row -> stop using the LLM
 
 

@@ -11,6 +11,18 @@ that ever reads the code is ``dsl.parse`` via the kind's ``normalize`` (the secu
 boundary); nothing is executed. A refused proposal gets one repair request that sends the
 error back (``llm_ops.repair``); what is still refused is recorded with its reason and the
 raw reply. All requests of a generation go to the backend as one batch.
+
+Directed mutations (``llm_ops.hints``): a small model asked to "improve" a program mostly
+copies it back (measured with the embedded 135M model: most replies were the parent or the
+parent minus its update line). Each mutation request therefore names one concrete change,
+drawn with the engine's seeded RNG from :data:`MUTATION_HINTS` (sign of the update as in
+Lion, a second moment as in Adam, rms normalization, clipping, orthogonalization as in
+Muon, Nesterov-style interpolation, ...). A strong model may still do something else.
+
+Grammar-constrained decoding fixes the signature to the names in ``grammar_names``. A hint
+that needs a new state tensor adds one (a fresh name) to the parent's signature; a
+crossover offers the union of both parents' signatures, so the child can use either
+parent's state tensors and hyperparameters.
 """
 from __future__ import annotations
 
@@ -117,8 +129,74 @@ def _program_block(ind: Individual, ctx: Context, with_metrics: bool) -> str:
     return f"{head}\n{body}"
 
 
-def build_prompt(ctx: Context, parents: Sequence[Individual], top_k: int) -> str:
-    """The user message for a mutation (one parent) or crossover (two)."""
+#: (hint, needs a new state tensor) for directed LLM mutations; ``{v}`` is the new state's name.
+MUTATION_HINTS: tuple[tuple[str, bool], ...] = (
+    ("apply the update through sign(), as Lion does: w = w - lr * sign(<update>)", False),
+    ("keep a second-moment estimate as a new state tensor, {v} = interp(square(g), {v}, 0.999), and divide "
+     "the update by sqrt({v}) + 1e-8, as Adam does", True),
+    ("normalize the update by its root mean square: <update> / (rms(<update>) + 1e-8)", False),
+    ("clip the update elementwise with clip(<update>, 1.0)", False),
+    ("orthogonalize the momentum before applying it: w = w - lr * orthogonalize(<momentum>), as Muon does", False),
+    ("use a Nesterov-style look-ahead: apply interp(g, <momentum>, 0.9) instead of the momentum alone", False),
+    ("change one constant or hyperparameter default to a better value", False),
+    ("add decoupled weight decay as its own step: w = w - lr * wd * w", False),
+    ("normalize each row of the update with row_normalize(<update>)", False),
+    ("keep an exponential moving average of the gradient as a new state tensor, {v} = interp(g, {v}, 0.9), "
+     "and use it in the update", True),
+    ("remove one statement that does not help, keeping the rule correct", False),
+    ("divide the update by (abs(<update>) + 1e-8) raised to a power such as 0.5", False),
+)
+
+
+def _fresh_state(parent_text: str) -> str:
+    import dsl
+    used = set(dsl.parse(parent_text).arg_names) | {s.target for s in dsl.parse(parent_text).body}
+    for n in ("v", "s", "v2", "s2", "v3"):
+        if n not in used:
+            return n
+    return "state_new"
+
+
+def grammar_names_for(parents: Sequence[str], new_state: str | None = None) -> list[str]:
+    """``grammar_names`` for a child of ``parents`` (DSL texts): the union of their signatures
+    (tensors first: w, g, every state tensor, then lr/wd/step, then the hyperparameters), an
+    optional new state tensor, and the first parent's temporaries."""
+    import dsl
+    from dsl.primitives import SCALAR_INPUTS
+    from search.llm.grammar import EXTRA_TEMPS, dsl_grammar_names
+    progs = [dsl.parse(t) for t in parents]
+    states: list[str] = []
+    scalars: list[str] = []
+    hypers: dict[str, float] = {}
+    for p in progs:
+        for a in p.args:
+            if a.name in ("w", "g"):
+                continue
+            if a.default is not None:
+                hypers.setdefault(a.name, a.default)
+            elif a.name in SCALAR_INPUTS:
+                if a.name not in scalars:
+                    scalars.append(a.name)
+            elif a.name not in states:
+                states.append(a.name)
+    if new_state is not None and new_state not in states:
+        states.append(new_state)
+    taken = set(states) | set(scalars) | set(hypers) | {"w", "g"}
+    sig = ["w", "g"] + states + [n for n in ("lr", "wd", "step") if n in scalars] \
+        + [f"{k}={v!r}" for k, v in hypers.items()]
+    temps: list[str] = []
+    for p in progs:   # each parent's own temporaries first, then the generic extras
+        for e in dsl_grammar_names(p, max_temps=8):
+            name = e.split(":", 1)[0]
+            if ":" in e and name not in taken:
+                taken.add(name)
+                temps.append(e)
+    temps.sort(key=lambda e: e in EXTRA_TEMPS)   # stable: extras last
+    return sig + temps[:5]
+
+
+def build_prompt(ctx: Context, parents: Sequence[Individual], top_k: int, hint: str | None = None) -> str:
+    """The user message for a mutation (one parent) or crossover (two); ``hint`` names the change."""
     import dsl
     parts = ["# The DSL\n" + dsl.reference_text(),
              "# Scoring\nA rule is trained on small proxy tasks with its learning rate tuned on a grid. Its score "
@@ -130,10 +208,12 @@ def build_prompt(ctx: Context, parents: Sequence[Individual], top_k: int) -> str
         parts.append("# Some of the best programs so far\n" + "\n\n".join(_program_block(i, ctx, False) for i in top))
     if len(parents) == 1:
         parts.append("# Parent program\n" + _program_block(parents[0], ctx, True))
-        parts.append("# Task\nWrite ONE new program that changes the parent in a meaningful way (a new "
-                     "normalization, a different momentum, clipping, sign, a new state tensor, ...) so that "
-                     "it trains better. Follow the DSL exactly: end with `return w, <every state tensor in "
-                     "signature order>`. Reply with the program in a ```python block.")
+        change = (f"Change the parent program this way: {hint}." if hint else
+                  "Write ONE new program that changes the parent in a meaningful way (a new normalization, a "
+                  "different momentum, clipping, sign, a new state tensor, ...) so that it trains better.")
+        parts.append("# Task\n" + change + " Keep the line that updates w. Follow the DSL exactly: end with "
+                     "`return w, <every state tensor in signature order>`. Reply with the whole new program "
+                     "in a ```python block.")
     else:
         parts.append("# Parent A\n" + _program_block(parents[0], ctx, True))
         parts.append("# Parent B\n" + _program_block(parents[1], ctx, True))
@@ -144,6 +224,10 @@ def build_prompt(ctx: Context, parents: Sequence[Individual], top_k: int) -> str
     return "\n\n".join(parts)
 
 
+def _meta(hint: str | None) -> dict[str, Any]:
+    return {"llm": True, "hint": hint} if hint else {"llm": True}
+
+
 class LLMRuleOperator(Operator):
     """Shared by mutation and crossover: batch the requests, extract, repair once."""
     uses_llm = True
@@ -152,15 +236,14 @@ class LLMRuleOperator(Operator):
     def __init__(self, name: str, arity: int, campaign: Campaign):
         self.name, self.arity, self.campaign = name, arity, campaign
 
-    def _request(self, ctx: Context, messages: list[Any], parent: Individual) -> Any:
+    def _request(self, ctx: Context, messages: list[Any], parents: Sequence[Individual],
+                 new_state: str | None = None) -> Any:
         from search.llm import ChatRequest
         o = self.campaign.llm_ops
         extra: dict[str, Any] = {}
         if o.grammar and "grammar_names" in ChatRequest.model_fields:
-            try:  # names the grammar allows: the parent's signature and temporaries
-                import dsl
-                from search.llm.grammar import dsl_grammar_names
-                extra["grammar_names"] = dsl_grammar_names(dsl.parse(parent.text))
+            try:  # names the grammar allows: the parents' signatures (+ a new state) and temporaries
+                extra["grammar_names"] = grammar_names_for([p.text for p in parents], new_state)
             except Exception:  # noqa: BLE001 - the backend's default names then
                 pass
         return ChatRequest(messages=messages, temperature=o.temperature, max_tokens=o.max_tokens,
@@ -171,10 +254,18 @@ class LLMRuleOperator(Operator):
         from search.llm import Message
         o = self.campaign.llm_ops
         pids = [tuple(p.id for p in g[: self.arity]) for g in parent_groups]
+        hints: list[tuple[str | None, str | None]] = []   # (hint text, new state name)
+        for g in parent_groups:
+            if self.arity == 1 and o.hints:
+                text, needs_state = MUTATION_HINTS[ctx.rng.randrange(len(MUTATION_HINTS))]
+                v = _fresh_state(g[0].text) if needs_state else None
+                hints.append((text.replace("{v}", v or "v"), v))
+            else:
+                hints.append((None, None))
         convs = [[Message(role="system", content=SYSTEM),
-                  Message(role="user", content=build_prompt(ctx, g[: self.arity], o.top_k))]
-                 for g in parent_groups]
-        reqs = [self._request(ctx, c, g[0]) for c, g in zip(convs, parent_groups)]
+                  Message(role="user", content=build_prompt(ctx, g[: self.arity], o.top_k, h))]
+                 for g, (h, _v) in zip(parent_groups, hints)]
+        reqs = [self._request(ctx, c, g[: self.arity], v) for c, g, (_h, v) in zip(convs, parent_groups, hints)]
         resp = ctx.llm_chat(reqs, self.name)
         if resp is None:
             return [Proposal(None, self.name, p, reason="LLM unavailable", meta={"skip": True}) for p in pids]
@@ -189,11 +280,11 @@ class LLMRuleOperator(Operator):
                 continue
             text, why = extract_program(r.text, ctx.kind.normalize)
             if text is not None:
-                out[k] = Proposal(text, self.name, pids[k], raw=r.text, meta={"llm": True})
+                out[k] = Proposal(text, self.name, pids[k], raw=r.text, meta=_meta(hints[k][0]))
             elif o.repair:
                 retry.append((k, r.text, why))
             else:
-                out[k] = Proposal(None, self.name, pids[k], raw=r.text, reason=why, meta={"llm": True})
+                out[k] = Proposal(None, self.name, pids[k], raw=r.text, reason=why, meta=_meta(hints[k][0]))
         for k in range(len(resp), len(parent_groups)):  # requests cut by the LLM call budget
             out[k] = Proposal(None, self.name, pids[k], reason="LLM call budget spent", meta={"skip": True})
         if retry:
@@ -203,20 +294,21 @@ class LLMRuleOperator(Operator):
                                    Message(role="user", content=(
                                        f"The DSL checker refused that program: {why}\nFix it. Reply with the "
                                        "corrected program only, in a ```python block."))]
-                rreqs.append(self._request(ctx, msgs, parent_groups[k][0]))
+                rreqs.append(self._request(ctx, msgs, parent_groups[k][: self.arity], hints[k][1]))
             rresp = ctx.llm_chat(rreqs, self.name + ":repair") or []
             for t, (k, reply, why) in enumerate(retry):
                 r2 = rresp[t] if t < len(rresp) else None
                 raw = reply + ("\n----- repair -----\n" + r2.text if r2 is not None and not r2.error else "")
                 if r2 is None or r2.error:
-                    out[k] = Proposal(None, self.name, pids[k], raw=raw, reason=why, meta={"llm": True})
+                    out[k] = Proposal(None, self.name, pids[k], raw=raw, reason=why, meta=_meta(hints[k][0]))
                     continue
                 text, why2 = extract_program(r2.text, ctx.kind.normalize)
                 if text is not None:
-                    out[k] = Proposal(text, self.name, pids[k], raw=raw, meta={"llm": True, "repaired": True})
+                    out[k] = Proposal(text, self.name, pids[k], raw=raw,
+                                      meta=_meta(hints[k][0]) | {"repaired": True})
                 else:
                     out[k] = Proposal(None, self.name, pids[k], raw=raw,
-                                      reason=f"{why}; after repair: {why2}", meta={"llm": True})
+                                      reason=f"{why}; after repair: {why2}", meta=_meta(hints[k][0]))
         return [p for p in out]  # type: ignore[misc]
 
 

@@ -5,8 +5,9 @@
   and the *oldest* individuals leave once it exceeds ``search.population``. Aging keeps
   turnover high, so a lucky score cannot sit in the population forever.
 - ``elitist``: (mu + lambda): the best ``population`` of parents and children survive.
-- ``nsga2``: (mu + lambda) survival by NSGA-II (non-dominated sorting + crowding distance)
-  over ``search.objectives`` (score up; program size and state-tensor count down).
+- ``nsga2``: (mu + lambda) survival by NSGA-II (DEAP's ``tools.selNSGA2``: non-dominated
+  sorting + crowding distance) over ``search.objectives`` (score up; program size and
+  state-tensor count down). The report draws the front with DEAP's ``tools.ParetoFront``.
 
 Tournaments use DEAP's ``tools.selTournament`` on an adjusted fitness
 ``percentile_rank(fitness) + child_bonus / (1 + children)``: the rank makes the bonus
@@ -191,14 +192,13 @@ class NSGA2(_TournamentPlan):
 
 
 def pareto_front(items: Sequence[tuple[float, ...]], weights: Sequence[float]) -> list[int]:
-    """Indices of the non-dominated points (DEAP's sortNondominated, first front)."""
+    """Indices of the non-dominated points (DEAP's ``tools.ParetoFront``; equal points all kept)."""
     cls = type("PF", (base.Fitness,), {"weights": tuple(weights)})
+    front = tools.ParetoFront(similar=lambda a, b: a.ind == b.ind)
     wrapped = []
     for k, vals in enumerate(items):
         f = cls()
         f.values = tuple(vals)
         wrapped.append(_MO(k, f))  # type: ignore[arg-type]
-    if not wrapped:
-        return []
-    first = tools.sortNondominated(wrapped, len(wrapped), first_front_only=True)[0]
-    return sorted(w.ind for w in first)  # type: ignore[misc]
+    front.update(wrapped)
+    return sorted(w.ind for w in front)  # type: ignore[misc]

@@ -195,6 +195,19 @@ def test_nsga2_keeps_the_pareto_front():
     assert pareto_front([(1.0, 30, 2), (0.5, 10, 1), (0.4, 12, 2)], (1, -1, -1)) == [0, 1]
 
 
+def test_pareto_front_matches_brute_force_dominance():
+    from search.strategies import pareto_front
+    rng = random.Random(0)
+    w = (1.0, -1.0, -1.0)
+
+    def dominates(a, b):
+        return all(x * s >= y * s for x, y, s in zip(a, b, w)) and any(x * s > y * s for x, y, s in zip(a, b, w))
+
+    for _ in range(100):
+        pts = [(rng.randint(0, 5), rng.randint(0, 5), rng.randint(0, 3)) for _ in range(rng.randint(1, 15))]
+        assert pareto_front(pts, w) == [i for i, p in enumerate(pts) if not any(dominates(q, p) for q in pts)]
+
+
 def test_plain_progress_lines(tmp_path, capsys):
     import io
 
