@@ -2,11 +2,15 @@
 of update-rule mutations with and without grammar-constrained decoding.
 
     python bench/llm_throughput.py [--threads 1] [--max-tokens 48] [--proposals 16] [--model FILE]
+                                   [--no-prefix-sharing]
 
 Throughput: B different requests (sampling at temperature 0.8, seeded) go to one
 ``chat()`` call, which the local backend generates as one batch; tokens/s counts the
 completion tokens generated over the wall time of the call (prefill included). The
 B=1 row is the one-at-a-time reference; the ratio column is tokens/s relative to it.
+A second table sends B mutation-style requests that share the system prompt with the DSL
+reference (as the search does), with the shared prompt prefix computed once (the default)
+and for every row (``prefix_sharing=False``).
 
 Valid proposals: the model is asked to mutate AdamW and Lion (DSL reference in the
 system prompt, the parent in a ```python block), ``--proposals`` samples each, without
@@ -46,6 +50,29 @@ def throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float, int, 
         raise RuntimeError(errs[0])
     toks = sum(r.completion_tokens for r in out)
     return toks / wall, toks, wall
+
+
+def shared_throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float, int, float, int]:
+    """B requests that share the search's system prompt (DSL reference), each another parent."""
+    names = sorted(RULES)
+    system = ("You are an expert in deep-learning optimization. You write optimizer update rules in a small "
+              "Python-like DSL. Reply with exactly one complete program in a ```python code block.\n\n"
+              + dsl.reference_text())
+    reqs = []
+    for i in range(batch):
+        parent = dsl.parse(RULES[names[i % len(names)]])
+        user = f"Here is the update rule {parent.name}:\n```python\n{parent.source()}```\nPropose a variant."
+        reqs.append(ChatRequest(messages=[Message(role="system", content=system), Message(role="user", content=user)],
+                                temperature=0.8, max_tokens=max_tokens, seed=200 + i))
+    saved = llm.prefill_tokens_saved
+    t0 = time.perf_counter()
+    out = llm.chat(reqs)
+    wall = time.perf_counter() - t0
+    errs = [r.error for r in out if r.error]
+    if errs:
+        raise RuntimeError(errs[0])
+    toks = sum(r.completion_tokens for r in out)
+    return toks / wall, toks, wall, llm.prefill_tokens_saved - saved
 
 
 def extract(text: str) -> list[str]:
@@ -97,12 +124,15 @@ def main() -> int:
     ap.add_argument("--proposals", type=int, default=16, help="mutations per parent and setting")
     ap.add_argument("--proposal-tokens", type=int, default=256)
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--no-prefix-sharing", action="store_true", help="compute every row's prompt in full")
+    ap.add_argument("--shared-batches", default="1,16", help="B for the shared-system-prompt table")
     ap.add_argument("--skip-proposals", action="store_true")
     ap.add_argument("--show", action="store_true", help="print the proposals")
     args = ap.parse_args()
 
     import torch
-    llm = LocalLLM(args.model, batch_size=16, threads=None if args.threads == 0 else args.threads)
+    llm = LocalLLM(args.model, batch_size=16, threads=None if args.threads == 0 else args.threads,
+                   prefix_sharing=not args.no_prefix_sharing)
     t0 = time.perf_counter()
     lm = llm.warmup()
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
@@ -118,6 +148,17 @@ def main() -> int:
             tps, toks, wall = throughput(llm, b, args.max_tokens)
             base = base or tps
             print(f"{b:>3} {toks:>7} {wall:>8.1f} {tps:>9.1f} {tps / base:>9.2f}", flush=True)
+        print("\n## tokens/s, B requests sharing the search's system prompt (DSL reference), one chat() call")
+        print(f"{'B':>3} {'prefix':>7} {'tokens':>7} {'wall s':>8} {'tokens/s':>9} {'x vs B=1':>9} {'prefill saved':>14}")
+        for sharing in ((False, True) if not args.no_prefix_sharing else (False,)):
+            llm.prefix_sharing = sharing
+            base = None
+            for b in [int(x) for x in args.shared_batches.split(",")]:
+                tps, toks, wall, saved = shared_throughput(llm, b, args.max_tokens)
+                base = base or tps
+                print(f"{b:>3} {'shared' if sharing else 'full':>7} {toks:>7} {wall:>8.1f} {tps:>9.1f} "
+                      f"{tps / base:>9.2f} {saved:>14}", flush=True)
+        llm.prefix_sharing = not args.no_prefix_sharing
 
     if not args.skip_proposals:
         print(f"\n## valid proposals (pass dsl.parse), {args.proposals} mutations per parent, batched")

@@ -142,3 +142,21 @@ def test_openai_backend_through_the_server_onto_the_local_model(llm):
         assert r2.error is None, r2.error
         assert json.loads(json.dumps(srv.bodies[-1]["response_format"]))["type"] == "json_schema"
         assert r2.text and not r2.text.lstrip().startswith("{")     # the program string, unwrapped
+
+
+def test_shared_prompt_prefix_is_computed_once_and_changes_nothing(llm):
+    """A batch whose rows share a system prompt (and n samples of one prompt) gives the same
+    texts with the shared prefix computed once as with every row's prompt computed in full."""
+    from search.llm.local import LocalLLM
+    system = Message(role="system", content="You write optimizer update rules. " + dsl.reference_text()[:400])
+    reqs = [ChatRequest(messages=[system, Message(role="user", content=q)], temperature=t, max_tokens=8, seed=5,
+                        n=n) for q, t, n in (("Name one optimizer.", 0.0, 1), ("What is momentum?", 0.9, 2),
+                                             ("Define a learning rate.", 0.9, 1))]
+    plain = LocalLLM(batch_size=8, prefix_sharing=False)
+    assert plain.warmup() is llm.warmup()
+    saved = llm.prefill_tokens_saved
+    shared = llm.chat(reqs)
+    assert llm.prefill_tokens_saved - saved > 3 * 100      # the system prompt, for 3 of the 4 rows
+    assert [r.error for r in shared] == [None] * 3
+    assert [r.texts for r in shared] == [r.texts for r in plain.chat(reqs)]
+    assert plain.prefill_tokens_saved == 0

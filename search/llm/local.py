@@ -19,6 +19,15 @@ left-padded batches of ``batch_size`` rows, one ``generate()`` per batch. Each r
 its own temperature, top-p, seed, ``max_tokens``, stop strings and grammar (see
 ``constrain.py``), so requests with different settings share a batch.
 
+**Shared prefixes.** Rows of a batch usually start with the same tokens: the chat
+template, the system prompt with the DSL reference, and for ``n`` samples the whole
+prompt. On a CPU the prompt pass (prefill) of 16 rows of ~600 tokens costs more than
+generating their replies, so the longest common prefix (when at least
+``MIN_SHARED_PREFIX`` tokens) is run once for one row and its keys/values repeated for
+all rows (``prefix_sharing=False`` turns this off). Rows are laid out as
+``[prefix][padding][rest of the prompt]``; position ids come from the attention mask, so
+the model sees exactly what it would see without padding, and the texts are the same.
+
 **Threads.** Generation and scoring run with ``threads`` torch CPU threads (default 1),
 set for the call and restored after. Decoding a small model is memory-bound, and with
 more threads than idle cores every step waits on descheduled threads: on the 2-core
@@ -269,6 +278,34 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+#: Shortest common prompt prefix worth computing once for a whole batch (tokens).
+MIN_SHARED_PREFIX = 16
+
+
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """Length of the longest common prefix of token lists."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts)
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def _prefix_cache(lm: LoadedModel, prefix: list[int], rows: int):
+    """Keys/values of ``prefix`` (one forward pass over one row), repeated for ``rows`` rows."""
+    import torch
+    from transformers import DynamicCache
+    cache = DynamicCache(config=lm.model.config)
+    ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
+    lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
+             logits_to_keep=1)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 @dataclass
 class _Row:
     req: int
@@ -292,13 +329,16 @@ class LocalLLM(LLM):
 
     def __init__(self, model: str | os.PathLike | None = None, device: str = "auto", dtype: str = "auto",
                  batch_size: int = 16, convert_cache: bool = True, threads: int | None = 1,
-                 load: bool = False):
+                 load: bool = False, prefix_sharing: bool = True):
         self.folder, self.gguf = resolve_model(model)   # fails now, clearly, if the file is missing
         self.model_setting = model
         self.device, self.dtype = device, dtype
         self.batch_size = max(1, int(batch_size))
         self.convert_cache = convert_cache
         self.threads = threads
+        self.prefix_sharing = prefix_sharing
+        #: Prompt tokens not recomputed thanks to shared prefixes (for tests and benchmarks).
+        self.prefill_tokens_saved = 0
         self._lm: LoadedModel | None = None
         if load:
             self.warmup()
@@ -386,12 +426,30 @@ class LocalLLM(LLM):
 
         from .constrain import GrammarLogitsProcessor, RowSampler, RowStopper
 
-        width = max(len(r.prompt) for r in batch)
+        # Shared prefix (the chat template, a system prompt, the same prompt for n samples): its
+        # keys/values are computed once, for one row, and repeated for every row. Layout per row:
+        # [prefix][left padding][rest of the prompt]; positions come from the attention mask, so
+        # the padding in the middle is invisible to the model.
+        pre = _common_prefix([r.prompt for r in batch]) if len(batch) > 1 and self.prefix_sharing else 0
+        pre = min(pre, min(len(r.prompt) for r in batch) - 1)   # every row keeps >= 1 token to feed
+        past = None
+        if pre >= MIN_SHARED_PREFIX:
+            try:
+                past = _prefix_cache(lm, batch[0].prompt[:pre], len(batch))
+            except Exception:  # noqa: BLE001 - a model whose cache cannot be shared: no sharing
+                self.prefix_sharing = False
+                pre = 0
+        else:
+            pre = 0
+        rest = max(len(r.prompt) - pre for r in batch)
+        width = pre + rest
         ids = torch.full((len(batch), width), lm.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for j, r in enumerate(batch):
-            ids[j, width - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
-            mask[j, width - len(r.prompt):] = 1
+            ids[j, :pre] = torch.tensor(r.prompt[:pre], dtype=torch.long)
+            mask[j, :pre] = 1
+            ids[j, width - (len(r.prompt) - pre):] = torch.tensor(r.prompt[pre:], dtype=torch.long)
+            mask[j, width - (len(r.prompt) - pre):] = 1
         procs = LogitsProcessorList()
         grammar = None
         if any(r.lark for r in batch):
@@ -405,9 +463,18 @@ class LocalLLM(LLM):
         cfg = GenerationConfig(max_new_tokens=max(r.max_tokens for r in batch), do_sample=False,
                                eos_token_id=lm.eos_ids, pad_token_id=lm.pad_id)
         with torch.inference_mode():
-            out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                                    generation_config=cfg, logits_processor=procs,
-                                    stopping_criteria=StoppingCriteriaList([stopper]))
+            extra = {} if past is None else {"past_key_values": past}
+            try:
+                out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                        generation_config=cfg, logits_processor=procs,
+                                        stopping_criteria=StoppingCriteriaList([stopper]), **extra)
+            except Exception:
+                if past is None:
+                    raise
+                self.prefix_sharing = False   # this model does not take a shared cache: plain batches
+                return self._generate(lm, batch)
+        if past is not None:
+            self.prefill_tokens_saved += pre * (len(batch) - 1)
         new = out[:, width:].tolist()
         eos = set(lm.eos_ids)
         for j, r in enumerate(batch):
