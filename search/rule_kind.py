@@ -133,6 +133,33 @@ class RuleKind(KindPlugin):
         from .simplify_empirical import rule_ablations
         return rule_ablations(text, digits)
 
+    def show_lines(self, view) -> list[str]:
+        """``optforge show`` lines for rule runs: the seed rules next to the best, and what to do next."""
+        ranked = view.ranked()
+        if not ranked:
+            return []
+        best = ranked[0]
+        fid = view.fidelities[best["level"]]
+
+        def fmt(s: float | None) -> str:
+            return "failed" if s is None or not s > -1e8 else f"{s:+.4f}"
+
+        cells = []
+        for x in view.individuals:
+            if x["operator"] != "seed":
+                continue
+            r = x["results"].get(fid)
+            cells.append(f"{x['meta'].get('seed', '#' + str(x['id']))} "
+                         f"{fmt(r.score if r is not None and r.status.value == 'ok' else None)}")
+        out = []
+        if cells:
+            out.append(f"seed rules at {fid}: {', '.join(cells)}; best found {fmt(best['score'])} (#{best['id']})")
+        out.append("scores: mean over tasks of log(tuned AdamW loss / tuned rule loss); 0 = tuned AdamW, "
+                   "+0.1 = about 10% lower loss")
+        out.append(f"next: optforge export {view.run_dir} --rank 1 -o best_rule.py  (standalone torch optimizer)")
+        out.append(f"      optforge report {view.run_dir}  (HTML: score over evaluations, Pareto front, loss curves)")
+        return out
+
     def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
         import dsl
         try:

@@ -76,9 +76,14 @@ def test_show_export_report(tmp_path):
     from search.cli_run import export_run, show_text
     text = show_text(db.parent)
     assert "top" in text and "lineage of the best" in text and "def " in text
+    assert "seed rules at small: sgd_momentum" in text and "optforge export" in text
     from search.report import write_report
     html = write_report(db.parent, tmp_path / "r.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "Lineage" in html
+    for title in ("Best score over evaluations", "Score distribution", "Pareto front",
+                  "Loss curves: top rules vs tuned AdamW"):
+        assert f"<h2>{title}</h2><img" in html, title
+    assert "tuned AdamW" in html and "Per-generation statistics" in html
     if importlib.util.find_spec("dsl.export") is None:
         pytest.skip("dsl.export not available yet")
     out = export_run(db.parent, 1, tmp_path / "opt.py", "FoundOpt")
@@ -244,3 +249,54 @@ def test_rich_live_view_renders(tmp_path):
     out = buf.getvalue()
     assert "evaluations" in out and "best score" in out and "current best" in out
     assert "[llm]" in out, "bracketed text in reasons must not be eaten as rich markup"
+
+
+# -- novelty: canonical duplicates, then fingerprint duplicates, are re-mutated, not trained ---------
+
+def _register_echo_ops():
+    """Test operators: 'echo_same' returns the parent as is (a canonical duplicate); 'echo_renamed'
+    returns it with its state renamed and a dead line added (new text, same function: a fingerprint
+    duplicate)."""
+    import dsl
+    from search.engine import Operator, Proposal, register_operator
+
+    class EchoSame(Operator):
+        name, arity = "echo_same", 1
+
+        def propose(self, ctx, groups):
+            return [Proposal(g[0].text, self.name, (g[0].id,)) for g in groups]
+
+    class EchoRenamed(Operator):
+        name, arity = "echo_renamed", 1
+
+        def propose(self, ctx, groups):
+            out = []
+            for g in groups:
+                src = dsl.parse(g[0].text).source().replace("buf", "mom")
+                out.append(Proposal(src.replace("    return", "    t9 = g * 1.0\n    return"), self.name,
+                                    (g[0].id,)))
+            return out
+
+    register_operator("echo_same", lambda c: EchoSame())
+    register_operator("echo_renamed", lambda c: EchoRenamed())
+
+
+def test_duplicates_are_re_mutated_not_trained(tmp_path):
+    _register_echo_ops()
+    c = campaign("novel", budget={"evaluations": 8}, simplify={"enabled": False},
+                 operators={"random": {"echo_same": 1.0, "echo_renamed": 1.0, "constant": 1.0}})
+    e = Engine(c, tmp_path / "novel")
+    try:
+        e.run()
+        stats = e.stats
+    finally:
+        e.close()
+    st = RunStore(tmp_path / "novel", readonly=True)
+    evs = st.evaluations()
+    assert len(evs) == 8 and len({e["key"] for e in evs}) == 8          # 8 distinct functions trained
+    ok = st.candidates(state="ok")
+    assert all(x["operator"] == "constant" or x["operator"] == "seed" for x in ok), \
+        [x["operator"] for x in ok]                                      # echoes never became children
+    assert stats.proposals.get("echo_same", 0) > 0 and stats.proposals.get("echo_renamed", 0) > 0
+    assert stats.duplicates >= stats.proposals["echo_same"] + stats.proposals["echo_renamed"]
+    assert len({x["canonical"] for x in ok}) == len(ok)
