@@ -5,7 +5,10 @@ simplifications that *change* the function and keep those that cost (almost) not
 
 1. remove one statement (later reads then see the previous value of the name);
 2. bypass one function call (``clip(x, c)`` -> ``x``, ``sign(u)`` -> ``u``);
-3. round one constant (a literal or a hyperparameter default) to fewer significant digits,
+3. drop one term of a sum or difference (``u + 6e-05 * w`` -> ``u``, ``x - 0.001`` -> ``x``) and
+   one constant factor (``x * 0.98`` -> ``x``, ``g / 0.0122`` -> ``g``): search leaves such
+   small corrections behind, and they rarely matter;
+4. round one constant (a literal or a hyperparameter default) to fewer significant digits,
    fewest first.
 
 Each try is evaluated at the winner's (highest) fidelity and accepted when its score is at
@@ -36,7 +39,7 @@ def _round_sig(v: float, d: int) -> float:
 def rule_ablations(text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
     """(description, program text) of every simplification to try, cheapest-looking first."""
     import dsl
-    from dsl.program import Arg, Call, Num, format_expr
+    from dsl.program import Arg, BinOp, Call, Num, format_expr
 
     from .mutations import _all_nodes, _set_node  # tree helpers shared with the mutation operators
 
@@ -59,6 +62,19 @@ def rule_ablations(text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
     for i, path, nd in _all_nodes(prog):
         if isinstance(nd, Call) and nd.args:
             add(f"bypass {nd.fn}() in '{prog.body[i].target} = ...'", _set_node(prog, i, path, nd.args[0]))
+    for i, path, nd in _all_nodes(prog):
+        if isinstance(nd, BinOp) and nd.op in ("+", "-"):
+            add(f"drop term '{format_expr(nd.right)}' in '{prog.body[i].target} = ...'",
+                _set_node(prog, i, path, nd.left))
+            if nd.op == "+":
+                add(f"drop term '{format_expr(nd.left)}' in '{prog.body[i].target} = ...'",
+                    _set_node(prog, i, path, nd.right))
+        elif isinstance(nd, BinOp) and nd.op in ("*", "/") and isinstance(nd.right, Num):
+            add(f"drop factor '{nd.op} {format_expr(nd.right)}' in '{prog.body[i].target} = ...'",
+                _set_node(prog, i, path, nd.left))
+        elif isinstance(nd, BinOp) and nd.op == "*" and isinstance(nd.left, Num):
+            add(f"drop factor '{format_expr(nd.left)} *' in '{prog.body[i].target} = ...'",
+                _set_node(prog, i, path, nd.right))
     for d in sorted(digits):
         for i, path, nd in _all_nodes(prog):
             if isinstance(nd, Num):

@@ -77,6 +77,20 @@ def test_winner_loses_a_useless_statement_and_extra_digits_within_the_tolerance(
         view.close()
 
 
+def test_ablations_drop_small_terms_and_factors_and_every_try_parses():
+    from search.simplify_empirical import rule_ablations
+    src = ("def r(w, g, lr, c=0.853):\n    t1 = clip(g / 0.0122, c)\n"
+           "    w = w - lr * (t1 - 0.00123 + 6e-05 * w)\n    return w\n")
+    tries = dict((d, t) for d, t in rule_ablations(src, [1]))
+    assert "drop term '0.00123' in 'w = ...'" in tries
+    assert "drop term '6e-05 * w' in 'w = ...'" in tries
+    assert "drop factor '/ 0.0122' in 't1 = ...'" in tries
+    assert "bypass clip() in 't1 = ...'" in tries and "round c=0.853 -> 0.9" in tries
+    assert "w = w - lr * (t1 - 0.00123)" in tries["drop term '6e-05 * w' in 'w = ...'"]
+    for t in tries.values():
+        assert dsl.parse(t).source() == t and t != dsl.parse(src).source()
+
+
 # -- directed LLM mutations ------------------------------------------------------------------
 
 scripted = pytest.importorskip("search.llm.scripted")
