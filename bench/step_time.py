@@ -94,6 +94,11 @@ def make_model(width: int, depth: int, device: str, dtype: torch.dtype, seed: in
     return out
 
 
+def with_tile(cls, tile: int):
+    """The DSL optimizer class with another CPU tile size (0: whole-bucket foreach calls)."""
+    return type(cls.__name__, (cls,), {"_tile": tile})
+
+
 def contenders(args):
     DslAdamW = to_optimizer(ADAMW)
     DslLion = to_optimizer(LION)
@@ -106,6 +111,11 @@ def contenders(args):
         "hand foreach Lion": lambda ps: ForeachLion(ps, **kw),
         "DSL Lion": lambda ps: DslLion(ps, **kw),
     }
+    if not args.no_untiled:  # the whole-bucket foreach plan (the default path before tiling)
+        c["DSL AdamW untiled"] = lambda ps: with_tile(DslAdamW, 0)(ps, **kw)
+        c["DSL Lion untiled"] = lambda ps: with_tile(DslLion, 0)(ps, **kw)
+    for t in [int(x) for x in args.tiles.split(",") if x.strip()]:
+        c[f"DSL AdamW tile={t}"] = (lambda t: lambda ps: with_tile(DslAdamW, t)(ps, **kw))(t)
     if args.export:
         import importlib.util
         import tempfile
@@ -139,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd DSL rules")
     ap.add_argument("--export", action="store_true", help="also time the module dsl.export_python writes")
+    ap.add_argument("--tiles", default="", help="comma-separated tile sizes (elements) to time DSL AdamW with")
+    ap.add_argument("--no-untiled", action="store_true", help="leave out the untiled DSL contenders")
     ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = ap.parse_args(argv)
@@ -193,7 +205,7 @@ def main(argv=None) -> int:
     base_fused = med.get("torch AdamW fused")
     print("# wall: median over rounds of wall-clock ms per step; cpu: the same for this process's CPU time "
           "(all threads), less sensitive to other processes on a shared machine")
-    print(f"{'optimizer':22s} {'wall ms':>9s} {'min':>8s} {'max':>8s} {'cpu ms':>8s} "
+    print(f"{'optimizer':24s} {'wall ms':>9s} {'min':>8s} {'max':>8s} {'cpu ms':>8s} "
           f"{'wall/foreach':>12s} {'wall/fused':>10s} {'cpu/foreach':>11s} {'cpu/fused':>9s}")
     cf, cu = cmed.get("torch AdamW foreach"), cmed.get("torch AdamW fused")
     for k in names:
@@ -201,7 +213,7 @@ def main(argv=None) -> int:
         vs_fu = f"{med[k] / base_fused:.2f}x" if base_fused else "-"
         c_fe = f"{cmed[k] / cf:.2f}x" if cf else "-"
         c_fu = f"{cmed[k] / cu:.2f}x" if cu else "-"
-        print(f"{k:22s} {med[k]:9.2f} {min(times[k]):8.2f} {max(times[k]):8.2f} {cmed[k]:8.2f} "
+        print(f"{k:24s} {med[k]:9.2f} {min(times[k]):8.2f} {max(times[k]):8.2f} {cmed[k]:8.2f} "
               f"{vs_fe:>12s} {vs_fu:>10s} {c_fe:>11s} {c_fu:>9s}")
     if "DSL Lion" in med and "hand foreach Lion" in med:
         print(f"DSL Lion / hand foreach Lion: wall {med['DSL Lion'] / med['hand foreach Lion']:.2f}x, "

@@ -41,6 +41,9 @@ from .program import Program
 
 __all__ = ["to_optimizer", "DSLOptimizer", "rule_program"]
 
+#: Elements per tile for the tiled CPU step of elementwise rules (BucketPlan.run_tiled).
+TILE = 1 << 18
+
 #: param-group keys the optimizer itself uses; a hyperparameter may not take these names.
 GROUP_KEYS = ("params", "lr", "weight_decay", "rule", "fingerprint")
 _FORBIDDEN_HYPER = set(GROUP_KEYS) | {"self", "closure", "foreach", "fused", "capturable",
@@ -98,6 +101,8 @@ class DSLOptimizer(torch.optim.Optimizer):
     _plan: BucketPlan
     _run: Callable
     _uses_scratch: bool = True  # False for the torch.compile'd runner
+    #: CPU, elementwise rules: elements per cache tile (0: whole buckets); see BucketPlan.run_tiled
+    _tile: int = TILE
     _fingerprint: str | None = None
     _fingerprint_done: bool = False
 
@@ -182,9 +187,21 @@ class DSLOptimizer(torch.optim.Optimizer):
                 lst.append(b)
         return out
 
+    def _tile_scratch(self, like: torch.Tensor, tile: int) -> list[torch.Tensor]:
+        """``n_scratch`` flat tensors of ``tile`` elements per (device, dtype), reused by
+        every tile of every step (they stay in cache)."""
+        store = self.__dict__.setdefault("_tile_bufs", {})
+        key = (like.device, like.dtype)
+        bufs = store.get(key)
+        n = type(self)._plan.n_scratch
+        if bufs is None or len(bufs) < n or (n and bufs[0].numel() < tile):
+            bufs = store[key] = [torch.empty(tile, dtype=like.dtype, device=like.device) for _ in range(n)]
+        return bufs
+
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_scratch", None)
+        state.pop("_tile_bufs", None)
         return state
 
     @torch.no_grad()
@@ -235,10 +252,15 @@ class DSLOptimizer(torch.optim.Optimizer):
             env = {"lr": group["lr"], "wd": group["weight_decay"]}
             for h in hyper_names:
                 env[h] = group[h]
+            tile = self._tile if cls._uses_scratch and cls._plan.elementwise else 0
             for (device, _, step), (W, G, states) in buckets.items():
                 env["step"] = step
+                scalars = [env[n] for n in scalar_names]
+                if device.type == "cpu" and tile and sum(t.numel() for t in W) > 2 * tile:
+                    if cls._plan.run_tiled(W, G, states, scalars, self._tile_scratch(W[0], tile), tile):
+                        continue
                 scratch = self._scratch_for(W) if device.type == "cpu" and n_scratch else None
-                run(W, G, states, [env[n] for n in scalar_names], scratch)
+                run(W, G, states, scalars, scratch)
         return loss
 
 
