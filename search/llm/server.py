@@ -183,7 +183,8 @@ class OpenAICompatServer(ThreadingHTTPServer):
 
     def start(self) -> "OpenAICompatServer":
         """Serve on a background thread (for tests and notebooks); returns self."""
-        self._thread = threading.Thread(target=self.serve_forever, name="optforge-llm-server", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="optforge-llm-server", daemon=True)
         self._thread.start()
         return self
 
