@@ -380,3 +380,26 @@ def test_backoff_doubles_is_jittered_capped_and_honours_retry_after():
     Resp.headers = {"retry-after": "99"}
     assert b._backoff(0, Exc()) == 5.0
     b.close()
+
+
+def test_row_sampler_draws_follow_the_distribution_and_the_nucleus():
+    torch = pytest.importorskip("torch")
+    from search.llm.constrain import RowSampler, _draw
+    g = torch.Generator().manual_seed(1)
+    w = torch.tensor([0.1, 0.0, 0.6, 0.3])
+    counts = torch.bincount(torch.tensor([_draw(w, g) for _ in range(4000)]), minlength=4).double() / 4000
+    assert counts[1] == 0 and torch.allclose(counts, w.double(), atol=0.03)
+    # top_p = 0.5 keeps only the most likely token here; top_p = 1 also samples the others
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1] + [0.0] * 509]).clamp_min(1e-30)).repeat(2, 1)
+    picks = {0: set(), 1: set()}
+    for seed in range(60):
+        s = RowSampler([1.0, 1.0], [0.5, 1.0], [seed, seed], torch.device("cpu"), fallback_token=0)
+        out = s(None, logits.clone())
+        for r in (0, 1):
+            picks[r].add(int(out[r].argmax()))
+            assert int(torch.isfinite(out[r]).sum()) == 1
+    assert picks[0] == {0} and picks[1] == {0, 1, 2}
+    # the same seed gives the same draw
+    a = RowSampler([0.8], [0.9], [7], torch.device("cpu"), 0)(None, logits[:1].clone())
+    b = RowSampler([0.8], [0.9], [7], torch.device("cpu"), 0)(None, logits[:1].clone())
+    assert torch.equal(a, b)
