@@ -24,7 +24,9 @@ def _campaign_table(path: str, table: str) -> dict:
         raise ValueError(f"cannot read the campaign file {path!r}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"campaign file {path!r} is not valid TOML: {e}") from None
-    t = data.get(table)
+    t: object = data
+    for part in table.split("."):  # "prompt.task_model": a table inside a table
+        t = t.get(part) if isinstance(t, dict) else None
     if not isinstance(t, dict):
         raise ValueError(f"campaign file {path!r} has no [{table}] table")
     return dict(t)
@@ -56,7 +58,8 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
                    help="which backend (default: the campaign file's, else local, the embedded "
                         "SmolLM2-135M-Instruct)")
     p.add_argument("--campaign", help="take the settings from this campaign file's [llm] table (flags override)")
-    p.add_argument("--table", default="llm", help="with --campaign: which table (default llm; e.g. task_model)")
+    p.add_argument("--table", default="llm", help="with --campaign: which table (default llm; a prompt campaign's task model: "
+                        "prompt.task_model)")
     p.add_argument("--model", help="local: a GGUF file or model folder; openai: the model name")
     p.add_argument("--base-url", dest="base_url", help="openai: the endpoint (default: $OPENAI_BASE_URL)")
     p.add_argument("--api-key", dest="api_key", help="openai: the key (default: $OPENAI_API_KEY)")

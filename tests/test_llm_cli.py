@@ -49,6 +49,11 @@ def test_ping_openai_against_a_real_server_and_from_a_campaign_table(tmp_path, c
         rc, out, err = ping(capsys, "--campaign", str(camp))
         assert rc == 0, err
         assert srv.bodies[-1]["model"] == "from-file" and "reply: hello over http" in out
+        camp.write_text(f'[prompt]\ntask_model = {{ backend = "openai", model = "task", base_url = "{srv.url}" }}\n')
+        rc, out, err = ping(capsys, "--campaign", str(camp), "--table", "prompt.task_model")
+        assert rc == 0 and srv.bodies[-1]["model"] == "task", err
+        rc, _, err = ping(capsys, "--campaign", str(camp))
+        assert rc == 1 and "has no [llm] table" in err
 
 
 def test_ping_failures_name_what_to_fix(tmp_path, capsys):
