@@ -6,9 +6,11 @@ line per DSL statement (scalars are 0-dim float64 tensors, so scalar math follow
 rules as in the DSL: 1/0 = inf, sqrt(-1) = nan, never an exception), and a
 ``torch.optim.Optimizer`` subclass whose docstring is the rule's source.
 
-For speed, the optimizer's ``step`` runs ``foreach_update``: the multi-tensor plan that
+For speed, the optimizer's ``step`` runs ``foreach_apply``: the multi-tensor plan that
 ``dsl.foreach`` compiles from the rule (fused, in-place ``torch._foreach_*`` calls),
-written out as straight-line Python with each DSL statement as a comment. Its
+written out as straight-line Python with each DSL statement as a comment, after
+``step_scalars`` computed the step's numbers once; on CPU, elementwise rules run it tile by
+tile as ``dsl.to_optimizer`` does (see ``dsl.foreach.BucketPlan.run_tiled``). Its
 constructor, param groups and ``state_dict`` are those of ``dsl.to_optimizer``'s class
 for the same rule: a checkpoint written by one loads into the other, and both follow the
 same trajectory (to rounding: the scalars are computed by torch here, by numpy there).
@@ -223,7 +225,8 @@ def _fingerprint(program: Program) -> str | None:
     return _fingerprint_of(program)
 
 
-_RESERVED = {"torch", "math", "scratch", "inf", "nan", "float", "list", "t", "update", "foreach_update"}
+_RESERVED = {"torch", "math", "scratch", "scalars", "inf", "nan", "float", "list", "t", "update", "foreach_update",
+             "foreach_apply", "step_scalars"}
 
 
 def _pynames(program: Program) -> dict[str, str]:
@@ -240,9 +243,11 @@ def _pynames(program: Program) -> dict[str, str]:
     return out
 
 
-def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], int]:
-    """The body of foreach_update: dsl.foreach's compiled plan written out as Python, one
-    torch._foreach_* call per line, each DSL statement as a comment above its calls."""
+def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], list[str], list[str], int, bool]:
+    """dsl.foreach's compiled plan written out as Python: (the scalar lines of
+    step_scalars, the names it returns, the body of foreach_apply (one torch._foreach_*
+    call per line, each DSL statement as a comment above its calls), n_scratch, whether
+    the plan is elementwise)."""
     r = lambda n: rename.get(n, n)  # noqa: E731
     plan = compile_plan(program)
     g, sp = plan.graph, plan.scalars
@@ -263,10 +268,8 @@ def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], 
             expr = f"{node.op}({', '.join(a)})"
         lines.append(f"{sname[n]} = {expr}")
     used = sorted({c for ins in plan.instrs for c in ins.sc}, key=lambda c: sp.slot[c])
-    if used:
-        comma = "," if len(used) == 1 else ""
-        lines.append(f"{', '.join(sname[c] for c in used)}{comma} = "
-                     f"{', '.join(f'float({sname[c]})' for c in used)}{comma}")
+    scalar_lines, returned = lines, [sname[c] for c in used]
+    lines = []
     name_of = {v: r(n) for n, v in plan.input_vals.items()}
     W = r("w")
     stmt = None
@@ -321,7 +324,7 @@ def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], 
                     args.append(f"alpha={sc[0]}" if op == "add" else sc[0])
             call = f"{fn}({', '.join(args)})"
             lines.append(call if d is not None else f"{target} = list({call})")
-    return lines, plan.n_scratch
+    return scalar_lines, returned, lines, plan.n_scratch, plan.elementwise
 
 
 def export_python(program: Program | str, class_name: str) -> str:
@@ -329,7 +332,7 @@ def export_python(program: Program | str, class_name: str) -> str:
     program = rule_program(program)
     check_hyper_names(program)
     if not class_name.isidentifier() or class_name in _RESERVED or class_name.startswith("_") \
-            or class_name in ("RULE", "FINGERPRINT", "HYPERPARAMETERS", "STATE", "N_SCRATCH"):
+            or class_name in ("RULE", "FINGERPRINT", "HYPERPARAMETERS", "STATE", "N_SCRATCH", "ELEMENTWISE", "TILE"):
         raise ValueError(f"class_name {class_name!r} must be a Python identifier, not starting with '_' "
                          "and not a name the module defines itself (torch, update, RULE, ...)")
     source = program.source()
@@ -349,7 +352,7 @@ def export_python(program: Program | str, class_name: str) -> str:
     used_fns = sorted({n.fn for _, v in body for n in walk(v) if isinstance(n, Call)},
                       key=list(PRIMITIVES).index)
     needs = {c for c in ("inf", "nan") if any(c in f for f in folded)}
-    fe_lines, n_scratch = _foreach_code(program, rename)
+    sc_lines, sc_returned, fe_lines, n_scratch, elementwise = _foreach_code(program, rename)
 
     sig = ", ".join(r(a.name) for a in program.args)
     lines = [f"    {t} = {format_expr(v)}" for t, v in body]
@@ -359,10 +362,16 @@ def export_python(program: Program | str, class_name: str) -> str:
     scalar_line = (f"    {', '.join(sc_names)}{',' if len(sc_names) == 1 else ''} = "
                    f"{', '.join(f'_t({n})' for n in sc_names)}{',' if len(sc_names) == 1 else ''}\n"
                    if sc_names else "")
-    fe_sig = ", ".join([r("w"), r("g"), *[r(s) for s in states], "scratch", *[r(n) for n in scalar_inputs]])
+    buf_names = ", ".join([r("w"), r("g"), *[r(s) for s in states]])
+    fe_sig = ", ".join([buf_names, "scratch", *[r(n) for n in scalar_inputs]])
+    sc_sig = ", ".join(r(n) for n in scalar_inputs)
+    sc_body = "\n".join("    " + ln for ln in sc_lines)
+    sc_ret = ", ".join(sc_returned) + ("," if len(sc_returned) == 1 else "")
+    sc_ret_float = ", ".join(f"float({n})" for n in sc_returned) + ("," if len(sc_returned) == 1 else "")
+    sc_unpack = f"    {sc_ret} = scalars\n" if sc_returned else ""
     group_key = {"lr": 'group["lr"]', "wd": 'group["weight_decay"]', "step": "step"}
-    scalar_kw = "".join(f"\n                    {r(n)}={group_key.get(n, f'group[{n!r}]')},"
-                        for n in scalar_inputs)
+    scalar_kw = ", ".join(f"{r(n)}={group_key.get(n, f'group[{n!r}]')}" for n in scalar_inputs)
+    scalar_pass = ", ".join(r(n) for n in scalar_inputs)
     fp = _fingerprint(program)
 
     init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
@@ -395,10 +404,12 @@ like any torch.optim optimizer: param groups, closures, LR schedulers, state_dic
 parameter: ``step`` and the state tensors by name; hyperparameters in param_groups).
 
 ``update`` below is the rule as written, for one tensor. ``{class_name}.step`` runs
-``foreach_update``: the same computation as compiled by optforge for speed, on all the
+``foreach_apply``: the same computation as compiled by optforge for speed, on all the
 parameters of a group at once with torch._foreach_* calls, constant factors folded into
 fused calls (lerp, addcmul, addcdiv), buffers updated in place, and temporaries kept in
 reused scratch tensors on CPU (where fresh large tensors cost a page fault per 4 KiB).
+On CPU, rules without reductions or matrix primitives run tile by tile (TILE elements
+at a time) so that the passes of the foreach calls stay in cache.
 """
 {import_math}import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -408,6 +419,8 @@ FINGERPRINT = {fp!r}  # optforge's functional hash of the rule
 HYPERPARAMETERS = {dict(hyper)!r}
 STATE = {tuple(states)!r}
 N_SCRATCH = {n_scratch}  # scratch tensors per parameter that foreach_update uses
+ELEMENTWISE = {elementwise!r}  # no reductions or matrix primitives: the step may run tile by tile
+TILE = 1 << 18  # elements per cache tile for the tiled CPU step (0: whole lists)
 
 {consts}
 def _t(x):
@@ -432,11 +445,60 @@ def _copy(scratch, k, src, like):
     return out
 
 
-def foreach_update({fe_sig}):
+def step_scalars({sc_sig}):
+    """The numbers foreach_apply needs, computed once per step from the group's values."""
+{sc_body}
+    return ({sc_ret_float})  # Python floats: what torch._foreach_* takes as scalars
+
+
+def foreach_apply({buf_names}, scratch, scalars):
     """update() on lists of tensors (one entry per parameter), in place: the parameters and
     state buffers are overwritten with their new values. ``scratch``: N_SCRATCH lists of
-    tensors shaped like the parameters, for the temporaries (None: allocate them)."""
-{fe_body}
+    tensors shaped like the parameters, for the temporaries (None: allocate them);
+    ``scalars``: what step_scalars returned."""
+{sc_unpack}{fe_body}
+
+
+def foreach_update({fe_sig}):
+    """foreach_apply with the step's scalars computed from these values."""
+    foreach_apply({buf_names}, scratch, step_scalars({scalar_pass}))
+
+
+def _run_tiled(lists, scratch, scalars, tile):
+    """foreach_apply one tile of ``tile`` elements at a time (CPU, elementwise rules).
+
+    Each foreach call is one pass over memory; on large tensors every pass streams from
+    DRAM. Cut into flat pieces packed into tiles, all the calls run on one tile before the
+    next, so the intermediate passes stay in cache. Same operations on the same elements:
+    the result is identical to one foreach_apply on the whole lists. ``lists``: the
+    parameters, gradients and state buffers (contiguous); ``scratch``: N_SCRATCH flat
+    tensors of ``tile`` elements."""
+    flat = [[t.view(-1) for t in lst] for lst in lists]
+    pieces, filled = [], 0
+
+    def run():
+        views = [[fl[i][a:b] for i, a, b in pieces] for fl in flat]
+        sviews = []
+        for sc in scratch:
+            vs, o = [], 0
+            for _, a, b in pieces:
+                vs.append(sc[o:o + b - a])
+                o += b - a
+            sviews.append(vs)
+        foreach_apply(*views, sviews, scalars)
+
+    for i, t in enumerate(lists[0]):
+        n, a = t.numel(), 0
+        while a < n:
+            b = min(n, a + tile - filled)
+            pieces.append((i, a, b))
+            filled += b - a
+            a = b
+            if filled >= tile:
+                run()
+                pieces, filled = [], 0
+    if pieces:
+        run()
 
 
 def _step_dtype():
@@ -463,9 +525,18 @@ class {class_name}(torch.optim.Optimizer):
                 store[p] = [torch.empty_like(p) for _ in range(N_SCRATCH)]
         return [[store[p][k] for p in params] for k in range(N_SCRATCH)]
 
+    def _tile_scratch(self, like):
+        """N_SCRATCH flat tensors of TILE elements per (device, dtype), reused by every tile."""
+        store = self.__dict__.setdefault("_tile_buffers", {{}})
+        key = (like.device, like.dtype)
+        if key not in store:
+            store[key] = [torch.empty(TILE, dtype=like.dtype, device=like.device) for _ in range(N_SCRATCH)]
+        return store[key]
+
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_scratch_buffers", None)
+        state.pop("_tile_buffers", None)
         return state
 
     @torch.no_grad()
@@ -488,11 +559,13 @@ class {class_name}(torch.optim.Optimizer):
                 state["step"] += 1
                 buckets.setdefault((p.device, p.dtype, float(state["step"])), []).append(p)
             for (device, _, step), params in buckets.items():
+                lists = [params, [p.grad for p in params], *[[self.state[p][name] for p in params] for name in STATE]]
+                scalars = step_scalars({scalar_kw})
+                if (device.type == "cpu" and ELEMENTWISE and TILE and sum(p.numel() for p in params) > 2 * TILE
+                        and all(t.is_contiguous() for lst in lists for t in lst)):
+                    _run_tiled(lists, self._tile_scratch(params[0]), scalars, TILE)
+                    continue
                 scratch = self._scratch(params) if device.type == "cpu" and N_SCRATCH else None
-                foreach_update(
-                    params, [p.grad for p in params],
-                    *[[self.state[p][name] for p in params] for name in STATE],
-                    scratch,{scalar_kw}
-                )
+                foreach_apply(*lists, scratch, scalars)
         return loss
 '''
