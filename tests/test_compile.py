@@ -653,3 +653,25 @@ def test_torch_compile_path_matches(src):
     want, _ = run_reference(parse(src), prob, steps, wd=0.1, lr_of=lambda t: lrs[t])
     assert_close_all([p.detach() for p in params], want, rtol=1e-10, atol=1e-12)
     assert counters["stats"]["unique_graphs"] <= 2  # lr and step changes did not recompile
+
+
+# ---------------------------------------------------------------------------------------------
+# off CPU: no GPU here, so the "meta" device (shapes only) runs the non-CPU branches
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(RULE_SOURCES))
+def test_non_cpu_device_path_keeps_everything_on_the_device(name):
+    """Nothing in the step creates a CPU tensor that meets the parameters (which would fail
+    on a GPU): every rule steps on meta tensors, state buffers on the parameters' device,
+    ``step`` a CPU scalar as in torch.optim (non-capturable)."""
+    prog = parse(RULE_SOURCES[name])
+    params = [torch.empty(s, device="meta", requires_grad=True) for s in [(4, 3), (5,), (2, 3, 2)]]
+    for p in params:
+        p.grad = torch.empty_like(p)
+    opt = to_optimizer(prog)(params, lr=0.1, weight_decay=0.1)
+    opt.step()
+    opt.step()
+    for p in params:
+        assert float(opt.state[p]["step"]) == 2 and opt.state[p]["step"].device.type == "cpu"
+        assert all(opt.state[p][s].device.type == "meta" for s in prog.state_names)
+    assert not opt.__dict__.get("_scratch") and not opt.__dict__.get("_tile_bufs")
