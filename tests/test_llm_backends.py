@@ -403,3 +403,14 @@ def test_row_sampler_draws_follow_the_distribution_and_the_nucleus():
     a = RowSampler([0.8], [0.9], [7], torch.device("cpu"), 0)(None, logits[:1].clone())
     b = RowSampler([0.8], [0.9], [7], torch.device("cpu"), 0)(None, logits[:1].clone())
     assert torch.equal(a, b)
+
+
+def test_logprobs_on_an_endpoint_that_cannot_score_raise_not_implemented_once(server):
+    s = server()
+    llm = openai_llm(s.url)
+    with pytest.raises(NotImplementedError, match="does not score given text"):
+        llm.logprobs(["The sky is"], [[" blue", " green"]])
+    n = len(s.bodies)
+    with pytest.raises(NotImplementedError):      # known now: no second round trip
+        llm.logprobs(["The sky is"], [[" blue"]])
+    assert len(s.bodies) == n

@@ -160,3 +160,19 @@ def test_shared_prompt_prefix_is_computed_once_and_changes_nothing(llm):
     assert [r.error for r in shared] == [None] * 3
     assert [r.texts for r in shared] == [r.texts for r in plain.chat(reqs)]
     assert plain.prefill_tokens_saved == 0
+
+
+def test_openai_backend_scores_given_text_through_the_server(llm):
+    """logprobs over HTTP (/v1/completions with echo, as vLLM has) equal the local model's own."""
+    from search.llm import LLMConfig, make_llm
+    from search.llm.server import OpenAICompatServer
+    prompts, comps = ["The capital of France is", "Two plus two equals"], [[" Paris", " banana"], [" four"]]
+    with OpenAICompatServer(llm) as srv:
+        remote = make_llm(LLMConfig(backend="openai", model="m", base_url=srv.url, api_key="k", max_retries=0))
+        got = remote.logprobs(prompts, comps)
+        assert srv.bodies[-1]["echo"] is True and srv.bodies[-1]["max_tokens"] == 0
+    want = llm.logprobs(prompts, comps)
+    assert [len(r) for r in got] == [2, 1]
+    for g, w in zip(sum(got, []), sum(want, [])):
+        assert g == pytest.approx(w, abs=2e-3)
+    assert got[0][0] > got[0][1]

@@ -545,3 +545,31 @@ class LocalLLM(LLM):
                     tgt = torch.tensor(c_ids, device=rows.device)
                     out[i][j] = float(rows.gather(1, tgt[:, None]).sum())
         return out
+
+    def token_logprobs(self, texts: list[str]) -> list[tuple[list[str], list[float | None], list[int]]]:
+        """Per token of each text: (token strings, log P(token | the text before it) with None for
+        the first token, character offset of each token). What an OpenAI-compatible
+        ``/v1/completions`` call with ``echo=True, logprobs=0, max_tokens=0`` returns; the
+        server (``optforge llm serve``) answers such calls with it."""
+        import torch
+
+        lm = self.warmup()
+        tok = lm.tokenizer
+        enc = [tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
+        out: list[tuple[list[str], list[float | None], list[int]]] = []
+        with lm.lock, _torch_threads(self.threads), torch.inference_mode():
+            for t, e in zip(texts, enc):
+                ids = list(e["input_ids"])
+                offs = [int(a) for a, _ in e["offset_mapping"]]
+                strs = [t[a:b] for a, b in e["offset_mapping"]]
+                if len(ids) > lm.max_positions:
+                    raise ValueError(f"token_logprobs: a text of {len(ids)} tokens exceeds the model's context of "
+                                     f"{lm.max_positions} tokens")
+                vals: list[float | None] = [None] * len(ids)
+                if len(ids) > 1:
+                    x = torch.tensor([ids], device=lm.device)
+                    logp = torch.log_softmax(lm.model(input_ids=x, use_cache=False).logits[0, :-1].float(), dim=-1)
+                    got = logp.gather(1, x[0, 1:, None])[:, 0].tolist()
+                    vals[1:] = got
+                out.append((strs, vals, offs))
+        return out

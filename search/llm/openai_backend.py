@@ -6,6 +6,10 @@ retries with exponential backoff (``backoff_s * 2**attempt``, jittered, capped a
 (429), server errors (5xx, 408, 409), timeouts, connection errors and malformed replies.
 Other 4xx answers (bad key, unknown model) are not retried: the error says what to set.
 
+Log-probabilities of given completions (``logprobs``) use ``/v1/completions`` with
+``echo``, where the server has it (vLLM, OpenAI's completion models, ``optforge llm serve``
+with the local model); elsewhere they raise NotImplementedError and callers fall back.
+
 Each sample is one HTTP call (sample ``i`` sends ``seed + i`` when the request has a
 seed), sent concurrently on a thread pool of ``concurrency`` workers; many servers ignore
 ``n``, and one call per sample keeps caching per sample exact. Failures never raise:
@@ -131,6 +135,7 @@ class OpenAILLM(LLM):
         self.structured = ("grammar" if grammar_field else "json_schema") if structured == "auto" else structured
         #: Why structured output was turned off (the server refused it), or None.
         self.structured_refused: str | None = None
+        self._no_scoring: str | None = None   # why logprobs() is not available, once known
         self.client = openai.OpenAI(api_key=api_key, base_url=self.base_url, timeout=self.timeout_s,
                                     max_retries=0)
         self._pool = ThreadPoolExecutor(max_workers=int(concurrency), thread_name_prefix="optforge-llm")
@@ -260,6 +265,62 @@ class OpenAILLM(LLM):
                 time.sleep(self._backoff(attempt, retry_exc))
             attempt += 1
         return "", 0, 0, f"{last} (gave up after {self.max_retries + 1} attempts)"
+
+    # -- scoring given text ------------------------------------------------------------------
+    def _score_one(self, prompt: str, completion: str) -> float:
+        """log P(completion | prompt) from ``/v1/completions`` with ``echo``: the sum over the
+        tokens that overlap the completion's characters (the first token has none)."""
+        oa = self._openai
+        text = prompt + completion
+        last, attempt = "", 0
+        while True:
+            with self._rng_lock:
+                self.attempts += 1
+            try:
+                resp = self.client.completions.create(model=self.model, prompt=text, echo=True, logprobs=0,
+                                                      max_tokens=0, temperature=0.0)
+                lp = resp.choices[0].logprobs
+                offs, vals = list(lp.text_offset), list(lp.token_logprobs)
+                if len(offs) != len(vals) or not offs:
+                    raise ValueError("the reply's logprobs have no tokens")
+                total = 0.0
+                for k, (a, v) in enumerate(zip(offs, vals)):
+                    end = offs[k + 1] if k + 1 < len(offs) else len(text)
+                    if end > len(prompt) and a < len(text):
+                        if v is None:
+                            raise ValueError("no log-probability for the completion's first token (empty prompt?)")
+                        total += float(v)
+                return total
+            except oa.APIStatusError as e:
+                if e.status_code in (400, 404, 405, 422, 501):
+                    self._no_scoring = (f"{self.base_url} does not score given text (/v1/completions with echo and "
+                                        f"logprobs, as vLLM and OpenAI's completion models have): HTTP "
+                                        f"{e.status_code}: {str(e)[:200]}")
+                    raise NotImplementedError(self._no_scoring) from None
+                if e.status_code in (401, 403):
+                    raise RuntimeError(f"HTTP {e.status_code} from {self.base_url}: set OPENAI_API_KEY or "
+                                       "llm.api_key") from None
+                last, exc = f"HTTP {e.status_code} from {self.base_url}: {str(e)[:200]}", e
+            except (oa.APITimeoutError, oa.APIConnectionError) as e:
+                last, exc = f"{type(e).__name__} from {self.base_url}: {e}", e
+            except (oa.APIResponseValidationError, ValueError, TypeError, AttributeError, IndexError) as e:
+                last, exc = f"malformed scoring reply from {self.base_url}: {type(e).__name__}: {e}", e
+            if attempt >= self.max_retries:
+                raise RuntimeError(f"{last} (gave up after {attempt + 1} attempts)")
+            time.sleep(self._backoff(attempt, exc))
+            attempt += 1
+
+    def logprobs(self, prompts: list[str], completions: list[list[str]]) -> list[list[float]]:
+        """log P(completion | prompt) for every pair, one ``/v1/completions`` call (``echo=True,
+        logprobs=0, max_tokens=0``) per pair, sent concurrently. Servers without it (most chat-only
+        endpoints, OpenAI's chat models) raise NotImplementedError, once and for the rest of the
+        process, so callers fall back (prompt optimization then classifies by generation)."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"logprobs: {len(prompts)} prompts but {len(completions)} completion lists")
+        if self._no_scoring:
+            raise NotImplementedError(self._no_scoring)
+        futures = [[self._pool.submit(self._score_one, p, c) for c in cs] for p, cs in zip(prompts, completions)]
+        return [[f.result() for f in row] for row in futures]
 
     def chat(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         jobs = [(i, k) for i, rq in enumerate(requests) for k in range(rq.n)]

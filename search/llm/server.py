@@ -1,6 +1,7 @@
 """A small OpenAI-compatible HTTP server in front of any backend (``optforge llm serve``).
 
-``POST /v1/chat/completions`` and ``GET /v1/models``, on the standard library's
+``POST /v1/chat/completions``, ``GET /v1/models`` and, for scoring given text with a local
+model, ``POST /v1/completions`` (``echo``, ``logprobs``, ``max_tokens=0``), on the standard library's
 ``ThreadingHTTPServer``. It lets other tools (or other machines) use the embedded
 model, and it is what the tests of the ``openai`` backend talk to: a real HTTP server on
 localhost, with fault injection for the retry tests:
@@ -65,6 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"no route {self.path}")
 
     def do_POST(self):  # noqa: N802
+        if self.path.rstrip("/") in ("/v1/completions", "/completions"):
+            self._completions()
+            return
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._error(404, f"no route {self.path}: use /v1/chat/completions")
             return
@@ -88,6 +92,44 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with srv.lock:
                 srv.in_flight -= 1
+
+    def _completions(self) -> None:
+        """``/v1/completions`` for scoring only: ``echo=true, max_tokens=0, logprobs>=0`` returns
+        every prompt token's log-probability (the openai backend's ``logprobs``)."""
+        n = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(n) if n else b"{}")
+        except json.JSONDecodeError as e:
+            self._error(400, f"request body is not JSON: {e}")
+            return
+        srv = self.server
+        with srv.lock:
+            srv.bodies.append(body)
+        prompts = body.get("prompt")
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        scorer = getattr(srv.llm, "token_logprobs", None)
+        if scorer is None:
+            self._error(404, "this server's backend cannot score text (/v1/completions needs a local model)")
+            return
+        if not (body.get("echo") and body.get("max_tokens") == 0 and body.get("logprobs") is not None
+                and isinstance(prompts, list) and all(isinstance(p, str) for p in prompts)):
+            self._error(400, "this server answers /v1/completions for scoring only: prompt (a string or a list), "
+                             "echo=true, max_tokens=0, logprobs=0")
+            return
+        try:
+            with srv.llm_lock:
+                scored = scorer(prompts)
+        except Exception as e:  # noqa: BLE001
+            self._error(400, f"scoring failed: {type(e).__name__}: {e}")
+            return
+        n_tok = sum(len(t[0]) for t in scored)
+        self._send(200, {
+            "id": "cmpl-" + uuid.uuid4().hex[:16], "object": "text_completion", "created": int(time.time()),
+            "model": body.get("model") or srv.model_name,
+            "choices": [{"index": i, "text": p, "finish_reason": "length",
+                         "logprobs": {"tokens": toks, "token_logprobs": lps, "text_offset": offs, "top_logprobs": None}}
+                        for i, (p, (toks, lps, offs)) in enumerate(zip(prompts, scored))],
+            "usage": {"prompt_tokens": n_tok, "completion_tokens": 0, "total_tokens": n_tok}})
 
     def _chat(self, body: dict, k: int) -> None:
         srv = self.server
