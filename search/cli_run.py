@@ -185,6 +185,10 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
         fid = view.fidelities[x["level"]]
         info = {"run": str(view.run_dir), "candidate": x["id"], "rank": rank, "fidelity": fid,
                 "score": x["score"], "operator": x["operator"]}
+        tasks = x["results"][fid].tasks if fid in x["results"] else {}
+        if tasks and view.kind == "rule":   # where to start tuning: the lr the evaluator picked per task
+            info["tuned lr per task"] = ", ".join(f"{t} {tr.best_lr:.3g} (score {tr.score:+.3f})"
+                                                  for t, tr in tasks.items() if tr.best_lr)
         name = class_name or _class_name(f"{view.campaign.get('name', 'run')}_rank{rank}")
         out = Path(out)
         kind.export(text, out, name=name, info=info)
