@@ -176,3 +176,17 @@ def test_openai_backend_scores_given_text_through_the_server(llm):
     for g, w in zip(sum(got, []), sum(want, [])):
         assert g == pytest.approx(w, abs=2e-3)
     assert got[0][0] > got[0][1]
+
+
+def test_logprobs_of_several_completions_share_the_prompt_pass(llm):
+    """Label scoring (one prompt, several completions; run once) equals scoring each pair alone."""
+    from search.llm.local import LocalLLM
+    prompts = ["Review: a wonderful, moving film.\nSentiment:", "Review: dull and far too long.\nSentiment:"]
+    labels = [" positive", " negative", " Positive", " neutral and mixed"]
+    together = llm.logprobs(prompts, [labels, labels])
+    plain = LocalLLM(batch_size=8, prefix_sharing=False)
+    apart = plain.logprobs(prompts, [labels, labels])
+    one = [[llm.logprobs([p], [[lab]])[0][0] for lab in labels] for p in prompts]
+    for a, b, c in zip(sum(together, []), sum(apart, []), sum(one, [])):
+        assert a == pytest.approx(b, abs=2e-3) and a == pytest.approx(c, abs=2e-3)
+    assert together[0][0] > together[0][1] and together[1][1] > together[1][0]

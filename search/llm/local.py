@@ -280,6 +280,39 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def _score_shared_prompt(lm: LoadedModel, prompt: list[int], comps: list[list[int]]) -> list[float]:
+    """Sum log P(completion | prompt) for several completions of one prompt: the prompt's
+    keys/values once, then all completions as one right-padded batch on top of them."""
+    import torch
+    from transformers import DynamicCache
+    P, L = len(prompt), max(len(c) for c in comps)
+    if P + L > lm.max_positions:
+        raise ValueError(f"logprobs: a prompt + completion exceeds the model's context of {lm.max_positions} tokens")
+    cache = DynamicCache(config=lm.model.config)
+    x = torch.tensor([prompt], dtype=torch.long, device=lm.device)
+    first = torch.log_softmax(lm.model(input_ids=x, past_key_values=cache, use_cache=True,
+                                       logits_to_keep=1).logits[0, -1].float(), dim=-1)
+    cache.batch_repeat_interleave(len(comps))
+    ids = torch.full((len(comps), L), lm.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(comps), P + L), dtype=torch.long)
+    mask[:, :P] = 1
+    for r, c in enumerate(comps):
+        ids[r, :len(c)] = torch.tensor(c, dtype=torch.long)
+        mask[r, P:P + len(c)] = 1
+    pos = (P + torch.arange(L)).expand(len(comps), L)
+    logp = torch.log_softmax(lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                      position_ids=pos.to(lm.device), past_key_values=cache,
+                                      use_cache=True).logits.float(), dim=-1)   # [k, L, V]: t predicts t+1
+    out = []
+    for r, c in enumerate(comps):
+        v = float(first[c[0]])
+        if len(c) > 1:
+            tgt = torch.tensor(c[1:], device=logp.device)
+            v += float(logp[r, :len(c) - 1].gather(1, tgt[:, None]).sum())
+        out.append(v)
+    return out
+
+
 #: Shortest common prompt prefix worth computing once for a whole batch (tokens).
 MIN_SHARED_PREFIX = 16
 
@@ -498,8 +531,10 @@ class LocalLLM(LLM):
 
         Prompts are raw text (use ``render_chat`` for a chat prompt); completion tokens are
         the completion tokenized on its own and appended (so " positive" keeps its leading
-        space token). One forward pass per left-padded batch; only the last positions'
-        logits are computed (``logits_to_keep``).
+        space token). A prompt with several completions (label words) is run once and its
+        completions scored together on its keys/values; other pairs go in left-padded
+        batches, one forward pass each, computing only the last positions' logits
+        (``logits_to_keep``).
         """
         import torch
 
@@ -518,9 +553,25 @@ class LocalLLM(LLM):
                 pairs.append((i, j, p_ids, c_ids))
         out = [[0.0] * len(cs) for cs in completions]
         todo = [q for q in pairs if q[3]]
-        todo.sort(key=lambda q: len(q[2]) + len(q[3]))
+        by_prompt: dict[int, list] = {}
+        for q in todo:
+            by_prompt.setdefault(q[0], []).append(q)
         bs = max(self.batch_size, 16)
         with lm.lock, _torch_threads(self.threads), torch.inference_mode():
+            # a prompt with several completions (label words): the prompt is run once
+            plain = []
+            for i, qs in by_prompt.items():
+                if len(qs) < 2 or not self.prefix_sharing:
+                    plain.extend(qs)
+                    continue
+                try:
+                    for start in range(0, len(qs), bs):
+                        part = qs[start:start + bs]
+                        for (_, j, _, _), v in zip(part, _score_shared_prompt(lm, part[0][2], [q[3] for q in part])):
+                            out[i][j] = v
+                except Exception:  # noqa: BLE001 - a model whose cache cannot be shared: score plainly
+                    plain.extend(qs)
+            todo = sorted(plain, key=lambda q: len(q[2]) + len(q[3]))
             for start in range(0, len(todo), bs):
                 batch = todo[start:start + bs]
                 seqs = [q[2] + q[3] for q in batch]
