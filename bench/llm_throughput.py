@@ -10,7 +10,8 @@ completion tokens generated over the wall time of the call (prefill included). T
 B=1 row is the one-at-a-time reference; the ratio column is tokens/s relative to it.
 A second table sends B mutation-style requests that share the system prompt with the DSL
 reference (as the search does), with the shared prompt prefix computed once (the default)
-and for every row (``prefix_sharing=False``).
+and for every row (``prefix_sharing=False``). Label scoring: ``logprobs`` of 4 label variants
+for each classification prompt, the prompt run once per prompt (default) or once per pair.
 
 Valid proposals: the model is asked to mutate AdamW and Lion (DSL reference in the
 system prompt, the parent in a ```python block), ``--proposals`` samples each, without
@@ -75,6 +76,17 @@ def shared_throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float
     return toks / wall, toks, wall, llm.prefill_tokens_saved - saved
 
 
+def label_scoring(llm: LocalLLM, queries: int) -> float:
+    """Seconds to score 4 label variants for each of ``queries`` classification prompts."""
+    msgs = [llm.render_chat([Message(role="user", content=(
+        "Instruction: Classify the sentiment of the review as positive or negative.\n\n"
+        f"Input: review {i}: the film was {TOPICS[i % len(TOPICS)]}-themed and "
+        f"{'wonderful' if i % 2 else 'boring'}.\nOutput:"))]) for i in range(queries)]
+    t0 = time.perf_counter()
+    llm.logprobs(msgs, [[" positive", " Positive", " negative", " Negative"]] * queries)
+    return time.perf_counter() - t0
+
+
 def extract(text: str) -> list[str]:
     try:
         from search.llm_ops import extract_candidates
@@ -125,6 +137,8 @@ def main() -> int:
     ap.add_argument("--proposal-tokens", type=int, default=256)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--no-prefix-sharing", action="store_true", help="compute every row's prompt in full")
+    ap.add_argument("--skip-scoring", action="store_true")
+    ap.add_argument("--scoring-queries", type=int, default=24)
     ap.add_argument("--shared-batches", default="1,16", help="B for the shared-system-prompt table")
     ap.add_argument("--skip-proposals", action="store_true")
     ap.add_argument("--show", action="store_true", help="print the proposals")
@@ -158,6 +172,15 @@ def main() -> int:
                 base = base or tps
                 print(f"{b:>3} {'shared' if sharing else 'full':>7} {toks:>7} {wall:>8.1f} {tps:>9.1f} "
                       f"{tps / base:>9.2f} {saved:>14}", flush=True)
+        llm.prefix_sharing = not args.no_prefix_sharing
+
+    if not args.skip_scoring:
+        print(f"\n## label scoring (logprobs): {args.scoring_queries} prompts x 4 label variants")
+        for sharing in ((False, True) if not args.no_prefix_sharing else (False,)):
+            llm.prefix_sharing = sharing
+            wall = label_scoring(llm, args.scoring_queries)
+            print(f"prompt pass {'once per prompt' if sharing else 'once per pair  '}: {wall:6.1f} s "
+                  f"({args.scoring_queries * 4 / wall:.1f} pairs/s)", flush=True)
         llm.prefix_sharing = not args.no_prefix_sharing
 
     if not args.skip_proposals:
