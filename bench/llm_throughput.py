@@ -163,7 +163,8 @@ def main() -> int:
             base = base or tps
             print(f"{b:>3} {toks:>7} {wall:>8.1f} {tps:>9.1f} {tps / base:>9.2f}", flush=True)
         print("\n## tokens/s, B requests sharing the search's system prompt (DSL reference), one chat() call")
-        print(f"{'B':>3} {'prefix':>7} {'tokens':>7} {'wall s':>8} {'tokens/s':>9} {'x vs B=1':>9} {'prefill saved':>14}")
+        print(f"{'B':>3} {'prefix':>7} {'tokens':>7} {'wall s':>8} {'tokens/s':>9} {'x vs B=1':>9} "
+              f"{'prefill saved':>14}")
         for sharing in ((False, True) if not args.no_prefix_sharing else (False,)):
             llm.prefix_sharing = sharing
             base = None

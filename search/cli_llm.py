@@ -58,7 +58,8 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
                    help="which backend (default: the campaign file's, else local, the embedded "
                         "SmolLM2-135M-Instruct)")
     p.add_argument("--campaign", help="take the settings from this campaign file's [llm] table (flags override)")
-    p.add_argument("--table", default="llm", help="with --campaign: which table (default llm; a prompt campaign's task model: "
+    p.add_argument("--table", default="llm",
+                   help="with --campaign: which table (default llm; a prompt campaign's task model: "
                         "prompt.task_model)")
     p.add_argument("--model", help="local: a GGUF file or model folder; openai: the model name")
     p.add_argument("--base-url", dest="base_url", help="openai: the endpoint (default: $OPENAI_BASE_URL)")
@@ -100,8 +101,9 @@ def cmd_ping(args: argparse.Namespace) -> int:
         return 1
     print("reply:", r.text)
     tps = r.completion_tokens / wall if wall > 0 else float("inf")
+    cut = f" (cut at --max-tokens {args.max_tokens})" if r.completion_tokens >= args.max_tokens else ""
     print(f"latency {wall:.2f} s, {r.prompt_tokens} prompt + {r.completion_tokens} completion tokens, "
-          f"{tps:.1f} tokens/s{f' (cut at --max-tokens {args.max_tokens})' if r.completion_tokens >= args.max_tokens else ''}")
+          f"{tps:.1f} tokens/s{cut}")
     if args.grammar:
         import dsl
         try:
