@@ -53,7 +53,7 @@ def plot_progress(view: RunView) -> str | None:
         ax.step(xs, best, where="post", color=sc.get_facecolor()[0][:3], label=f"best at {f}")
     ax.axhline(0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("evaluation #")
-    ax.set_ylabel("score (vs tuned AdamW)")
+    ax.set_ylabel("score (vs tuned AdamW)" if view.kind == "rule" else "score")
     ax.legend(fontsize=8)
     ax.set_title("best score over evaluations")
     return _png(fig)
