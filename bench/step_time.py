@@ -141,7 +141,7 @@ def sync(device: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     ap.add_argument("--width", type=int, default=768)
     ap.add_argument("--depth", type=int, default=26, help="Linear layers (2 tensors each)")
     ap.add_argument("--steps", type=int, default=5, help="steps per contender per round")

@@ -11,7 +11,10 @@ reductions or matrix primitives) go further on CPU: the bucket's tensors are cut
 flat pieces packed in tiles of ``TILE`` elements, and the whole plan runs on one tile
 before the next (``BucketPlan.run_tiled``), so that the plan's several passes over memory
 hit the cache instead of DRAM; bit-identical results, and the temporaries need only
-``n_scratch * TILE`` elements of scratch. ``compile=True`` runs a
+``n_scratch * TILE`` elements of scratch. Only for 4- and 8-byte dtypes: with bfloat16
+parameters the tiled step measured slower than the whole-bucket one (half the bytes to
+move, and each op converts to float internally, so the per-call overhead of tiles is not
+won back); see bench/results/dsl.md. ``compile=True`` runs a
 functional form of the rule through ``torch.compile`` instead (fused kernels: the speed
 of torch's fused AdamW, after a compilation of seconds to minutes).
 
@@ -261,7 +264,8 @@ class DSLOptimizer(torch.optim.Optimizer):
             for (device, _, step), (W, G, states) in buckets.items():
                 env["step"] = step
                 scalars = [env[n] for n in scalar_names]
-                if device.type == "cpu" and tile and sum(t.numel() for t in W) > 2 * tile:
+                if device.type == "cpu" and tile and W[0].element_size() >= 4 \
+                        and sum(t.numel() for t in W) > 2 * tile:
                     if cls._plan.run_tiled(W, G, states, scalars, self._tile_scratch(W[0], tile), tile):
                         continue
                 scratch = self._scratch_for(W) if device.type == "cpu" and n_scratch else None
