@@ -90,8 +90,18 @@ def cmd_ping(args: argparse.Namespace) -> int:
         print(f"model loaded in {time.perf_counter() - t0:.1f} s (from {lm.source}, device {lm.device})")
     if args.max_tokens is None:
         args.max_tokens = 200 if args.grammar else 48   # a whole program needs ~100-150 tokens
-    rq = ChatRequest(messages=[Message(role="user", content=args.prompt)], temperature=args.temperature,
-                     max_tokens=args.max_tokens, seed=0, grammar="dsl" if args.grammar else None, purpose="ping")
+    names = None
+    if args.grammar and args.prompt is None:   # a real mutation request, as the search sends
+        import dsl
+        from dsl.library import RULES
+        from search.llm import dsl_grammar_names
+        parent = dsl.parse(RULES["sgd_momentum"])
+        args.prompt = ("Here is an optimizer update rule:\n" + parent.source()
+                       + "Write a variant of this update rule. Reply with only the function.")
+        names = dsl_grammar_names(parent)
+    rq = ChatRequest(messages=[Message(role="user", content=args.prompt or DEFAULT_PROMPT)],
+                     temperature=args.temperature, max_tokens=args.max_tokens, seed=0,
+                     grammar="dsl" if args.grammar else None, grammar_names=names, purpose="ping")
     t0 = time.perf_counter()
     r = backend.chat([rq])[0]
     wall = time.perf_counter() - t0
@@ -142,7 +152,8 @@ def register(subparsers) -> None:
     sub = llm.add_subparsers(dest="llm_cmd", required=True)
     p = sub.add_parser("ping", help="send one request; print the reply, latency and tokens/s")
     _backend_args(p)
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="the user message")
+    p.add_argument("--prompt", default=None,
+                   help="the user message (default: a one-sentence question; with --grammar: mutate SGD-momentum)")
     p.add_argument("--max-tokens", dest="max_tokens", type=int, default=None,
                    help="completion tokens (default 48; 200 with --grammar)")
     p.add_argument("--temperature", type=float, default=0.0)
