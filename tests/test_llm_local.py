@@ -190,3 +190,19 @@ def test_logprobs_of_several_completions_share_the_prompt_pass(llm):
     for a, b, c in zip(sum(together, []), sum(apart, []), sum(one, [])):
         assert a == pytest.approx(b, abs=2e-3) and a == pytest.approx(c, abs=2e-3)
     assert together[0][0] > together[0][1] and together[1][1] > together[1][0]
+
+
+def test_grammar_rows_land_before_their_token_budget_runs_out(llm, monkeypatch):
+    """The greedy reply to this prompt repeats a statement until cut; with the landing the
+    return line is forced at a statement boundary in time, so a short budget still parses."""
+    from search.llm import constrain
+    q = "In one sentence: what does an optimizer do when training a neural network?"
+    reqs = [rq(q, temperature=0.0, max_tokens=70, grammar="dsl")]
+    r = llm.chat(reqs)[0]
+    assert r.error is None, r.error
+    assert tuple(dsl.parse(r.text).arg_names[:4]) == ("w", "g", "m", "v") and r.completion_tokens <= 70
+    monkeypatch.setattr(constrain, "LANDING_MARGIN", -10**6)   # no landing: the same replies are cut
+    monkeypatch.setattr(constrain, "LANDING_CLOSE", -10**6)
+    for r in llm.chat(reqs):
+        with pytest.raises(dsl.DSLError):
+            dsl.parse(r.text)

@@ -81,10 +81,34 @@ def apply_bitmask(scores: torch.Tensor, bitmask: torch.Tensor, rows: Sequence[in
     scores[idx] = sub
 
 
-class GrammarLogitsProcessor(LogitsProcessor):
-    """Constrain each row to its own grammar (``None``: unconstrained row)."""
+#: A row whose token budget is within this many tokens (plus its return line) of running out
+#: ends its program at the next statement boundary: the return line is forced there.
+LANDING_MARGIN = 48
+#: ... and within this many, a statement is ended (a newline token) as soon as the grammar allows.
+LANDING_CLOSE = 16
 
-    def __init__(self, matchers: Sequence[object | None], eos_ids: Sequence[int], vocab_size: int):
+
+class GrammarLogitsProcessor(LogitsProcessor):
+    """Constrain each row to its own grammar (``None``: unconstrained row).
+
+    **Landing.** The grammar keeps every prefix valid but cannot see the token budget, so a
+    long reply would be cut mid-program. A row given ``landings`` (the tokens of its return
+    line) and ``max_tokens`` forces that line at the first statement boundary once fewer than
+    ``len(landing) + LANDING_MARGIN`` tokens are left: the program ends early but parses. Each
+    forced token is checked against the grammar's mask; if the grammar disagrees, forcing stops.
+    With fewer than ``len(landing) + LANDING_CLOSE`` left, the row takes a token that starts
+    with a newline (``newline_ids``) whenever the grammar allows one, to reach a boundary.
+    This makes cut-off programs rarer, not impossible (a statement the grammar cannot end yet).
+    """
+
+    def __init__(self, matchers: Sequence[object | None], eos_ids: Sequence[int], vocab_size: int,
+                 landings: Sequence[Sequence[int] | None] | None = None, max_tokens: Sequence[int] | None = None,
+                 newline_ids: torch.Tensor | None = None):
+        self.newline_ids = newline_ids
+        self.landings = list(landings) if landings is not None else [None] * len(matchers)
+        self.max_tokens = list(max_tokens) if max_tokens is not None else [None] * len(matchers)
+        self.forcing: list[int | None] = [None] * len(matchers)   # index into the landing being forced
+        self.landed = [False] * len(matchers)
         self.matchers = list(matchers)
         self.eos = set(int(e) for e in eos_ids)
         self.done = [m is None for m in self.matchers]
@@ -117,7 +141,37 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 self.done[r] = True
         active = [r for r in active if not self.done[r]]
         apply_bitmask(scores, torch.from_numpy(self.bitmask), active)
+        n_new = input_ids.shape[1] - self.prompt_len
+        for r in active:
+            land, budget = self.landings[r], self.max_tokens[r]
+            if not land or budget is None:
+                continue
+            k = self.forcing[r]
+            left = budget - n_new
+            if k is None and left <= len(land) + LANDING_MARGIN and self._allowed(r, land[0]):
+                k = 0
+                self.landed[r] = True
+            elif k is None and left <= len(land) + LANDING_CLOSE and self.newline_ids is not None:
+                # nearly out of tokens mid-statement: end the statement as soon as the grammar allows
+                ok = self.newline_ids[self.newline_ids < scores.shape[1]]
+                ok = ok[torch.isfinite(scores[r, ok])]
+                if len(ok):
+                    keep = scores[r, ok].clone()
+                    scores[r].fill_(float("-inf"))
+                    scores[r, ok] = keep
+            if k is not None:
+                if k < len(land) and self._allowed(r, land[k]):
+                    keep = scores[r, land[k]].clone()
+                    scores[r].fill_(float("-inf"))
+                    scores[r, land[k]] = keep if torch.isfinite(keep) else 0.0
+                    self.forcing[r] = k + 1
+                else:
+                    self.forcing[r] = None if k < len(land) else k   # disagreement, or done
         return scores
+
+    def _allowed(self, r: int, token: int) -> bool:
+        word = int(self.bitmask[r, token // 32])
+        return bool((word >> (token % 32)) & 1)
 
 
 def _draw(weights: torch.Tensor, generator: torch.Generator) -> int:

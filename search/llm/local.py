@@ -116,6 +116,7 @@ class LoadedModel:
     load_seconds: float
     source: str              # "gguf", "converted" or "folder"
     _ll_tok: Any = None
+    _newlines: Any = None
     _grammars: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -124,6 +125,34 @@ class LoadedModel:
             from .constrain import ll_tokenizer
             self._ll_tok = ll_tokenizer(self.tokenizer, self.vocab_size)
         return self._ll_tok
+
+    def newline_ids(self):
+        """Ids of the tokens whose text starts with a newline (a tensor on the model's device)."""
+        if self._newlines is None:
+            import torch
+            n = min(self.vocab_size, len(self.tokenizer))
+            pieces = self.tokenizer.convert_ids_to_tokens(list(range(n)))
+            # candidates by their raw piece (byte-level BPE writes a newline as "Ċ", SentencePiece
+            # as "\n" or "<0x0A>"), confirmed by decoding: decoding the whole vocabulary is slow
+            marks = ("Ċ", "\n", "<0x0A>")
+            ids = [i for i, t in enumerate(pieces) if isinstance(t, str) and any(c in t for c in marks)
+                   and self.tokenizer.decode([i]).startswith("\n")]
+            self._newlines = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return self._newlines
+
+    def landing(self, grammar_names) -> list[int] | None:
+        """Token ids of a DSL rule's return line for these names, as the model writes it after
+        the newline token that ends a statement (its leading whitespace tokens dropped)."""
+        from .grammar import parse_grammar_names
+        key = ("landing", tuple(grammar_names) if grammar_names is not None else None)
+        if key not in self._grammars:
+            states = parse_grammar_names(grammar_names).states
+            ids = self.tokenizer("    return " + ", ".join(["w"] + states) + "\n",
+                                 add_special_tokens=False)["input_ids"]
+            while ids and not self.tokenizer.decode(ids[:1]).strip():
+                ids = ids[1:]
+            self._grammars[key] = ids or None
+        return self._grammars[key]
 
     def matcher(self, lark: str):
         """A fresh matcher for ``lark`` (compiled once per grammar text, then deep-copied)."""
@@ -352,6 +381,7 @@ class _Row:
     max_tokens: int
     stop: list[str] | None
     lark: str | None
+    landing: list[int] | None = None   # tokens of the return line, forced when the budget runs out
     text: str = ""
     n_tokens: int = 0
     error: str | None = None
@@ -420,8 +450,11 @@ class LocalLLM(LLM):
                     raise ValueError(f"prompt of {len(ids)} tokens + max_tokens {rq.max_tokens} exceeds the "
                                      f"model's context of {lm.max_positions} tokens")
                 lark = request_grammar(rq.grammar, rq.grammar_names)
+                landing = None
                 if lark is not None:
                     lm.matcher(lark)  # compile now: a bad grammar fails this request only
+                    if rq.grammar.strip().lower() == "dsl":
+                        landing = lm.landing(rq.grammar_names)
             except Exception as e:  # noqa: BLE001 - recorded with the request
                 responses[i].error = f"{type(e).__name__}: {e}"
                 continue
@@ -430,7 +463,7 @@ class LocalLLM(LLM):
             for k in range(rq.n):
                 idx = rq.sample_offset + k
                 rows.append(_Row(i, idx, ids, base + idx, rq.temperature, rq.top_p, rq.max_tokens,
-                                 rq.stop, lark))
+                                 rq.stop, lark, landing))
         rows.sort(key=lambda r: len(r.prompt))
         for start in range(0, len(rows), self.batch_size):
             batch = rows[start:start + self.batch_size]
@@ -489,7 +522,11 @@ class LocalLLM(LLM):
         grammar = None
         if any(r.lark for r in batch):
             grammar = GrammarLogitsProcessor([lm.matcher(r.lark) if r.lark else None for r in batch],
-                                             lm.eos_ids, lm.vocab_size)
+                                             lm.eos_ids, lm.vocab_size,
+                                             landings=[r.landing for r in batch],
+                                             max_tokens=[r.max_tokens for r in batch],
+                                             newline_ids=lm.newline_ids() if any(r.landing for r in batch)
+                                             else None)
             procs.append(grammar)
         procs.append(RowSampler([r.temperature for r in batch], [r.top_p for r in batch],
                                 [r.seed for r in batch], lm.device, fallback_token=lm.eos_ids[0]))
