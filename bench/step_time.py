@@ -114,6 +114,9 @@ def contenders(args):
     if not args.no_untiled:  # the whole-bucket foreach plan (the default path before tiling)
         c["DSL AdamW untiled"] = lambda ps: with_tile(DslAdamW, 0)(ps, **kw)
         c["DSL Lion untiled"] = lambda ps: with_tile(DslLion, 0)(ps, **kw)
+    if args.alloc:  # temporaries in fresh tensors every step (no scratch buffers, no tiles)
+        c["DSL AdamW alloc"] = lambda ps: type("A", (DslAdamW,), {"_uses_scratch": False})(ps, **kw)
+        c["DSL Lion alloc"] = lambda ps: type("L", (DslLion,), {"_uses_scratch": False})(ps, **kw)
     for t in [int(x) for x in args.tiles.split(",") if x.strip()]:
         c[f"DSL AdamW tile={t}"] = (lambda t: lambda ps: with_tile(DslAdamW, t)(ps, **kw))(t)
     if args.export:
@@ -150,6 +153,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd DSL rules")
     ap.add_argument("--export", action="store_true", help="also time the module dsl.export_python writes")
     ap.add_argument("--tiles", default="", help="comma-separated tile sizes (elements) to time DSL AdamW with")
+    ap.add_argument("--alloc", action="store_true", help="also time the DSL rules without scratch buffers")
     ap.add_argument("--no-untiled", action="store_true", help="leave out the untiled DSL contenders")
     ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
