@@ -160,7 +160,8 @@ def _fresh_state(parent_text: str) -> str:
 def grammar_names_for(parents: Sequence[str], new_state: str | None = None) -> list[str]:
     """``grammar_names`` for a child of ``parents`` (DSL texts): the union of their signatures
     (tensors first: w, g, every state tensor, then lr/wd/step, then the hyperparameters), an
-    optional new state tensor, and the first parent's temporaries."""
+    optional new state tensor, then temporaries: the parents' own first, then the generic
+    extras, five at most (the grammar grows as 2**temporaries)."""
     import dsl
     from dsl.primitives import SCALAR_INPUTS
     from search.llm.grammar import EXTRA_TEMPS, dsl_grammar_names
