@@ -7,6 +7,9 @@ Linear layers with biases), fills every gradient with fixed random numbers, and 
 * the DSL AdamW (``dsl.to_optimizer``) vs ``torch.optim.AdamW`` with ``foreach=True``,
   ``fused=True`` and ``foreach=False`` (the plain per-parameter loop);
 * the DSL Lion vs a plain hand-written foreach Lion (below);
+* the DSL rules' whole-bucket plan ("untiled": the CPU path before cache tiling);
+* with ``--tiles N,M``: the DSL AdamW with other CPU tile sizes; with ``--alloc``: the DSL
+  rules with temporaries freshly allocated every step (no scratch buffers, no tiles);
 * with ``--compile``: the DSL rules through ``torch.compile`` too (slow to build);
 * with ``--export``: the standalone module ``dsl.export_python`` writes for AdamW.
 
@@ -16,6 +19,7 @@ and noise from other processes hit every contender alike). Ratios are against fo
 AdamW and fused AdamW.
 
     python bench/step_time.py                   # CPU, float32, 15M parameters
+    python bench/step_time.py --dtype bfloat16 --export --compile
     python bench/step_time.py --device cuda     # on a GPU machine
 """
 from __future__ import annotations
