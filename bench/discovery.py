@@ -40,10 +40,10 @@ LR_GRID = {"center": 0.01, "width": 4.0, "points": 9}
 
 
 def campaign_dict(name: str, budget: int, wall: float, llm_share: float, executor: str,
-                  llm_calls: int = 0) -> dict:
+                  llm_calls: int = 0, search_seeds: list[int] | None = None) -> dict:
     d = {
         "name": name, "kind": "rule", "random_seed": 0, "seed_rules": ["sgd_momentum"],
-        "tasks": SEARCH_TASKS, "fidelities": ["tiny", "small"], "eval_seeds": [0], "executor": executor,
+        "tasks": SEARCH_TASKS, "fidelities": ["tiny", "small"], "eval_seeds": search_seeds or [0], "executor": executor,
         "evaluator": {"lr_grid": LR_GRID},
         "budget": {"evaluations": budget, "wall_seconds": wall},
         "search": {"strategy": "regularized", "population": 24, "tournament": 4, "batch_size": 4,
@@ -143,6 +143,9 @@ def main() -> int:
     ap.add_argument("--only", choices=["random", "llm"], default=None,
                     help="run one campaign (each writes result_<campaign>.json; run them as separate jobs)")
     ap.add_argument("--no-llm", action="store_true", help="same as --only random")
+    ap.add_argument("--search-seeds", default="0", help="training seeds of the search, e.g. 0,3 (the held-out "
+                    "check uses 1, 2)")
+    ap.add_argument("--tag", default="", help="suffix of the result file and run names")
     ap.add_argument("--table", action="store_true", help="print the markdown tables of the saved results and exit")
     ap.add_argument("--executor", default="pool", choices=["pool", "inprocess"])
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_discovery"))
@@ -166,8 +169,13 @@ def main() -> int:
         load0 = os.getloadavg()
         print(f"\n=== campaign {name} (llm_share {share}, budget {args.budget} units) ===", flush=True)
         wall = args.wall if share == 0 else args.llm_wall
+        seeds = [int(x) for x in args.search_seeds.split(",")]
+        if set(seeds) & set(HELDOUT_SEEDS):
+            ap.error(f"--search-seeds must not include the held-out seeds {HELDOUT_SEEDS}")
+        name = name + args.tag
         r = run_search(campaign_dict(f"bench_{name}", args.budget, wall, share, args.executor,
-                                     args.llm_calls), out)
+                                     args.llm_calls, seeds), out)
+        r["search_seeds"] = seeds
         print(f"best (simplified) of {name}:\n{r['simplified']}", flush=True)
         rules = {"sgd_momentum": dsl.get_rule("sgd_momentum").source(), "adamw": dsl.get_rule("adamw").source(),
                  f"best_{name}": r["simplified"]}
