@@ -6,7 +6,9 @@ parameters of each group, bucketed by (device, dtype, step count), with
 ``torch._foreach_*`` calls, like ``torch.optim.AdamW(foreach=True)`` does. On CPU the
 step's temporaries live in scratch tensors kept from step to step (``plan.n_scratch``
 per parameter; AdamW: one): freshly allocated multi-megabyte tensors page-fault on
-every step, which measured here cost more than the arithmetic. Elementwise rules (no
+every step, which measured here cost more than the arithmetic (float32 and float64; with
+bfloat16/float16 parameters a fresh allocation measured faster than the extra copy a
+scratch buffer needs, so 2-byte dtypes allocate). Elementwise rules (no
 reductions or matrix primitives) go further on CPU: the bucket's tensors are cut into
 flat pieces packed in tiles of ``TILE`` elements, and the whole plan runs on one tile
 before the next (``BucketPlan.run_tiled``), so that the plan's several passes over memory
@@ -268,7 +270,10 @@ class DSLOptimizer(torch.optim.Optimizer):
                         and sum(t.numel() for t in W) > 2 * tile:
                     if cls._plan.run_tiled(W, G, states, scalars, self._tile_scratch(W[0], tile), tile):
                         continue
-                scratch = self._scratch_for(W) if device.type == "cpu" and n_scratch else None
+                # scratch for 4/8-byte dtypes only: with bfloat16/float16 the copy into scratch
+                # measured slower than a fresh allocation (half the bytes to page in)
+                scratch = self._scratch_for(W) if device.type == "cpu" and n_scratch \
+                    and W[0].element_size() >= 4 else None
                 run(W, G, states, scalars, scratch)
         return loss
 
