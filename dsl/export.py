@@ -408,9 +408,10 @@ parameter: ``step`` and the state tensors by name; hyperparameters in param_grou
 parameters of a group at once with torch._foreach_* calls, constant factors folded into
 fused calls (lerp, addcmul, addcdiv), buffers updated in place, and temporaries kept in
 reused scratch tensors on CPU (where fresh large float32/float64 tensors cost a page
-fault per 4 KiB; bfloat16/float16 measured faster allocating). On CPU, rules without reductions or matrix primitives run tile by tile (TILE elements
-at a time) so that the passes of the foreach calls stay in cache (float32 and float64
-parameters: with bfloat16 the tiles measured slower).
+fault per 4 KiB; bfloat16/float16 measured faster allocating). On CPU, rules without
+reductions or matrix primitives run tile by tile (TILE elements at a time) so that the
+passes of the foreach calls stay in cache (float32 and float64 parameters: with bfloat16
+the tiles measured slower).
 """
 {import_math}import torch
 from torch.utils.weak import WeakIdKeyDictionary
