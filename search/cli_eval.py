@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import dsl
+
 
 class _Fail(Exception):
     """A user error: printed, exit status 1."""
@@ -182,6 +184,10 @@ def _run(args: argparse.Namespace) -> int:
     import proxies
     from evaluators import Candidate, RuleEvaluator
     text, label = _load_rule(args.rule)
+    try:  # refuse a bad rule before announcing a run (the evaluator would report it as invalid too)
+        dsl.parse(text)
+    except dsl.DSLError as e:
+        raise _Fail(f"{label}: {e}") from None
     cfg = _config(args)
     if args.fidelity not in proxies.FIDELITIES:
         raise _Fail(f"--fidelity {args.fidelity!r}: choose one of {', '.join(proxies.FIDELITIES)}")

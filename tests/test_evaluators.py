@@ -258,7 +258,8 @@ def test_cli_eval_prints_the_table_and_plots(tmp_path, capsys):
     rule.write_text(NOT_DSL)
     assert main(["eval", str(rule), "--tasks", "quadratic", "--fidelity", "tiny",
                  "--executor", "inprocess"]) == 1
-    assert "invalid" in capsys.readouterr().out
+    captured = capsys.readouterr()  # refused before any training, with the DSL's line/column message
+    assert "my_sgd.rule: line " in captured.err and "scoring" not in captured.err
     assert main(["eval", str(tmp_path / "missing.rule")]) == 1
     assert "not a library rule" in capsys.readouterr().err
     assert main(["eval", "lion", "--lrs", "0.1:1e-3:x"]) == 1
