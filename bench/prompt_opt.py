@@ -4,7 +4,8 @@ On generated instruction-induction tasks, with the embedded model (SmolLM2-135M-
 both the task model and the optimizer (proposer), each algorithm runs as a prompt campaign on
 the engine (minibatch screening -> dev selection) with the same cap on proposer calls and the
 same evaluation budget; then the best prompt by dev accuracy and the task's plain initial
-prompt are scored on the held-out test split. Printed: a table per task and algorithm (test
+prompt are scored on the held-out test split (the run's selected prompt is the top one by dev
+only when it beats the initial prompt by a sign test on the dev examples; both are printed). Printed: a table per task and algorithm (test
 accuracy initial -> best, proposer calls, task-model requests, valid-proposal rate, wall
 time); written: results.json and progress.png (best dev accuracy over proposer calls).
 
@@ -75,7 +76,25 @@ def one_run(task_name: str, alg: str, args, task_llm, out: Path) -> dict:
                llm_proposals=st.get("llm_proposals", 0), task_requests=ev.requests,
                initial_test_normalized=(final.get("initial") or {}).get("test_normalized"),
                best_test_normalized=(final.get("best") or {}).get("test_normalized"))
+    top, sel = final.get("top_by_dev") or {}, final.get("selection") or {}
+    row.update(top_dev=top.get("dev"), top_test=top.get("test"), top_is_initial=bool(top.get("initial")),
+               initial_dev=(final.get("initial") or {}).get("dev"), kept_initial=bool(sel.get("kept_initial")),
+               sign=(sel.get("wins"), sel.get("losses"), sel.get("p")) if sel.get("p") is not None else None)
     return row
+
+
+def selection_table(rows: list[dict]) -> str:
+    """Best-by-dev (as EvoPrompt and OPRO select) next to the sign-test selection (the default)."""
+    pct = (lambda v: "n/a" if v is None else f"{100 * v:.1f}")
+    out = ["| task | algorithm | initial dev % / test % | top by dev: dev % / test % | sign test (wins/losses, p) "
+           "| selected | selected test % |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r.get("sign")
+        test = "-" if r.get("top_is_initial") or s is None else f"{s[0]}/{s[1]}, p={s[2]:.3g}"
+        chosen = "initial" if r.get("top_is_initial") or r.get("kept_initial") else "top by dev"
+        out.append(f"| {r['task']} | {r['algorithm']} | {pct(r.get('initial_dev'))} / {pct(r['initial_test'])} | "
+                   f"{pct(r.get('top_dev'))} / {pct(r.get('top_test'))} | {test} | {chosen} | {pct(r['best_test'])} |")
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:
@@ -117,6 +136,9 @@ def main(argv=None) -> int:
           f"{args.llm_calls} proposer calls per run; total {total:.0f} s; load average before "
           f"{load_before[0]:.2f}, after {load_after[0]:.2f}\n")
     print(markdown_table(rows))
+    print("\nSelection of the final prompt: the top prompt by dev accuracy replaces the initial one only "
+          "when a one-sided sign test over the paired dev examples gives p <= 0.1 ([prompt] select_alpha):\n")
+    print(selection_table(rows))
     if any(r["metric"] != "normalized" for r in rows):
         print("\nThe same test predictions under the strict normalized exact match (first line, lower case, "
               "punctuation removed):\n")

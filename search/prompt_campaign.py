@@ -28,11 +28,14 @@ word-level edit), so a campaign never stalls on a tiny proposer.
 Survival compares (fidelity level, score): a child screened on the minibatch but not
 promoted to the dev set ranks below every prompt scored on dev. After the search,
 :func:`finalize_prompt_run` scores the top ``test_top`` prompts (by dev) and the initial
-prompt on the held-out test split; the test split never takes part in any selection.
+prompt on the held-out test split; the test split never takes part in any selection. The
+best prompt replaces the initial one only when its dev gain passes a one-sided sign test over
+the paired dev examples (``select_alpha``, default 0.1; ``None`` for plain best-by-dev).
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -79,6 +82,10 @@ class PromptOptions(BaseModel):
     opro_top: int = Field(8, ge=1)          # prompts shown in OPRO's meta-prompt
     opro_examples: int = Field(3, ge=0)     # training examples shown in OPRO's meta-prompt
     test_top: int = Field(3, ge=0)          # prompts scored on the test split at the end
+    # The best prompt must beat the initial one on dev by a one-sided sign test over the paired
+    # dev examples at this level, else the initial prompt is kept (small dev splits let noise
+    # win: measured in bench/results/prompts.md). None: plain best-by-dev, as EvoPrompt and OPRO.
+    select_alpha: float | None = Field(0.1, gt=0, le=1)
 
     @model_validator(mode="after")
     def _one_task(self) -> "PromptOptions":
@@ -499,9 +506,15 @@ def finalize_prompt_run(engine: "Engine") -> dict[str, Any]:
                          "test": info["accuracy"], "test_normalized": info["normalized_accuracy"],
                          "initial": ind is initial})
     best = rows[0] if top else None
+    ini_row = next((r for r in rows if r["initial"]), None)
+    selection = None
+    if best is not None and ini_row is not None and best is not ini_row and o.select_alpha is not None:
+        selection = dev_sign_test(chosen[0], initial, o.select_alpha)
+        if selection["kept_initial"]:
+            best = ini_row
     final = {"task": ev.task.name, "metric": ev.metric, "algorithm": o.algorithm,
-             "best": best, "initial": next((r for r in rows if r["initial"]), None), "tested": rows,
-             "task_model_tokens": ev.tokens, "task_model_requests": ev.requests}
+             "best": best, "initial": ini_row, "tested": rows, "top_by_dev": rows[0] if top else None,
+             "selection": selection, "task_model_tokens": ev.tokens, "task_model_requests": ev.requests}
     engine.store.set_meta(prompt_final=final)
     if best is not None:
         ini = final["initial"]
@@ -509,6 +522,37 @@ def finalize_prompt_run(engine: "Engine") -> dict[str, Any]:
                                      f"{ini['test'] if ini else 'n/a'}", **{k: v for k, v in final.items()
                                                                             if k != "tested"})
     return final
+
+
+def _dev_per_example(ind: Individual) -> list[float] | None:
+    r = ind.results.get("dev")
+    tr = next(iter(r.tasks.values()), None) if r is not None and r.ok else None
+    return list(tr.extra.get("per_example") or []) if tr is not None else None
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided sign test: P(X >= wins) for X ~ Binomial(wins + losses, 1/2); ties are dropped."""
+    n = wins + losses
+    return 1.0 if n == 0 else sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+
+
+def dev_sign_test(top: Individual, initial: Individual, alpha: float) -> dict[str, Any]:
+    """Does ``top`` beat ``initial`` on the paired dev examples? Keep the initial prompt unless
+    the one-sided sign test gives p <= alpha (a 20-example dev split cannot tell one example
+    of gain from noise: p = 0.5)."""
+    a, b = _dev_per_example(top), _dev_per_example(initial)
+    if not a or not b or len(a) != len(b):
+        return {"test": "sign", "alpha": alpha, "p": None, "kept_initial": False,
+                "why": "no paired dev scores for both prompts; kept the best by dev"}
+    wins = sum(x > y for x, y in zip(a, b))
+    losses = sum(x < y for x, y in zip(a, b))
+    p = sign_test_p(wins, losses)
+    kept = p > alpha
+    why = (f"#{top.id} beat the initial prompt on {wins} dev example(s) and lost {losses} "
+           f"(sign test p = {p:.3g} {'>' if kept else '<='} {alpha:g}): "
+           + ("kept the initial prompt" if kept else "the gain is significant"))
+    return {"test": "sign", "alpha": alpha, "wins": wins, "losses": losses, "p": p,
+            "kept_initial": kept, "why": why}
 
 
 def _strict_accuracy(preds: list[str] | None, examples) -> float | None:
@@ -542,10 +586,14 @@ def prompt_show_lines(view: Any) -> list[str]:
                                                              or best.get("test_normalized") is not None):
         lines.append(f"  strict normalized exact match on the same predictions: initial "
                      f"{fmt(ini.get('test_normalized'))} -> best {fmt(best.get('test_normalized'))}")
+    sel = fin.get("selection") or {}
+    how = "kept: no significant dev gain" if sel.get("kept_initial") else f"by dev {fmt(best.get('dev'))}"
     lines += [
              f"  initial prompt: {ini.get('text', '?')}",
-             f"  best prompt (#{best.get('id', '?')}, by dev {fmt(best.get('dev'))}): {best.get('text', '?')}",
-             "  tested on the held-out split:"]
+             f"  best prompt (#{best.get('id', '?')}, {how}): {best.get('text', '?')}"]
+    if sel.get("why"):
+        lines.append(f"  selection: {sel['why']}")
+    lines.append("  tested on the held-out split:")
     for r in fin.get("tested", []):
         tag = " (initial)" if r.get("initial") else ""
         lines.append(f"    #{r['id']:<4} dev {fmt(r.get('dev')):>6}  test {fmt(r.get('test')):>6}  "

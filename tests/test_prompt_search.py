@@ -14,6 +14,7 @@ from search.engine import Engine
 from search.llm import ScriptedLLM
 from search.prompt_campaign import finalize_prompt_run, prompt_show_lines
 from search.store import RunView
+from search.cli_run import export_run
 
 SIZES = {"train": 4, "dev": 8, "test": 12}
 SEEDS = ["Add the values.", "Combine the two numbers."]
@@ -150,3 +151,65 @@ def test_campaign_validation_errors():
                         "search": {"strategy": "opro"}})
     c = parse_campaign({"name": "x", "kind": "prompt", "prompt": {"task": "sum", "algorithm": "opro"}})
     assert c.search.strategy == "opro"
+
+
+def _with_dev(i, per_example):
+    from evaluators.base import EvalResult, TaskResult
+    from search.engine import Individual
+    acc = sum(per_example) / len(per_example)
+    tr = TaskResult(task="t", metric=acc, score=acc, higher_is_better=True, extra={"per_example": per_example})
+    return Individual(id=i, text=f"p{i}", kind="prompt", results={"dev": EvalResult(key=str(i), fidelity="dev",
+                                                                                      score=acc, tasks={"t": tr})})
+
+
+def test_sign_test_keeps_the_initial_prompt_unless_the_dev_gain_is_significant():
+    from search.prompt_campaign import dev_sign_test, sign_test_p
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(1, 0) == 0.5 and sign_test_p(4, 0) == 1 / 16
+    assert sign_test_p(5, 1) == 7 / 64 and sign_test_p(0, 3) == 1.0
+    initial = _with_dev(0, [1, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+    one_more = _with_dev(1, [1, 1, 0, 0, 0, 0, 0, 0, 1, 0])     # one dev example better: noise
+    sel = dev_sign_test(one_more, initial, 0.1)
+    assert sel["kept_initial"] and (sel["wins"], sel["losses"]) == (1, 0) and "kept the initial" in sel["why"]
+    clear = _with_dev(2, [1, 1, 1, 1, 1, 0, 0, 0, 1, 0])        # four better, none worse: p = 1/16
+    sel = dev_sign_test(clear, initial, 0.1)
+    assert not sel["kept_initial"] and sel["p"] == 1 / 16
+    assert dev_sign_test(clear, initial, 0.05)["kept_initial"]  # ... not at 5%
+    mixed = _with_dev(3, [0, 1, 1, 1, 1, 1, 0, 0, 0, 0])        # five better, two worse
+    assert dev_sign_test(mixed, initial, 0.1)["kept_initial"]
+
+
+def test_a_one_example_dev_gain_does_not_replace_the_initial_prompt(tmp_path):
+    """The "sum" prompts answer right on exactly one more dev example than the initial prompt:
+    the run keeps the initial prompt (and says why) unless select_alpha is switched off."""
+    dev_inputs = {ex.input for ex in get_prompt_task("sum", sizes=SIZES).split("dev")[:1]}
+
+    def barely(req):
+        q = req.messages[-1].content
+        instr, x = q.split("\n\nInput: ", 1)
+        x = x.split("\n")[0]
+        a, b = map(int, x.split())
+        return str(a + b) if "sum" in instr.lower() and x in dev_inputs else f"{a} and {b}"
+
+    def run_with(path, **extra):
+        c = campaign("rewrite", **extra)
+        task = get_prompt_task("sum", sizes=SIZES)
+        eng = Engine(c, path, evaluator=PromptEvaluator(task, ScriptedLLM(barely), minibatch_size=4),
+                     llm=ScriptedLLM(proposer))
+        try:
+            eng.run()
+            view = RunView(path)
+            try:
+                return eng.store.get_meta("prompt_final"), prompt_show_lines(view)
+            finally:
+                view.close()
+        finally:
+            eng.close()
+
+    final, lines = run_with(tmp_path / "guarded")
+    assert final["top_by_dev"]["dev"] > final["initial"]["dev"]          # noise won on dev ...
+    assert final["best"]["initial"] and final["selection"]["kept_initial"]  # ... and was not taken
+    assert any("no significant dev gain" in ln for ln in lines) and any("sign test" in ln for ln in lines)
+    export_run(tmp_path / "guarded", 1, tmp_path / "best.txt")           # rank 1 = the selected prompt
+    assert (tmp_path / "best.txt").read_text().strip() == final["initial"]["text"]
+    final, _ = run_with(tmp_path / "plain", select_alpha=None)
+    assert final["best"] == final["top_by_dev"] and not final["best"]["initial"] and final["selection"] is None
