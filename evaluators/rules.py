@@ -18,6 +18,11 @@ seed ``s`` (one vectorized training run over the whole grid and all seeds):
   means about 10% lower loss. It is clipped to ``[-score_clip, score_clip]``
   so a single degenerate task (a loss near 0) cannot dominate the mean.
 
+Held-out split: ``RuleEvalConfig.split`` is "val" by default, what a search
+selects on; "test" computes every metric (baseline included) on the tasks'
+held-out test splits, for reporting rules after selection. The split is part of
+the config hash, so cached val and test results never mix.
+
 The overall score is the mean of the task scores. A rule that diverges at
 every learning rate of a task gets ``WORST_SCORE`` (status ``diverged``), and
 the evaluation of its remaining tasks is skipped.
@@ -124,6 +129,9 @@ class RuleEvalConfig(BaseModel):
     ray_address: str | None = Field(default=None, description="Ray cluster address; None: local Ray")
     cache_dir: str | None = Field(default=None, description="directory (or .sqlite file) of the "
                                   "persistent result cache; None: memory only")
+    split: Literal["val", "test"] = Field(default="val", description="held-out split the tasks' metric "
+                                          "is computed on: 'val' (what a search selects on) or 'test' "
+                                          "(reporting selected rules only; a search must never see it)")
 
     @field_validator("tasks")
     @classmethod
@@ -165,7 +173,7 @@ class RuleEvalConfig(BaseModel):
         payload = {"tasks": self.tasks, "lrs": [float(f"{x:.12g}") for x in self.lr_grid.lrs()],
                    "seeds": self.seeds, "baseline": rule_key(baseline_source(self.baseline)),
                    "clip": self.score_clip, "threads": self.torch_threads, "task_meta": task_meta,
-                   "scoring": 1}
+                   "scoring": 1, "split": self.split}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -268,7 +276,8 @@ def summarize(outcome: Any, task: Any) -> SweepSummary:
         c = c[: bad[0]] if bad.size else c
         curve = [float(x) for x in c]
     steps = [int(s) for s in getattr(outcome, "curve_steps", [])][: len(curve)]
-    return SweepSummary(task=task.name, metric_name=str(task.metric_name), higher_is_better=hib,
+    return SweepSummary(task=task.name, metric_name=str(getattr(outcome, "metric_name", task.metric_name)),
+                        higher_is_better=hib,
                         lrs=[float(x) for x in outcome.lrs], seeds=[int(s) for s in outcome.seeds],
                         final=[[None if d else _f(v) for v, d in zip(r, dr)] for r, dr in zip(final, div)],
                         diverged=[[bool(d) for d in dr] for dr in div], best=best, curve=curve,
@@ -285,6 +294,7 @@ class SweepJob:
     fidelity: str
     stop_on_failure: bool = True
     threads: int = 1
+    split: str = "val"         # held-out split of the metric: "val" or "test"
 
 
 def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
@@ -321,7 +331,7 @@ def _run_tasks(job: SweepJob, program: dsl.Program, out: list[SweepSummary]) -> 
         t0 = time.perf_counter()
         try:
             task = proxies.get_task(name)
-            res = task.sweep(program, list(job.lrs), list(job.seeds), job.fidelity)
+            res = task.sweep(program, list(job.lrs), list(job.seeds), job.fidelity, split=job.split)
             summary = summarize(res, task)
         except Exception as e:  # noqa: BLE001 - reported as this task's error
             text = str(e).strip()
@@ -484,7 +494,7 @@ class RuleEvaluator(Evaluator):
                                         or self._failed_baselines.get(self._baseline_id(t, fidelity)))}
         missing = [t for t in tasks if t not in have]
         jobs = [SweepJob(self.baseline_source, (t,), self._lrs, self._seeds, fidelity, False,
-                         self.config.torch_threads) for t in missing]
+                         self.config.torch_threads, self.config.split) for t in missing]
         limits = [self.config.baseline_timeout_s] * len(jobs) + [self.config.timeout_s] * len(extra_jobs)
         all_jobs = jobs + extra_jobs
         try:
@@ -552,7 +562,7 @@ class RuleEvaluator(Evaluator):
         for p in pending:
             groups = [(t,) for t in tasks] if split else [tuple(tasks)]
             units += [(p, SweepJob(p.source, g, self._lrs, self._seeds, fidelity, True,
-                                   self.config.torch_threads)) for g in groups]
+                                   self.config.torch_threads, self.config.split)) for g in groups]
         base, outcomes = self._ensure_baselines(fidelity, tasks, [j for _, j in units])
         self.trained += len(pending)
         for (p, job), o in zip(units, outcomes):

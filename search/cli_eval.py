@@ -6,6 +6,12 @@ tuned baseline's metric and the relative score (log ratio, positive = better
 than AdamW), then the overall score. ``--plot out.png`` draws the held-out
 metric curves of the rule and of tuned AdamW per task.
 
+``--split test`` computes every metric (the rule's and tuned AdamW's) on the
+tasks' held-out test splits instead of validation: use it to report a rule that
+a search selected on validation scores (``test_loss`` / ``test_acc`` in the table;
+the objective tasks have no data and report the same objective). Val and test
+results are cached apart.
+
 Exit status: 0 when the rule was scored, 1 for a usage error or a rule the DSL
 refuses, 2 when the rule diverged, timed out or failed.
 """
@@ -84,6 +90,7 @@ def _config(args: argparse.Namespace):
         d["cache_dir"] = args.cache
     if args.baseline:
         d["baseline"] = args.baseline
+    d["split"] = args.split
     try:
         return RuleEvalConfig(**d)
     except ValidationError as e:
@@ -98,7 +105,7 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
-def print_result(result, label: str, fidelity: str, baseline: str, console=None) -> None:
+def print_result(result, label: str, fidelity: str, baseline: str, console=None, split: str = "val") -> None:
     """The per-task table and the overall line (rich)."""
     from rich.console import Console
     from rich.table import Table
@@ -106,7 +113,8 @@ def print_result(result, label: str, fidelity: str, baseline: str, console=None)
     if result.status.value == "invalid":
         console.print(f"[red]invalid[/]: {result.reason}")
         return
-    table = Table(title=f"{label} vs tuned {baseline} ({fidelity})", title_justify="left")
+    where = fidelity if split == "val" else f"{fidelity}, held-out {split} split"
+    table = Table(title=f"{label} vs tuned {baseline} ({where})", title_justify="left")
     for col, just in [("task", "left"), ("metric", "left"), ("tuned lr", "right"), ("rule", "right"),
                       (baseline, "right"), ("relative score", "right"), ("status", "left")]:
         table.add_column(col, justify=just)
@@ -193,7 +201,8 @@ def _run(args: argparse.Namespace) -> int:
         raise _Fail(f"--fidelity {args.fidelity!r}: choose one of {', '.join(proxies.FIDELITIES)}")
     lrs = cfg.lr_grid.lrs()
     print(f"scoring {label} on {', '.join(cfg.tasks)} at {args.fidelity} fidelity: {len(lrs)} lrs "
-          f"[{lrs[0]:.3g} .. {lrs[-1]:.3g}] x {len(cfg.seeds)} seeds, executor {cfg.executor}",
+          f"[{lrs[0]:.3g} .. {lrs[-1]:.3g}] x {len(cfg.seeds)} seeds, {cfg.split} split, "
+          f"executor {cfg.executor}",
           file=sys.stderr)
     t0 = time.perf_counter()
     with RuleEvaluator(cfg) as ev:
@@ -201,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
-        print_result(result, label, args.fidelity, cfg.baseline)
+        print_result(result, label, args.fidelity, cfg.baseline, split=cfg.split)
         print(f"done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     if result.status.value == "invalid":
         return 1
@@ -220,6 +229,9 @@ def register(sub) -> None:
     p.add_argument("--lrs", help="learning-rate grid: LO:HI:N log-spaced, or a comma list "
                                  "(default: 9 values from 1e-4 to 1)")
     p.add_argument("--seeds", help="comma-separated seeds (default: 0,1)")
+    p.add_argument("--split", choices=["val", "test"], default="val",
+                   help="held-out split of the metrics: val (default; what searches select on) or test "
+                        "(report a selected rule on data no search has seen)")
     p.add_argument("--executor", choices=["inprocess", "pool", "ray"], default="pool",
                    help="where the sweeps run (default: a local process pool)")
     p.add_argument("--workers", type=int, help="pool size / Ray CPUs")

@@ -22,6 +22,11 @@ from .engine import Individual, InvalidCandidate, KindPlugin, register_kind
 
 def _eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
     d: dict[str, Any] = dict(c.evaluator)
+    if d.get("split", "val") == "test":  # the search selects on these scores: test must stay unseen
+        raise ValueError("evaluator.split = \"test\": a campaign selects rules on its scores, so scoring "
+                         "them on the test split would leak it into the selection. Campaigns score on "
+                         "\"val\" (remove the field); report a finished run's rules on test with "
+                         "`optforge eval RULE --split test`")
     if c.tasks is not None:
         d["tasks"] = list(c.tasks)
     if c.eval_seeds is not None:

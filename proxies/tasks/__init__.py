@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .char_lm import CharLM
-from .core import FIDELITIES, RuleTask, StackedTask, SweepOutcome, curve_steps, run_sweep
+from .core import FIDELITIES, SPLITS, RuleTask, StackedTask, SweepOutcome, curve_steps, run_sweep
 from .digits import DigitsLogReg, DigitsMLP
 from .modular import ModularAddition
 from .quadratic import Quadratic, Rosenbrock
@@ -30,6 +30,6 @@ def get_task(name: str) -> StackedTask:
     return _INSTANCES[name]
 
 
-__all__ = ["FIDELITIES", "RuleTask", "StackedTask", "SweepOutcome", "DEFAULT_SUITE", "get_task", "list_tasks",
+__all__ = ["FIDELITIES", "SPLITS", "RuleTask", "StackedTask", "SweepOutcome", "DEFAULT_SUITE", "get_task", "list_tasks",
            "run_sweep", "curve_steps", "Quadratic", "Rosenbrock", "DigitsLogReg", "DigitsMLP", "CharLM",
            "ModularAddition"]

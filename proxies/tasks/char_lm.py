@@ -2,7 +2,10 @@
 
 Corpus: a fixed selection of stdlib modules read from ``sysconfig`` paths (ships
 with every Python, nothing downloaded); two other modules are the validation
-text, so validation measures generalization to unseen files. Vocabulary: the 95
+text (``textwrap``, ``shlex``), so validation measures generalization to unseen
+files, and three more (``cmd``, ``graphlib``, ``getopt``, about the same amount of
+text) are the held-out test text (``split="test"``: ``test_loss``; the search
+never sees it). The three sets of modules are disjoint. Vocabulary: the 95
 printable ASCII characters, newline, and one "other" symbol (tabs become spaces).
 The corpus depends on the Python version's stdlib (here 3.11); within one
 installation it is fixed.
@@ -11,7 +14,7 @@ Model (pre-LayerNorm GPT, no dropout, no biases in linear layers): learned token
 and position embeddings, ``n_layer`` blocks of causal multi-head attention and a
 4x GELU MLP, final LayerNorm, untied output head. Training on random windows
 (seeded per copy); metric: mean validation cross-entropy in nats per character
-over fixed validation windows.
+over 48 fixed windows evenly spaced over the validation (or test) text.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from .core import StackedTask, cross_entropy, gen, layer_norm, linear, normal
 TRAIN_MODULES = ("difflib", "fractions", "statistics", "functools", "contextlib", "dataclasses", "enum",
                  "argparse", "random", "heapq", "calendar", "tokenize", "queue", "csv", "pprint")
 VAL_MODULES = ("textwrap", "shlex")
+TEST_MODULES = ("cmd", "graphlib", "getopt")
 VOCAB = [chr(c) for c in range(32, 127)] + ["\n", "\x00"]  # "\x00": any other character
 _INDEX = {c: i for i, c in enumerate(VOCAB)}
 _DATA: dict[str, torch.Tensor] = {}
@@ -54,10 +58,11 @@ def _read(modules: tuple[str, ...]) -> str:
 
 
 def corpus() -> dict[str, torch.Tensor]:
-    """{'train': int64 [N], 'val': int64 [M]} character ids (cached in-process)."""
+    """{'train': int64 [N], 'val': int64 [M], 'test': int64 [T]} character ids (cached in-process)."""
     if not _DATA:
         _DATA["train"] = torch.from_numpy(encode(_read(TRAIN_MODULES)))
         _DATA["val"] = torch.from_numpy(encode(_read(VAL_MODULES)))
+        _DATA["test"] = torch.from_numpy(encode(_read(TEST_MODULES)))
     return _DATA
 
 
@@ -79,10 +84,13 @@ class CharLM(StackedTask):
 
     def __init__(self):
         self.data = corpus()
-        val = self.data["val"]
         n = self.ctx + 1
-        starts = np.linspace(0, len(val) - n, self.n_val_windows).astype(np.int64)
-        self.val_windows = val[torch.from_numpy(starts)[:, None] + torch.arange(n)]  # [W, ctx+1]
+        self.windows = {}
+        for split in ("val", "test"):
+            text = self.data[split]
+            starts = np.linspace(0, len(text) - n, self.n_val_windows).astype(np.int64)
+            self.windows[split] = text[torch.from_numpy(starts)[:, None] + torch.arange(n)]  # [W, ctx+1]
+        self.val_windows = self.windows["val"]
         self.offsets = torch.arange(n)
 
     def init(self, seed):
@@ -131,7 +139,8 @@ class CharLM(StackedTask):
         K = win.shape[0]
         return cross_entropy(self.logits(p, win[..., :-1]), win[..., 1:].reshape(K, -1))
 
-    def evaluate(self, p, ctx):
+    def evaluate(self, p, ctx, split="val"):
         K = next(iter(p.values())).shape[0]
-        win = self.val_windows.expand(K, *self.val_windows.shape)
-        return {"val_loss": cross_entropy(self.logits(p, win[..., :-1]), win[..., 1:].reshape(K, -1))}
+        w = self.windows[split]
+        win = w.expand(K, *w.shape)
+        return {f"{split}_loss": cross_entropy(self.logits(p, win[..., :-1]), win[..., 1:].reshape(K, -1))}

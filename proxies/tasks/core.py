@@ -15,6 +15,14 @@ with ``lr`` a per-copy tensor, on a few stacked blocks rather than per tensor:
   ``lr`` repeated ``n`` times. Reductions and matrix primitives act per leading
   index, i.e. per (tensor, copy), so the update is exactly the per-tensor one.
 
+Held-out splits: every task reports its metric on the validation split by default;
+``split="test"`` computes the metric (and the curve) on a third, held-out test split
+instead, disjoint from training and validation data (each task's docstring gives the
+sizes; the noisy objectives have no data, so their test metric is the objective
+itself). A search selects on validation scores and must never see the test split:
+it exists to report the selected rules honestly, after selection. Metric names
+follow the split: ``val_loss`` on val is ``test_loss`` on test (see ``metric_key``).
+
 Divergence: a copy whose training loss is not finite or exceeds
 ``blowup * initial loss``, whose parameters become non-finite (a per-copy sum
 overflowing float32 counts), or whose held-out metric is not finite, is marked
@@ -45,6 +53,9 @@ from dsl.program import Call, walk
 #: Fidelity levels, cheap -> expensive. Only the number of training steps differs.
 FIDELITIES = ("tiny", "small", "full")
 
+#: Held-out splits a task's metric can be computed on (``split=``); "val" is the default.
+SPLITS = ("val", "test")
+
 #: Torch intra-op threads during a sweep: an integer, or "default" (unset: 1; see sweep_threads).
 THREADS_ENV = "OPTFORGE_TORCH_THREADS"
 
@@ -64,6 +75,8 @@ class SweepOutcome:
     higher_is_better: bool = False
     fidelity: str = ""
     steps_run: int = 0         # optimizer steps done (< the fidelity's steps if all diverged)
+    #: the held-out split the metric and curves were computed on ("val" or "test")
+    split: str = "val"
     #: other held-out metrics (e.g. "val_acc") as [n_lr, n_seed, n_points] curves
     extra_curves: dict[str, np.ndarray] = field(default_factory=dict)
     #: step at which each copy diverged, -1 if it did not: [n_lr, n_seed]
@@ -80,7 +93,7 @@ class RuleTask(Protocol):
     weight_decay: float
 
     def sweep(self, program: Program, lrs: Sequence[float], seeds: Sequence[int], fidelity: str,
-              hyper: dict[str, float] | None = None) -> SweepOutcome: ...
+              hyper: dict[str, float] | None = None, split: str = "val") -> SweepOutcome: ...
 
 
 class StackedTask(abc.ABC):
@@ -88,7 +101,8 @@ class StackedTask(abc.ABC):
 
     Subclasses define ``init`` (one copy's parameters for a seed), ``prepare``
     (the per-run data order of each copy), ``loss`` (per-copy training loss at a
-    step) and ``evaluate`` (per-copy held-out metrics). ``run_sweep`` does the rest.
+    step) and ``evaluate`` (per-copy held-out metrics on the "val" or "test" split,
+    keyed by ``metric_key``-style names). ``run_sweep`` does the rest.
     """
     name: str = ""
     description: str = ""
@@ -119,14 +133,27 @@ class StackedTask(abc.ABC):
         """[K] training loss at step t (0-based) to differentiate, or (loss, monitored loss)."""
 
     @abc.abstractmethod
-    def evaluate(self, p: dict[str, torch.Tensor], ctx: Any) -> dict[str, torch.Tensor]:
-        """[K] held-out metrics, keyed by name; must contain ``metric_name``."""
+    def evaluate(self, p: dict[str, torch.Tensor], ctx: Any, split: str = "val") -> dict[str, torch.Tensor]:
+        """[K] held-out metrics on ``split`` ("val" or "test"), keyed by name; must contain
+        ``metric_key(split)``. Only the asked split is computed: a val run never touches test data."""
 
     # -- the contract ----------------------------------------------------------
     def sweep(self, program: Program | str, lrs: Sequence[float], seeds: Sequence[int], fidelity: str,
-              hyper: dict[str, float] | None = None) -> SweepOutcome:
-        """One vectorized training run of len(lrs)*len(seeds) copies; see the module docstring."""
-        return run_sweep(self, program, lrs, seeds, fidelity, hyper)
+              hyper: dict[str, float] | None = None, split: str = "val") -> SweepOutcome:
+        """One vectorized training run of len(lrs)*len(seeds) copies; see the module docstring.
+
+        ``split`` picks the held-out data of the metric and curves: "val" (default) or "test".
+        """
+        return run_sweep(self, program, lrs, seeds, fidelity, hyper, split)
+
+    def metric_key(self, split: str = "val") -> str:
+        """Name of the metric on ``split``: ``metric_name`` on val; its ``val_`` prefix becomes
+        ``test_`` on test (a metric without that prefix, e.g. an objective, keeps its name)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        if split == "val" or not self.metric_name.startswith("val_"):
+            return self.metric_name
+        return split + self.metric_name[len("val"):]
 
     def lr_factors(self, steps: int) -> np.ndarray:
         """Multiplier of the swept lr at each step (float64 [steps])."""
@@ -196,7 +223,10 @@ def curve_steps(steps: int, n_points: int) -> list[int]:
     return pts
 
 
-def _check_inputs(task: StackedTask, program, lrs, seeds, fidelity, hyper):
+def _check_inputs(task: StackedTask, program, lrs, seeds, fidelity, hyper, split="val"):
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)} (the search selects "
+                         "on 'val'; 'test' is for reporting selected rules)")
     if fidelity not in task.steps:
         raise ValueError(f"unknown fidelity {fidelity!r} for task {task.name!r}; "
                          f"use one of {list(task.steps)}")
@@ -294,20 +324,23 @@ class _Blocks:
 
 
 def run_sweep(task: StackedTask, program: Program | str, lrs: Sequence[float], seeds: Sequence[int],
-              fidelity: str, hyper: dict[str, float] | None = None) -> SweepOutcome:
+              fidelity: str, hyper: dict[str, float] | None = None, split: str = "val") -> SweepOutcome:
     """Train K = len(lrs) * len(seeds) copies at once; see the module docstring.
 
-    Runs with ``sweep_threads()`` torch threads (restored afterwards).
+    The metric and curves are computed on ``split`` ("val" or "test"); the outcome's
+    ``metric_name`` is ``task.metric_key(split)``. Runs with ``sweep_threads()`` torch
+    threads (restored afterwards).
     """
-    program, lrs, seeds, hyper = _check_inputs(task, program, lrs, seeds, fidelity, hyper)
+    program, lrs, seeds, hyper = _check_inputs(task, program, lrs, seeds, fidelity, hyper, split)
     with _Threads(sweep_threads()):
-        return _train(task, program, lrs, seeds, fidelity, hyper)
+        return _train(task, program, lrs, seeds, fidelity, hyper, split)
 
 
 def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[int], fidelity: str,
-           hyper: dict[str, float]) -> SweepOutcome:
+           hyper: dict[str, float], split: str = "val") -> SweepOutcome:
     t0 = time.perf_counter()
     steps = int(task.steps[fidelity])
+    metric = task.metric_key(split)
     n_lr, n_seed = len(lrs), len(seeds)
     K = n_lr * n_seed
     copy_seeds = [seeds[k % n_seed] for k in range(K)]
@@ -337,8 +370,13 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
     for t in range(steps + 1):
         if t in point_of:
             with torch.no_grad():
-                metrics = task.evaluate(blocks.views(), ctx)
-            bad = ~torch.isfinite(metrics[task.metric_name].detach())
+                # val: the two-argument call, so tasks written before the test split still work
+                metrics = (task.evaluate(blocks.views(), ctx) if split == "val"
+                           else task.evaluate(blocks.views(), ctx, split))
+            if metric not in metrics:
+                raise KeyError(f"task {task.name!r}: evaluate(split={split!r}) returned {sorted(metrics)}, "
+                               f"not the metric {metric!r}")
+            bad = ~torch.isfinite(metrics[metric].detach())
             if bool((bad & alive).any()):
                 kill(bad, t)
             dead = ~alive.numpy()
@@ -389,15 +427,15 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
     def shaped(a: np.ndarray) -> np.ndarray:
         return a.reshape(n_lr, n_seed, *a.shape[1:])
 
-    metric_curves = shaped(curves.pop(task.metric_name))
+    metric_curves = shaped(curves.pop(metric))
     diverged = shaped(~alive.numpy())
     final = metric_curves[:, :, -1].copy()
     final[diverged] = np.nan
     return SweepOutcome(
         task=task.name, lrs=lrs, seeds=seeds, final=final, diverged=diverged, curves=metric_curves,
-        curve_steps=pts, seconds=time.perf_counter() - t0, metric_name=task.metric_name,
+        curve_steps=pts, seconds=time.perf_counter() - t0, metric_name=metric,
         higher_is_better=task.higher_is_better, fidelity=fidelity, steps_run=steps_run,
-        extra_curves={k: shaped(v) for k, v in curves.items()}, diverged_at=shaped(diverged_at))
+        extra_curves={k: shaped(v) for k, v in curves.items()}, diverged_at=shaped(diverged_at), split=split)
 
 
 # -- stacked building blocks (all ops act per copy along dim 0) --------------------

@@ -1,7 +1,11 @@
 """Modular addition, the grokking setting: learn (a + b) mod p from a fraction of all pairs.
 
-All p^2 pairs (a, b) with p = 31; a fixed random 60% is the training set
-(full-batch training), the rest the validation set. Model: a shared token
+All p^2 = 961 pairs (a, b) with p = 31, in one seeded permutation
+(``RandomState(0)``): the first 60% (577 pairs) are the training set (full-batch
+training); the other 384 pairs are split in halves, the first 192 the validation
+set and the last 192 the held-out test set (``split="test"``: ``test_loss`` /
+``test_acc``; the search never sees it). Before the test split existed all 384
+were the validation set; the training set is unchanged. Model: a shared token
 embedding (p x 32) for a and b, concatenated, an MLP 64 -> 64 (ReLU) -> p.
 Metric: final validation cross-entropy (validation accuracy is an extra curve).
 
@@ -37,7 +41,10 @@ def modular_data(p: int, train_frac: float) -> dict[str, torch.Tensor]:
         perm = np.random.RandomState(0).permutation(p * p)
         n_train = int(round(train_frac * p * p))
         out = {}
-        for split, idx in (("train", perm[:n_train]), ("val", perm[n_train:])):
+        n_val = (p * p - n_train) // 2
+        parts = (("train", perm[:n_train]), ("val", perm[n_train:n_train + n_val]),
+                 ("test", perm[n_train + n_val:]))
+        for split, idx in parts:
             idx = np.sort(idx)
             out[f"a_{split}"] = torch.from_numpy(a[idx].astype(np.int64))
             out[f"b_{split}"] = torch.from_numpy(b[idx].astype(np.int64))
@@ -59,6 +66,8 @@ class ModularAddition(StackedTask):
     d_embed = 32
     hidden = 64
     salt = 41
+    #: "2": validation is half of the held-out pairs, the other half is the test split (cache keys)
+    version = "2"
 
     def __init__(self):
         self.data = modular_data(self.p, self.train_frac)
@@ -88,7 +97,8 @@ class ModularAddition(StackedTask):
         d = self.data
         return cross_entropy(self.logits(params, d["a_train"], d["b_train"]), d["y_train"])
 
-    def evaluate(self, params, ctx):
+    def evaluate(self, params, ctx, split="val"):
         d = self.data
-        z = self.logits(params, d["a_val"], d["b_val"])
-        return {"val_loss": cross_entropy(z, d["y_val"]), "val_acc": accuracy(z, d["y_val"])}
+        z = self.logits(params, d[f"a_{split}"], d[f"b_{split}"])
+        y = d[f"y_{split}"]
+        return {f"{split}_loss": cross_entropy(z, y), f"{split}_acc": accuracy(z, y)}
