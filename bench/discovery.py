@@ -4,13 +4,17 @@ operators on the embedded model.
 
 Protocol (a benchmark, not a test; numbers depend on the machine):
 
-1. Search: seed ``sgd_momentum``; tasks ``digits_logreg`` and ``digits_mlp`` (held-out validation
-   loss on scikit-learn's digits); funnel tiny -> small; one training seed (0); each rule tuned on
+1. Search: seed ``sgd_momentum``; tasks ``digits_logreg`` and ``digits_mlp`` (validation loss
+   on scikit-learn's digits); funnel tiny -> small; one training seed (0); each rule tuned on
    a 9-point lr grid 1e-4..1 and scored against AdamW tuned on the same grid
    (score = mean log(AdamW loss / rule loss); 0 = as good as tuned AdamW).
-2. Held-out check: the simplified best rule, SGD-momentum and AdamW are re-scored on UNSEEN
-   training seeds (1, 2) at the ``small`` fidelity, on the two search tasks plus ``char_lm``
-   (a task the search never saw), against tuned AdamW.
+2. Held-out check: the simplified best rule, SGD-momentum and AdamW are re-scored on the tasks'
+   held-out TEST split (data the search never saw: digits' 360 test images, char_lm's test
+   modules), with UNSEEN training seeds (1, 2), at the ``small`` fidelity, on the two search tasks
+   plus ``char_lm`` (a task the search never saw), against AdamW tuned the same way on the same
+   split. The lr is tuned on the reported split for every rule alike (as ``optforge eval --split
+   test`` does). For comparison the same check is also run on the validation split (the one the
+   search selected on), so the table shows how much of a rule's margin was selection on val.
 3. The same search budget with ``llm_share`` of the children proposed by the LLM backend
    (default: the embedded local model); skipped with ``--no-llm`` or when no backend loads.
 
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 SEARCH_TASKS = ["digits_logreg", "digits_mlp"]
 HELDOUT_TASKS = ["digits_logreg", "digits_mlp", "char_lm"]
 HELDOUT_SEEDS = [1, 2]
+HELDOUT_SPLIT = "test"
 LR_GRID = {"center": 0.01, "width": 4.0, "points": 9}
 
 
@@ -81,12 +86,12 @@ def run_search(d: dict, out: Path) -> dict:
         eng.close()
 
 
-def heldout(rules: dict[str, str], executor: str) -> dict:
-    """Scores vs tuned AdamW on unseen seeds (and an unseen task), small fidelity."""
+def heldout(rules: dict[str, str], executor: str, split: str = HELDOUT_SPLIT) -> dict:
+    """Scores vs tuned AdamW on unseen seeds (and an unseen task) on ``split``, small fidelity."""
     from evaluators.base import Candidate
     from evaluators.rules import RuleEvalConfig, RuleEvaluator
     ev = RuleEvaluator(RuleEvalConfig(tasks=HELDOUT_TASKS, seeds=HELDOUT_SEEDS, lr_grid=LR_GRID,
-                                      executor=executor))
+                                      executor=executor, split=split))
     try:
         names = list(rules)
         t0 = time.time()
@@ -97,6 +102,7 @@ def heldout(rules: dict[str, str], executor: str) -> dict:
                       "tasks": {t: {"score": tr.score, "metric": tr.metric, "adamw": tr.baseline, "lr": tr.best_lr}
                                 for t, tr in r.tasks.items()}}
         out["_seconds"] = round(time.time() - t0, 1)
+        out["_split"] = split
         return out
     finally:
         ev.close()
@@ -104,11 +110,15 @@ def heldout(rules: dict[str, str], executor: str) -> dict:
 
 def _table(out: Path) -> str:
     """Markdown tables from every ``result_<campaign>.json`` under ``out``."""
-    rows = []
+    rows, old = [], []
     for f in sorted(out.glob("result_*.json")):
-        rows.append(json.loads(f.read_text()))
+        r = json.loads(f.read_text())
+        if r.get("heldout_split") == HELDOUT_SPLIT:
+            rows.append(r)
+        else:
+            old.append(f.name)
     if not rows:
-        return "(no results yet)"
+        return "(no results of the test-split protocol yet)" + (f"; old protocol: {old}" if old else "")
     lines = ["| campaign | budget (units) | evaluations | wall s | LLM calls | LLM valid / proposals "
              "| SGD-m score (search, small) | best score (search, small) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -117,7 +127,8 @@ def _table(out: Path) -> str:
         lv = f"{c['llm_valid']}/{c['llm_proposals']}" if c["llm_proposals"] else "-"
         lines.append(f"| {c['name'][6:]} | {c['budget_units']:g} | {c['evaluations']} | {c['wall_s']:.0f} | "
                      f"{c['llm_calls']} | {lv} | {c['seed_score_small']:+.3f} | {c['best_score_small']:+.3f} |")
-    lines += ["", "Held-out check (unseen training seeds " + ", ".join(map(str, HELDOUT_SEEDS)) + ", small fidelity; "
+    lines += ["", f"Held-out check ({HELDOUT_SPLIT} split, unseen training seeds "
+              + ", ".join(map(str, HELDOUT_SEEDS)) + ", small fidelity; "
               "score = mean log(tuned AdamW loss / tuned rule loss): 0 = tuned AdamW, higher is better; "
               "char_lm was never seen by the search):", "",
               "| rule | " + " | ".join(HELDOUT_TASKS) + " | mean |", "|---" * (len(HELDOUT_TASKS) + 2) + "|"]
@@ -130,6 +141,21 @@ def _table(out: Path) -> str:
             cells = [f"{v['tasks'][t]['score']:+.3f}" if t in v["tasks"] and v["tasks"][t]["score"] > -1e8
                      else "failed" for t in HELDOUT_TASKS]
             lines.append(f"| {n} | " + " | ".join(cells) + f" | {v['score']:+.3f} |")
+    lines += ["", "Same rules and seeds on the validation split (the search selected on val, seed 0):", "",
+              "| rule | " + " | ".join(HELDOUT_TASKS) + " | mean (val) | mean (test) |",
+              "|---" * (len(HELDOUT_TASKS) + 3) + "|"]
+    done = set()
+    for r in rows:
+        for n, v in r.get("heldout_val", {}).items():
+            if n.startswith("_") or n in done:
+                continue
+            done.add(n)
+            cells = [f"{v['tasks'][t]['score']:+.3f}" if t in v["tasks"] and v["tasks"][t]["score"] > -1e8
+                     else "failed" for t in HELDOUT_TASKS]
+            test = r["heldout"][n]["score"]
+            lines.append(f"| {n} | " + " | ".join(cells) + f" | {v['score']:+.3f} | {test:+.3f} |")
+    if old:
+        lines += ["", f"(not shown, older protocol without a test split: {', '.join(old)})"]
     return "\n".join(lines)
 
 
@@ -179,13 +205,17 @@ def main() -> int:
         print(f"best (simplified) of {name}:\n{r['simplified']}", flush=True)
         rules = {"sgd_momentum": dsl.get_rule("sgd_momentum").source(), "adamw": dsl.get_rule("adamw").source(),
                  f"best_{name}": r["simplified"]}
-        print("\n=== held-out check (unseen seeds, + unseen task char_lm), small fidelity ===", flush=True)
+        print(f"\n=== held-out check ({HELDOUT_SPLIT} split, unseen seeds, + unseen task char_lm), small fidelity"
+              " ===", flush=True)
         h = heldout(rules, args.executor)
+        print("=== the same on the validation split (for comparison) ===", flush=True)
+        hv = heldout(rules, args.executor, split="val")
         result = {"machine": f"{os.cpu_count()}-core CPU container ({platform.machine()}), torch "
                              f"{torch.__version__}", "load_before": load0, "load_after": os.getloadavg(),
                   "budget": args.budget, "wall_cap_s": wall, "llm_calls_cap": args.llm_calls if share else 0,
                   "search_tasks": SEARCH_TASKS, "heldout_tasks": HELDOUT_TASKS, "heldout_seeds": HELDOUT_SEEDS,
-                  "lr_grid": LR_GRID, "campaign": r, "heldout": h, "finished": time.strftime("%Y-%m-%d %H:%M UTC",
+                  "heldout_split": HELDOUT_SPLIT, "lr_grid": LR_GRID, "campaign": r, "heldout": h,
+                  "heldout_val": hv, "finished": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                          time.gmtime())}
         (out / f"result_{name}.json").write_text(json.dumps(result, indent=2, default=str))
     print()
