@@ -4,12 +4,20 @@ Candidates and results are pydantic models (they cross process, Ray and disk
 boundaries). ``Evaluator.evaluate`` takes a batch so an implementation can
 vectorize; a failing candidate gets a failing status and ``WORST_SCORE``, never
 an exception that stops the batch.
+
+Results stream: ``evaluate(candidates, fidelity, on_result)`` calls
+``on_result(index, result)`` as soon as one candidate's result is final (cache
+hits and invalid candidates at once, trained ones when their last work unit
+returns), so a caller can persist each finished evaluation without waiting for
+the batch; a process killed mid-batch then loses only the evaluations still
+running. The returned list is the same with or without ``on_result``.
 """
 from __future__ import annotations
 
 import abc
 from enum import Enum
-from typing import Any, Literal
+import inspect
+from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,6 +75,47 @@ class EvalResult(BaseModel):
         return self.status == Status.ok
 
 
+#: ``on_result(index, result)``: called once per candidate as soon as its result is final.
+OnResult = Optional[Callable[[int, "EvalResult"], None]]
+
+
+class ResultStream:
+    """Calls a caller's ``on_result`` for an evaluator, once per index, shielding the batch from it.
+
+    An exception raised by ``on_result`` must not turn into failed evaluations (an executor
+    error path would mark the whole batch failed), so it is kept, later calls are skipped, and
+    :meth:`raise_pending` re-raises it once the batch is done (its results are cached by then).
+    """
+
+    def __init__(self, on_result: OnResult):
+        self.fn = on_result
+        self.sent: set[int] = set()
+        self.error: BaseException | None = None
+
+    def __call__(self, index: int, result: "EvalResult") -> None:
+        if self.fn is None or self.error is not None or index in self.sent:
+            return
+        self.sent.add(index)
+        try:
+            self.fn(index, result)
+        except Exception as e:  # noqa: BLE001 - re-raised by raise_pending
+            self.error = e
+
+    def raise_pending(self) -> None:
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+
+
+def accepts_on_result(evaluator: "Evaluator") -> bool:
+    """Whether ``evaluator.evaluate`` takes ``on_result`` (evaluators written before it did not)."""
+    try:
+        params = inspect.signature(evaluator.evaluate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_result" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
 class Evaluator(abc.ABC):
     """Scores batches of candidates at a fidelity (cheapest first in ``fidelities``)."""
 
@@ -78,5 +127,9 @@ class Evaluator(abc.ABC):
         """The cache key; functionally identical candidates share it."""
 
     @abc.abstractmethod
-    def evaluate(self, candidates: list[Candidate], fidelity: str) -> list[EvalResult]:
-        """One result per candidate, in order. Never raises for a bad candidate."""
+    def evaluate(self, candidates: list[Candidate], fidelity: str,
+                 on_result: OnResult = None) -> list[EvalResult]:
+        """One result per candidate, in order. Never raises for a bad candidate.
+
+        ``on_result(index, result)``, when given, is called once per candidate as soon as its
+        result is final (see the module docstring), before ``evaluate`` returns."""

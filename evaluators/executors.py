@@ -1,9 +1,13 @@
 """Where evaluations run: in process, in a local process pool, or on Ray.
 
-One small interface, ``Executor.map(fn, items, timeout_s) -> list[Outcome]``:
+One small interface, ``Executor.map(fn, items, timeout_s, on_done) -> list[Outcome]``:
 ``fn`` is a picklable module-level function, each item one unit of work, and
 every item gets an :class:`Outcome` (a value, or an error / timeout with a
-reason), in order. A failing item never stops the batch.
+reason), in order. A failing item never stops the batch. ``on_done(index,
+outcome)``, when given, is called in the calling thread as soon as each item's
+outcome is known (in completion order, exactly once per item, before ``map``
+returns), so a caller can act on (and persist) every finished item at once
+instead of waiting for the whole batch.
 
 Time limits are enforced by killing the worker *process* that runs the item
 (never a thread: a thread stuck in a torch kernel cannot be stopped). The
@@ -27,7 +31,7 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 OutcomeStatus = Literal["ok", "error", "timeout"]
 
@@ -82,13 +86,22 @@ def per_item_timeouts(timeout_s, n: int) -> list[float | None]:
     return [None if t is None else float(t) for t in limits]
 
 
+#: ``on_done(index, outcome)``: called as each item finishes (see the module docstring).
+OnDone = Optional[Callable[[int, "Outcome"], None]]
+
+
 def _error_reason(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 class Executor(abc.ABC):
-    """Runs ``fn`` over items; every item gets an Outcome, in order. Usable as a context manager."""
+    """Runs ``fn`` over items; every item gets an Outcome, in order. Usable as a context manager.
+
+    ``on_done(index, outcome)`` is called in the calling thread once per item as soon as its
+    outcome is known (timeouts and crashed workers included). An exception raised by ``on_done``
+    propagates out of ``map`` (the pool then kills the workers still busy with the batch).
+    """
 
     name: str = "executor"
     #: How many items run at once (the evaluator uses it to decide how finely to split work).
@@ -96,9 +109,11 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any],
-            timeout_s: float | Sequence[float | None] | None = None) -> list[Outcome]:
+            timeout_s: float | Sequence[float | None] | None = None,
+            on_done: OnDone = None) -> list[Outcome]:
         """Run ``fn(item)`` for each item. ``timeout_s`` limits each item separately: one value for
-        all, or one per item (None: no limit)."""
+        all, or one per item (None: no limit). ``on_done(index, outcome)`` is called as each item
+        finishes."""
 
     def close(self) -> None:
         """Release workers / connections. Idempotent."""
@@ -128,23 +143,26 @@ class InProcessExecutor(Executor):
         if threads:
             set_torch_threads(threads)
 
-    def map(self, fn, items, timeout_s=None):
+    def map(self, fn, items, timeout_s=None, on_done=None):
         out = []
         limits = per_item_timeouts(timeout_s, len(items))
-        for item, limit in zip(items, limits):
+        for i, (item, limit) in enumerate(zip(items, limits)):
             t0 = time.perf_counter()
             try:
                 value = fn(item)
             except Exception as e:  # noqa: BLE001 - one bad item never stops the batch
-                out.append(Outcome("error", reason=_error_reason(e), seconds=time.perf_counter() - t0,
-                                   traceback=traceback.format_exc()))
-                continue
-            dt = time.perf_counter() - t0
-            note = ""
-            if limit is not None and dt > limit:
-                note = (f"ran {dt:.1f}s, past its {limit:g}s time limit (not enforced by the "
-                        "in-process executor; use the process pool to enforce it)")
-            out.append(Outcome("ok", value=value, reason=note, seconds=dt))
+                o = Outcome("error", reason=_error_reason(e), seconds=time.perf_counter() - t0,
+                            traceback=traceback.format_exc())
+            else:
+                dt = time.perf_counter() - t0
+                note = ""
+                if limit is not None and dt > limit:
+                    note = (f"ran {dt:.1f}s, past its {limit:g}s time limit (not enforced by the "
+                            "in-process executor; use the process pool to enforce it)")
+                o = Outcome("ok", value=value, reason=note, seconds=dt)
+            out.append(o)
+            if on_done is not None:
+                on_done(i, o)
         return out
 
 
@@ -302,22 +320,32 @@ class ProcessPoolExecutor(Executor):
             self._finalizer()
 
     # -- the map loop ------------------------------------------------------
-    def map(self, fn, items, timeout_s=None):
+    def map(self, fn, items, timeout_s=None, on_done=None):
         self._ensure_started()
         n = len(items)
         limits = per_item_timeouts(timeout_s, n)
         out: list[Outcome | None] = [None] * n
         pending: deque[int] = deque(range(n))
         blobs: dict[int, bytes] = {}
+        refused: list[int] = []
         for i, item in enumerate(items):
             try:
                 blobs[i] = pickle.dumps((fn, item), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as e:  # noqa: BLE001
                 out[i] = Outcome("error", reason=f"could not send the item to a worker: {_error_reason(e)}")
+                refused.append(i)
         pending = deque(i for i in pending if out[i] is None)
 
+        def done(i: int, o: Outcome) -> None:
+            out[i] = o
+            if on_done is not None:
+                on_done(i, o)
+
         try:
-            self._loop(pending, blobs, limits, out)
+            for i in refused:
+                if on_done is not None:
+                    on_done(i, out[i])
+            self._loop(pending, blobs, limits, done)
         except BaseException:
             # Interrupted (Ctrl-C) or a bug: workers still busy with this batch are killed so the
             # pool is clean for the next call.
@@ -328,8 +356,8 @@ class ProcessPoolExecutor(Executor):
             raise
         return [o for o in out]  # type: ignore[misc]
 
-    def _loop(self, pending: deque, blobs: dict, limits: list, out: list) -> None:
-        """Dispatch, wait, collect until every item has an outcome."""
+    def _loop(self, pending: deque, blobs: dict, limits: list, done: Callable[[int, Outcome], None]) -> None:
+        """Dispatch, wait, collect until every item has an outcome (``done(i, outcome)`` records it)."""
         dispatch_failures: dict[int, int] = {}
         while pending or any(w.idx is not None for w in self._pool):
             # 1. hand items to idle workers
@@ -342,7 +370,7 @@ class ProcessPoolExecutor(Executor):
                         # The worker died while idle: not the item's fault; retry on a fresh worker.
                         dispatch_failures[i] = dispatch_failures.get(i, 0) + 1
                         if dispatch_failures[i] > 2:
-                            out[i] = Outcome("error", reason=f"could not reach a worker process: {e}")
+                            done(i, Outcome("error", reason=f"could not reach a worker process: {e}"))
                         else:
                             pending.appendleft(i)
                         self._replace(w, kill=True)
@@ -373,29 +401,31 @@ class ProcessPoolExecutor(Executor):
                                    now - w.started)
                     if msg is not None:
                         kind, _, payload, secs = msg
-                        if kind == "ok":
-                            out[i] = Outcome("ok", value=payload, seconds=secs, worker=w.pid)
-                        else:
-                            out[i] = Outcome("error", reason=payload[0], traceback=payload[1],
-                                             seconds=secs, worker=w.pid)
                         w.idx = None
+                        if kind == "ok":
+                            done(i, Outcome("ok", value=payload, seconds=secs, worker=w.pid))
+                        else:
+                            done(i, Outcome("error", reason=payload[0], traceback=payload[1],
+                                            seconds=secs, worker=w.pid))
                         continue
                     # No reply and the pipe closed or the process ended: the worker died.
                     w.proc.join(timeout=5)
-                    out[i] = Outcome("error", seconds=now - w.started, worker=w.pid,
-                                     reason=f"the worker process (pid {w.pid}) "
-                                            f"{_describe_exit(w.proc.exitcode)} while evaluating this "
-                                            "item; no result was produced")
+                    o = Outcome("error", seconds=now - w.started, worker=w.pid,
+                                reason=f"the worker process (pid {w.pid}) "
+                                       f"{_describe_exit(w.proc.exitcode)} while evaluating this "
+                                       "item; no result was produced")
                     w.idx = None
                     self._replace(w, kill=True)
+                    done(i, o)
                 elif w.deadline is not None and now >= w.deadline:
                     pid = w.pid
-                    out[i] = Outcome("timeout", seconds=now - w.started, worker=pid,
-                                     reason=f"stopped after {limits[i]:g}s time limit: worker process "
-                                            f"(pid {pid}) killed")
+                    o = Outcome("timeout", seconds=now - w.started, worker=pid,
+                                reason=f"stopped after {limits[i]:g}s time limit: worker process "
+                                       f"(pid {pid}) killed")
                     w.idx = None
                     self.killed.append(pid)
                     self._replace(w, kill=True)
+                    done(i, o)
 
 
 # ---------------------------------------------------------------------------
@@ -471,7 +501,7 @@ class RayExecutor(Executor):
         self.parallelism = max(1, int(ray.cluster_resources().get("CPU", 1)))
         return ray
 
-    def map(self, fn, items, timeout_s=None):
+    def map(self, fn, items, timeout_s=None, on_done=None):
         ray = self._ensure()
         n = len(items)
         limits = per_item_timeouts(timeout_s, n)
@@ -483,13 +513,19 @@ class RayExecutor(Executor):
         submitted: dict[int, float] = {}
         started: dict[int, float] = {}
         cap = self.parallelism
+
+        def done(i: int, o: Outcome) -> None:
+            out[i] = o
+            if on_done is not None:
+                on_done(i, o)
+
         while pending or running:
             while pending and len(running) < cap:
                 i = pending.popleft()
                 try:
                     ref = self._remote.remote(fn, items[i], self.threads, self._log, f"{tag}:{i}")
                 except Exception as e:  # noqa: BLE001 - e.g. unpicklable item
-                    out[i] = Outcome("error", reason=f"could not submit the item to Ray: {_error_reason(e)}")
+                    done(i, Outcome("error", reason=f"could not submit the item to Ray: {_error_reason(e)}"))
                     continue
                 running[ref] = i
                 submitted[i] = time.monotonic()
@@ -503,7 +539,7 @@ class RayExecutor(Executor):
                     started.setdefault(int(idx), now)
             for ref in ready:
                 i = running.pop(ref)
-                out[i] = self._collect(ray, ref, now - started.get(i, submitted[i]))
+                done(i, self._collect(ray, ref, now - started.get(i, submitted[i])))
             for ref, i in list(running.items()):
                 limit = limits[i]
                 if limit is None:
@@ -516,8 +552,8 @@ class RayExecutor(Executor):
                     running.pop(ref)
                     what = "cancelled with force=True (its worker process killed)" if t0 is not None \
                         else f"never started within {self.startup_grace_s:g}s, cancelled"
-                    out[i] = Outcome("timeout", seconds=now - (t0 or submitted[i]),
-                                     reason=f"stopped after {limit:g}s time limit: Ray task {what}")
+                    done(i, Outcome("timeout", seconds=now - (t0 or submitted[i]),
+                                    reason=f"stopped after {limit:g}s time limit: Ray task {what}"))
         return out  # type: ignore[return-value]
 
     @staticmethod
@@ -561,6 +597,6 @@ def make_executor(name: str = "pool", **kw) -> Executor:
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-__all__ = ["Outcome", "Executor", "per_item_timeouts", "InProcessExecutor", "ProcessPoolExecutor",
+__all__ = ["Outcome", "OnDone", "Executor", "per_item_timeouts", "InProcessExecutor", "ProcessPoolExecutor",
            "RayExecutor", "make_executor", "EXECUTORS", "available_cores", "threads_per_worker",
            "set_torch_threads"]

@@ -33,7 +33,7 @@ from typing import Any
 from proxies.prompts import Example, PromptTask, format_query, match
 from search.llm.base import LLM, ChatRequest, Message
 
-from .base import Candidate, EvalResult, Evaluator, Status, TaskResult
+from .base import Candidate, EvalResult, Evaluator, OnResult, ResultStream, Status, TaskResult
 
 PROMPT_FIDELITIES: tuple[str, ...] = ("minibatch", "dev", "test")
 _WS = re.compile(r"\s+")
@@ -114,11 +114,17 @@ class PromptEvaluator(Evaluator):
             return list(range(len(split))), split
         raise ValueError(f"unknown fidelity {fidelity!r} for prompts: use one of {', '.join(PROMPT_FIDELITIES)}")
 
-    def evaluate(self, candidates: list[Candidate], fidelity: str) -> list[EvalResult]:
+    def evaluate(self, candidates: list[Candidate], fidelity: str,
+                 on_result: OnResult = None) -> list[EvalResult]:
         """All uncached valid prompts of the batch (and the baseline) go to the task model together:
         one ``chat()`` (or ``logprobs()``) call for every example of every prompt, so a local
-        backend fills its generation batches."""
+        backend fills its generation batches.
+
+        ``on_result(index, result)``: invalid prompts and cache hits are final at once when the
+        baseline's accuracy is already known (cached), the rest when the batched call returns."""
         self.examples(fidelity)  # validates the fidelity (a programming error, so it raises)
+        emit = ResultStream(on_result)
+        n_asked = len(candidates)
         cands = list(candidates)
         if self.baseline:
             cands.append(Candidate(kind="prompt", text=self.task.initial_prompt))
@@ -137,6 +143,20 @@ class PromptEvaluator(Evaluator):
                 continue
             pending.setdefault(key, []).append(i)
             texts[key] = normalize_prompt(c.text)
+
+        def send_final() -> None:
+            base = results[n_asked] if self.baseline else None
+            for i in range(n_asked):
+                r = results[i]
+                if r is None or i in emit.sent:
+                    continue
+                tr = r.tasks.get(self.task.name)
+                if base is not None and tr is not None and base.ok:
+                    tr.baseline = base.score
+                emit(i, r)
+
+        if not self.baseline or results[n_asked] is not None:
+            send_final()           # the baseline is known: cache hits and invalid prompts are final
         if pending:
             keys = list(pending)
             t0 = time.perf_counter()
@@ -152,14 +172,9 @@ class PromptEvaluator(Evaluator):
                     self._cache[(k, fidelity)] = res.model_copy(deep=True)
                 for n, i in enumerate(pending[k]):
                     results[i] = res if n == 0 else res.model_copy(update={"cached": True}, deep=True)
-        out = [r for r in results if r is not None]
-        if self.baseline:
-            base = out.pop()
-            for r in out:
-                tr = r.tasks.get(self.task.name)
-                if tr is not None and base.ok:
-                    tr.baseline = base.score
-        return out
+        send_final()
+        emit.raise_pending()
+        return [r for r in results[:n_asked]]  # type: ignore[misc]
 
     # ------------------------------------------------------------------ internals
     def validate(self, text: str) -> str | None:

@@ -35,7 +35,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 import dsl
 from dsl import DSLError
 
-from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult
+from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, OnResult, ResultStream, Status, TaskResult
 from .cache import EvalCache
 from .executors import Executor, Outcome, available_cores, make_executor
 
@@ -487,9 +487,13 @@ class RuleEvaluator(Evaluator):
         tasks = list(tasks or self.config.tasks)
         return self._ensure_baselines(fidelity, tasks, extra_jobs=[])[0]
 
-    def _ensure_baselines(self, fidelity: str, tasks: list[str], extra_jobs: list[SweepJob]
+    def _ensure_baselines(self, fidelity: str, tasks: list[str], extra_jobs: list[SweepJob],
+                          on_extra: Callable[[int, Outcome, dict[str, SweepSummary]], None] | None = None
                           ) -> tuple[dict[str, SweepSummary], list[Outcome]]:
-        """Baselines for ``tasks`` plus the outcomes of ``extra_jobs``, all in one executor batch."""
+        """Baselines for ``tasks`` plus the outcomes of ``extra_jobs``, all in one executor batch.
+
+        ``on_extra(j, outcome, baselines)`` is called once per extra job as soon as it has finished
+        and every baseline is known (baseline jobs are dispatched first, so that is early)."""
         have = {t: s for t in tasks if (s := self._cached_baseline(t, fidelity)
                                         or self._failed_baselines.get(self._baseline_id(t, fidelity)))}
         missing = [t for t in tasks if t not in have]
@@ -497,39 +501,71 @@ class RuleEvaluator(Evaluator):
                          self.config.torch_threads, self.config.split) for t in missing]
         limits = [self.config.baseline_timeout_s] * len(jobs) + [self.config.timeout_s] * len(extra_jobs)
         all_jobs = jobs + extra_jobs
+        nb = len(jobs)
+        waiting: list[tuple[int, Outcome]] = []   # extra jobs done before the last baseline
+        told: set[int] = set()
+
+        def tell(j: int, o: Outcome) -> None:
+            told.add(j)
+            on_extra(j, o, have)  # type: ignore[misc]
+
+        def on_done(i: int, o: Outcome) -> None:
+            if i < nb:
+                have[missing[i]] = self._take_baseline(missing[i], fidelity, o)
+            elif on_extra is not None:
+                waiting.append((i - nb, o))
+            if on_extra is not None and len(have) == len(tasks):
+                while waiting:
+                    tell(*waiting.pop(0))
+
         try:
-            outcomes = self.executor.map(run_sweep_job, all_jobs, limits) if all_jobs else []
+            outcomes = self.executor.map(run_sweep_job, all_jobs, limits, on_done=on_done) if all_jobs else []
         except Exception as e:  # noqa: BLE001 - e.g. a lost Ray cluster: every unit fails, the caller goes on
             why = f"the {self.executor.name} executor failed: {type(e).__name__}: {e}"
             outcomes = [Outcome("error", reason=why) for _ in all_jobs]
-        for t, o in zip(missing, outcomes[:len(jobs)]):
-            if o.ok:
-                s = o.value[0]
-                if not s.failed:
-                    self.cache.put_blob("baseline", self._baseline_id(t, fidelity), s.model_dump(mode="json"))
-                else:
-                    if not s.error:
-                        s = s.model_copy(update={"error": "it diverged at every learning rate of the grid "
-                                                 f"{_grid_text(self._lrs)}: the grid is wrong for this task"})
-                    self._failed_baselines[self._baseline_id(t, fidelity)] = s
+        for t, o in zip(missing, outcomes[:nb]):
+            if t not in have:                      # not reported (the executor failed)
+                have[t] = self._take_baseline(t, fidelity, o)
+        if on_extra is not None:
+            for j, o in enumerate(outcomes[nb:]):
+                if j not in told:
+                    tell(j, o)
+        return have, outcomes[nb:]
+
+    def _take_baseline(self, t: str, fidelity: str, o: Outcome) -> SweepSummary:
+        """A finished baseline job's summary, cached when it succeeded (failures kept in memory)."""
+        if o.ok:
+            s = o.value[0]
+            if not s.failed:
+                self.cache.put_blob("baseline", self._baseline_id(t, fidelity), s.model_dump(mode="json"))
             else:
-                s = SweepSummary(task=t, lrs=list(self._lrs), seeds=list(self._seeds),
-                                 error=f"{o.status}: {o.reason}", seconds=o.seconds)
-            have[t] = s
-        return have, outcomes[len(jobs):]
+                if not s.error:
+                    s = s.model_copy(update={"error": "it diverged at every learning rate of the grid "
+                                             f"{_grid_text(self._lrs)}: the grid is wrong for this task"})
+                self._failed_baselines[self._baseline_id(t, fidelity)] = s
+            return s
+        return SweepSummary(task=t, lrs=list(self._lrs), seeds=list(self._seeds),
+                            error=f"{o.status}: {o.reason}", seconds=o.seconds)
 
     # -- evaluation ------------------------------------------------------------------
-    def evaluate(self, candidates: list[Candidate], fidelity: str) -> list[EvalResult]:
-        """One result per candidate, in order; never raises for a bad candidate."""
+    def evaluate(self, candidates: list[Candidate], fidelity: str,
+                 on_result: OnResult = None) -> list[EvalResult]:
+        """One result per candidate, in order; never raises for a bad candidate.
+
+        ``on_result(index, result)`` is called as soon as a candidate's result is final: invalid
+        candidates and cache hits at once, a trained one when its last work unit has returned (its
+        result is in the cache by then), a twin of a trained one (same fingerprint) with it."""
         self._check_fidelity(fidelity)
+        emit = ResultStream(on_result)
         results: list[EvalResult | None] = [None] * len(candidates)
         todo: dict[str, _Pending] = {}          # key -> first candidate with that key
-        dupes: list[tuple[int, str]] = []       # (index, key) of later candidates with a key in todo
+        dupes: dict[str, list[int]] = {}        # key in todo -> indices of later candidates with it
         for i, cand in enumerate(candidates):
             t0 = time.perf_counter()
             if cand.kind != "rule":
                 results[i] = EvalResult(key="", fidelity=fidelity, status=Status.invalid,
                                         reason=f"RuleEvaluator scores rules, got a {cand.kind!r} candidate")
+                emit(i, results[i])
                 continue
             try:
                 program = dsl.parse(cand.text)
@@ -537,25 +573,34 @@ class RuleEvaluator(Evaluator):
                 results[i] = EvalResult(key="text:" + hashlib.sha256(cand.text.encode()).hexdigest()[:32],
                                         fidelity=fidelity, status=Status.invalid, reason=str(e),
                                         seconds=time.perf_counter() - t0)
+                emit(i, results[i])
                 continue
             key = rule_key(program)
             if key in todo:
-                dupes.append((i, key))
+                dupes.setdefault(key, []).append(i)
                 continue
             hit = self.cache.get(key, fidelity, self.config_hash)
             if hit is not None:
                 results[i] = hit
+                emit(i, hit)
                 continue
             todo[key] = _Pending(i, program.source(), key, {})
 
+        def final(p: _Pending, r: EvalResult) -> None:
+            emit(p.index, r)
+            for i in dupes.get(p.key, ()):
+                results[i] = r.model_copy(update={"cached": True}, deep=True)
+                emit(i, results[i])
+
         if todo:
-            self._train(list(todo.values()), fidelity, results)
-        for i, key in dupes:
-            first = results[todo[key].index]
-            results[i] = first.model_copy(update={"cached": True}, deep=True)
+            self._train(list(todo.values()), fidelity, results, final)
+        emit.raise_pending()
         return results  # type: ignore[return-value]
 
-    def _train(self, pending: list[_Pending], fidelity: str, results: list) -> None:
+    def _train(self, pending: list[_Pending], fidelity: str, results: list,
+               on_final: Callable[[_Pending, EvalResult], None] | None = None) -> None:
+        """Train ``pending`` (and any missing baselines) in one executor batch. Each candidate is
+        finished, cached and reported (``on_final``) as soon as its last work unit returns."""
         tasks = list(self.config.tasks)
         split = len(pending) < getattr(self.executor, "parallelism", 1) and len(tasks) > 1
         units: list[tuple[_Pending, SweepJob]] = []
@@ -563,9 +608,13 @@ class RuleEvaluator(Evaluator):
             groups = [(t,) for t in tasks] if split else [tuple(tasks)]
             units += [(p, SweepJob(p.source, g, self._lrs, self._seeds, fidelity, True,
                                    self.config.torch_threads, self.config.split)) for g in groups]
-        base, outcomes = self._ensure_baselines(fidelity, tasks, [j for _, j in units])
+        left: dict[int, int] = {}               # candidate index -> its work units still out
+        for p, _ in units:
+            left[p.index] = left.get(p.index, 0) + 1
         self.trained += len(pending)
-        for (p, job), o in zip(units, outcomes):
+
+        def on_unit(j: int, o: Outcome, base: dict[str, SweepSummary]) -> None:
+            p, job = units[j]
             p.seconds += o.seconds
             if o.ok:
                 for s in o.value:
@@ -579,13 +628,16 @@ class RuleEvaluator(Evaluator):
                                                   error=f"{o.reason} (while running {unit})",
                                                   seconds=o.seconds)
                     p.killed[t] = status
-        fresh = []
-        for p in pending:
-            r = self._finish(p, fidelity, tasks, base)
-            results[p.index] = r
-            if r.status in (Status.ok, Status.diverged):
-                fresh.append(r)
-        self.cache.put_many(fresh, self.config_hash)
+            left[p.index] -= 1
+            if left[p.index] == 0:               # the candidate's last unit: final now
+                r = self._finish(p, fidelity, tasks, base)
+                results[p.index] = r
+                if r.status in (Status.ok, Status.diverged):
+                    self.cache.put(r, self.config_hash)
+                if on_final is not None:
+                    on_final(p, r)
+
+        self._ensure_baselines(fidelity, tasks, [j for _, j in units], on_extra=on_unit)
 
     def _finish(self, p: _Pending, fidelity: str, tasks: list[str],
                 base: dict[str, SweepSummary]) -> EvalResult:
