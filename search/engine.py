@@ -22,10 +22,14 @@ How a campaign runs (``Engine.run``)
 6. ``KindPlugin.finalize(engine)``: for rules, the top individuals are simplified (exact then
    empirical, see search.simplify_empirical); prompt runs score their best on the test split.
 
-Durability: each result is written when the evaluator returns it (one transaction per
-result). Evaluations still in flight in a batch when the process dies are redone on resume;
-a resumed run re-plays its unfinished generation from the last checkpoint (same RNG state,
-recorded LLM replies from the request cache) and reuses every evaluation that had finished.
+Durability: each result is written to the store the moment the evaluator reports it final
+(``evaluate(..., on_result=...)``: as each candidate's training finishes, not when its batch
+does), one transaction per result. A process killed mid-batch loses only the trainings still
+running; a resumed run re-plays its unfinished generation from the last checkpoint (same RNG
+state, recorded LLM replies from the request cache) and reuses every evaluation that had
+finished, without retraining it. The engine's own state (budget used, best, stall counter) is
+updated in the batch's order once the batch is done, whichever order results arrived in, so a
+resumed run ends exactly like an uninterrupted one.
 
 Final ranking: the highest fidelity reached first, then the score at it (``rank_key``).
 
@@ -72,7 +76,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status
+from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status, accepts_on_result
 
 from .campaign import Campaign
 from .store import DB_NAME, RunStore, StoreError
@@ -674,7 +678,9 @@ class Engine:
         """Evaluate at one fidelity (cache, replay, or the evaluator); returns those with a result.
 
         Each key is trained at most once per fidelity: a child whose key already has a result
-        (an earlier candidate, or a twin in this batch) reuses it at no cost.
+        (an earlier candidate, or a twin in this batch) reuses it at no cost. Each new result is
+        written to the store as soon as the evaluator reports it (see "Durability" above); the
+        engine's counters are updated afterwards, in the order of ``inds``.
         """
         lvl = self.fidelities.index(fidelity)
         search = phase == "search"     # the simplify phase has its own cap and costs no search units
@@ -694,31 +700,45 @@ class Engine:
         firsts = list(unique.values())
         if search:
             firsts = firsts[: self._affordable(fidelity, len(unique))]
+        got: dict[int, tuple[EvalResult, float]] = {}   # individual id -> (result, cost)
         fresh = []
         for ind in firsts:
             rep = self.replay.pop((ind.key, fidelity), None)
             if rep is not None:                        # finished before a kill: reuse, count as then
                 r, c, _seq = rep
-                self.used += c
-                self.since_improvement += c
-                self._store_known(ind, r, lvl, search)
-                done.append(ind)
+                got[ind.id] = (r, c)
             else:
                 fresh.append(ind)
         if fresh:
-            results = self._run_evaluator(fresh, fidelity)
-            for ind, r in zip(fresh, results):
-                seq = self.store.count("evaluations")
-                self.store.add_evaluation(seq=seq, candidate_id=ind.id, key=ind.key, fidelity=fidelity,
-                                          result_json=r.model_dump_json(), score=float(r.score),
-                                          status=str(r.status.value), cost=cost, seconds=float(r.seconds),
-                                          phase=phase)
-                self.used += cost
-                self.since_improvement += cost
-                self._store_known(ind, r, lvl, search)
-                done.append(ind)
-                if self.progress is not None:
-                    self.progress.update(self)
+            written: dict[int, EvalResult] = {}        # index in fresh -> result in the store
+
+            def on_result(j: int, r: EvalResult) -> None:
+                """Persist one finished evaluation at once (its own transaction)."""
+                if j in written or not 0 <= j < len(fresh):
+                    return
+                r = r if r.fidelity == fidelity else r.model_copy(update={"fidelity": fidelity})
+                try:
+                    self._write_evaluation(fresh[j], r, fidelity, cost, phase)
+                except Exception:  # noqa: BLE001 - retried below once the batch is back (raises then)
+                    return
+                written[j] = r
+
+            results = self._run_evaluator(fresh, fidelity, on_result)
+            for j, (ind, r) in enumerate(zip(fresh, results)):
+                if j in written:
+                    r = written[j]                     # what the store holds
+                else:
+                    self._write_evaluation(ind, r, fidelity, cost, phase)
+                got[ind.id] = (r, cost)
+        fresh_ids = {i.id for i in fresh}
+        for ind in firsts:                             # in the batch's order, however results arrived
+            r, c = got[ind.id]
+            self.used += c
+            self.since_improvement += c
+            self._store_known(ind, r, lvl, search)
+            done.append(ind)
+            if self.progress is not None and ind.id in fresh_ids:
+                self.progress.update(self)
         chosen = {i.id for i in firsts}
         for ind in waiting:                            # twins of a key evaluated just now
             if ind.id not in chosen and fidelity in self.known.get(ind.key, {}):
@@ -728,6 +748,14 @@ class Engine:
         done.sort(key=lambda i: i.id)
         return done
 
+    def _write_evaluation(self, ind: Individual, r: EvalResult, fidelity: str, cost: float, phase: str) -> None:
+        """One finished evaluation into the store, in its own transaction (``seq``: arrival order)."""
+        seq = self.store.count("evaluations")
+        self.store.add_evaluation(seq=seq, candidate_id=ind.id, key=ind.key, fidelity=fidelity,
+                                  result_json=r.model_dump_json(), score=float(r.score),
+                                  status=str(r.status.value), cost=cost, seconds=float(r.seconds),
+                                  phase=phase)
+
     def _store_known(self, ind: Individual, r: EvalResult, lvl: int, search: bool = True) -> None:
         self.known.setdefault(ind.key, {})[r.fidelity] = r
         self._apply_result(ind, r)
@@ -736,10 +764,16 @@ class Engine:
                 self.level_scores[lvl].append(float(r.score))
             self._observe(ind)
 
-    def _run_evaluator(self, inds: list[Individual], fidelity: str) -> list[EvalResult]:
+    def _run_evaluator(self, inds: list[Individual], fidelity: str,
+                       on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
+        """The evaluator's results for ``inds``; ``on_result(index, result)`` as each one is final
+        (evaluators without the streaming argument report nothing early: the caller writes after)."""
         cands = [Candidate(kind=self.campaign.kind, text=i.text, meta={"id": i.id}) for i in inds]
         try:
-            results = self.evaluator.evaluate(cands, fidelity)
+            if on_result is not None and accepts_on_result(self.evaluator):
+                results = self.evaluator.evaluate(cands, fidelity, on_result=on_result)
+            else:
+                results = self.evaluator.evaluate(cands, fidelity)
             if len(results) != len(cands):
                 raise RuntimeError(f"evaluator returned {len(results)} results for {len(cands)} candidates")
         except Exception as e:  # an evaluator must not raise for a bad candidate; keep going anyway

@@ -90,3 +90,156 @@ def test_sigkill_then_resume_loses_nothing_and_matches_an_uninterrupted_run(tmp_
     ref = _rows(b / "runs" / "killme" / "run.sqlite")
     assert [r[:4] for r in ref] == [r[:4] for r in after], "resumed run diverged from the uninterrupted one"
     assert all(abs(x[4] - y[4]) <= 1e-9 * max(1.0, abs(x[4])) for x, y in zip(ref, after))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-result durability: a kill in the middle of an evaluator batch keeps the batch's finished
+# trainings, and the resumed run does not train them again.
+# ---------------------------------------------------------------------------------------------
+
+STREAM_BUDGET = 11
+STREAM_CAMPAIGN = f"""
+name = "stream"
+seed_rules = ["sgd_momentum"]
+tasks = ["quadratic"]
+fidelities = ["small"]
+executor = "inprocess"
+eval_seeds = [0]
+lrs = [0.003, 0.03, 0.3]
+random_seed = 11
+[budget]
+evaluations = {STREAM_BUDGET}
+[search]
+population = 6
+tournament = 2
+batch_size = 5
+[simplify]
+enabled = false
+"""
+
+# Runs the campaign in this directory and prints how many candidates the evaluator trained.
+DRIVER = """
+import json, sys
+from search.campaign import load_campaign
+from search.engine import Engine
+eng = Engine(load_campaign("camp.toml"), None, resume="--resume" in sys.argv)
+try:
+    eng.run()
+    print("TRAINED", json.dumps(eng.evaluator.trained))
+finally:
+    eng.close()
+"""
+
+
+def _driver(d: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "driver.py", *args], cwd=d, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _trained(out: str) -> int:
+    lines = [ln for ln in out.splitlines() if ln.startswith("TRAINED ")]
+    assert lines, out
+    return int(lines[-1].split()[1])
+
+
+def _ro(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
+def _mid_batch(run: Path) -> tuple[int, int, int]:
+    """For the generation after the last checkpoint: (results in the run store, candidates with no
+    result anywhere yet, results only in the evaluator's cache). (0, 0, 0) when not readable yet.
+
+    The store is read before the evaluator's cache, and a result enters the cache before the store,
+    so a candidate in neither was still training when the stored results were already durable."""
+    db, cache = run / "run.sqlite", run / "eval_cache" / "eval_cache.sqlite"
+    if not (db.exists() and cache.exists()):
+        return 0, 0, 0
+    try:
+        con = _ro(db)
+        try:
+            con.execute("BEGIN")
+            nid = con.execute("SELECT COALESCE(MAX(next_id), 0) FROM checkpoints").fetchone()[0]
+            stored = {r[0] for r in con.execute("SELECT key FROM evaluations WHERE candidate_id >= ?", (nid,))}
+            known = {r[0] for r in con.execute("SELECT key FROM evaluations")}
+            batch = {r[0] for r in con.execute("SELECT key FROM candidates WHERE id >= ? AND state = 'ok'",
+                                               (nid,))}
+        finally:
+            con.close()
+        con = _ro(cache)
+        try:
+            cached = {r[0] for r in con.execute("SELECT key FROM results")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0, 0, 0
+    waiting = batch - known
+    return len(stored), len(waiting - cached), len(waiting & cached)
+
+
+def _ranking(run: Path) -> list[tuple]:
+    from search.store import RunView
+    view = RunView(run)
+    try:
+        return [(c["id"], c["key"], c["level"], round(c["score"], 9)) for c in view.ranked()]
+    finally:
+        view.close()
+
+
+def _all_rows(db: Path) -> list[tuple]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT seq, candidate_id, key, fidelity, score, cost, seconds, created, result "
+                           "FROM evaluations ORDER BY seq").fetchall()
+    finally:
+        con.close()
+
+
+def test_kill_mid_batch_keeps_each_finished_training_and_resume_does_not_retrain_it(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "camp.toml").write_text(STREAM_CAMPAIGN)
+        (d / "driver.py").write_text(DRIVER)
+    reference = _driver(b)                    # uninterrupted, same seed
+    proc = _driver(a)
+    run = a / "runs" / "stream"
+    db = run / "run.sqlite"
+    deadline = time.time() + 120
+    # wait until a generation's batch (5 candidates, trained one after another) is part-way done:
+    # some of its results already in the run store while others are still training
+    while proc.poll() is None and time.time() < deadline:
+        stored, training, _ = _mid_batch(run)
+        if stored >= 1 and training >= 1:
+            break
+        time.sleep(0.005)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    stored, training, cached_only = _mid_batch(run)
+    assert stored >= 1 and training >= 1, \
+        f"the kill did not land inside a batch ({stored} of its results stored, {training} training)"
+    before = _all_rows(db)
+    assert len(before) < STREAM_BUDGET
+
+    out, _ = _driver(a, "--resume").communicate(timeout=300)
+    ref_out, _ = reference.communicate(timeout=300)
+    assert reference.returncode == 0, ref_out
+    after = _all_rows(db)
+    # every result stored before the kill is still there, untouched (same time stamps: not rewritten)
+    assert after[: len(before)] == before
+    assert len(after) == STREAM_BUDGET and sum(r[5] for r in after) == STREAM_BUDGET, out
+    # ... and none of them was trained again: the resumed run trained exactly the rest
+    ref_rows = _all_rows(b / "runs" / "stream" / "run.sqlite")
+    assert _trained(ref_out) == len(ref_rows) == STREAM_BUDGET
+    # (a result that reached the evaluator's cache just before the kill, but not the store, is a
+    # cache hit on resume: also not retrained)
+    assert _trained(out) == STREAM_BUDGET - len(before) - cached_only, out
+    con = _ro(db)
+    resumed = con.execute("SELECT message FROM events WHERE kind='resumed'").fetchall()
+    con.close()
+    assert resumed and f"({stored} finished evaluation(s) of the unfinished generation kept)" in resumed[-1][0]
+    # the campaign is the uninterrupted one: same evaluations in the same order, same ranking
+    assert [r[:4] for r in ref_rows] == [r[:4] for r in after]
+    assert all(abs(x[4] - y[4]) <= 1e-9 * max(1.0, abs(x[4])) for x, y in zip(ref_rows, after))
+    assert _ranking(a / "runs" / "stream") == _ranking(b / "runs" / "stream")
