@@ -5,7 +5,8 @@
 - normalize: ``dsl.parse`` (the security boundary), the checker's loop-carried liveness, and
   the canonical ``Program.source()``. Programs whose update never reads ``g`` or never
   changes ``w`` are refused before training (nothing to learn from them: the Lion paper's
-  abstract-execution filter);
+  abstract-execution filter), and so are programs that change ``w`` at ``lr = 0`` (a step the
+  lr sweep cannot tune: :func:`moves_without_lr`);
 - the evaluator: the campaign's ``tasks``, ``lrs``, ``eval_seeds``, ``executor`` and
   ``[evaluator]`` table become ``evaluators.RuleEvalConfig``; its result cache lives in
   ``<run_dir>/eval_cache/`` unless ``[evaluator] cache_dir`` names another place;
@@ -18,6 +19,29 @@ from typing import Any, Sequence
 
 from .campaign import Campaign
 from .engine import Individual, InvalidCandidate, KindPlugin, register_kind
+
+
+def moves_without_lr(program, steps: int = 3) -> bool:
+    """Does the rule change ``w`` when ``lr = 0``?
+
+    Scores compare rules at their tuned lr; a step that does not scale with lr (``w = w - g``
+    next to ``w = w - lr * u``) is a fixed second step size that the lr sweep cannot tune away
+    and the baselines do not have, and searches exploit it (measured: bench/results/discovery.md).
+    Checked by running the rule a few steps on fixed pseudo-random inputs at lr = 0, wd = 0.1;
+    a non-finite result (a rule dividing by lr) is left to the evaluator.
+    """
+    import torch
+    import dsl
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    w, state = w0.clone(), {}
+    with torch.no_grad():
+        for t in range(1, steps + 1):
+            g = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+            w, state = dsl.run_rule(program, w, g, state, lr=0.0, wd=0.1, step=t)
+    if not bool(torch.isfinite(w).all()):
+        return False
+    return not torch.allclose(w, w0, rtol=1e-12, atol=1e-12)
 
 
 def _eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
@@ -114,6 +138,10 @@ class RuleKind(KindPlugin):
             raise InvalidCandidate("the rule never changes w")
         if "g" not in lv.live_in:
             raise InvalidCandidate("the update never reads the gradient g")
+        if moves_without_lr(prog):
+            raise InvalidCandidate("the rule changes w at lr = 0: part of its step ignores the tuned learning "
+                                   "rate, an untuned second step size the baselines do not get (scale every "
+                                   "change of w by lr)")
         canon = prog.source()
         if dsl.parse(canon).source() != canon:  # the printer's round trip (a DSL invariant)
             raise InvalidCandidate("canonical source does not round-trip")

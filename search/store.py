@@ -274,14 +274,22 @@ class RunView:
         self.fidelities: list[str] = self.store.get_meta("fidelities", [])
         self.status: str = self.store.get_meta("status", "unknown")
         self.evaluations = self.store.evaluations()
+        # A search candidate is ranked on what the search measured, as the engine ranks it: a
+        # simplification try that happens to compute the same function (same key) at a higher
+        # fidelity must not lift a search candidate the engine never promoted.
         by_key: dict[str, dict] = {}
+        by_key_search: dict[str, dict] = {}
         for e in self.evaluations:
-            by_key.setdefault(e["key"], {})[e["fidelity"]] = EvalResult.model_validate_json(e["result"])
+            r = EvalResult.model_validate_json(e["result"])
+            by_key.setdefault(e["key"], {})[e["fidelity"]] = r
+            if e.get("phase", "search") == "search":
+                by_key_search.setdefault(e["key"], {})[e["fidelity"]] = r
         self.all = self.store.candidates()
         self.by_id = {c["id"]: c for c in self.all}
         self.individuals: list[dict] = []
         for c in self.all:
-            res = by_key.get(c["key"] or "", {}) if c["state"] in ("ok", "simplify") else {}
+            res = (by_key_search if c["state"] == "ok" else by_key).get(c["key"] or "", {}) \
+                if c["state"] in ("ok", "simplify") else {}
             c["results"] = {f: res[f] for f in self.fidelities if f in res}
             c["level"], c["score"] = -1, WORST_SCORE
             for lvl, f in enumerate(self.fidelities):

@@ -79,6 +79,22 @@ def test_normalize_refuses_rules_that_ignore_the_gradient_or_never_move_w():
         kind.normalize("def r(w, g):\n    import os\n    return w\n")
 
 
+def test_normalize_refuses_a_step_that_ignores_the_tuned_lr():
+    """A fixed step next to the tuned one (found by searches that exploit lr-only tuning) is
+    refused; steps bounded by lr, decoupled decay and every library rule pass."""
+    from search.rule_kind import moves_without_lr
+    kind = RuleKind()
+    fixed = ("def r(w, g, buf, lr, momentum=0.9):\n    buf = momentum * buf + g\n    w = w - g\n"
+             "    w = w - lr * buf\n    return w, buf\n")
+    with pytest.raises(InvalidCandidate, match="at lr = 0"):
+        kind.normalize(fixed)
+    with pytest.raises(InvalidCandidate, match="at lr = 0"):   # weight decay that ignores lr
+        kind.normalize("def r(w, g, lr, wd):\n    w = w * (1 - wd) - lr * g\n    return w\n")
+    clipped = "def r(w, g, buf, lr):\n    buf = 0.8 * buf + g\n    buf = clip(buf, lr)\n    w = w - buf\n    return w, buf\n"
+    assert kind.normalize(clipped)
+    assert not any(moves_without_lr(dsl.get_rule(n)) for n in dsl.list_rules())
+
+
 def test_constant_perturbation_is_log_scale_and_keeps_betas_below_one():
     rng = random.Random(0)
     betas = [perturb(0.999, rng) for _ in range(300)]
