@@ -21,8 +21,9 @@ Protocol (a benchmark, not a test; numbers depend on the machine):
 Each campaign is one job of at most ~20 min on 2 CPU cores; run them one at a time (under the
 shared benchmark lock when other work runs), then print the tables:
 
-    flock /tmp/of-bench.lock python bench/discovery.py --only random    # ~12 min
-    flock /tmp/of-bench.lock python bench/discovery.py --only llm       # ~18 min (LLM calls capped)
+    flock /tmp/of-bench.lock python bench/discovery.py --only random --budget 800    # ~3 min here
+    flock /tmp/of-bench.lock python bench/discovery.py --only llm --budget 800 --llm-share 0.05 --llm-calls 32
+                                                                         # ~5.5 min here (32 LLM calls)
     python bench/discovery.py --table                                    # markdown tables of both
     python bench/discovery.py --budget 120 --no-llm                      # quick look
 """
