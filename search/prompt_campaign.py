@@ -30,7 +30,7 @@ promoted to the dev set ranks below every prompt scored on dev. After the search
 :func:`finalize_prompt_run` scores the top ``test_top`` prompts (by dev) and the initial
 prompt on the held-out test split; the test split never takes part in any selection. The
 best prompt replaces the initial one only when its dev gain passes a one-sided sign test over
-the paired dev examples (``select_alpha``, default 0.1; ``None`` for plain best-by-dev).
+the paired dev examples (``select_alpha``, default 0.1; 1.0 for plain best-by-dev).
 """
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ class PromptOptions(BaseModel):
     test_top: int = Field(3, ge=0)          # prompts scored on the test split at the end
     # The best prompt must beat the initial one on dev by a one-sided sign test over the paired
     # dev examples at this level, else the initial prompt is kept (small dev splits let noise
-    # win: measured in bench/results/prompts.md). None: plain best-by-dev, as EvoPrompt and OPRO.
+    # win: measured in bench/results/prompts.md). 1.0 (or None from Python): plain best-by-dev,
+    # as EvoPrompt and OPRO return it.
     select_alpha: float | None = Field(0.1, gt=0, le=1)
 
     @model_validator(mode="after")
