@@ -34,15 +34,14 @@ import dsl  # noqa: E402
 from dsl.library import RULES  # noqa: E402
 from search.llm import ChatRequest, Message, dsl_grammar_names  # noqa: E402
 from search.llm.local import LocalLLM  # noqa: E402
+from search.llm_ops import SYSTEM  # noqa: E402
 
 TOPICS = ["the sea", "a mountain", "a city at night", "a forest", "the desert", "a library", "a train journey",
           "winter", "a market", "the moon", "a river", "a storm", "a garden", "an old house", "a bridge", "autumn"]
 
 
-def throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float, int, float]:
-    reqs = [ChatRequest(messages=[Message(role="user", content=f"Write a long, detailed story about "
-                                                               f"{TOPICS[i % len(TOPICS)]}.")],
-                        temperature=0.8, max_tokens=max_tokens, seed=100 + i) for i in range(batch)]
+def timed_chat(llm: LocalLLM, reqs: list[ChatRequest]) -> tuple[float, int, float]:
+    """One ``chat()`` call: (completion tokens/s, completion tokens, wall seconds); raises on an error."""
     t0 = time.perf_counter()
     out = llm.chat(reqs)
     wall = time.perf_counter() - t0
@@ -53,12 +52,17 @@ def throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float, int, 
     return toks / wall, toks, wall
 
 
+def throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float, int, float]:
+    reqs = [ChatRequest(messages=[Message(role="user", content=f"Write a long, detailed story about "
+                                                               f"{TOPICS[i % len(TOPICS)]}.")],
+                        temperature=0.8, max_tokens=max_tokens, seed=100 + i) for i in range(batch)]
+    return timed_chat(llm, reqs)
+
+
 def shared_throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float, int, float, int]:
     """B requests that share the search's system prompt (DSL reference), each another parent."""
     names = sorted(RULES)
-    system = ("You are an expert in deep-learning optimization. You write optimizer update rules in a small "
-              "Python-like DSL. Reply with exactly one complete program in a ```python code block.\n\n"
-              + dsl.reference_text())
+    system = SYSTEM + "\n\n" + dsl.reference_text()
     reqs = []
     for i in range(batch):
         parent = dsl.parse(RULES[names[i % len(names)]])
@@ -66,14 +70,8 @@ def shared_throughput(llm: LocalLLM, batch: int, max_tokens: int) -> tuple[float
         reqs.append(ChatRequest(messages=[Message(role="system", content=system), Message(role="user", content=user)],
                                 temperature=0.8, max_tokens=max_tokens, seed=200 + i))
     saved = llm.prefill_tokens_saved
-    t0 = time.perf_counter()
-    out = llm.chat(reqs)
-    wall = time.perf_counter() - t0
-    errs = [r.error for r in out if r.error]
-    if errs:
-        raise RuntimeError(errs[0])
-    toks = sum(r.completion_tokens for r in out)
-    return toks / wall, toks, wall, llm.prefill_tokens_saved - saved
+    rate, toks, wall = timed_chat(llm, reqs)
+    return rate, toks, wall, llm.prefill_tokens_saved - saved
 
 
 def label_scoring(llm: LocalLLM, queries: int) -> float:

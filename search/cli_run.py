@@ -180,12 +180,10 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
         if not 1 <= rank <= len(ranked):
             raise _UserError(f"--rank {rank}: the run has {len(ranked)} ranked candidate(s)")
         x = ranked[rank - 1]
-        fin = view.store.get_meta("prompt_final") if view.kind == "prompt" else None
-        chosen = ((fin or {}).get("best") or {}).get("id")
-        if rank == 1 and chosen is not None and chosen != x["id"]:
-            # the run's final selection kept another prompt (no significant dev gain): export that
-            x = next((c for c in ranked if c["id"] == chosen), x)
         kind = get_kind(view.kind)
+        chosen = kind.selected_id(view) if rank == 1 else None
+        if chosen is not None and chosen != x["id"]:   # e.g. a prompt run that kept its initial prompt
+            x = next((c for c in ranked if c["id"] == chosen), x)
         text = x["meta"].get("simplified", {}).get("text") or kind.simplify_exact(x["text"])
         fid = view.fidelities[x["level"]]
         info = {"run": str(view.run_dir), "candidate": x["id"], "rank": rank, "fidelity": fid,

@@ -239,6 +239,11 @@ class KindPlugin(abc.ABC):
     def display(self, text: str) -> str:
         return text
 
+    def selected_id(self, view: Any) -> int | None:
+        """The candidate a finished run settled on when it is not simply the top-ranked one
+        (``optforge export --rank 1`` exports it); default: None, the ranking decides."""
+        return None
+
     def finalize(self, engine: "Engine") -> Any:
         """After the search (budget spent): default = empirical simplification of the winners
         (``[simplify]``); prompt campaigns score their top prompts on the test split instead."""

@@ -203,6 +203,10 @@ class PromptKind(KindPlugin):
     def finalize(self, engine: "Engine") -> dict[str, Any]:
         return finalize_prompt_run(engine)
 
+    def selected_id(self, view: Any) -> int | None:
+        """The final prompt: the initial one when the top prompt's dev gain was not significant."""
+        return ((_final(view) or {}).get("best") or {}).get("id")
+
     def show_lines(self, view: Any) -> list[str]:
         """Text lines for ``optforge show``: test accuracy of the best prompt next to the initial one."""
         return prompt_show_lines(view)

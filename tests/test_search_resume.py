@@ -15,24 +15,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 24
 
-CAMPAIGN = f"""
-name = "killme"
+CAMPAIGN_TEMPLATE = """
+name = "{name}"
 seed_rules = ["sgd_momentum"]
 tasks = ["quadratic"]
 fidelities = ["small"]
-executor = "inprocess"
+executor = "{executor}"
 eval_seeds = [0]
 lrs = [0.003, 0.03, 0.3]
-random_seed = 7
+random_seed = {seed}
 [budget]
-evaluations = {BUDGET}
+evaluations = {budget}
 [search]
 population = 6
 tournament = 2
-batch_size = 2
+batch_size = {batch}
 [simplify]
 enabled = false
 """
+CAMPAIGN = CAMPAIGN_TEMPLATE.format(name="killme", executor="inprocess", seed=7, budget=BUDGET, batch=2)
 
 
 def _env():
@@ -100,24 +101,6 @@ def test_sigkill_then_resume_loses_nothing_and_matches_an_uninterrupted_run(tmp_
 # ---------------------------------------------------------------------------------------------
 
 STREAM_BUDGET = 11
-STREAM_CAMPAIGN = """
-name = "stream"
-seed_rules = ["sgd_momentum"]
-tasks = ["quadratic"]
-fidelities = ["small"]
-executor = "{executor}"
-eval_seeds = [0]
-lrs = [0.003, 0.03, 0.3]
-random_seed = 11
-[budget]
-evaluations = {budget}
-[search]
-population = 6
-tournament = 2
-batch_size = 5
-[simplify]
-enabled = false
-"""
 
 # Runs the campaign in this directory and prints how many candidates the evaluator trained.
 # (The __main__ guard: pool workers start by importing the parent's main module.)
@@ -207,7 +190,8 @@ def test_kill_mid_batch_keeps_each_finished_training_and_resume_does_not_retrain
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
         d.mkdir()
-        (d / "camp.toml").write_text(STREAM_CAMPAIGN.format(executor=executor, budget=STREAM_BUDGET)
+        (d / "camp.toml").write_text(CAMPAIGN_TEMPLATE.format(name="stream", executor=executor, seed=11,
+                                                              budget=STREAM_BUDGET, batch=5)
                                      + ("[evaluator]\nworkers = 2\n" if executor == "pool" else ""))
         (d / "driver.py").write_text(DRIVER)
     reference = _driver(b)                    # uninterrupted, same seed

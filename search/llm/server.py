@@ -58,6 +58,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, {"error": {"message": message, "type": "server_error" if code >= 500 else
                                     "invalid_request_error", "code": code}}, headers)
 
+    def _read_json(self) -> dict | None:
+        """The request body as JSON; None after answering 400 when it is not JSON."""
+        n = int(self.headers.get("Content-Length") or 0)
+        try:
+            return json.loads((self.rfile.read(n) if n else b"") or b"{}")
+        except json.JSONDecodeError as e:
+            self._error(400, f"request body is not JSON: {e}")
+            return None
+
     def do_GET(self):  # noqa: N802
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             self._send(200, {"object": "list", "data": [{"id": self.server.model_name, "object": "model",
@@ -72,12 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._error(404, f"no route {self.path}: use /v1/chat/completions")
             return
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except json.JSONDecodeError as e:
-            self._error(400, f"request body is not JSON: {e}")
+        body = self._read_json()
+        if body is None:
             return
         srv = self.server
         with srv.lock:
@@ -96,11 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _completions(self) -> None:
         """``/v1/completions`` for scoring only: ``echo=true, max_tokens=0, logprobs>=0`` returns
         every prompt token's log-probability (the openai backend's ``logprobs``)."""
-        n = int(self.headers.get("Content-Length") or 0)
-        try:
-            body = json.loads(self.rfile.read(n) if n else b"{}")
-        except json.JSONDecodeError as e:
-            self._error(400, f"request body is not JSON: {e}")
+        body = self._read_json()
+        if body is None:
             return
         srv = self.server
         with srv.lock:
