@@ -313,15 +313,11 @@ def _score_shared_prompt(lm: LoadedModel, prompt: list[int], comps: list[list[in
     """Sum log P(completion | prompt) for several completions of one prompt: the prompt's
     keys/values once, then all completions as one right-padded batch on top of them."""
     import torch
-    from transformers import DynamicCache
     P, L = len(prompt), max(len(c) for c in comps)
     if P + L > lm.max_positions:
         raise ValueError(f"logprobs: a prompt + completion exceeds the model's context of {lm.max_positions} tokens")
-    cache = DynamicCache(config=lm.model.config)
-    x = torch.tensor([prompt], dtype=torch.long, device=lm.device)
-    first = torch.log_softmax(lm.model(input_ids=x, past_key_values=cache, use_cache=True,
-                                       logits_to_keep=1).logits[0, -1].float(), dim=-1)
-    cache.batch_repeat_interleave(len(comps))
+    cache, last = _prefix_cache(lm, prompt, len(comps))
+    first = torch.log_softmax(last.float(), dim=-1)
     ids = torch.full((len(comps), L), lm.pad_id, dtype=torch.long)
     mask = torch.zeros((len(comps), P + L), dtype=torch.long)
     mask[:, :P] = 1
@@ -359,15 +355,16 @@ def _common_prefix(prompts: list[list[int]]) -> int:
 
 
 def _prefix_cache(lm: LoadedModel, prefix: list[int], rows: int):
-    """Keys/values of ``prefix`` (one forward pass over one row), repeated for ``rows`` rows."""
+    """Keys/values of ``prefix`` (one forward pass over one row), repeated for ``rows`` rows,
+    and the logits after its last token."""
     import torch
     from transformers import DynamicCache
     cache = DynamicCache(config=lm.model.config)
     ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
-    lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
-             logits_to_keep=1)
+    out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
     cache.batch_repeat_interleave(rows)
-    return cache
+    return cache, out.logits[0, -1]
 
 
 @dataclass
@@ -503,7 +500,7 @@ class LocalLLM(LLM):
         past = None
         if pre >= MIN_SHARED_PREFIX:
             try:
-                past = _prefix_cache(lm, batch[0].prompt[:pre], len(batch))
+                past = _prefix_cache(lm, batch[0].prompt[:pre], len(batch))[0]
             except Exception:  # noqa: BLE001 - a model whose cache cannot be shared: no sharing
                 self.prefix_sharing = False
                 pre = 0
