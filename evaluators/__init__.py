@@ -2,6 +2,8 @@
 
 - ``RuleEvaluator(RuleEvalConfig(...))``: update rules scored on proxy tasks relative to tuned AdamW;
 - ``PromptEvaluator(task, llm)``: prompts scored by a task model's accuracy (minibatch / dev / test);
+- ``LLM``, ``ChatRequest``, ``ChatResponse``, ``Message``: the chat interface a prompt's task model
+  is called through (backends in ``search.llm``);
 - ``EvalCache``: results by (fingerprint, fidelity, config hash), in memory and SQLite;
 - ``make_executor("inprocess" | "pool" | "ray", **kw)``: where evaluations run (``Executor.map``).
 """
@@ -9,10 +11,11 @@ from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskRes
 from .cache import EvalCache
 from .executors import (Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor,
                         make_executor)
+from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
 from .prompts import PromptEvaluator
 from .rules import LrGrid, RuleEvalConfig, RuleEvaluator
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult",
            "RuleEvaluator", "RuleEvalConfig", "LrGrid", "EvalCache",
            "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
-           "make_executor"]
+           "make_executor", "LLM", "ChatRequest", "ChatResponse", "LLMSetupError", "Message"]

@@ -31,9 +31,8 @@ import time
 from typing import Any
 
 from proxies.prompts import Example, PromptTask, format_query, match
-from search.llm.base import LLM, ChatRequest, Message
-
 from .base import Candidate, EvalResult, Evaluator, OnResult, ResultStream, Status, TaskResult
+from .llm import LLM, ChatRequest, Message
 
 PROMPT_FIDELITIES: tuple[str, ...] = ("minibatch", "dev", "test")
 _WS = re.compile(r"\s+")
