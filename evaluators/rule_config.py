@@ -1,0 +1,165 @@
+"""How rules are scored: the lr grid, the evaluator's config (and its result hash), rule identity.
+
+Fields that change scores enter :meth:`RuleEvalConfig.result_hash`, part of every
+cache key; where and how fast evaluations run (executor, workers, timeouts,
+cache_dir) do not.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+import dsl
+
+
+def _default_suite() -> list[str]:
+    import proxies
+    return list(proxies.DEFAULT_SUITE)
+
+
+class LrGrid(BaseModel):
+    """A log-spaced learning-rate grid: ``points`` values spanning ``width`` decades around ``center``.
+
+    The default, 9 points from 1e-4 to 1 (half-decade steps), is ``center=1e-2, width=4``. It is
+    that wide because the tuned optimum moves with the rule and the fidelity: measured at tiny/small,
+    tuned AdamW sits at 1e-2..3e-1 and tuned SGD-momentum at 1e-3..3e-1 across the default suite, so a
+    grid ending at 1e-1 left both baselines at its edge (an unfair, under-tuned comparison).
+    ``values`` gives an explicit grid instead.
+    """
+    model_config = ConfigDict(extra="forbid")
+
+    center: float = Field(default=1e-2, gt=0)
+    width: float = Field(default=4.0, ge=0, description="decades spanned by the grid")
+    points: int = Field(default=9, ge=1, le=64)
+    values: list[float] | None = None
+
+    @field_validator("values")
+    @classmethod
+    def _check_values(cls, v):
+        if v is not None:
+            if not v:
+                raise ValueError("an explicit lr grid needs at least one value")
+            if any(not (x > 0 and math.isfinite(x)) for x in v):
+                raise ValueError(f"learning rates must be positive and finite, got {v}")
+            if len(set(v)) != len(v):
+                raise ValueError(f"learning rates must be distinct, got {v}")
+            v = sorted(float(x) for x in v)
+        return v
+
+    def lrs(self) -> list[float]:
+        """The grid, ascending."""
+        if self.values is not None:
+            return list(self.values)
+        if self.points == 1:
+            return [float(self.center)]
+        c = math.log10(self.center)
+        return [float(x) for x in np.logspace(c - self.width / 2, c + self.width / 2, self.points)]
+
+    @classmethod
+    def from_range(cls, lo: float, hi: float, points: int) -> "LrGrid":
+        """The grid of ``points`` log-spaced values from ``lo`` to ``hi``."""
+        if not (0 < lo <= hi):
+            raise ValueError(f"need 0 < lo <= hi, got lo={lo}, hi={hi}")
+        return cls(center=math.sqrt(lo * hi), width=math.log10(hi / lo), points=points)
+
+
+class RuleEvalConfig(BaseModel):
+    """How rules are scored. Fields that change scores enter :meth:`result_hash` (the cache key);
+    where and how fast they run (executor, workers, timeout, cache_dir) do not."""
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[str] = Field(default_factory=_default_suite, description="proxy task names")
+    lr_grid: LrGrid = Field(default_factory=LrGrid)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1])
+    baseline: str = Field(default="adamw", description="the reference rule: a dsl.library name or DSL source")
+    score_clip: float = Field(default=5.0, gt=0, description="task scores are clipped to +-score_clip")
+    timeout_s: float | None = Field(default=600.0, gt=0, description="time limit of one candidate's work "
+                                    "unit (all its tasks, or one task when work is split per task)")
+    baseline_timeout_s: float | None = Field(default=None, gt=0, description="time limit of one "
+                                             "baseline sweep (None: no limit; the baseline is trusted)")
+    torch_threads: int = Field(default=1, ge=1, le=256, description="torch intra-op threads of one "
+                               "evaluation. Float sums depend on it, so it is pinned (and hashed) to keep "
+                               "results identical whichever executor runs them")
+    executor: Literal["inprocess", "pool", "ray"] = "pool"
+    workers: int | None = Field(default=None, ge=1, description="pool size (default: cores // "
+                                "torch_threads)")
+    ray_address: str | None = Field(default=None, description="Ray cluster address; None: local Ray")
+    cache_dir: str | None = Field(default=None, description="directory (or .sqlite file) of the "
+                                  "persistent result cache; None: memory only")
+    split: Literal["val", "test"] = Field(default="val", description="held-out split the tasks' metric "
+                                          "is computed on: 'val' (what a search selects on) or 'test' "
+                                          "(reporting selected rules only; a search must never see it)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _check_tasks(cls, v):
+        if not v:
+            raise ValueError("at least one task is needed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"tasks are listed twice: {v}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v):
+        if not v:
+            raise ValueError("at least one seed is needed")
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_known_tasks(self):
+        import proxies
+        known = list(proxies.list_tasks())
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(known)}")
+        return self
+
+    def result_hash(self) -> str:
+        """Hash of everything that changes a score (part of every cache key)."""
+        import proxies
+        task_meta = {}
+        for name in self.tasks:
+            t = proxies.get_task(name)
+            task_meta[name] = {"steps": dict(getattr(t, "steps", {})),
+                               "wd": float(getattr(t, "weight_decay", 0.0)),
+                               "metric": getattr(t, "metric_name", ""),
+                               "version": str(getattr(t, "version", ""))}
+        payload = {"tasks": self.tasks, "lrs": [float(f"{x:.12g}") for x in self.lr_grid.lrs()],
+                   "seeds": self.seeds, "baseline": rule_key(baseline_source(self.baseline)),
+                   "clip": self.score_clip, "threads": self.torch_threads, "task_meta": task_meta,
+                   "scoring": 1, "split": self.split}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+
+def baseline_source(name_or_source: str) -> str:
+    """DSL source of the reference rule: a ``dsl.library`` rule name, or DSL source itself."""
+    if "(" in name_or_source:
+        return dsl.parse(name_or_source).source()
+    return library_source(name_or_source)
+
+
+def library_source(name: str) -> str:
+    """Canonical source of a library rule (``dsl.get_rule``; KeyError lists the known names)."""
+    return dsl.get_rule(name).source()
+
+
+def rule_key(source_or_program: str | dsl.Program) -> str:
+    """The cache key of a rule: ``dsl.fingerprint`` (functional hash), so renamed or rewritten but
+    identical functions share results; a hash of the canonical source if fingerprinting fails."""
+    prog = source_or_program if isinstance(source_or_program, dsl.Program) else dsl.parse(source_or_program)
+    try:
+        return str(dsl.fingerprint(prog))
+    except Exception:  # noqa: BLE001 - a rule the fingerprinter chokes on still gets a key
+        return "src:" + hashlib.sha256(prog.source().encode()).hexdigest()[:32]
+
+
+__all__ = ["LrGrid", "RuleEvalConfig", "baseline_source", "library_source", "rule_key"]
