@@ -9,9 +9,11 @@ from .simplify import simplify
 from .interpret import run_rule
 from .parser import parse
 from .primitives import PRIMITIVES, RESERVED, reference_text
-from .program import Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program
+from .program import (Arg, Assign, BinOp, Call, Expr, Name, Neg, NodePath, Num, Program, children, get_at,
+                      nodes, replace_at, replace_node, statement_nodes, with_children)
 
 __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Expr", "Name", "Neg", "Num",
            "PRIMITIVES", "RESERVED", "reference_text", "run_rule",
            "CheckReport", "DeadStatement", "check", "check_source", "simplify", "fingerprint",
-           "get_rule", "list_rules", "to_optimizer", "export_python"]
+           "get_rule", "list_rules", "to_optimizer", "export_python",
+           "NodePath", "children", "with_children", "nodes", "get_at", "replace_at", "statement_nodes", "replace_node"]

@@ -150,6 +150,69 @@ def substitute(e: Expr, mapping: dict[str, Expr]) -> Expr:
     return e
 
 
+# -- tree paths (mutation operators and empirical simplification edit rules by path) -----
+
+#: Child indices from an expression's root to one of its nodes.
+NodePath = tuple[int, ...]
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of ``e`` (operands, call arguments), in order."""
+    if isinstance(e, BinOp):
+        return (e.left, e.right)
+    if isinstance(e, Neg):
+        return (e.operand,)
+    if isinstance(e, Call):
+        return e.args
+    return ()
+
+
+def with_children(e: Expr, kids: tuple[Expr, ...]) -> Expr:
+    """``e`` with its direct sub-expressions replaced by ``kids`` (leaves are returned unchanged)."""
+    if isinstance(e, BinOp):
+        return BinOp(e.op, kids[0], kids[1])
+    if isinstance(e, Neg):
+        return Neg(kids[0])
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(kids))
+    return e
+
+
+def nodes(e: Expr, path: NodePath = ()) -> Iterator[tuple[NodePath, Expr]]:
+    """(path, node) pairs in pre-order; a path is the child indices from the root."""
+    yield path, e
+    for k, c in enumerate(children(e)):
+        yield from nodes(c, path + (k,))
+
+
+def get_at(e: Expr, path: NodePath) -> Expr:
+    """The node of ``e`` at ``path``."""
+    for k in path:
+        e = children(e)[k]
+    return e
+
+
+def replace_at(e: Expr, path: NodePath, new: Expr) -> Expr:
+    """``e`` with the node at ``path`` replaced by ``new``."""
+    if not path:
+        return new
+    kids = list(children(e))
+    kids[path[0]] = replace_at(kids[path[0]], path[1:], new)
+    return with_children(e, tuple(kids))
+
+
+def statement_nodes(program: "Program") -> list[tuple[int, NodePath, Expr]]:
+    """(statement index, path, node) for every node of every right-hand side, in program order."""
+    return [(i, p, nd) for i, s in enumerate(program.body) for p, nd in nodes(s.value)]
+
+
+def replace_node(program: "Program", i: int, path: NodePath, new: Expr) -> "Program":
+    """``program`` with the node at ``path`` in statement ``i``'s right-hand side replaced by ``new``."""
+    body = list(program.body)
+    body[i] = Assign(body[i].target, replace_at(body[i].value, path, new))
+    return program.replace(body=tuple(body))
+
+
 # -- canonical printing ---------------------------------------------------------
 
 def format_number(v: float) -> str:
