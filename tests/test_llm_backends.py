@@ -300,7 +300,10 @@ PROGRAM = "def r(w, g, lr):\n    w = w - lr * g\n    return w\n"
 
 
 def json_when_asked(req: ChatRequest) -> str:
-    """What a constrained server-side model does: JSON when the server passes it a %json grammar."""
+    """What a constrained server-side model does: JSON when the server passes it a %json grammar, a
+    bare program when it passes the DSL grammar (optforge's update-rule schema; the server wraps it)."""
+    if req.grammar == "dsl":
+        return PROGRAM
     if req.grammar and req.grammar.startswith("start: %json"):
         return json.dumps({"program": PROGRAM})
     return "Sure! Here is a rule:\n```python\n" + PROGRAM + "```"

@@ -11,13 +11,26 @@ localhost, with fault injection for the retry tests:
 * ``garbage_first=k``: the first k chat requests get a 200 with a body that is not JSON;
 * ``delay_s``: every chat request waits that long first (for timeout tests);
 * ``structured=False``: refuse (HTTP 400) requests that carry structured-output fields, as a
-  server without that support does.
+  server without that support does (``None``, the default: refuse only when the backend
+  cannot enforce them).
 
 Structured output: a Lark grammar in the body field ``guided_grammar`` (vLLM) or
 ``grammar`` (llama.cpp; its ``%llguidance`` header line is dropped), or a
 ``response_format`` of type ``json_schema`` / ``json_object`` (turned into the Lark
 grammar ``start: %json {schema}``), becomes the request's ``grammar``: a backend that
-constrains decoding (the local one) then only writes text that fits it.
+constrains decoding (the local one, with llguidance) then only writes text that fits it.
+optforge's own update-rule schema (``{"program": string}``, named ``update_rule``, what the
+openai backend sends for DSL proposals) is decoded with the DSL grammar instead, and the
+program comes back wrapped in that JSON object: a JSON schema alone would let the model put
+any string in ``program``. Whether a backend can enforce grammars is :func:`grammar_support`;
+a structured request to a server whose backend cannot is refused with HTTP 400 saying why
+(the openai backend then asks again without it and relies on its repair loop), never
+answered with unconstrained text. ``structured=True`` / ``False`` overrides the check.
+
+Concurrent chat requests are batched: whatever arrives within ``batch_window_s`` of the
+first (up to ``max_batch``) goes to the backend as one ``chat()`` call, so a local model
+generates them together (several times the tokens/s of one at a time). ``chat_count`` counts
+every chat request received, the number a benchmark reports as task-model calls.
 
 Every request body received is kept in ``server.bodies``, its Authorization header in
 ``server.auth``, and ``server.max_in_flight`` is the most chat requests handled at once (tests
@@ -26,14 +39,16 @@ check what was sent, with which key, how concurrently).
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pydantic import ValidationError
 
-from .base import LLM, ChatRequest
+from .base import LLM, ChatRequest, ChatResponse
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -149,10 +164,14 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             self._error(400, str(e))
             return
-        if grammar is not None and not srv.structured:
-            self._error(400, "this server does not support structured output (response_format json_schema, "
-                             "guided_grammar, grammar)")
-            return
+        if grammar is not None and srv.structured is not True:
+            why = (grammar_support(srv.llm) if srv.structured is None
+                   else "this server is set not to support it")
+            if why is not None:
+                self._error(400, f"structured output cannot be enforced: {why}. Send the request without "
+                                 "response_format / guided_grammar / grammar, or serve a backend that constrains "
+                                 "decoding (the local model)")
+                return
         try:
             rq = ChatRequest(messages=body.get("messages") or [], temperature=float(body.get("temperature", 0.7)),
                              max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
@@ -162,11 +181,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValidationError, TypeError, ValueError) as e:
             self._error(400, f"bad chat request: {e}")
             return
-        with srv.llm_lock:
-            resp = srv.llm.chat([rq])[0]
+        resp = srv.generate(rq)
         if resp.error:
-            self._error(500, resp.error)
+            self._error(400 if grammar is not None and resp.error.startswith(_GRAMMAR_ERRORS) else 500, resp.error)
             return
+        if grammar == "dsl" and _is_program_schema(body.get("response_format")):
+            resp.texts = [json.dumps({"program": t}) for t in resp.texts]
         self._send(200, {
             "id": "chatcmpl-" + uuid.uuid4().hex[:16], "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model") or srv.model_name,
@@ -196,8 +216,95 @@ def _structured(body: dict) -> str | None:
         schema = (rf.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
             raise ValueError("response_format json_schema needs json_schema.schema (an object)")
+        if _is_program_schema(rf):
+            return "dsl"
         return "start: %json " + json.dumps(schema)
     return None
+
+
+#: How the local backend's error for a grammar llguidance cannot compile begins (a client error: 400).
+_GRAMMAR_ERRORS = ("ValueError: invalid grammar",)
+
+
+def _is_program_schema(rf) -> bool:
+    """Is ``response_format`` optforge's update-rule schema (decoded with the DSL grammar)?"""
+    from .openai_backend import PROGRAM_SCHEMA
+    if not isinstance(rf, dict) or rf.get("type") != "json_schema":
+        return False
+    js = rf.get("json_schema") or {}
+    return js.get("schema") == PROGRAM_SCHEMA or (js.get("name") == "update_rule" and isinstance(
+        js.get("schema"), dict) and set((js["schema"].get("properties") or {})) == {"program"})
+
+
+def grammar_support(llm: LLM) -> str | None:
+    """None when ``llm`` enforces a request's ``grammar`` while decoding, else why it cannot.
+
+    The local backend applies it with llguidance; the scripted backend hands it to its reply
+    function (tests script what a constrained model writes); the openai backend forwards Lark
+    grammars only when it has a ``grammar_field`` (it would silently drop a JSON-schema grammar).
+    Other backends declare ``enforces_grammar = True``. Cache / accounting wrappers are looked
+    through (their ``inner``).
+    """
+    seen = 0
+    while getattr(llm, "inner", None) is not None and seen < 8:
+        llm, seen = llm.inner, seen + 1
+    name = getattr(llm, "name", "")
+    if getattr(llm, "enforces_grammar", False) or name in ("local", "scripted"):
+        return None
+    if name == "openai":
+        if getattr(llm, "structured", None) == "grammar" and getattr(llm, "structured_refused", None) is None:
+            return None
+        return ("the served openai backend has no grammar_field to forward a grammar in "
+                "(set llm.grammar_field, e.g. \"guided_grammar\" for vLLM)")
+    return f"its backend {name or type(llm).__name__!r} does not constrain decoding"
+
+
+class _Batcher:
+    """One worker thread: requests arriving within ``window_s`` of the first go to ``llm.chat``
+    together (at most ``max_batch``); a local model is not re-entrant, so one call at a time."""
+
+    def __init__(self, llm: LLM, lock: threading.Lock, window_s: float, max_batch: int):
+        self.llm, self.lock, self.window_s, self.max_batch = llm, lock, window_s, max(1, max_batch)
+        self.q: queue.Queue = queue.Queue()
+        self.batches: list[int] = []       # sizes of the batches sent (tests and benchmarks)
+        self._thread = threading.Thread(target=self._run, name="optforge-llm-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, rq: ChatRequest) -> ChatResponse:
+        fut: Future = Future()
+        self.q.put((rq, fut))
+        return fut.result()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            items = [item]
+            deadline = time.monotonic() + self.window_s
+            while len(items) < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    nxt = self.q.get(timeout=max(0.0, left)) if left > 0 else self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.q.put(None)
+                    break
+                items.append(nxt)
+            self.batches.append(len(items))
+            try:
+                with self.lock:
+                    resps = self.llm.chat([rq for rq, _ in items])
+                if len(resps) != len(items):
+                    raise RuntimeError(f"backend returned {len(resps)} replies for {len(items)} requests")
+            except Exception as e:  # noqa: BLE001 - answered as a server error, the server keeps running
+                resps = [ChatResponse(error=f"backend raised {type(e).__name__}: {e}") for _ in items]
+            for (_, fut), r in zip(items, resps):
+                fut.set_result(r)
+
+    def stop(self) -> None:
+        self.q.put(None)
 
 
 class OpenAICompatServer(ThreadingHTTPServer):
@@ -207,7 +314,8 @@ class OpenAICompatServer(ThreadingHTTPServer):
 
     def __init__(self, llm: LLM, host: str = "127.0.0.1", port: int = 0, *, model_name: str = "optforge",
                  fail_first: int = 0, fail_status: int = 500, garbage_first: int = 0, delay_s: float = 0.0,
-                 structured: bool = True, verbose: bool = False):
+                 structured: bool | None = None, verbose: bool = False, batch_window_s: float = 0.02,
+                 max_batch: int = 16):
         super().__init__((host, port), _Handler)
         self.llm, self.model_name, self.verbose = llm, model_name, verbose
         self.fail_first, self.fail_status, self.garbage_first = fail_first, fail_status, garbage_first
@@ -218,7 +326,12 @@ class OpenAICompatServer(ThreadingHTTPServer):
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         self.llm_lock = threading.Lock()   # one generation at a time (a local model is not re-entrant)
+        self.batcher = _Batcher(llm, self.llm_lock, batch_window_s, max_batch)
         self._thread: threading.Thread | None = None
+
+    def generate(self, rq: ChatRequest) -> ChatResponse:
+        """One chat request through the batcher (batched with concurrent ones)."""
+        return self.batcher.submit(rq)
 
     @property
     def url(self) -> str:
@@ -235,6 +348,7 @@ class OpenAICompatServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+        self.batcher.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
