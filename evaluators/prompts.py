@@ -13,6 +13,12 @@ log-probabilities instead (argmax over labels). Fidelities, cheap -> expensive:
 ``fidelities`` (the search funnel) is ("minibatch", "dev"); "test" is accepted by
 ``evaluate`` but kept out of the funnel so that no selection ever sees it.
 
+A candidate's text may carry few-shot demonstrations from the train split (``<instruction>
+[demos: 3, 7]``, see :mod:`proxies.prompts.demos`); ``demo_placement`` says where the task
+model sees them: as earlier user/assistant turns (``"chat"``, the default: measured better on
+the embedded model, bench/results/prompts.md) or inside the instruction (``"instruction"``).
+An index outside the train split, or a repeated one, makes the candidate ``invalid``.
+
 The cache key hashes the whitespace-normalized prompt with the task's data
 fingerprint and every setting that changes a score (task model, decoding,
 minibatch size and seed), so an equal prompt is never scored twice. Failures
@@ -30,7 +36,7 @@ import re
 import time
 from typing import Any
 
-from proxies.prompts import Example, PromptTask, format_query, match
+from proxies.prompts import PLACEMENTS, Example, PromptTask, check_demos, decode_prompt, match, render_messages
 from .base import Candidate, EvalResult, Evaluator, OnResult, ResultStream, Status, TaskResult
 from .llm import LLM, ChatRequest, Message
 
@@ -58,6 +64,7 @@ class PromptEvaluator(Evaluator):
         metric: override the task's metric for generation tasks (exact / normalized / contains), e.g.
             "contains" for a small task model that answers in a sentence.
         max_tokens: override the task's reply length limit.
+        demo_placement: where demonstrations go, "chat" (earlier turns) or "instruction".
     """
 
     kind = "prompt"
@@ -67,13 +74,16 @@ class PromptEvaluator(Evaluator):
     def __init__(self, task: PromptTask, llm: LLM, *, llm_id: str | None = None, minibatch_size: int = 10,
                  minibatch_seed: int = 0, max_prompt_chars: int = 800, baseline: bool = True,
                  stop: list[str] | None = None, system: str | None = None, metric: str | None = None,
-                 max_tokens: int | None = None) -> None:
+                 max_tokens: int | None = None, demo_placement: str = "chat") -> None:
         if minibatch_size < 1:
             raise ValueError("minibatch_size must be >= 1")
         if metric is not None and metric not in ("exact", "normalized", "contains"):
             raise ValueError(f"metric override {metric!r}: use exact, normalized or contains")
         if max_tokens is not None and max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
+        if demo_placement not in PLACEMENTS:
+            raise ValueError(f"demo_placement {demo_placement!r}: use one of {', '.join(PLACEMENTS)}")
+        self.demo_placement = demo_placement
         self.task = task
         self.llm = llm
         self.llm_id = llm_id or getattr(llm, "name", type(llm).__name__)
@@ -102,6 +112,8 @@ class PromptEvaluator(Evaluator):
     def key(self, candidate: Candidate) -> str:
         h = hashlib.sha256(self._settings.encode())
         h.update(b"\x00" + normalize_prompt(candidate.text).encode())
+        if decode_prompt(candidate.text)[1]:   # zero-shot keys do not depend on the placement
+            h.update(b"\x00placement:" + self.demo_placement.encode())
         return h.hexdigest()
 
     def examples(self, fidelity: str) -> tuple[list[int], list[Example]]:
@@ -178,17 +190,21 @@ class PromptEvaluator(Evaluator):
     # ------------------------------------------------------------------ internals
     def validate(self, text: str) -> str | None:
         """The reason a prompt is refused, or None if it may be scored."""
-        p = normalize_prompt(text)
+        p, demos = decode_prompt(text)
         if not p:
             return "empty prompt: the instruction has no text"
         if len(p) > self.max_prompt_chars:
             return f"prompt too long: {len(p)} characters, the limit is {self.max_prompt_chars}"
-        return None
+        return check_demos(demos, len(self.task.train))
 
     def _score_many(self, keys: list[str], prompts: list[str], fidelity: str) -> list[EvalResult]:
         idx, exs = self.examples(fidelity)
         n = len(exs)
-        queries = [format_query(p, ex.input) for p in prompts for ex in exs]
+        queries = []
+        for p in prompts:
+            instr, demos = decode_prompt(p)
+            shown = [self.task.train[i] for i in demos]
+            queries += [self.conversation(instr, shown, ex.input) for ex in exs]
         base_extra: dict[str, Any] = {"split": "dev" if fidelity == "minibatch" else fidelity, "indices": idx,
                                       "metric": self.metric}
         if self.metric == "label":
@@ -214,14 +230,16 @@ class PromptEvaluator(Evaluator):
             out.append(EvalResult(key=k, fidelity=fidelity, score=acc, tasks={self.task.name: tr}, tokens=tokens))
         return out
 
-    def _messages(self, query: str) -> list[Message]:
+    def conversation(self, instruction: str, demos: list[Example], input_text: str) -> list[Message]:
+        """The messages the task model gets for one input (system message, demonstrations, query)."""
         msgs = [Message(role="system", content=self.system)] if self.system else []
-        return msgs + [Message(role="user", content=query)]
+        return msgs + [Message(role=r, content=c)
+                       for r, c in render_messages(instruction, demos, input_text, self.demo_placement)]
 
-    def _generate(self, queries: list[str], n: int) -> list[tuple[list[str], int, str]]:
+    def _generate(self, queries: list[list[Message]], n: int) -> list[tuple[list[str], int, str]]:
         """Greedy replies for all queries in one batched call, cut into groups of ``n`` (one per
         prompt): (texts, tokens, error or "") per group."""
-        reqs = [ChatRequest(messages=self._messages(q), temperature=0.0, max_tokens=self.max_tokens,
+        reqs = [ChatRequest(messages=q, temperature=0.0, max_tokens=self.max_tokens,
                             stop=self.stop or None, seed=0, purpose="task") for q in queries]
         self.calls += 1
         self.requests += len(reqs)
@@ -242,7 +260,7 @@ class PromptEvaluator(Evaluator):
                 out.append(([r.text for r in part], tokens, ""))
         return out
 
-    def _classify(self, queries: list[str]) -> tuple[list[str] | None, int, str]:
+    def _classify(self, queries: list[list[Message]]) -> tuple[list[str] | None, int, str]:
         """Argmax-label predictions from log-probabilities; generation when the backend has none.
 
         Each query is rendered with the backend's chat template when it has one (``render_chat``),
@@ -254,9 +272,9 @@ class PromptEvaluator(Evaluator):
         render = _find_render_chat(self.llm)
         try:
             if render is not None:
-                prompts, sep = [render(self._messages(q)) for q in queries], ""
-            else:
-                prompts, sep = queries, " "
+                prompts, sep = [render(q) for q in queries], ""
+            else:   # plain text: the turns one after another
+                prompts, sep = ["\n\n".join(m.content for m in q if m.role != "system") for q in queries], " "
             variants = [v for lab in labels for v in (sep + lab, sep + lab.capitalize())]
             lps = self.llm.logprobs(prompts, [variants] * len(queries))
         except NotImplementedError:

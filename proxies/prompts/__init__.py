@@ -1,5 +1,8 @@
-"""Prompt tasks (instruction-induction format): generated tasks, user JSONL tasks, normalization."""
+"""Prompt tasks (instruction-induction format): generated tasks, user JSONL tasks, normalization,
+few-shot candidates (instruction + train demonstrations)."""
 from .core import METRICS, Example, PromptTask, first_line, format_query, match, normalize
+from .demos import (DEMO_EDITS, PLACEMENTS, check_demos, crossover_demos, decode_prompt, edit_demos, encode_prompt,
+                    instruction_of, render_messages, sample_demos, with_instruction)
 from .generated import DEFAULT_SIZES, SPECS, generate_task
 from .user import load_jsonl_task
 
@@ -18,4 +21,6 @@ def get_prompt_task(name: str, seed: int = 0, sizes: dict[str, int] | None = Non
 
 __all__ = ["METRICS", "Example", "PromptTask", "first_line", "format_query", "match", "normalize",
            "DEFAULT_SIZES", "SPECS", "generate_task", "load_jsonl_task", "DEFAULT_PROMPT_SUITE",
-           "list_prompt_tasks", "get_prompt_task"]
+           "list_prompt_tasks", "get_prompt_task", "DEMO_EDITS", "PLACEMENTS", "check_demos", "crossover_demos",
+           "decode_prompt", "edit_demos", "encode_prompt", "instruction_of", "render_messages", "sample_demos",
+           "with_instruction"]
