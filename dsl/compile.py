@@ -36,23 +36,19 @@ Conventions, chosen to match torch.optim:
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from .errors import DSLError
 from .foreach import BucketPlan, compile_functional, compile_plan
+from .optim_base import FLAG_DEFAULTS, TILE, RuleOptimizer, step_dtype
 from .parser import parse
 from .program import Program
+from .ranges import hyper_ranges
 
-__all__ = ["to_optimizer", "DSLOptimizer", "rule_program"]
-
-#: Elements per tile for the tiled CPU step of elementwise rules (BucketPlan.run_tiled).
-TILE = 1 << 18
+__all__ = ["to_optimizer", "DSLOptimizer", "rule_program", "TILE", "step_dtype"]
 
 #: param-group keys the optimizer itself uses; a hyperparameter may not take these names.
 GROUP_KEYS = ("params", "lr", "weight_decay", "rule", "fingerprint")
@@ -76,22 +72,6 @@ def check_hyper_names(program: Program) -> None:
                        f"param-group keys; rename them (e.g. {bad[0]}_)")
 
 
-def step_dtype() -> torch.dtype:
-    """The dtype torch.optim uses for ``state['step']``."""
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
-def _check_number(cls_name: str, key: str, value: Any) -> None:
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{cls_name}: '{key}' must be a real number, got {value!r}")
-    if math.isnan(float(value)):
-        raise ValueError(f"{cls_name}: '{key}' is NaN")
-    if key in ("lr", "weight_decay") and float(value) < 0:
-        raise ValueError(f"{cls_name}: invalid {key} {value!r} (must be >= 0)")
-
-
 def _fingerprint_of(program: Program) -> str | None:
     """dsl.fingerprint(program) when that module exists (imported lazily)."""
     import importlib
@@ -103,37 +83,24 @@ def _fingerprint_of(program: Program) -> str | None:
     return None if fn is None else str(fn(program))
 
 
-class DSLOptimizer(torch.optim.Optimizer):
-    """Base class of the optimizers made by :func:`to_optimizer` (one subclass per rule)."""
+def range_table(program: Program) -> dict[str, tuple[tuple, ...]]:
+    """The argument checks of the rule's optimizer (dsl.ranges) as plain tuples."""
+    return {k: tuple(r.as_tuple() for r in rs) for k, rs in hyper_ranges(program).items()}
+
+
+class DSLOptimizer(RuleOptimizer):
+    """Base class of the optimizers made by :func:`to_optimizer` (one subclass per rule).
+
+    Construction, checks, flags, state and ``step`` are ``dsl.optim_base.RuleOptimizer``'s
+    (shared with exported modules); this class runs the compiled plan on each bucket."""
 
     program: Program  # the rule (public view of _program)
     _program: Program
     _plan: BucketPlan
     _run: Callable
     _uses_scratch: bool = True  # False for the torch.compile'd runner
-    #: CPU, elementwise rules: elements per cache tile (0: whole buckets); see BucketPlan.run_tiled
-    _tile: int = TILE
     _fingerprint: str | None = None
     _fingerprint_done: bool = False
-
-    def __init__(self, params: Iterable, lr: float = 1e-3, weight_decay: float = 0.0, **hyperparameters):
-        cls = type(self)
-        prog = cls._program
-        unknown = sorted(set(hyperparameters) - set(prog.hyperparams))
-        if unknown:
-            valid = ["params", "lr", "weight_decay", *prog.hyperparams]
-            raise TypeError(f"{cls.__name__}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-                            f"valid arguments: {', '.join(valid)}")
-        defaults: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
-        for name, default in prog.hyperparams.items():
-            defaults[name] = hyperparameters.get(name, default)
-        for key, value in defaults.items():
-            _check_number(cls.__name__, key, value)
-        defaults["rule"] = prog.source()
-        fp = cls.fingerprint()
-        if fp is not None:
-            defaults["fingerprint"] = fp
-        super().__init__(params, defaults)
 
     @classmethod
     def fingerprint(cls) -> str | None:
@@ -148,134 +115,21 @@ class DSLOptimizer(torch.optim.Optimizer):
         """The compiled multi-tensor plan, one foreach call per line (for inspection)."""
         return cls._plan.describe()
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        name = type(self).__name__
-        for key in ("lr", "weight_decay", *type(self)._program.hyperparams):
-            if key in param_group:
-                _check_number(name, key, param_group[key])
-        super().add_param_group(param_group)
-        for p in self.param_groups[-1]["params"]:
-            if p.is_complex() or not p.is_floating_point():
-                self.param_groups.pop()  # leave the optimizer as it was
-                raise TypeError(f"{name}: parameters must be real floating-point tensors, got {p.dtype}")
+    def _scalars(self, env: dict[str, float]) -> list[float]:
+        return [env[n] for n in type(self)._plan.scalar_input_names]
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's load_state_dict, refusing (before changing anything) a state saved by a
-        rule with other state buffers."""
-        need = {"step", *type(self)._program.state_names}
-        for pid, st in state_dict.get("state", {}).items():
-            missing = need - set(st)
-            if missing:
-                saved_rule = next((g.get("rule") for g in state_dict.get("param_groups", []) if "rule" in g), None)
-                hint = f" (it was saved by rule:\n{saved_rule})" if saved_rule else ""
-                raise ValueError(f"{type(self).__name__}.load_state_dict: the state of parameter {pid} lacks "
-                                 f"{', '.join(sorted(missing))}; this optimizer's rule keeps "
-                                 f"{', '.join(sorted(need))}{hint}")
-        super().load_state_dict(state_dict)
-        for group in self.param_groups:  # keys a foreign or older state_dict lacks: the defaults
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+    def _apply(self, W, G, states, scalars, scratch) -> None:
+        type(self)._run(W, G, states, scalars, scratch)
 
-    def _scratch_for(self, W: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        """The plan's scratch tensors for these parameters (created once, reused every step).
+    def _apply_tiled(self, W, G, states, scalars, scratch, tile) -> None:
+        done = type(self)._plan.run_tiled(W, G, states, scalars, scratch, tile)
+        assert done, "the caller checked that the plan is elementwise and the tensors contiguous"
 
-        On CPU the temporaries of a step live here instead of in fresh allocations: freshly
-        allocated multi-MB tensors are page-faulted in on every step, which measured here
-        cost more than the arithmetic. Memory: ``n_scratch`` extra tensors per parameter
-        (AdamW: one), instead of the same amount allocated and freed on every step.
-        """
-        store = self.__dict__.get("_scratch")
-        if store is None:
-            store = self.__dict__["_scratch"] = WeakIdKeyDictionary()
-        n = type(self)._plan.n_scratch
-        out: list[list[torch.Tensor]] = [[] for _ in range(n)]
-        for p in W:
-            bufs = store.get(p)
-            if bufs is None or bufs[0].shape != p.shape or bufs[0].dtype != p.dtype:
-                bufs = store[p] = [torch.empty_like(p, memory_format=torch.preserve_format) for _ in range(n)]
-            for lst, b in zip(out, bufs):
-                lst.append(b)
-        return out
+    def _n_scratch(self) -> int:
+        return type(self)._plan.n_scratch if self._uses_scratch else 0
 
-    def _tile_scratch(self, like: torch.Tensor, tile: int) -> list[torch.Tensor]:
-        """``n_scratch`` flat tensors of ``tile`` elements per (device, dtype), reused by
-        every tile of every step (they stay in cache)."""
-        store = self.__dict__.setdefault("_tile_bufs", {})
-        key = (like.device, like.dtype)
-        bufs = store.get(key)
-        n = type(self)._plan.n_scratch
-        if bufs is None or len(bufs) < n or (n and bufs[0].numel() < tile):
-            bufs = store[key] = [torch.empty(tile, dtype=like.dtype, device=like.device) for _ in range(n)]
-        return bufs
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_scratch", None)
-        state.pop("_tile_bufs", None)
-        return state
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
-        """One update of every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        cls = type(self)
-        names = cls._program.state_names
-        hyper_names = tuple(cls._program.hyperparams)
-        scalar_names = cls._plan.scalar_input_names
-        run = cls._run
-        n_scratch = cls._plan.n_scratch if cls._uses_scratch else 0
-        sdt = step_dtype()
-        for group in self.param_groups:
-            params, grads, steps, bufs = [], [], [], []
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                if g.is_sparse:
-                    raise RuntimeError(f"{cls.__name__} does not support sparse gradients; use dense "
-                                       "gradients (e.g. nn.Embedding(sparse=False))")
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.tensor(0.0, dtype=sdt)
-                    for n in names:
-                        st[n] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                params.append(p)
-                grads.append(g)
-                steps.append(st["step"])
-                bufs.append(st)
-            if not params:
-                continue
-            torch._foreach_add_(steps, 1.0)
-            buckets: dict[tuple, list] = {}
-            for p, g, s, st in zip(params, grads, steps, bufs):
-                key = (p.device, p.dtype, s.item())
-                b = buckets.get(key)
-                if b is None:
-                    b = buckets[key] = [[], [], [[] for _ in names]]
-                b[0].append(p)
-                b[1].append(g)
-                for lst, n in zip(b[2], names):
-                    lst.append(st[n])
-            env = {"lr": group["lr"], "wd": group["weight_decay"]}
-            for h in hyper_names:
-                env[h] = group[h]
-            tile = self._tile if cls._uses_scratch and cls._plan.elementwise else 0
-            for (device, _, step), (W, G, states) in buckets.items():
-                env["step"] = step
-                scalars = [env[n] for n in scalar_names]
-                if device.type == "cpu" and tile and W[0].element_size() >= 4 \
-                        and sum(t.numel() for t in W) > 2 * tile:
-                    if cls._plan.run_tiled(W, G, states, scalars, self._tile_scratch(W[0], tile), tile):
-                        continue
-                # scratch for 4/8-byte dtypes only: with bfloat16/float16 the copy into scratch
-                # measured slower than a fresh allocation (half the bytes to page in)
-                scratch = self._scratch_for(W) if device.type == "cpu" and n_scratch \
-                    and W[0].element_size() >= 4 else None
-                run(W, G, states, scalars, scratch)
-        return loss
+    def _elementwise(self) -> bool:
+        return self._uses_scratch and type(self)._plan.elementwise
 
 
 _CACHE: OrderedDict[tuple[str, str, bool], type] = OrderedDict()  # the last classes made, by rule
@@ -334,6 +188,9 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
     cls = type(name, (DSLOptimizer,), {
         "_program": program, "_plan": plan, "_run": staticmethod(run), "__doc__": doc,
         "_uses_scratch": not compile, "program": program,
+        "RULE": program.source(), "HYPERPARAMETERS": dict(program.hyperparams),
+        "STATE": tuple(program.state_names), "RANGES": range_table(program),
+        "N_SCRATCH": plan.n_scratch if not compile else 0, "ELEMENTWISE": plan.elementwise and not compile,
         "__module__": __name__, "__qualname__": name,
     })
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
@@ -342,9 +199,10 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
               inspect.Parameter("weight_decay", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=0.0)]
     params += [inspect.Parameter(h, inspect.Parameter.KEYWORD_ONLY, default=v)
                for h, v in program.hyperparams.items()]
+    params += [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=v) for f, v in FLAG_DEFAULTS.items()]
 
-    def __init__(self, params, lr=1e-3, weight_decay=0.0, **hyperparameters):  # noqa: N807
-        DSLOptimizer.__init__(self, params, lr, weight_decay, **hyperparameters)
+    def __init__(self, params, lr=1e-3, weight_decay=0.0, **kwargs):  # noqa: N807
+        DSLOptimizer.__init__(self, params, lr, weight_decay, **kwargs)
 
     __init__.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{name}.__init__"

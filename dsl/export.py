@@ -17,13 +17,17 @@ same trajectory (to rounding: the scalars are computed by torch here, by numpy t
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 import re
 
 import numpy as np
 
-from .compile import check_hyper_names, rule_program
+from .compile import check_hyper_names, range_table, rule_program
+from . import optim_base
 from .foreach import compile_plan
+from .optim_base import FLAG_DEFAULTS
 from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, PRIMITIVES, ROW_EPS
 from .program import BinOp, Call, Expr, Name, Neg, Num, Program, format_expr, walk
 
@@ -136,6 +140,28 @@ _HELPERS: dict[str, str] = {
 _NP_BIN = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power}
 _PY_BIN = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
            "/": lambda a, b: a / b, "**": lambda a, b: a ** b}
+
+
+def _base_text() -> tuple[str, str, set[str]]:
+    """dsl.optim_base below its EXPORTED marker: (its imports, the rest, the names it defines)."""
+    text = inspect.getsource(optim_base)
+    text = text[text.index("\n", text.index("# EXPORTED:")) + 1:]
+    lines = text.splitlines()
+    k = 0
+    while k < len(lines) and (not lines[k].strip() or lines[k].startswith(("import ", "from "))):
+        k += 1
+    names = set()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {tg.id for tg in node.targets if isinstance(tg, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return "\n".join(lines[:k]).strip("\n"), "\n".join(lines[k:]).strip("\n"), names
+
+
+_BASE_IMPORTS, _BASE_BODY, _BASE_NAMES = _base_text()
 
 
 def _literal(e: Expr) -> bool:
@@ -332,7 +358,8 @@ def export_python(program: Program | str, class_name: str) -> str:
     program = rule_program(program)
     check_hyper_names(program)
     if not class_name.isidentifier() or class_name in _RESERVED or class_name.startswith("_") \
-            or class_name in ("RULE", "FINGERPRINT", "HYPERPARAMETERS", "STATE", "N_SCRATCH", "ELEMENTWISE", "TILE"):
+            or class_name in ("RULE", "FINGERPRINT", "HYPERPARAMETERS", "STATE", "N_SCRATCH", "ELEMENTWISE",
+                              "RANGES", "SCALAR_INPUTS") or class_name in _BASE_NAMES:
         raise ValueError(f"class_name {class_name!r} must be a Python identifier, not starting with '_' "
                          "and not a name the module defines itself (torch, update, RULE, ...)")
     source = program.source()
@@ -369,19 +396,16 @@ def export_python(program: Program | str, class_name: str) -> str:
     sc_ret = ", ".join(sc_returned) + ("," if len(sc_returned) == 1 else "")
     sc_ret_float = ", ".join(f"float({n})" for n in sc_returned) + ("," if len(sc_returned) == 1 else "")
     sc_unpack = f"    {sc_ret} = scalars\n" if sc_returned else ""
-    group_key = {"lr": 'group["lr"]', "wd": 'group["weight_decay"]', "step": "step"}
-    scalar_kw = ", ".join(f"{r(n)}={group_key.get(n, f'group[{n!r}]')}" for n in scalar_inputs)
     scalar_pass = ", ".join(r(n) for n in scalar_inputs)
     fp = _fingerprint(program)
 
     init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
-                         + [f"{h}={v!r}" for h, v in hyper.items()])
-    defaults_items = ", ".join(['"lr": lr', '"weight_decay": weight_decay'] + [f'"{h}": {h}' for h in hyper]
-                               + ['"rule": RULE'])
+                         + [f"{h}={v!r}" for h, v in hyper.items()]
+                         + ["*"] + [f"{f}={v!r}" for f, v in FLAG_DEFAULTS.items()])
+    hyper_pass = "".join(f", {h}={h}" for h in hyper)
+    ranges = range_table(program)
     rule_block = _indent(source.rstrip("\n"), 4)
     state_list = ", ".join(states) if states else "none"
-    init_states = "".join(f'\n                    state["{s}"] = torch.zeros_like(p, memory_format=torch.preserve_format)'
-                          for s in states)
     consts = ""
     if needs:
         consts = "".join(f"{c} = math.{c}\n" for c in sorted(needs)) + "\n"
@@ -389,7 +413,6 @@ def export_python(program: Program | str, class_name: str) -> str:
     if helpers:
         helpers = "\n\n" + helpers
     fe_body = "\n".join("    " + ln for ln in fe_lines)
-    import_math = "import math\n\n" if needs else ""
 
     return f'''"""{class_name}: a torch.optim optimizer exported by optforge from this update rule:
 
@@ -402,6 +425,11 @@ at zero, and interp(x, y, a) = (1 - a) * x + a * y.
 This file depends only on torch. ``{class_name}(params, lr=..., weight_decay=..., ...)`` works
 like any torch.optim optimizer: param groups, closures, LR schedulers, state_dict (per
 parameter: ``step`` and the state tensors by name; hyperparameters in param_groups).
+Arguments are checked at construction as torch.optim checks its own (RANGES: ValueError
+naming the argument and its range); ``maximize``, ``foreach`` and complex parameters (through
+``torch.view_as_real``) work as in torch.optim; ``capturable``, ``differentiable``, ``fused``
+and sparse gradients are refused. That part is the RuleOptimizer class at the end, the same
+code optforge's own compiled optimizers run.
 
 ``update`` below is the rule as written, for one tensor. ``{class_name}.step`` runs
 ``foreach_apply``: the same computation as compiled by optforge for speed, on all the
@@ -413,8 +441,7 @@ reductions or matrix primitives run tile by tile (TILE elements at a time) so th
 passes of the foreach calls stay in cache (float32 and float64 parameters: with bfloat16
 the tiles measured slower).
 """
-{import_math}import torch
-from torch.utils.weak import WeakIdKeyDictionary
+{_BASE_IMPORTS}
 
 RULE = {source!r}
 FINGERPRINT = {fp!r}  # optforge's functional hash of the rule
@@ -422,7 +449,8 @@ HYPERPARAMETERS = {dict(hyper)!r}
 STATE = {tuple(states)!r}
 N_SCRATCH = {n_scratch}  # scratch tensors per parameter that foreach_update uses
 ELEMENTWISE = {elementwise!r}  # no reductions or matrix primitives: the step may run tile by tile
-TILE = 1 << 18  # elements per cache tile for the tiled CPU step (0: whole lists)
+RANGES = {ranges!r}  # allowed values: argument -> ((lo, hi, lo_open, hi_open, why), ...); None: unbounded
+SCALAR_INPUTS = {tuple(scalar_inputs)!r}  # step_scalars' arguments, by their param-group names
 
 {consts}
 def _t(x):
@@ -503,74 +531,34 @@ def _run_tiled(lists, scratch, scalars, tile):
         run()
 
 
-def _step_dtype():
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+# ---- the torch.optim side: optforge's dsl/optim_base.py, verbatim (shared with dsl.to_optimizer) ----
 
+{_BASE_BODY}
 
-class {class_name}(torch.optim.Optimizer):
+class {class_name}(RuleOptimizer):
     """{class_name}, the update rule:
 
 {rule_block}
     """
 
+    RULE = RULE
+    FINGERPRINT = FINGERPRINT
+    HYPERPARAMETERS = HYPERPARAMETERS
+    STATE = STATE
+    RANGES = RANGES
+    N_SCRATCH = N_SCRATCH
+    ELEMENTWISE = ELEMENTWISE
+
     def __init__({init_sig}):
-        defaults = {{{defaults_items}}}
-        if FINGERPRINT is not None:
-            defaults["fingerprint"] = FINGERPRINT
-        super().__init__(params, defaults)
+        super().__init__(params, lr, weight_decay, maximize=maximize, foreach=foreach, capturable=capturable,
+                         differentiable=differentiable, fused=fused{hyper_pass})
 
-    def _scratch(self, params):
-        """N_SCRATCH reused tensors per parameter (not part of the state_dict)."""
-        store = self.__dict__.setdefault("_scratch_buffers", WeakIdKeyDictionary())
-        for p in params:
-            if p not in store or store[p][0].shape != p.shape or store[p][0].dtype != p.dtype:
-                store[p] = [torch.empty_like(p) for _ in range(N_SCRATCH)]
-        return [[store[p][k] for p in params] for k in range(N_SCRATCH)]
+    def _scalars(self, env):
+        return step_scalars(*[env[n] for n in SCALAR_INPUTS])
 
-    def _tile_scratch(self, like):
-        """N_SCRATCH flat tensors of TILE elements per (device, dtype), reused by every tile."""
-        store = self.__dict__.setdefault("_tile_buffers", {{}})
-        key = (like.device, like.dtype)
-        if key not in store:
-            store[key] = [torch.empty(TILE, dtype=like.dtype, device=like.device) for _ in range(N_SCRATCH)]
-        return store[key]
+    def _apply(self, W, G, states, scalars, scratch):
+        foreach_apply(W, G, *states, scratch, scalars)
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_scratch_buffers", None)
-        state.pop("_tile_buffers", None)
-        return state
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            buckets = {{}}  # parameters with the same device, dtype and step count
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("{class_name} does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0, dtype=_step_dtype()){init_states}
-                state["step"] += 1
-                buckets.setdefault((p.device, p.dtype, float(state["step"])), []).append(p)
-            for (device, _, step), params in buckets.items():
-                lists = [params, [p.grad for p in params], *[[self.state[p][name] for p in params] for name in STATE]]
-                scalars = step_scalars({scalar_kw})
-                if (device.type == "cpu" and ELEMENTWISE and TILE and params[0].element_size() >= 4
-                        and sum(p.numel() for p in params) > 2 * TILE
-                        and all(t.is_contiguous() for lst in lists for t in lst)):
-                    _run_tiled(lists, self._tile_scratch(params[0]), scalars, TILE)
-                    continue
-                # scratch for 4/8-byte dtypes (2-byte ones measured faster allocating)
-                scratch = (self._scratch(params) if device.type == "cpu" and N_SCRATCH
-                           and params[0].element_size() >= 4 else None)
-                foreach_apply(*lists, scratch, scalars)
-        return loss
+    def _apply_tiled(self, W, G, states, scalars, scratch, tile):
+        _run_tiled([W, G, *states], scratch, scalars, tile)
 '''

@@ -139,6 +139,27 @@ def muon_scaled(w, g, buf, lr, wd, momentum=0.95):
 }
 
 
+#: The hyperparameter ranges each rule declares (interval notation; see dsl.ranges). torch's
+#: checks where torch has the rule (betas in [0, 1), eps >= 0, lr_decay >= 0); momentum in
+#: [0, 1) (torch only asks >= 0: at 1 and above the buffer grows without bound); Lion's betas
+#: in [0, 1] as in the paper's code; RMSprop's alpha in [0, 1] (an average's weight).
+RANGES: dict[str, dict[str, str]] = {
+    "sgd": {},
+    "sgd_momentum": {"momentum": "[0, 1)"},
+    "nesterov": {"momentum": "[0, 1)"},
+    "adam": {"beta1": "[0, 1)", "beta2": "[0, 1)", "eps": "[0, inf)"},
+    "adamw": {"beta1": "[0, 1)", "beta2": "[0, 1)", "eps": "[0, inf)"},
+    "rmsprop": {"alpha": "[0, 1]", "eps": "[0, inf)"},
+    "adagrad": {"lr_decay": "[0, inf)", "eps": "[0, inf)"},
+    "lion": {"beta1": "[0, 1]", "beta2": "[0, 1]"},
+    "signsgd": {},
+    "signum": {"beta": "[0, 1)"},
+    "adabelief": {"beta1": "[0, 1)", "beta2": "[0, 1)", "eps": "[0, inf)"},
+    "muon": {"momentum": "[0, 1)"},
+    "muon_scaled": {"momentum": "[0, 1)"},
+}
+
+
 def list_rules() -> list[str]:
     """Names of the library rules, in a stable order."""
     return list(RULES)
@@ -153,4 +174,14 @@ def get_rule(name: str) -> Program:
     return parse(RULES[name])
 
 
-__all__ = ["RULES", "get_rule", "list_rules"]
+@lru_cache(maxsize=None)
+def _by_source() -> dict[str, str]:
+    return {get_rule(name).source(): name for name in RULES}
+
+
+def library_name(program: Program) -> str | None:
+    """The library rule whose canonical source ``program`` has, or None."""
+    return _by_source().get(program.source())
+
+
+__all__ = ["RULES", "RANGES", "get_rule", "list_rules", "library_name"]

@@ -148,8 +148,11 @@ def _parse(source: str) -> Program:
     if others:
         raise _err(others[0], "only one function definition is allowed at the top level "
                               "(no imports or other statements)")
-    if len(funcs) != 1:
-        raise DSLError(f"expected exactly one 'def name(w, g, ...):' function, found {len(funcs)}")
+    if not funcs:
+        raise DSLError("expected exactly one 'def name(w, g, ...):' function, found none")
+    if len(funcs) > 1:
+        raise _err(funcs[1], f"expected exactly one 'def name(w, g, ...):' function, found {len(funcs)}: "
+                             f"a second 'def {funcs[1].name}' starts here; keep one function")
     fn = funcs[0]
     args = _signature(fn)
     prog_args = Program(fn.name, args, (), ())

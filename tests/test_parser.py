@@ -71,6 +71,16 @@ def test_refusal_has_line_and_column():
     assert ei.value.line == 3 and ei.value.col >= 1
 
 
+def test_second_function_is_refused_at_its_line():
+    src = ADAMW + "\n\ndef helper(w, g):\n    return w\n"
+    with pytest.raises(DSLError, match="second 'def helper'") as e:
+        parse(src)
+    assert e.value.line == src.splitlines().index("def helper(w, g):") + 1
+    assert str(e.value).startswith(f"line {e.value.line}, col 1: ")
+    with pytest.raises(DSLError, match="found none"):
+        parse('"""only a docstring"""\n')
+
+
 def test_size_limits():
     deep = "g" + " + g" * 200
     with pytest.raises(DSLError, match="too large"):
