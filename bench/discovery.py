@@ -65,9 +65,9 @@ def campaign_dict(name: str, budget: int, wall: float, llm_share: float, executo
 
 
 def run_search(d: dict, out: Path) -> dict:
-    from search.campaign import parse_campaign
-    from search.engine import Engine
-    from search.live import PlainProgress
+    from search.core import parse_campaign
+    from search.core import Engine
+    from search.report import PlainProgress
     c = parse_campaign(d, f"<bench {d['name']}>")
     t0 = time.time()
     eng = Engine(c, out / d["name"], fresh=True, progress=PlainProgress(every_s=20))

@@ -34,7 +34,7 @@ import dsl  # noqa: E402
 from dsl.library import RULES  # noqa: E402
 from search.llm import ChatRequest, Message, dsl_grammar_names  # noqa: E402
 from search.llm.local import LocalLLM  # noqa: E402
-from search.llm_ops import SYSTEM  # noqa: E402
+from search.rules.llm_ops import SYSTEM  # noqa: E402
 
 TOPICS = ["the sea", "a mountain", "a city at night", "a forest", "the desert", "a library", "a train journey",
           "winter", "a market", "the moon", "a river", "a storm", "a garden", "an old house", "a bridge", "autumn"]
@@ -87,7 +87,7 @@ def label_scoring(llm: LocalLLM, queries: int) -> float:
 
 def extract(text: str) -> list[str]:
     try:
-        from search.llm_ops import extract_candidates
+        from search.rules.llm_ops import extract_candidates
         return extract_candidates(text)
     except ImportError:  # fall back to the text itself
         return [text]

@@ -30,12 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluators.prompts import PromptEvaluator  # noqa: E402
-from search.campaign import parse_campaign  # noqa: E402
-from search.engine import Engine  # noqa: E402
+from search.core import parse_campaign  # noqa: E402
+from search.core import Engine  # noqa: E402
 from search.llm import make_llm  # noqa: E402
-from search.prompt_campaign import build_task  # noqa: E402
-from search.prompt_compare import markdown_table, plot_curves, run_row  # noqa: E402
-from search.store import RunView  # noqa: E402
+from search.prompts import build_task  # noqa: E402
+from search.prompts import markdown_table, plot_curves, run_row  # noqa: E402
+from search.core import RunView  # noqa: E402
 
 
 def one_run(task_name: str, alg: str, args, task_llm, out: Path) -> dict:

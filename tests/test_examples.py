@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from search.campaign import load_campaign
+from search.core import load_campaign
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -70,7 +70,7 @@ def test_run_show_export_report_resume(tmp_path, capsys, monkeypatch):
     assert main(["report", str(run_dir)]) == 0
     html = (run_dir / "report.html").read_text()
     assert "Prompt optimization" in html and "Best dev accuracy over iterations" in html
-    from search.store import RunView
+    from search.core import RunView
     v = RunView(run_dir)
     try:
         assert sum(e["cost"] for e in v.evaluations) <= 8 + 1e-6
@@ -90,7 +90,7 @@ def test_bad_prompt_campaign_is_a_clear_error(tmp_path, capsys, monkeypatch):
 def test_example_campaign_file_is_valid():
     from pathlib import Path
 
-    from search.campaign import load_campaign
+    from search.core import load_campaign
     c = load_campaign(Path(__file__).resolve().parents[1] / "examples" / "prompts.toml")
     assert c.kind == "prompt" and c.search.strategy == "evoprompt_ga"
     assert c.options.task == "plural" and c.options.metric == "contains"

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from search.prompt_ops import (de_request, fallback_edit, ga_request, normalize_key, opro_request,
+from search.prompts.text import (de_request, fallback_edit, ga_request, normalize_key, opro_request,
                                parse_proposal, rewrite_request, roulette, word_edit)
 
 

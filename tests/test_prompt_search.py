@@ -9,12 +9,12 @@ import pytest
 
 from evaluators import PromptEvaluator
 from proxies.prompts import get_prompt_task
-from search.campaign import parse_campaign
-from search.engine import Engine
+from search.core import parse_campaign
+from search.core import Engine
 from search.llm import ScriptedLLM
-from search.prompt_campaign import finalize_prompt_run, prompt_show_lines
-from search.store import RunView
-from search.cli_run import export_run
+from search.prompts import finalize_prompt_run, prompt_show_lines
+from search.core import RunView
+from search.cli.results import export_run
 
 SIZES = {"train": 4, "dev": 8, "test": 12}
 SEEDS = ["Add the values.", "Combine the two numbers."]
@@ -136,7 +136,7 @@ def test_without_llm_the_campaign_runs_on_word_edits(tmp_path):
 
 
 def test_campaign_validation_errors():
-    from search.campaign import CampaignError
+    from search.core import CampaignError
     with pytest.raises(CampaignError, match="exactly one of task"):
         parse_campaign({"name": "x", "kind": "prompt", "prompt": {}})
     with pytest.raises(CampaignError, match="unknown prompt task"):
@@ -155,7 +155,7 @@ def test_campaign_validation_errors():
 
 def _with_dev(i, per_example):
     from evaluators.base import EvalResult, TaskResult
-    from search.engine import Individual
+    from search.core import Individual
     acc = sum(per_example) / len(per_example)
     tr = TaskResult(task="t", metric=acc, score=acc, higher_is_better=True, extra={"per_example": per_example})
     return Individual(id=i, text=f"p{i}", kind="prompt", results={"dev": EvalResult(key=str(i), fidelity="dev",
@@ -163,7 +163,7 @@ def _with_dev(i, per_example):
 
 
 def test_sign_test_keeps_the_initial_prompt_unless_the_dev_gain_is_significant():
-    from search.prompt_campaign import dev_sign_test, sign_test_p
+    from search.prompts import dev_sign_test, sign_test_p
     assert sign_test_p(0, 0) == 1.0 and sign_test_p(1, 0) == 0.5 and sign_test_p(4, 0) == 1 / 16
     assert sign_test_p(5, 1) == 7 / 64 and sign_test_p(0, 3) == 1.0
     initial = _with_dev(0, [1, 0, 0, 0, 0, 0, 0, 0, 1, 0])

@@ -8,9 +8,9 @@ import pytest
 
 from evaluators.base import EvalResult
 from proxies.prompts import get_prompt_task
-from search.campaign import parse_campaign
-from search.engine import OPERATORS, Context, Individual
-from search.prompt_campaign import EvoPromptDE, EvoPromptGA, OPRO, OPROOperator, Rewrite
+from search.core import parse_campaign
+from search.core import OPERATORS, Context, Individual
+from search.prompts import EvoPromptDE, EvoPromptGA, OPRO, OPROOperator, Rewrite
 
 FIDS = ("minibatch", "dev")
 

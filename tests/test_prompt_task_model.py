@@ -3,8 +3,8 @@ OpenAI backend against a real OpenAI-compatible HTTP server on localhost (servin
 model), built by the prompt kind from ``[prompt] task_model``; the proposer is a scripted model."""
 import pytest
 
-from search.campaign import parse_campaign
-from search.engine import Engine
+from search.core import parse_campaign
+from search.core import Engine
 from search.llm import ScriptedLLM
 from search.llm.server import OpenAICompatServer
 
@@ -56,7 +56,7 @@ def test_openai_task_model_from_the_campaign(server, tmp_path):
 
 def test_label_task_without_logprobs_falls_back_to_generation(server, tmp_path):
     from evaluators import Candidate
-    from search.engine import get_kind
+    from search.core import get_kind
     c = parse_campaign({"name": "oa2", "kind": "prompt",
                         "prompt": {"task": "sentiment", "sizes": {"train": 2, "dev": 4, "test": 4},
                                    "task_model": {"backend": "openai", "model": "m", "base_url": server.url,

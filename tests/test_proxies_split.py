@@ -139,7 +139,7 @@ def test_evaluator_scores_on_test_and_its_cache_keeps_val_and_test_apart(tmp_pat
 
 
 def test_a_campaign_refuses_to_search_on_the_test_split(tmp_path):
-    from search.campaign import CampaignError, load_campaign
+    from search.core import CampaignError, load_campaign
     f = tmp_path / "leak.toml"
     f.write_text('name = "leak"\nseed_rules = ["sgd_momentum"]\ntasks = ["quadratic"]\n'
                  '[budget]\nevaluations = 4\n[evaluator]\nsplit = "test"\n')

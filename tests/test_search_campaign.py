@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from search.campaign import CampaignError, load_campaign
+from search.core import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_missing_file(tmp_path):
 def test_seed_rule_file_relative_to_the_campaign(tmp_path):
     (tmp_path / "mine.py").write_text("def mine(w, g, lr):\n    w = w - lr * sign(g)\n    return w\n")
     c = load_campaign(_write(tmp_path, GOOD.replace('["adamw"]', '["mine.py", "adamw"]')))
-    from search.engine import get_kind
+    from search.core import get_kind
     labels = [lab for lab, _ in get_kind("rule").seed_texts(c)]
     assert labels == ["mine", "adamw"]
     (tmp_path / "bad.py").write_text("def bad(w, g):\n    return w.grad\n")

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from evaluators.base import WORST_SCORE, EvalResult
-from search.campaign import parse_campaign
-from search.engine import Engine, Individual, RunExistsError
-from search.store import RunStore, RunView
+from search.core import parse_campaign
+from search.core import Engine, Individual, RunExistsError
+from search.core import RunStore, RunView
 
 
 def campaign(name="t", **over):
@@ -73,7 +73,7 @@ def test_tiny_campaign_with_funnel_end_to_end(tmp_path):
 def test_show_export_report(tmp_path):
     c = campaign("inspect", fidelities=["tiny", "small"], budget={"evaluations": 16})
     _, db = run(c, tmp_path)
-    from search.cli_run import export_run, show_text
+    from search.cli.results import export_run, show_text
     text = show_text(db.parent)
     assert "top" in text and "lineage of the best" in text and "def " in text
     assert "seed rules at small: sgd_momentum" in text and "optforge export" in text
@@ -158,7 +158,7 @@ class _Ctx:
 
 
 def test_regularized_evolution_removes_the_oldest():
-    from search.strategies import RegularizedEvolution
+    from search.core.strategies import RegularizedEvolution
     s = RegularizedEvolution(campaign("x", search={"population": 3}))
     pop = [_ind(0, 5.0), _ind(1, 0.0), _ind(2, 1.0)]
     out = s.survive(_Ctx(pop), pop, [_ind(3, -1.0)])
@@ -166,7 +166,7 @@ def test_regularized_evolution_removes_the_oldest():
 
 
 def test_tournament_bonus_favours_parents_with_few_children():
-    from search.strategies import tournament
+    from search.core.strategies import tournament
     pop = [_ind(0, 1.0, children=50), _ind(1, 0.99, children=0)] + [_ind(k, -1.0) for k in range(2, 6)]
     wins = {0: 0, 1: 0}
     ctx = _Ctx(pop, seed=1)
@@ -180,7 +180,7 @@ def test_tournament_bonus_favours_parents_with_few_children():
 
 
 def test_tournament_uses_only_the_given_rng():
-    from search.strategies import tournament
+    from search.core.strategies import tournament
     pop = [_ind(k, float(k % 3)) for k in range(8)]
     random.seed(123)
     a = [i.id for i in tournament(_Ctx(pop, 5), pop, 20, 3, 0.1)]
@@ -190,18 +190,18 @@ def test_tournament_uses_only_the_given_rng():
 
 
 def test_nsga2_keeps_the_pareto_front():
-    from search.strategies import NSGA2
+    from search.core.strategies import NSGA2
     s = NSGA2(campaign("x", search={"strategy": "nsga2", "population": 3}))
     pop = [_ind(0, 1.0, size=30, n_state=2), _ind(1, 0.5, size=10, n_state=1), _ind(2, 0.2, size=5, n_state=0),
            _ind(3, 0.1, size=40, n_state=3), _ind(4, 0.4, size=12, n_state=2), _ind(5, WORST_SCORE, size=1)]
     out = {i.id for i in s.survive(_Ctx(pop), pop[:3], pop[3:])}
     assert out == {0, 1, 2}                      # #3, #4 dominated; #5 failed
-    from search.strategies import pareto_front
+    from search.core.strategies import pareto_front
     assert pareto_front([(1.0, 30, 2), (0.5, 10, 1), (0.4, 12, 2)], (1, -1, -1)) == [0, 1]
 
 
 def test_pareto_front_matches_brute_force_dominance():
-    from search.strategies import pareto_front
+    from search.core.strategies import pareto_front
     rng = random.Random(0)
     w = (1.0, -1.0, -1.0)
 
@@ -216,7 +216,7 @@ def test_pareto_front_matches_brute_force_dominance():
 def test_plain_progress_lines(tmp_path, capsys):
     import io
 
-    from search.live import PlainProgress
+    from search.report import PlainProgress
     buf = io.StringIO()
     c = campaign("live", budget={"evaluations": 4}, simplify={"enabled": False})
     run(c, tmp_path, progress=PlainProgress(buf, every_s=0))
@@ -225,7 +225,7 @@ def test_plain_progress_lines(tmp_path, capsys):
 
 
 def test_resume_refuses_a_changed_campaign_but_allows_a_bigger_budget(tmp_path):
-    from search.store import StoreError
+    from search.core import StoreError
     c = campaign("changed", budget={"evaluations": 4}, simplify={"enabled": False})
     run(c, tmp_path)
     with pytest.raises(StoreError, match="search"):
@@ -241,7 +241,7 @@ def test_rich_live_view_renders(tmp_path):
 
     from rich.console import Console
 
-    from search.live import RichProgress
+    from search.report import RichProgress
     buf = io.StringIO()
     con = Console(file=buf, force_terminal=True, color_system=None, width=100, height=60)
     c = campaign("rich", budget={"evaluations": 4}, simplify={"enabled": False})
@@ -258,7 +258,7 @@ def _register_echo_ops():
     returns it with its state renamed and a dead line added (new text, same function: a fingerprint
     duplicate)."""
     import dsl
-    from search.engine import Operator, Proposal, register_operator
+    from search.core import Operator, Proposal, register_operator
 
     class EchoSame(Operator):
         name, arity = "echo_same", 1

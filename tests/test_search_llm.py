@@ -8,9 +8,9 @@ import json
 import pytest
 
 from evaluators.base import WORST_SCORE
-from search.campaign import parse_campaign
-from search.engine import Engine
-from search.store import RunStore
+from search.core import parse_campaign
+from search.core import Engine
+from search.core import RunStore
 
 scripted = pytest.importorskip("search.llm.scripted")
 from search.llm.base import LLM, ChatResponse  # noqa: E402
@@ -158,6 +158,6 @@ def test_campaign_llm_table_cache_in_run_dir_and_replay_without_the_backend(tmp_
 
 
 def test_bad_llm_table_is_a_campaign_error():
-    from search.campaign import CampaignError
+    from search.core import CampaignError
     with pytest.raises(CampaignError, match="llm.backnd"):
         campaign("badllm", llm={"backnd": "local"})

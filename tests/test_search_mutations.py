@@ -7,10 +7,10 @@ import pytest
 
 import dsl
 from dsl import library
-from search.engine import InvalidCandidate
-from search.llm_ops import extract_candidates, extract_program
-from search.mutations import DEFAULT_WEIGHTS, MUTATIONS, mutate, perturb
-from search.rule_kind import RuleKind
+from search.core import InvalidCandidate
+from search.rules.llm_ops import extract_candidates, extract_program
+from search.rules import DEFAULT_WEIGHTS, MUTATIONS, mutate, perturb
+from search.rules import RuleKind
 
 RULES = list(library.RULES)
 
@@ -82,7 +82,7 @@ def test_normalize_refuses_rules_that_ignore_the_gradient_or_never_move_w():
 def test_normalize_refuses_a_step_that_ignores_the_tuned_lr():
     """A fixed step next to the tuned one (found by searches that exploit lr-only tuning) is
     refused; steps bounded by lr, decoupled decay and every library rule pass."""
-    from search.rule_kind import moves_without_lr
+    from search.rules import moves_without_lr
     kind = RuleKind()
     fixed = ("def r(w, g, buf, lr, momentum=0.9):\n    buf = momentum * buf + g\n    w = w - g\n"
              "    w = w - lr * buf\n    return w, buf\n")

@@ -106,8 +106,8 @@ STREAM_BUDGET = 11
 # (The __main__ guard: pool workers start by importing the parent's main module.)
 DRIVER = """
 import json, sys
-from search.campaign import load_campaign
-from search.engine import Engine
+from search.core import load_campaign
+from search.core import Engine
 
 if __name__ == "__main__":
     eng = Engine(load_campaign("camp.toml"), None, resume="--resume" in sys.argv)
@@ -166,7 +166,7 @@ def _mid_batch(run: Path) -> tuple[int, int, int]:
 
 
 def _ranking(run: Path) -> list[tuple]:
-    from search.store import RunView
+    from search.core import RunView
     view = RunView(run)
     try:
         return [(c["id"], c["key"], c["level"], round(c["score"], 9)) for c in view.ranked()]

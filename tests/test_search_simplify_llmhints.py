@@ -8,9 +8,9 @@ import json
 import pytest
 
 import dsl
-from search.campaign import parse_campaign
-from search.engine import Engine
-from search.store import RunStore, RunView
+from search.core import parse_campaign
+from search.core import Engine
+from search.core import RunStore, RunView
 
 WINNER = ("def r(w, g, buf, lr, momentum=0.9013):\n"
           "    g = clip(g, 1000.0)\n"
@@ -78,7 +78,7 @@ def test_winner_loses_a_useless_statement_and_extra_digits_within_the_tolerance(
 
 
 def test_ablations_drop_small_terms_and_factors_and_every_try_parses():
-    from search.simplify_empirical import rule_ablations
+    from search.rules import rule_ablations
     src = ("def r(w, g, lr, c=0.853):\n    t1 = clip(g / 0.0122, c)\n"
            "    w = w - lr * (t1 - 0.00123 + 6e-05 * w)\n    return w\n")
     tries = dict((d, t) for d, t in rule_ablations(src, [1]))
@@ -102,7 +102,7 @@ def _reply(req) -> str:
 
 
 def test_llm_mutations_name_a_concrete_change_and_the_grammar_allows_a_new_state(tmp_path):
-    from search.llm_ops import MUTATION_HINTS
+    from search.rules.llm_ops import MUTATION_HINTS
     c = _campaign("hints", tmp_path, budget={"evaluations": 10}, operators={"llm_share": 1.0,
                   "llm": {"llm_mutate": 1.0}}, llm={})
     db = _run(c, tmp_path, llm=scripted.ScriptedLLM(_reply))
@@ -135,7 +135,7 @@ def test_llm_mutations_name_a_concrete_change_and_the_grammar_allows_a_new_state
 
 def test_crossover_grammar_offers_both_parents_signatures():
     from search.llm.grammar import dsl_lark_grammar
-    from search.llm_ops import grammar_names_for
+    from search.rules.llm_ops import grammar_names_for
     a, b = dsl.get_rule("sgd_momentum").source(), dsl.get_rule("adamw").source()
     names = grammar_names_for([a, b])
     sig = [n.split("=")[0] for n in names if ":" not in n]

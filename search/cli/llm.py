@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import tomllib
+
+import dsl
+from dsl.library import RULES
+from search.llm import ChatRequest, LLMConfig, LLMSetupError, Message, dsl_grammar_names, make_backend
+from search.llm.server import OpenAICompatServer
 
 DEFAULT_PROMPT = "In one sentence: what does an optimizer do when training a neural network?"
 
 
 def _campaign_table(path: str, table: str) -> dict:
     """The ``[table]`` of a campaign TOML file (``llm`` by default); ValueError if absent."""
-    import tomllib
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -33,7 +38,6 @@ def _campaign_table(path: str, table: str) -> dict:
 
 
 def _config(args: argparse.Namespace):
-    from search.llm import LLMConfig
     fields = _campaign_table(args.campaign, args.table) if getattr(args, "campaign", None) else {}
     if args.backend is not None or "backend" not in fields:
         if args.backend is not None and fields.get("backend") not in (None, args.backend):
@@ -71,7 +75,6 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    from search.llm import ChatRequest, LLMSetupError, Message, make_backend
     try:
         cfg = _config(args)
         backend = make_backend(cfg)
@@ -92,9 +95,6 @@ def cmd_ping(args: argparse.Namespace) -> int:
         args.max_tokens = 200 if args.grammar else 48   # a whole program needs ~100-150 tokens
     names = None
     if args.grammar and args.prompt is None:   # a real mutation request, as the search sends
-        import dsl
-        from dsl.library import RULES
-        from search.llm import dsl_grammar_names
         parent = dsl.parse(RULES["sgd_momentum"])
         args.prompt = ("Here is an optimizer update rule:\n" + parent.source()
                        + "Write a variant of this update rule. Reply with only the function.")
@@ -115,7 +115,6 @@ def cmd_ping(args: argparse.Namespace) -> int:
     print(f"latency {wall:.2f} s, {r.prompt_tokens} prompt + {r.completion_tokens} completion tokens, "
           f"{tps:.1f} tokens/s{cut}")
     if args.grammar:
-        import dsl
         try:
             dsl.parse(r.text)
             print("the reply parses as a DSL program")
@@ -125,8 +124,6 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from search.llm import LLMSetupError, make_backend
-    from search.llm.server import OpenAICompatServer
     try:
         cfg = _config(args)
         args.backend = cfg.backend

@@ -10,6 +10,8 @@ import os
 import sys
 
 import dsl
+from dsl.export import export_python
+from dsl.library import RULES
 
 
 class _Fail(Exception):
@@ -18,7 +20,6 @@ class _Fail(Exception):
 
 def _load(spec: str) -> tuple[dsl.Program, str]:
     """(program, where it came from); a file path wins over a library name."""
-    from dsl.library import RULES
     if os.path.exists(spec):
         try:
             with open(spec, encoding="utf-8") as f:
@@ -63,10 +64,6 @@ def cmd_simplify(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     prog, origin = _load(args.file)
-    try:
-        from dsl.export import export_python
-    except ImportError as e:
-        raise _Fail(f"export is not available in this installation ({e})") from None
     if args.simplify:
         prog = dsl.simplify(prog)
     class_name = args.class_name or _class_name(prog.name)

@@ -5,7 +5,7 @@ Each operator edits the immutable AST and the result is printed and re-parsed wi
 change the canonical source, is dropped and the operator tries again (bounded). So every
 child returned is a valid, canonical program.
 
-Operators (registered under these names in ``search.engine.OPERATORS``):
+Operators (registered under these names in ``search.core.OPERATORS``):
 
 - ``insert``: a new statement before a random statement; its target is a tensor that a later
   statement reads (``x = f(x, ...)``: sign, clip, normalize by rms, interpolate, scale ...),
@@ -33,10 +33,10 @@ from typing import Callable, Iterator
 from dsl import DSLError, parse
 from dsl.kinds import SCALAR, TENSOR, input_kinds, statement_kinds
 from dsl.primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS
-from dsl.program import Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program, format_number, names_in
+from dsl.program import (Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program, format_number, names_in, nodes,
+                         replace_at, replace_node, statement_nodes)
 
-from .campaign import Campaign
-from .engine import Context, Individual, Operator, Proposal, register_operator
+from search.core import Campaign, Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
 
 #: Statements beyond this stop insert/add_state (keeps programs readable; the DSL caps at 64).
 MAX_BODY = 24
@@ -52,52 +52,6 @@ _EPS = 1e-8
 
 class _Skip(Exception):
     """This attempt cannot apply; try again."""
-
-
-# -- tree paths ------------------------------------------------------------------------
-
-Path = tuple[int, ...]
-
-
-def _children(e: Expr) -> tuple[Expr, ...]:
-    if isinstance(e, BinOp):
-        return (e.left, e.right)
-    if isinstance(e, Neg):
-        return (e.operand,)
-    if isinstance(e, Call):
-        return e.args
-    return ()
-
-
-def _with_children(e: Expr, kids: tuple[Expr, ...]) -> Expr:
-    if isinstance(e, BinOp):
-        return BinOp(e.op, kids[0], kids[1])
-    if isinstance(e, Neg):
-        return Neg(kids[0])
-    if isinstance(e, Call):
-        return Call(e.fn, tuple(kids))
-    return e
-
-
-def nodes(e: Expr, path: Path = ()) -> Iterator[tuple[Path, Expr]]:
-    """(path, node) pairs in pre-order; a path is the child indices from the root."""
-    yield path, e
-    for k, c in enumerate(_children(e)):
-        yield from nodes(c, path + (k,))
-
-
-def replace_at(e: Expr, path: Path, new: Expr) -> Expr:
-    if not path:
-        return new
-    kids = list(_children(e))
-    kids[path[0]] = replace_at(kids[path[0]], path[1:], new)
-    return _with_children(e, tuple(kids))
-
-
-def get_at(e: Expr, path: Path) -> Expr:
-    for k in path:
-        e = _children(e)[k]
-    return e
 
 
 # -- environment --------------------------------------------------------------------------
@@ -235,18 +189,8 @@ def _compatible_fns(fn: str) -> list[str]:
     return [f for f in pool if f != fn]
 
 
-def _all_nodes(program: Program) -> list[tuple[int, Path, Expr]]:
-    return [(i, p, nd) for i, s in enumerate(program.body) for p, nd in nodes(s.value)]
-
-
-def _set_node(program: Program, i: int, path: Path, new: Expr) -> Program:
-    body = list(program.body)
-    body[i] = Assign(body[i].target, replace_at(body[i].value, path, new))
-    return program.replace(body=tuple(body))
-
-
 def m_replace_fn(program: Program, rng: random.Random) -> Program:
-    spots = [(i, p, nd) for i, p, nd in _all_nodes(program) if isinstance(nd, (Call, BinOp))]
+    spots = [(i, p, nd) for i, p, nd in statement_nodes(program) if isinstance(nd, (Call, BinOp))]
     if not spots:
         raise _Skip
     i, path, nd = rng.choice(spots)
@@ -257,11 +201,11 @@ def m_replace_fn(program: Program, rng: random.Random) -> Program:
         new: Expr = Call(rng.choice(options), nd.args)
     else:
         new = BinOp(rng.choice([o for o in ("+", "-", "*", "/") if o != nd.op]), nd.left, nd.right)
-    return _set_node(program, i, path, new)
+    return replace_node(program, i, path, new)
 
 
 def m_replace_operand(program: Program, rng: random.Random) -> Program:
-    spots = [(i, p, nd) for i, p, nd in _all_nodes(program) if isinstance(nd, (Name, Num))]
+    spots = [(i, p, nd) for i, p, nd in statement_nodes(program) if isinstance(nd, (Name, Num))]
     if not spots:
         raise _Skip
     i, path, nd = rng.choice(spots)
@@ -276,7 +220,7 @@ def m_replace_operand(program: Program, rng: random.Random) -> Program:
         new = _scalar_leaf(rng, env)
         if new == nd:
             raise _Skip
-    return _set_node(program, i, path, new)
+    return replace_node(program, i, path, new)
 
 
 def perturb(v: float, rng: random.Random, sigma: float = 0.7) -> float:
@@ -295,7 +239,7 @@ def perturb(v: float, rng: random.Random, sigma: float = 0.7) -> float:
 
 
 def m_constant(program: Program, rng: random.Random) -> Program:
-    lits = [(i, p, nd) for i, p, nd in _all_nodes(program) if isinstance(nd, Num)]
+    lits = [(i, p, nd) for i, p, nd in statement_nodes(program) if isinstance(nd, Num)]
     read = set().union(*(names_in(s.value) for s in program.body)) if program.body else set()
     hyper = [k for k, a in enumerate(program.args) if a.default is not None and a.name in read]
     n = len(lits) + len(hyper)
@@ -304,7 +248,7 @@ def m_constant(program: Program, rng: random.Random) -> Program:
     k = rng.randrange(n)
     if k < len(lits):
         i, path, nd = lits[k]
-        return _set_node(program, i, path, Num(perturb(nd.value, rng)))
+        return replace_node(program, i, path, Num(perturb(nd.value, rng)))
     a = hyper[k - len(lits)]
     args = list(program.args)
     args[a] = Arg(args[a].name, perturb(args[a].default, rng))
@@ -312,7 +256,7 @@ def m_constant(program: Program, rng: random.Random) -> Program:
 
 
 def m_swap(program: Program, rng: random.Random) -> Program:
-    spots = [(i, p, nd) for i, p, nd in _all_nodes(program)
+    spots = [(i, p, nd) for i, p, nd in statement_nodes(program)
              if (isinstance(nd, Call) and len(nd.args) >= 2 and nd.args[0] != nd.args[1])
              or (isinstance(nd, BinOp) and nd.op in ("-", "/", "**") and nd.left != nd.right)]
     if not spots:
@@ -325,7 +269,7 @@ def m_swap(program: Program, rng: random.Random) -> Program:
         a, b = rng.sample(range(len(args)), 2)
         args[a], args[b] = args[b], args[a]
         new = Call(nd.fn, tuple(args))
-    return _set_node(program, i, path, new)
+    return replace_node(program, i, path, new)
 
 
 def _with_state_args(program: Program, states: list[str], extra_hyper: list[Arg]) -> Program:
@@ -443,7 +387,6 @@ class RandomMutation(Operator):
 
 
 def _usable(ctx: Context, program: Program) -> bool:
-    from .engine import InvalidCandidate
     try:
         ctx.kind.normalize(program.source())
         return True

@@ -1,11 +1,8 @@
-"""``optforge run | show | export | report``: campaigns from the shell.
+"""``optforge show | export | report RUN``: read a finished (or running) run.
 
-- ``optforge run CAMPAIGN.toml [--resume | --fresh]``: runs into ``runs/<name>/`` (or the
-  campaign's ``run_dir`` / ``--run-dir``). An existing run is never overwritten silently:
-  ``--resume`` continues it to the same budget, ``--fresh`` deletes it first.
 - ``optforge show RUN``: summary, top candidates with simplified source, lineage of the best
   (and the kind's own lines: prompts show held-out test accuracy, initial vs best).
-  ``optforge show RUN RUN ...`` compares prompt runs (search.prompt_compare).
+  ``optforge show RUN RUN ...`` compares prompt runs (search.prompts.compare).
 - ``optforge export RUN --rank 1 -o file.py``: the chosen candidate as an artifact (rules: a
   standalone torch optimizer module of the simplified rule). Dispatch is by the run's kind
   (``KindPlugin.export``), so prompt runs write their own format.
@@ -19,9 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
+import dsl
 from evaluators.base import WORST_SCORE
+from search.core import RunView, get_kind
+from search.prompts import CompareError, compare_text, write_compare_report
+from search.report import write_report
 
 
 class _UserError(Exception):
@@ -37,43 +39,14 @@ def _resolve_run(spec: str) -> Path:
                      "start one with 'optforge run CAMPAIGN.toml')")
 
 
-def _fmt(s: float | None) -> str:
+def fmt_score(s: float | None) -> str:
+    """A score as shown by the CLI ("failed" for a failed evaluation)."""
     return "failed" if s is None or s <= WORST_SCORE else f"{s:+.4f}"
-
-
-# -- run ----------------------------------------------------------------------------------
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from .campaign import CampaignError, load_campaign
-    from .engine import Engine, InvalidCandidate, RunExistsError
-    from .live import make_progress
-    from .store import StoreError
-    try:
-        campaign = load_campaign(args.campaign)
-        if args.budget is not None:
-            campaign.budget.evaluations = args.budget
-        eng = Engine(campaign, args.run_dir, resume=args.resume, fresh=args.fresh,
-                     progress=make_progress("plain" if args.plain else "auto"))
-    except (CampaignError, RunExistsError, StoreError, ValueError) as e:
-        print(f"optforge run: {e}", file=sys.stderr)
-        return 2
-    try:
-        summary = eng.run()
-    except InvalidCandidate as e:
-        print(f"optforge run: {e}", file=sys.stderr)
-        return 2
-    finally:
-        eng.close()
-    print(f"run finished: {summary.done_reason}; {summary.used:g} budget units, {summary.evaluations} "
-          f"evaluations, {summary.wall_seconds:.0f} s; best {_fmt(summary.best_score)} "
-          f"(#{summary.best_id} at {summary.best_fidelity}); see: optforge show {summary.run_dir}")
-    return 0
 
 
 # -- show -----------------------------------------------------------------------------
 
 def show_text(run: str | Path, top: int = 5) -> str:
-    from .store import RunView
     view = RunView(run)
     try:
         return _show(view, top)
@@ -86,13 +59,11 @@ def _simplified(view, c: dict) -> str:
     if s:
         return s["text"]
     if view.kind == "rule":
-        import dsl
         return dsl.simplify(dsl.parse(c["text"])).source()
     return c["text"]
 
 
 def _show(view, top: int) -> str:
-    from collections import Counter
     c = view.campaign
     out = []
     states = Counter(x["state"] for x in view.all)
@@ -121,16 +92,16 @@ def _show(view, top: int) -> str:
     for rank, x in enumerate(ranked[:top], 1):
         fid = view.fidelities[x["level"]]
         r = x["results"][fid]
-        per = ", ".join(f"{t} {_fmt(tr.score)}" + (f" lr {tr.best_lr:.2g}" if tr.best_lr else "")
+        per = ", ".join(f"{t} {fmt_score(tr.score)}" + (f" lr {tr.best_lr:.2g}" if tr.best_lr else "")
                         for t, tr in r.tasks.items())
         seed = f" seed {x['meta']['seed']}" if x["meta"].get("seed") else ""
-        out.append(f"#{rank}  id {x['id']}  {fid}  score {_fmt(x['score'])}  op {x['operator']}{seed}"
+        out.append(f"#{rank}  id {x['id']}  {fid}  score {fmt_score(x['score'])}  op {x['operator']}{seed}"
                    f"  size {x['meta'].get('size', '?')}")
         if per:
             out.append(f"    per task: {per}")
         simp = x["meta"].get("simplified")
         if simp:
-            out.append(f"    simplified (empirically, score {_fmt(simp['score'])} at {simp['fidelity']}, "
+            out.append(f"    simplified (empirically, score {fmt_score(simp['score'])} at {simp['fidelity']}, "
                        f"{len(simp['steps'])} step(s)):")
         text = _simplified(view, x)
         out.extend("    " + ln for ln in text.rstrip().splitlines())
@@ -139,8 +110,7 @@ def _show(view, top: int) -> str:
         out.append("lineage of the best (first parents back to a seed):")
         for x in view.lineage(ranked[0]["id"]):
             par = ",".join(f"#{p}" for p in x["parents"]) or "-"
-            out.append(f"  #{x['id']:<5} {x['operator']:<16} score {_fmt(x['score'])}  parents {par}")
-    from .engine import get_kind
+            out.append(f"  #{x['id']:<5} {x['operator']:<16} score {fmt_score(x['score'])}  parents {par}")
     try:
         extra = getattr(get_kind(view.kind, missing_ok=True), "show_lines", None)
     except Exception:  # noqa: BLE001 - the generic summary above still stands
@@ -154,7 +124,6 @@ def _show(view, top: int) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     runs = [_resolve_run(r) for r in args.run]
     if len(runs) > 1:  # several prompt runs side by side (search.prompt_compare)
-        from .prompt_compare import CompareError, compare_text
         try:
             print(compare_text(runs))
         except CompareError as e:
@@ -172,8 +141,6 @@ def _class_name(name: str) -> str:
 
 
 def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | None = None) -> Path:
-    from .engine import get_kind
-    from .store import RunView
     view = RunView(run)
     try:
         ranked = view.ranked()
@@ -209,10 +176,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 # -- report ---------------------------------------------------------------------------
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
     runs = [_resolve_run(r) for r in args.run]
     if len(runs) > 1:  # several prompt runs: test table and score over proposer calls per optimizer
-        from .prompt_compare import CompareError, write_compare_report
         out = args.output or Path(runs[0]).parent / "prompt_comparison.html"
         try:
             p = write_compare_report(runs, out)
@@ -235,17 +200,8 @@ def _wrap(fn):
     return run
 
 
-def register(sub) -> None:
-    p = sub.add_parser("run", help="run a campaign (TOML)")
-    p.add_argument("campaign", help="campaign file, e.g. examples/demo.toml")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue an existing run to the same budget")
-    g.add_argument("--fresh", action="store_true", help="delete an existing run of this campaign first")
-    p.add_argument("--run-dir", default=None, help="where to write (default: the campaign's run_dir or runs/<name>)")
-    p.add_argument("--budget", type=int, default=None, help="override budget.evaluations")
-    p.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
-    p.set_defaults(func=_wrap(cmd_run))
 
+def register(sub) -> None:
     p = sub.add_parser("show", help="summary, top candidates and lineage of a run (several prompt runs: "
                        "compared side by side)")
     p.add_argument("run", nargs="+", help="run directory (e.g. runs/demo) or campaign name")

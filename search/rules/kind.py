@@ -17,8 +17,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .campaign import Campaign
-from .engine import Individual, InvalidCandidate, KindPlugin, register_kind
+import torch
+
+import dsl
+import proxies
+from dsl import library
+from dsl.checker import liveness
+from dsl.export import export_python
+from evaluators import RuleEvalConfig, RuleEvaluator
+from search.core import Campaign, Individual, InvalidCandidate, KindPlugin, register_kind
+
+from .ablations import rule_ablations
+from .mutations import DEFAULT_WEIGHTS
 
 
 def moves_without_lr(program, steps: int = 3) -> bool:
@@ -30,8 +40,6 @@ def moves_without_lr(program, steps: int = 3) -> bool:
     Checked by running the rule a few steps on fixed pseudo-random inputs at lr = 0, wd = 0.1;
     a non-finite result (a rule dividing by lr) is left to the evaluator.
     """
-    import torch
-    import dsl
     gen = torch.Generator().manual_seed(0)
     w0 = torch.randn(5, 4, generator=gen, dtype=torch.float64)
     w, state = w0.clone(), {}
@@ -66,8 +74,6 @@ def _eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
 
 def rule_text(entry: str, base: Path | None = None) -> tuple[str, str]:
     """(label, source) of a seed: a library name, or a path to a rule file."""
-    import dsl
-    from dsl import library
     if entry in library.RULES:
         return entry, dsl.get_rule(entry).source()
     p = Path(entry)
@@ -86,16 +92,13 @@ class RuleKind(KindPlugin):
 
     @property
     def default_random_ops(self) -> dict[str, float]:  # type: ignore[override]
-        from .mutations import DEFAULT_WEIGHTS
         return dict(DEFAULT_WEIGHTS)
 
     def validate(self, campaign: Campaign) -> None:
         super().validate(campaign)
         if campaign.prompt:
             raise ValueError("[prompt] table given in a rule campaign (set kind = \"prompt\")")
-        from evaluators.rules import RuleEvalConfig
         cfg = RuleEvalConfig.model_validate(_eval_config_dict(campaign, None))
-        import proxies
         known = tuple(proxies.FIDELITIES)
         for f in campaign.fidelities or ():
             if f not in known:
@@ -109,7 +112,6 @@ class RuleKind(KindPlugin):
         if not campaign.seed_rules:
             raise ValueError("seed_rules: give at least one seed rule (e.g. \"adamw\")")
         base = Path(campaign.source_path).parent if campaign.source_path else None
-        import dsl
         for s in campaign.seed_rules:
             label, text = rule_text(s, base)
             try:
@@ -119,7 +121,6 @@ class RuleKind(KindPlugin):
         del cfg
 
     def make_evaluator(self, campaign: Campaign, run_dir: Path):
-        from evaluators.rules import RuleEvalConfig, RuleEvaluator
         return RuleEvaluator(RuleEvalConfig.model_validate(_eval_config_dict(campaign, run_dir)))
 
     def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
@@ -127,8 +128,6 @@ class RuleKind(KindPlugin):
         return [rule_text(s, base) for s in campaign.seed_rules]
 
     def normalize(self, text: str) -> str:
-        import dsl
-        from dsl.checker import liveness
         try:
             prog = dsl.parse(text)
         except dsl.DSLError as e:
@@ -148,7 +147,6 @@ class RuleKind(KindPlugin):
         return canon
 
     def describe(self, text: str) -> dict[str, Any]:
-        import dsl
         p = dsl.parse(text)
         return {"size": p.size(), "n_state": len(p.state_names), "n_statements": len(p.body),
                 "n_hyper": len(p.hyperparams)}
@@ -159,11 +157,9 @@ class RuleKind(KindPlugin):
         return tuple(m[n] for n in names)
 
     def simplify_exact(self, text: str) -> str:
-        import dsl
         return dsl.simplify(dsl.parse(text)).source()
 
     def ablations(self, text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
-        from .simplify_empirical import rule_ablations
         return rule_ablations(text, digits)
 
     def show_lines(self, view) -> list[str]:
@@ -194,11 +190,6 @@ class RuleKind(KindPlugin):
         return out
 
     def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
-        import dsl
-        try:
-            from dsl.export import export_python
-        except ImportError as e:
-            raise RuntimeError(f"dsl.export is not available ({e}); cannot write an optimizer module") from None
         prog = dsl.parse(text)
         src = export_python(prog, name)
         header = "".join(f"# {k}: {v}\n" for k, v in info.items())

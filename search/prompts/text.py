@@ -1,4 +1,4 @@
-"""Prompt operators: EvoPrompt GA and DE, OPRO, plain LLM rewrite, word-level edits, proposal parsing.
+"""Prompt text for the operators: EvoPrompt GA and DE, OPRO, rewrite meta-prompts, word edits, reply parsing.
 
 Every LLM operator builds chat requests for a *proposer* model (configured apart
 from the task model) and turns each reply into at most one new prompt through
@@ -38,7 +38,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from search.llm.base import ChatRequest, Message
+from search.llm import ChatRequest, Message
 
 # ----------------------------------------------------------------------------- parsing
 

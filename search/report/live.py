@@ -12,18 +12,27 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.syntax import Syntax
+from rich.table import Table
+
+from evaluators.base import WORST_SCORE
+
 if TYPE_CHECKING:
-    from .engine import Engine
+    from search.core import Engine
 
 
 def snapshot(engine: "Engine") -> dict:
     """The numbers both views print."""
-    from evaluators.base import WORST_SCORE
     top = engine.ctx.top(1)
     best = top[0] if top else None
     elapsed = max(1e-9, time.monotonic() - engine.t_start)
     st = engine.stats
-    done_here = engine.used - getattr(engine, "_used_at_start", 0.0)
+    done_here = engine.used - engine.used_at_start
     return {
         "used": engine.used, "budget": engine.campaign.budget.evaluations,
         "left": max(0.0, engine.campaign.budget.evaluations - engine.used),
@@ -61,7 +70,6 @@ class PlainProgress:
         print(text, file=self.stream, flush=True)
 
     def start(self, engine: "Engine") -> None:
-        engine._used_at_start = engine.used  # type: ignore[attr-defined]
         c = engine.campaign
         self._print(f"[optforge] campaign {c.name!r} ({c.kind}) -> {engine.run_dir} | budget "
                     f"{c.budget.evaluations} evals | fidelities {', '.join(engine.fidelities)}")
@@ -88,18 +96,11 @@ class RichProgress:
     """A rich Live panel (terminal only)."""
 
     def __init__(self, console=None) -> None:
-        from rich.console import Console
         self.console = console or Console(stderr=True)
         self.live = None
         self.events: list[str] = []
 
     def _render(self, engine: "Engine"):
-        from rich.console import Group
-        from rich.markup import escape
-        from rich.panel import Panel
-        from rich.progress_bar import ProgressBar
-        from rich.syntax import Syntax
-        from rich.table import Table
         s = snapshot(engine)
         t = Table.grid(padding=(0, 2))
         t.add_row("evaluations", f"{s['used']:g} / {s['budget']}  (left {s['left']:g}, generation {s['generation']})")
@@ -122,8 +123,6 @@ class RichProgress:
         return Panel(Group(*parts), title=f"optforge: {engine.campaign.name}")
 
     def start(self, engine: "Engine") -> None:
-        from rich.live import Live
-        engine._used_at_start = engine.used  # type: ignore[attr-defined]
         self._engine = engine
         self.live = Live(self._render(engine), console=self.console, refresh_per_second=4, transient=False)
         self.live.start()

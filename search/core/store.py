@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from evaluators.base import WORST_SCORE, EvalResult, Status
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -265,7 +267,6 @@ class RunView:
     """
 
     def __init__(self, run: str | Path):
-        from evaluators.base import WORST_SCORE, EvalResult, Status
         self.path = db_path(run)
         self.run_dir = self.path.parent
         self.store = RunStore(self.path, readonly=True)

@@ -17,7 +17,8 @@ from typing import Any
 
 from evaluators.base import Status
 
-from .store import RunView
+from search.core import RunView
+from search.report.figures import png
 
 
 class CompareError(ValueError):
@@ -154,7 +155,6 @@ def plot_curves(rows: Sequence[dict[str, Any]]):
 
 def write_compare_report(runs: Sequence[str | Path], out: str | Path) -> Path:
     """``optforge report RUN RUN ...``: one HTML file with the table and the per-task curves."""
-    from .report import _png
     rows = load_rows(runs)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in t) + "</tr>" for t in table_rows(rows))
@@ -164,7 +164,7 @@ def write_compare_report(runs: Sequence[str | Path], out: str | Path) -> Path:
     parts = ["<h1>optforge: prompt runs compared</h1>",
              "<h2>Held-out test accuracy: initial prompt vs best prompt (by dev)</h2>",
              f"<table><tr>{head}</tr>{body}</table>",
-             "<h2>Best dev accuracy over proposer calls, per optimizer</h2>", _png(plot_curves(rows)),
+             "<h2>Best dev accuracy over proposer calls, per optimizer</h2>", png(plot_curves(rows)),
              f"<h2>Runs</h2><ul>{runs_list}</ul>"]
     path = Path(out)
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>"

@@ -1,15 +1,8 @@
 """Empirical simplification of winners (the Lion paper's procedure, Chen et al. 2023, sec. 2).
 
-After the exact simplification of the DSL (dead code, constant folding, identities), try
-simplifications that *change* the function and keep those that cost (almost) nothing:
-
-1. remove one statement (later reads then see the previous value of the name);
-2. bypass one function call (``clip(x, c)`` -> ``x``, ``sign(u)`` -> ``u``);
-3. drop one term of a sum or difference (``u + 6e-05 * w`` -> ``u``, ``x - 0.001`` -> ``x``) and
-   one constant factor (``x * 0.98`` -> ``x``, ``g / 0.0122`` -> ``g``): search leaves such
-   small corrections behind, and they rarely matter;
-4. round one constant (a literal or a hyperparameter default) to fewer significant digits,
-   fewest first.
+After the kind's exact simplification (rules: dead code, constant folding, identities), try
+simplifications that *change* the function (``KindPlugin.ablations``; for rules listed by
+search.rules.ablations) and keep those that cost (almost) nothing.
 
 Each try is evaluated at the winner's (highest) fidelity and accepted when its score is at
 least ``original_score - simplify.tolerance``. The reference is the original winner's score,
@@ -21,80 +14,20 @@ winner's candidate row gets ``meta.simplified`` (text, score, steps).
 """
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from evaluators.base import WORST_SCORE, Candidate, Status
 
+from .types import InvalidCandidate
+
 if TYPE_CHECKING:
-    from .engine import Engine, Individual
-
-
-def _round_sig(v: float, d: int) -> float:
-    if v == 0 or not math.isfinite(v):
-        return v
-    return float(f"{v:.{d}g}")
-
-
-def rule_ablations(text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
-    """(description, program text) of every simplification to try, cheapest-looking first."""
-    import dsl
-    from dsl.program import Arg, BinOp, Call, Num, format_expr
-
-    from .mutations import _all_nodes, _set_node  # tree helpers shared with the mutation operators
-
-    prog = dsl.parse(text)
-    out: list[tuple[str, str]] = []
-    seen = {prog.source()}
-
-    def add(desc: str, p) -> None:
-        try:
-            src = dsl.parse(p.source()).source()
-        except dsl.DSLError:
-            return
-        if src not in seen:
-            seen.add(src)
-            out.append((desc, src))
-
-    for i in range(len(prog.body) - 1, -1, -1):
-        st = prog.body[i]
-        add(f"remove '{st.target} = {format_expr(st.value)}'", prog.replace(body=prog.body[:i] + prog.body[i + 1:]))
-    for i, path, nd in _all_nodes(prog):
-        if isinstance(nd, Call) and nd.args:
-            add(f"bypass {nd.fn}() in '{prog.body[i].target} = ...'", _set_node(prog, i, path, nd.args[0]))
-    for i, path, nd in _all_nodes(prog):
-        if isinstance(nd, BinOp) and nd.op in ("+", "-"):
-            add(f"drop term '{format_expr(nd.right)}' in '{prog.body[i].target} = ...'",
-                _set_node(prog, i, path, nd.left))
-            if nd.op == "+":
-                add(f"drop term '{format_expr(nd.left)}' in '{prog.body[i].target} = ...'",
-                    _set_node(prog, i, path, nd.right))
-        elif isinstance(nd, BinOp) and nd.op in ("*", "/") and isinstance(nd.right, Num):
-            add(f"drop factor '{nd.op} {format_expr(nd.right)}' in '{prog.body[i].target} = ...'",
-                _set_node(prog, i, path, nd.left))
-        elif isinstance(nd, BinOp) and nd.op == "*" and isinstance(nd.left, Num):
-            add(f"drop factor '{format_expr(nd.left)} *' in '{prog.body[i].target} = ...'",
-                _set_node(prog, i, path, nd.right))
-    for d in sorted(digits):
-        for i, path, nd in _all_nodes(prog):
-            if isinstance(nd, Num):
-                v = _round_sig(nd.value, d)
-                if v != nd.value:
-                    add(f"round {nd.value!r} -> {v!r}", _set_node(prog, i, path, Num(v)))
-        for k, a in enumerate(prog.args):
-            if a.default is not None:
-                v = _round_sig(a.default, d)
-                if v != a.default:
-                    args = list(prog.args)
-                    args[k] = Arg(a.name, v)
-                    add(f"round {a.name}={a.default!r} -> {v!r}", prog.replace(args=tuple(args)))
-    return out
+    from .engine import Engine
+    from .types import Individual
 
 
 def _score_text(engine: "Engine", text: str, parent: "Individual", fidelity: str,
                 spent: list[int], desc: str) -> "Individual | None":
     """Evaluate ``text`` at ``fidelity`` (reusing any known result); None if invalid/over cap."""
-    from .engine import InvalidCandidate, Proposal
     try:
         canon = engine.kind.normalize(text)
     except InvalidCandidate:
@@ -103,11 +36,9 @@ def _score_text(engine: "Engine", text: str, parent: "Individual", fidelity: str
     known = engine.known.get(key, {})
     if fidelity not in known and spent[0] >= engine.campaign.simplify.max_evaluations:
         return None
-    ind = engine._make_individual(canon, key, Proposal(canon, "simplify", (parent.id,), meta={"step": desc}),
-                                  state="simplify")
     trained_before = engine.store.count("evaluations")
     replay_before = len(engine.replay)
-    engine._evaluate([ind], fidelity, phase="simplify")
+    ind = engine.score_variant(canon, key, parent, fidelity, desc)
     if engine.store.count("evaluations") > trained_before or len(engine.replay) < replay_before:
         spent[0] += 1
     return ind if fidelity in ind.results else None
@@ -115,7 +46,6 @@ def _score_text(engine: "Engine", text: str, parent: "Individual", fidelity: str
 
 def exact_simplify(engine: "Engine", text: str) -> str:
     """The kind's exact simplification, kept only when the key (fingerprint) is unchanged."""
-    from .engine import InvalidCandidate
     ex = engine.kind.simplify_exact(text)
     if ex == text:
         return text

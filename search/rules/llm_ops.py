@@ -29,10 +29,12 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
+import dsl
+from dsl.primitives import SCALAR_INPUTS
 from evaluators.base import WORST_SCORE, EvalResult
-
-from .campaign import Campaign
-from .engine import Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
+from search.core import Campaign, Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
+from search.llm import ChatRequest, Message
+from search.llm.grammar import EXTRA_TEMPS, dsl_grammar_names
 
 SYSTEM = ("You are an expert in deep-learning optimization. You write optimizer update rules in a small "
           "Python-like DSL. Reply with exactly one complete program in a ```python code block.")
@@ -149,7 +151,6 @@ MUTATION_HINTS: tuple[tuple[str, bool], ...] = (
 
 
 def _fresh_state(parent_text: str) -> str:
-    import dsl
     used = set(dsl.parse(parent_text).arg_names) | {s.target for s in dsl.parse(parent_text).body}
     for n in ("v", "s", "v2", "s2", "v3"):
         if n not in used:
@@ -162,9 +163,6 @@ def grammar_names_for(parents: Sequence[str], new_state: str | None = None) -> l
     (tensors first: w, g, every state tensor, then lr/wd/step, then the hyperparameters), an
     optional new state tensor, then temporaries: the parents' own first, then the generic
     extras, five at most (the grammar grows as 2**temporaries)."""
-    import dsl
-    from dsl.primitives import SCALAR_INPUTS
-    from search.llm.grammar import EXTRA_TEMPS, dsl_grammar_names
     progs = [dsl.parse(t) for t in parents]
     states: list[str] = []
     scalars: list[str] = []
@@ -198,7 +196,6 @@ def grammar_names_for(parents: Sequence[str], new_state: str | None = None) -> l
 
 def build_prompt(ctx: Context, parents: Sequence[Individual], top_k: int, hint: str | None = None) -> str:
     """The user message for a mutation (one parent) or crossover (two); ``hint`` names the change."""
-    import dsl
     parts = ["# The DSL\n" + dsl.reference_text(),
              "# Scoring\nA rule is trained on small proxy tasks with its learning rate tuned on a grid. Its score "
              "is the mean over tasks of log(AdamW loss / rule loss), both tuned: 0 means as good as tuned "
@@ -239,7 +236,6 @@ class LLMRuleOperator(Operator):
 
     def _request(self, ctx: Context, messages: list[Any], parents: Sequence[Individual],
                  new_state: str | None = None) -> Any:
-        from search.llm import ChatRequest
         o = self.campaign.llm_ops
         extra: dict[str, Any] = {}
         if o.grammar and "grammar_names" in ChatRequest.model_fields:
@@ -252,7 +248,6 @@ class LLMRuleOperator(Operator):
                            purpose=self.name, **extra)
 
     def propose(self, ctx: Context, parent_groups: list[list[Individual]]) -> list[Proposal]:
-        from search.llm import Message
         o = self.campaign.llm_ops
         pids = [tuple(p.id for p in g[: self.arity]) for g in parent_groups]
         hints: list[tuple[str | None, str | None]] = []   # (hint text, new state name)

@@ -33,399 +33,32 @@ resumed run ends exactly like an uninterrupted one.
 
 Final ranking: the highest fidelity reached first, then the score at it (``rank_key``).
 
-Extension points (the prompt-optimization package plugs in here without editing this file)
------------------------------------------------------------------------------------------
-A new **candidate kind**: subclass ``KindPlugin`` and ``register_kind(MyKind())``. It says how
-to validate its campaign table (``options_model`` parses ``campaign.<kind>``), build its
-``Evaluator`` (evaluators.Evaluator, whose ``key()`` is the novelty/cache key), produce seed
-texts, normalize (validate + canonicalize) a proposal, describe it (meta for objectives and
-display), simplify winners, and export. The module that registers kind ``K`` is found by
-``KIND_MODULES[K]`` (``"prompt" -> "search.prompt_kind"``) or listed in the campaign's
-``plugins = ["my.module"]``.
-
-A new **operator**: subclass ``Operator`` (``name``, ``arity`` = parents per child,
-``uses_llm``, ``kinds``) and implement ``propose(ctx, parent_groups) -> list[Proposal]`` (one
-proposal per parent group, in order; a failed one has ``text=None`` and a ``reason``). Register
-a factory ``register_operator("name", lambda campaign: MyOp(...))``; campaigns then name it in
-``[operators] random = {...}`` or ``llm = {...}`` with a weight. LLM operators call
-``ctx.llm_chat(requests)``, which counts calls against the budget, records each call in the
-store and returns ``None`` when the LLM is unavailable (budget spent, backend down).
-
-A new **strategy**: subclass ``Strategy``, implement ``plan(ctx, n) -> list[Job]`` (parent
-selection + operator choice; ``ctx.choose_operator()`` draws from the campaign's mix) and
-``survive(ctx, population, children) -> list[Individual]``; keep any state in
-``self.state`` (a JSON-able dict, checkpointed). Register with
-``register_strategy("name", lambda campaign: MyStrategy(campaign))`` and select it with
-``[search] strategy = "name"`` (free settings in ``[search] params``).
-
-Everything an operator or strategy needs is on ``Context``: the campaign, the kind plugin,
-the seeded ``rng`` (use only this one: it is checkpointed, which makes runs reproducible and
-resumable), the population, the history of evaluated individuals, ``fitness(ind)``,
-``top(k)``, ``llm_chat``, ``event``.
+Plug-in contracts: ``search.core.plugins`` (kinds, operators, strategies); registries:
+``search.core.registry``; what operators and strategies see: ``search.core.context``;
+checkpoints: ``search.core.checkpoint``.
 """
 from __future__ import annotations
 
-import abc
-import importlib
-import json
 import math
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status, accepts_on_result
+from search.llm import LLMConfig, LLMUsage, make_llm
 
 from .campaign import Campaign
+from .checkpoint import restore_run, save_checkpoint
+from .context import Context
+from .plugins import Operator, Strategy
+from .registry import OPERATORS, STRATEGIES, get_kind, load_plugins
 from .store import DB_NAME, RunStore, StoreError
+from .types import Individual, InvalidCandidate, Job, Proposal, RunExistsError, RunSummary, Stats
 
 if TYPE_CHECKING:
     from evaluators.base import Evaluator
-
-# =====================================================================================
-# Data
-# =====================================================================================
-
-
-@dataclass
-class Individual:
-    """One evaluated (or being evaluated) candidate in the search."""
-    id: int                              # creation order (the "birth index"); unique in the run
-    text: str                            # canonical text (rules: Program.source())
-    kind: str = "rule"
-    key: str = ""                        # evaluator.key(): fingerprint / normalized-text hash
-    parents: tuple[int, ...] = ()
-    operator: str = "seed"
-    generation: int = 0
-    results: dict[str, EvalResult] = field(default_factory=dict)  # fidelity -> result
-    children: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)  # kind facts (size, n_state, ...), raw reply
-    level: int = -1                      # index of the highest fidelity with a result (-1: none)
-    score: float = WORST_SCORE           # score at that fidelity
-    screen_score: float = WORST_SCORE    # score at the cheapest fidelity
-
-    @property
-    def birth(self) -> int:
-        return self.id
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.results) and all(r.status == Status.ok for r in self.results.values())
-
-    def rank_key(self) -> tuple[int, float]:
-        """Final ranking: highest fidelity reached, then the score there."""
-        return (self.level, self.score)
-
-
-@dataclass
-class Proposal:
-    """What an operator returns for one child. ``text=None`` means nothing usable."""
-    text: str | None
-    operator: str
-    parents: tuple[int, ...]
-    raw: str | None = None          # the LLM's raw reply(ies), recorded in the store
-    reason: str = ""                # why it is not usable (recorded; counted as invalid)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Job:
-    """A planned child: which operator, which parents (len == operator arity)."""
-    operator: str
-    parents: list[Individual]
-
-
-class InvalidCandidate(ValueError):
-    """Raised by ``KindPlugin.normalize`` for a proposal that cannot be evaluated."""
-
-
-class RunExistsError(StoreError):
-    pass
-
-
-# =====================================================================================
-# Plug-in interfaces and registries
-# =====================================================================================
-
-
-class Operator(abc.ABC):
-    """Makes children from parents. Must use ``ctx.rng`` for randomness (reproducibility)."""
-    name: str = ""
-    arity: int = 1
-    uses_llm: bool = False
-    kinds: tuple[str, ...] = ("rule",)
-
-    @abc.abstractmethod
-    def propose(self, ctx: "Context", parent_groups: list[list[Individual]]) -> list[Proposal]:
-        """One Proposal per parent group, in order."""
-
-
-class Strategy(abc.ABC):
-    """Parent selection, operator choice and survival. ``state`` is checkpointed."""
-    name: str = ""
-
-    def __init__(self, campaign: Campaign):
-        self.campaign = campaign
-        self.state: dict[str, Any] = {}
-
-    @abc.abstractmethod
-    def plan(self, ctx: "Context", n: int) -> list[Job]:
-        """Up to ``n`` jobs for the next generation."""
-
-    @abc.abstractmethod
-    def survive(self, ctx: "Context", population: list[Individual],
-                children: list[Individual]) -> list[Individual]:
-        """The next population (evaluated children are given in creation order)."""
-
-    def restart(self, ctx: "Context", best: Individual) -> list[Individual]:
-        """Population after a stall: the best alone (children refill it)."""
-        return [best]
-
-
-class KindPlugin(abc.ABC):
-    """Everything that differs between candidate kinds (rules, prompts)."""
-    name: str = ""
-    #: pydantic model for the campaign's ``[<name>]`` table, or None
-    options_model: Any = None
-    #: default operator mixes when the campaign's [operators] tables are empty
-    default_random_ops: dict[str, float] = {}
-    default_llm_ops: dict[str, float] = {}
-
-    def validate(self, campaign: Campaign) -> None:
-        """Check the campaign for this kind; parse its table into ``campaign._options``."""
-        table = getattr(campaign, self.name, None) if self.name in ("rule", "prompt") else None
-        if self.options_model is not None:
-            campaign._options = self.options_model.model_validate(table or {})
-        elif table:
-            raise ValueError(f"[{self.name}] table given but kind {self.name!r} takes no options")
-
-    @abc.abstractmethod
-    def make_evaluator(self, campaign: Campaign, run_dir: Path) -> "Evaluator":
-        ...
-
-    @abc.abstractmethod
-    def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
-        """(label, text) of the initial candidates."""
-
-    @abc.abstractmethod
-    def normalize(self, text: str) -> str:
-        """Validate and canonicalize; raise InvalidCandidate(reason) when unusable."""
-
-    def describe(self, text: str) -> dict[str, Any]:
-        """Facts about a (canonical) text for objectives and display, e.g. size."""
-        return {"size": len(text)}
-
-    def objectives(self, ind: Individual, names: Sequence[str]) -> tuple[float, ...]:
-        """Values for multi-objective selection, in ``names`` order (weights in strategies)."""
-        out = []
-        for n in names:
-            out.append(ind.score if n == "score" else float(ind.meta.get(n, 0)))
-        return tuple(out)
-
-    def simplify_exact(self, text: str) -> str:
-        """A cheaper equivalent form (same function); default: unchanged."""
-        return text
-
-    def ablations(self, text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
-        """(description, text) simplifications to try empirically; default none."""
-        return []
-
-    def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
-        """Write the candidate as a usable artifact (rules: a standalone optimizer module)."""
-        out.write_text(text)
-
-    def display(self, text: str) -> str:
-        return text
-
-    def selected_id(self, view: Any) -> int | None:
-        """The candidate a finished run settled on when it is not simply the top-ranked one
-        (``optforge export --rank 1`` exports it); default: None, the ranking decides."""
-        return None
-
-    def finalize(self, engine: "Engine") -> Any:
-        """After the search (budget spent): default = empirical simplification of the winners
-        (``[simplify]``); prompt campaigns score their top prompts on the test split instead."""
-        if engine.campaign.simplify.enabled and engine.campaign.simplify.top > 0:
-            from .simplify_empirical import simplify_winners
-            return simplify_winners(engine)
-        return None
-
-
-OperatorFactory = Callable[[Campaign], Operator]
-StrategyFactory = Callable[[Campaign], Strategy]
-
-OPERATORS: dict[str, OperatorFactory] = {}
-STRATEGIES: dict[str, StrategyFactory] = {}
-KINDS: dict[str, KindPlugin] = {}
-#: Module that registers each kind (imported on first use; a missing module is an error then).
-KIND_MODULES: dict[str, str] = {"rule": "search.rule_kind", "prompt": "search.prompt_kind"}
-#: Modules with the built-in operators and strategies.
-BUILTIN_MODULES = ("search.strategies", "search.mutations", "search.llm_ops", "search.rule_kind")
-_builtins_loaded = False
-
-
-def register_operator(name: str, factory: OperatorFactory | None = None):
-    """Register an operator factory (usable as a decorator on a class taking ``campaign``)."""
-    def deco(f):
-        OPERATORS[name] = f
-        return f
-    return deco(factory) if factory is not None else deco
-
-
-def register_strategy(name: str, factory: StrategyFactory | None = None):
-    def deco(f):
-        STRATEGIES[name] = f
-        return f
-    return deco(factory) if factory is not None else deco
-
-
-def register_kind(plugin: KindPlugin) -> KindPlugin:
-    KINDS[plugin.name] = plugin
-    return plugin
-
-
-def _ensure_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        for m in BUILTIN_MODULES:
-            try:
-                importlib.import_module(m)
-            except ModuleNotFoundError as e:
-                if e.name != m:
-                    raise
-
-
-def load_plugins(modules: Sequence[str] = ()) -> None:
-    """Import the built-ins and the given plug-in modules (they register themselves)."""
-    _ensure_builtins()
-    for m in modules:
-        importlib.import_module(m)
-
-
-def get_kind(name: str, missing_ok: bool = False) -> KindPlugin | None:
-    _ensure_builtins()
-    if name not in KINDS and name in KIND_MODULES:
-        try:
-            importlib.import_module(KIND_MODULES[name])
-        except ModuleNotFoundError as e:
-            if e.name != KIND_MODULES[name]:
-                raise
-    if name not in KINDS:
-        if missing_ok:
-            return None
-        raise KeyError(f"unknown candidate kind {name!r}; known: {sorted(KINDS)}")
-    return KINDS[name]
-
-
-# =====================================================================================
-# Context: what operators and strategies see
-# =====================================================================================
-
-
-class Context:
-    """The engine's state as seen by operators and strategies."""
-
-    def __init__(self, engine: "Engine"):
-        self._e = engine
-
-    # read-only views
-    @property
-    def campaign(self) -> Campaign:
-        return self._e.campaign
-
-    @property
-    def kind(self) -> KindPlugin:
-        return self._e.kind
-
-    @property
-    def rng(self) -> random.Random:
-        return self._e.rng
-
-    @property
-    def population(self) -> list[Individual]:
-        return self._e.population
-
-    @property
-    def history(self) -> dict[int, Individual]:
-        """Every individual with at least one result, by id."""
-        return self._e.individuals
-
-    @property
-    def fidelities(self) -> tuple[str, ...]:
-        return self._e.fidelities
-
-    @property
-    def generation(self) -> int:
-        return self._e.generation
-
-    @property
-    def evaluator(self) -> "Evaluator":
-        return self._e.evaluator
-
-    @property
-    def state(self) -> dict[str, Any]:
-        """Free JSON-able state for operators (checkpointed)."""
-        return self._e.op_state
-
-    def fitness(self, ind: Individual) -> float:
-        """Selection fitness: score at the highest fidelity reached, or at the screen level."""
-        if self.campaign.search.selection_fidelity == "screen":
-            return ind.screen_score
-        return ind.score
-
-    def top(self, k: int, pool: Sequence[Individual] | None = None) -> list[Individual]:
-        """The k best (final ranking) among ``pool`` (default: everything evaluated)."""
-        items = [i for i in (pool if pool is not None else self.history.values())
-                 if i.level >= 0 and i.operator != "simplify"]
-        return sorted(items, key=lambda i: (i.rank_key(), -i.id), reverse=True)[:k]
-
-    def choose_operator(self, arity: int | None = None) -> str:
-        return self._e.choose_operator(arity)
-
-    def operator(self, name: str) -> Operator:
-        return self._e.get_operator(name)
-
-    def llm_available(self) -> bool:
-        return self._e.llm_available()
-
-    def llm_chat(self, requests: list, purpose: str = "") -> list | None:
-        """Send chat requests through the campaign's LLM; None when LLM use is over."""
-        return self._e.llm_chat(requests, purpose)
-
-    def event(self, kind: str, message: str, **data: Any) -> None:
-        self._e.event(kind, message, **data)
-
-
-# =====================================================================================
-# The engine
-# =====================================================================================
-
-
-def _rng_state(rng: random.Random) -> list:
-    v, internal, gauss = rng.getstate()
-    return [v, list(internal), gauss]
-
-
-def _set_rng_state(rng: random.Random, s: list) -> None:
-    rng.setstate((s[0], tuple(s[1]), s[2]))
-
-
-@dataclass
-class Stats:
-    """Counters for the live view and the summary."""
-    proposals: dict[str, int] = field(default_factory=dict)        # by operator
-    invalid: dict[str, int] = field(default_factory=dict)          # by operator
-    duplicates: int = 0
-    reused: int = 0
-    llm_proposals: int = 0
-    llm_valid: int = 0
-    llm_errors: int = 0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 class Engine:
@@ -479,7 +112,8 @@ class Engine:
         self.fidelities: tuple[str, ...] = tuple(campaign.fidelities or self.evaluator.fidelities)
         self._llm = llm
         self._llm_init_done = llm is not None
-        self._llm_usage: dict | None = None
+        #: LLM usage totals restored from the last checkpoint (a backend's caps span resumes)
+        self.resumed_llm_usage: dict | None = None
         self.llm_disabled_reason = "" if (llm is not None or campaign.llm is not None) else "no [llm] configured"
         # mutable search state (checkpointed)
         self.generation = 0
@@ -501,8 +135,11 @@ class Engine:
         self.stats = Stats()
         self.t_start = time.monotonic()
         self.done_reason = ""
+        self.used_at_start = 0.0
         if resume:
-            self._restore()
+            restore_run(self)
+            #: budget units used before this session (the live view's throughput counts this session)
+            self.used_at_start = self.used
         else:
             self.store.set_meta(campaign=campaign.model_dump(mode="json"), kind=campaign.kind,
                                 fidelities=list(self.fidelities), created=time.time(), status="running",
@@ -551,12 +188,10 @@ class Engine:
         if not self._llm_init_done:
             self._llm_init_done = True
             try:
-                from search.llm import LLMConfig, make_llm  # lazy: built by the LLM helper
                 cfg = LLMConfig.model_validate(self.campaign.llm or {})
                 usage = None
-                if self._llm_usage is not None:  # totals of the run so far: the backend's caps span resumes
-                    from search.llm.accounting import LLMUsage
-                    usage = LLMUsage.model_validate(self._llm_usage)
+                if self.resumed_llm_usage is not None:  # totals of the run so far: the backend's caps span resumes
+                    usage = LLMUsage.model_validate(self.resumed_llm_usage)
                 self._llm = make_llm(cfg, cache_dir=self.run_dir / "llm_cache", usage=usage, check=True)
             except Exception as e:  # the campaign goes on with random operators
                 self._llm = None
@@ -574,6 +209,14 @@ class Engine:
             self.event("llm_disabled", self.llm_disabled_reason)
             return False
         return self.llm is not None
+
+    def llm_state(self) -> dict[str, Any]:
+        """The LLM part of a checkpoint: why LLM use stopped (once the backend was built; a backend
+        not built yet is tried again on resume) and the usage totals so far (None without any)."""
+        usage = getattr(self._llm, "usage", None) if self._llm_init_done and self._llm is not None else None
+        return {"llm_disabled_reason": self.llm_disabled_reason if self._llm_init_done else "",
+                "llm_usage": usage.model_dump(mode="json") if usage is not None and hasattr(usage, "model_dump")
+                else self.resumed_llm_usage}
 
     def llm_chat(self, requests: list, purpose: str = "") -> list | None:
         if not requests or not self.llm_available():
@@ -662,7 +305,7 @@ class Engine:
                 self.individuals[pid].children += 1
         return ind
 
-    def _apply_result(self, ind: Individual, r: EvalResult) -> None:
+    def apply_result(self, ind: Individual, r: EvalResult) -> None:
         ind.results[r.fidelity] = r
         lvl = self.fidelities.index(r.fidelity)
         score = r.score if r.status == Status.ok and math.isfinite(r.score) else WORST_SCORE
@@ -679,6 +322,15 @@ class Engine:
             self.since_improvement = 0.0
 
     # -- evaluation ------------------------------------------------------------------
+    def score_variant(self, text: str, key: str, parent: Individual, fidelity: str, step: str) -> Individual:
+        """Record ``text`` (canonical, with its evaluator key) as a simplification try of ``parent``
+        and evaluate it at ``fidelity`` outside the search budget (phase ``simplify``); a known
+        result is reused. Used by the empirical simplification of winners (search.core.simplify)."""
+        ind = self._make_individual(text, key, Proposal(text, "simplify", (parent.id,), meta={"step": step}),
+                                    state="simplify")
+        self._evaluate([ind], fidelity, phase="simplify")
+        return ind
+
     def _evaluate(self, inds: list[Individual], fidelity: str, phase: str = "search") -> list[Individual]:
         """Evaluate at one fidelity (cache, replay, or the evaluator); returns those with a result.
 
@@ -694,7 +346,7 @@ class Engine:
         waiting: list[Individual] = []     # keys not known yet, in order
         for ind in inds:
             if fidelity in self.known.get(ind.key, {}):
-                self._apply_result(ind, self.known[ind.key][fidelity])
+                self.apply_result(ind, self.known[ind.key][fidelity])
                 self.stats.reused += 1
                 done.append(ind)
             else:
@@ -747,7 +399,7 @@ class Engine:
         chosen = {i.id for i in firsts}
         for ind in waiting:                            # twins of a key evaluated just now
             if ind.id not in chosen and fidelity in self.known.get(ind.key, {}):
-                self._apply_result(ind, self.known[ind.key][fidelity])
+                self.apply_result(ind, self.known[ind.key][fidelity])
                 self.stats.reused += 1
                 done.append(ind)
         done.sort(key=lambda i: i.id)
@@ -763,7 +415,7 @@ class Engine:
 
     def _store_known(self, ind: Individual, r: EvalResult, lvl: int, search: bool = True) -> None:
         self.known.setdefault(ind.key, {})[r.fidelity] = r
-        self._apply_result(ind, r)
+        self.apply_result(ind, r)
         if search:
             if r.status == Status.ok and math.isfinite(r.score):
                 self.level_scores[lvl].append(float(r.score))
@@ -901,75 +553,6 @@ class Engine:
                    scores={i.meta.get("seed", str(i.id)): i.score for i in evaluated})
 
     # -- checkpoints -----------------------------------------------------------------
-    def _checkpoint(self) -> None:
-        state = {
-            "rng": _rng_state(self.rng), "used": self.used, "llm_calls": self.llm_calls,
-            "llm_consecutive_errors": self.llm_consecutive_errors,
-            "llm_disabled_reason": self.llm_disabled_reason if self._llm_init_done else "",
-            "wall": self.wall_elapsed(), "since_improvement": self.since_improvement,
-            "best_key": list(self.best_key), "seeded": self.seeded,
-            "population": [i.id for i in self.population], "strategy": self.strategy.state,
-            "op_state": self.op_state, "stats": self.stats.to_dict(),
-        }
-        usage = getattr(self._llm, "usage", None) if self._llm_init_done and self._llm is not None else None
-        if usage is not None and hasattr(usage, "model_dump"):
-            state["llm_usage"] = usage.model_dump(mode="json")
-        elif self._llm_usage is not None:
-            state["llm_usage"] = self._llm_usage
-        self.store.save_checkpoint(self.generation, self.next_id, state)
-
-    def _restore(self) -> None:
-        ck = self.store.last_checkpoint()
-        evals = self.store.evaluations()
-        next_id = ck["next_id"] if ck else 0
-        cands = [c for c in self.store.candidates() if c["id"] < next_id]
-        by_key_rows: dict[tuple[str, str], dict] = {}
-        for e in evals:
-            r = EvalResult.model_validate_json(e["result"])
-            if e["candidate_id"] < next_id:
-                self.known.setdefault(e["key"], {})[e["fidelity"]] = r
-                by_key_rows[(e["key"], e["fidelity"])] = e
-            else:
-                self.replay[(e["key"], e["fidelity"])] = (r, float(e["cost"]), int(e["seq"]))
-        for c in cands:
-            if c["state"] != "ok":
-                continue
-            ind = Individual(id=c["id"], text=c["canonical"], kind=c["kind"], key=c["key"],
-                             parents=tuple(c["parents"]), operator=c["operator"], generation=c["generation"],
-                             meta=c["meta"])
-            self.canon_seen.setdefault(ind.text, ind.id)
-            for pid in ind.parents:
-                if pid in self.individuals:
-                    self.individuals[pid].children += 1
-            for f in self.fidelities:
-                if f in self.known.get(ind.key, {}):
-                    self._apply_result(ind, self.known[ind.key][f])
-        for (key, f), e in by_key_rows.items():
-            r = self.known[key][f]
-            if r.status == Status.ok and math.isfinite(r.score):
-                self.level_scores[self.fidelities.index(f)].append(float(r.score))
-        self.store.truncate_after_checkpoint(next_id)
-        self.next_id = next_id
-        if ck:
-            s = ck["state"]
-            self.generation = ck["generation"]
-            _set_rng_state(self.rng, s["rng"])
-            self.used, self.llm_calls = float(s["used"]), int(s["llm_calls"])
-            self.llm_consecutive_errors = int(s["llm_consecutive_errors"])
-            if s["llm_disabled_reason"]:
-                self.llm_disabled_reason = s["llm_disabled_reason"]
-            self.wall_before = float(s["wall"])
-            self.since_improvement = float(s["since_improvement"])
-            self.best_key = (int(s["best_key"][0]), float(s["best_key"][1]))
-            self.seeded = bool(s["seeded"])
-            self.population = [self.individuals[i] for i in s["population"] if i in self.individuals]
-            self.strategy.state = s["strategy"]
-            self.op_state = s["op_state"]
-            self.stats = Stats(**s["stats"])
-            self._llm_usage = s.get("llm_usage")
-        self.store.set_meta(status="running")
-        self.event("resumed", f"resumed at generation {self.generation} with {self.used:g} budget units used "
-                              f"({len(self.replay)} finished evaluation(s) of the unfinished generation kept)")
 
     # -- main loop -------------------------------------------------------------------
     def step(self) -> list[Individual]:
@@ -987,7 +570,7 @@ class Engine:
             self.since_improvement = 0.0
             self.event("restart", f"no improvement for {patience} units: population restarted from #{best.id}",
                        best=best.id)
-        self._checkpoint()
+        save_checkpoint(self)
         return evaluated
 
     def run(self) -> "RunSummary":
@@ -999,7 +582,7 @@ class Engine:
                 _ = self.llm  # load the backend now: a setup problem is reported at start-up
             if not self.seeded:
                 self._seed()
-                self._checkpoint()
+                save_checkpoint(self)
             while self.budget_left >= min(self.campaign.fidelity_cost(self.fidelities[0]), 1e-9) - 1e-9 \
                     and self._affordable(self.fidelities[0], 1) > 0:
                 if self._out_of_time():
@@ -1044,25 +627,6 @@ class Engine:
                 except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
                     pass
         self.store.close()
-
-
-@dataclass
-class RunSummary:
-    run_dir: str
-    evaluations: int
-    used: float
-    generations: int
-    wall_seconds: float
-    llm_calls: int
-    best_id: int | None
-    best_score: float
-    best_fidelity: str | None
-    best_text: str
-    done_reason: str
-    stats: dict
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, default=str)
 
 
 def run_campaign(campaign: Campaign, run_dir: str | Path | None = None, **kw: Any) -> RunSummary:

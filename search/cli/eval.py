@@ -24,7 +24,13 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
 import dsl
+import proxies
+from evaluators import Candidate, LrGrid, RuleEvalConfig, RuleEvaluator
 
 
 class _Fail(Exception):
@@ -38,7 +44,6 @@ def _load_rule(spec: str) -> tuple[str, str]:
             return Path(spec).read_text(encoding="utf-8"), spec
         except (OSError, UnicodeDecodeError) as e:
             raise _Fail(f"cannot read {spec}: {e}") from None
-    import dsl
     try:
         names = dsl.list_rules()
     except AttributeError:  # pragma: no cover - library not present
@@ -51,7 +56,6 @@ def _load_rule(spec: str) -> tuple[str, str]:
 
 def parse_lrs(spec: str) -> dict:
     """``LO:HI:N`` (N log-spaced values from LO to HI) or a comma list -> an ``lr_grid`` dict."""
-    from evaluators.rules import LrGrid
     try:
         if ":" in spec:
             lo, hi, n = spec.split(":")
@@ -70,9 +74,6 @@ def _int_list(spec: str, what: str) -> list[int]:
 
 
 def _config(args: argparse.Namespace):
-    from pydantic import ValidationError
-
-    from evaluators.rules import RuleEvalConfig
     d: dict = {"executor": args.executor}
     if args.tasks:
         d["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -107,8 +108,6 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 
 def print_result(result, label: str, fidelity: str, baseline: str, console=None, split: str = "val") -> None:
     """The per-task table and the overall line (rich)."""
-    from rich.console import Console
-    from rich.table import Table
     console = console or Console()
     if result.status.value == "invalid":
         console.print(f"[red]invalid[/]: {result.reason}")
@@ -189,8 +188,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import proxies
-    from evaluators import Candidate, RuleEvaluator
     text, label = _load_rule(args.rule)
     try:  # refuse a bad rule before announcing a run (the evaluator would report it as invalid too)
         dsl.parse(text)

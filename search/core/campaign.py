@@ -1,7 +1,7 @@
-"""Campaign files: one TOML file, validated by pydantic, that says everything about a search.
+"""The campaign model: one TOML file, validated by pydantic, that says everything about a search.
 
 Every table forbids unknown fields, so a typo is an error naming the field and the file,
-never a silently ignored setting. Load with :func:`load_campaign` (``tomllib``), or build a
+never a silently ignored setting. Load with ``search.core.loading.load_campaign`` (``tomllib``), or build a
 :class:`Campaign` in code (tests do).
 
 A minimal rule campaign::
@@ -16,7 +16,7 @@ A minimal rule campaign::
 
 Extension point for other candidate kinds: ``kind = "prompt"`` campaigns put their own
 settings in the ``[prompt]`` table; it is kept as a dict here and validated by the kind
-plugin registered under that name (``search.engine.register_kind``): its ``options_model``
+plugin registered under that name (``search.core.register_kind``): its ``options_model``
 (a pydantic model) parses the table, and the parsed model is available as
 ``campaign.options``. Rule campaigns may use a ``[rule]`` table the same way (the rule kind
 has none yet). Sub-tables owned by other packages (``[llm]`` -> ``search.llm.LLMConfig``,
@@ -24,12 +24,10 @@ has none yet). Sub-tables owned by other packages (``[llm]`` -> ``search.llm.LLM
 """
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class CampaignError(ValueError):
@@ -64,8 +62,8 @@ class Budget(_Strict):
 
 
 class SearchConfig(_Strict):
-    """Population loop settings (see search.strategies for what each strategy does)."""
-    strategy: str = "regularized"       # a name in search.engine.STRATEGIES
+    """Population loop settings (see search.core.strategies for what each strategy does)."""
+    strategy: str = "regularized"       # a name in search.core.STRATEGIES
     population: int = Field(16, ge=1)   # population size (mu for elitist/nsga2)
     tournament: int = Field(4, ge=1)    # tournament size for parent selection
     batch_size: int = Field(2, ge=1)    # children per generation (evaluated together)
@@ -94,7 +92,7 @@ class OperatorMix(_Strict):
     ``llm_share`` is the probability that a child comes from an LLM operator (when an LLM is
     configured and its budget not spent); the rest come from the random operators. Within each
     group, operators are drawn with the given relative weights (names registered in
-    search.engine.OPERATORS; a weight of 0 disables one).
+    search.core.OPERATORS; a weight of 0 disables one).
     """
     llm_share: float = Field(0.0, ge=0, le=1)
     random: dict[str, float] = Field(default_factory=dict)  # empty -> the kind's defaults
@@ -116,7 +114,7 @@ class LLMOpsConfig(_Strict):
     max_tokens: int = Field(256, ge=16)  # an AdamW-sized program is ~150 tokens
     top_k: int = Field(3, ge=0)   # top programs shown in the prompt
     repair: bool = True           # one repair request with the DSLError
-    hints: bool = True            # each mutation request names one concrete change (search.llm_ops)
+    hints: bool = True            # each mutation request names one concrete change (search.rules.llm_ops)
     max_consecutive_errors: int = Field(3, ge=1)  # backend errors in a row -> stop using the LLM
 
 
@@ -172,75 +170,3 @@ class Campaign(_Strict):
 
     def fidelity_cost(self, fidelity: str) -> float:
         return float(self.budget.fidelity_cost.get(fidelity, 1.0))
-
-
-def _fmt_validation(e: ValidationError, where: str) -> str:
-    lines = [f"{where}: invalid campaign ({e.error_count()} problem(s)):"]
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see search/campaign.py for the allowed fields)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
-
-
-def parse_campaign(data: dict[str, Any], where: str = "<campaign>") -> Campaign:
-    """Validate a campaign dict (the TOML's content) and the kind-specific and plugin tables."""
-    try:
-        c = Campaign.model_validate(data)
-    except ValidationError as e:
-        raise CampaignError(_fmt_validation(e, where)) from None
-    c._source = where
-    from . import engine  # lazy: engine imports this module
-    try:
-        engine.load_plugins(c.plugins)
-    except ImportError as e:
-        raise CampaignError(f"{where}: plugins: cannot import {e.name or e}: {e}") from None
-    kind = engine.KINDS.get(c.kind) if c.kind in engine.KINDS else engine.get_kind(c.kind, missing_ok=True)
-    if kind is None:
-        raise CampaignError(f"{where}: kind: unknown candidate kind {c.kind!r}; known: "
-                            f"{sorted(engine.KINDS)} (a plug-in module registers more)")
-    try:
-        kind.validate(c)
-    except ValidationError as e:
-        raise CampaignError(_fmt_validation(e, where)) from None
-    except CampaignError as e:
-        raise CampaignError(f"{where}: {e}") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise CampaignError(f"{where}: {e}") from None
-    if c.llm is not None:
-        try:
-            from search.llm import LLMConfig  # validated by the LLM package's own model
-        except ImportError:
-            LLMConfig = None
-        if LLMConfig is not None:
-            try:
-                LLMConfig.model_validate(c.llm)
-            except ValidationError as e:
-                msg = _fmt_validation(e, where).replace("\n  ", "\n  llm.")
-                raise CampaignError(msg) from None
-    for name in list(c.operators.random) + list(c.operators.llm):
-        if name not in engine.OPERATORS:
-            raise CampaignError(f"{where}: operators: unknown operator {name!r}; known: "
-                                f"{sorted(engine.OPERATORS)}")
-    if c.search.strategy not in engine.STRATEGIES:
-        raise CampaignError(f"{where}: search.strategy: unknown strategy {c.search.strategy!r}; known: "
-                            f"{sorted(engine.STRATEGIES)}")
-    return c
-
-
-def load_campaign(path: str | Path) -> Campaign:
-    """Read and validate a campaign TOML file; errors name the file and the field."""
-    p = Path(path)
-    if not p.is_file():
-        raise CampaignError(f"{p}: campaign file not found")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise CampaignError(f"{p}: not valid TOML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise CampaignError(f"{p}: not UTF-8 text: {e}") from None
-    return parse_campaign(data, str(p))

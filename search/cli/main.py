@@ -1,25 +1,22 @@
-"""The ``optforge`` command. Each verb lives in its own module with ``register(subparsers)``."""
+"""The ``optforge`` command: the parser and the entry point. Each verb group lives in its own module
+with ``register(subparsers)``; adding a verb means adding a module and listing it in ``VERB_MODULES``."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-#: Modules that add verbs; a module that is missing is skipped (so the CLI grows with the project).
-VERB_MODULES = ["search.cli_rule", "search.cli_eval", "search.cli_llm", "search.cli_run"]
+from . import eval as eval_verb
+from . import llm, results, rule, run
+
+#: The verb groups, in the order ``optforge --help`` lists them.
+VERB_MODULES = (rule, eval_verb, llm, run, results)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optforge", description="Discover optimizers and prompts with "
                                      "evolution and LLMs.")
     sub = parser.add_subparsers(dest="verb", required=True)
-    for name in VERB_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
+    for mod in VERB_MODULES:
         mod.register(sub)
     return parser
 
@@ -31,7 +28,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,8 +24,13 @@ from typing import Iterator, Sequence
 
 from deap import base, tools
 
+from evaluators.base import WORST_SCORE
+
 from .campaign import Campaign
-from .engine import Context, Individual, Job, Strategy, register_strategy
+from .context import Context
+from .plugins import Strategy
+from .registry import register_strategy
+from .types import Individual, Job
 
 
 @contextmanager
@@ -161,7 +166,6 @@ class NSGA2(_TournamentPlan):
         return out
 
     def survive(self, ctx: Context, population: list[Individual], children: list[Individual]) -> list[Individual]:
-        from evaluators.base import WORST_SCORE
         mu = self.campaign.search.population
         pool = list({i.id: i for i in list(population) + list(children)}.values())
         good = [i for i in pool if ctx.fitness(i) > WORST_SCORE]

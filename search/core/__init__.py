@@ -1,0 +1,36 @@
+"""The search core: candidate types, the plug-in contracts and registries, the loop, campaigns, runs.
+
+- ``types``: ``Individual`` (a candidate in the search), ``Proposal`` (an operator's output),
+  ``Job`` (a planned child), ``InvalidCandidate``, ``Stats``, ``RunSummary``;
+- ``plugins``: the contracts a kind (``KindPlugin``), an operator (``Operator``) and a strategy
+  (``Strategy``) implement; ``registry``: ``register_kind / register_operator /
+  register_strategy`` and the lookups (``get_kind``, ``load_plugins``);
+- ``context``: ``Context``, what operators and strategies see of the engine;
+- ``engine``: ``Engine`` (the loop, funnel, novelty check, LLM gating) and ``run_campaign``;
+  ``checkpoint``: its state after each generation; ``simplify``: empirical simplification of
+  the winners (generic over kinds);
+- ``campaign``: the campaign model (pydantic); ``loading``: ``load_campaign`` / ``parse_campaign``
+  (TOML -> a validated campaign, kind and plug-in tables included);
+- ``store``: ``RunStore`` (the run's SQLite file) and ``RunView`` (a finished or running run, read-only);
+- ``strategies``: the built-in strategies (regularized evolution, elitist, NSGA-II).
+
+Core never imports a kind: the built-in kinds (search.rules, search.prompts) import core and
+register themselves; core finds them by module name (``registry.KIND_MODULES``).
+"""
+from .campaign import (Budget, Campaign, CampaignError, FunnelConfig, LLMOpsConfig, OperatorMix, SearchConfig,
+                       SimplifyConfig)
+from .context import Context
+from .engine import Engine, run_campaign
+from .loading import load_campaign, parse_campaign
+from .plugins import KindPlugin, Operator, Strategy
+from .registry import (KINDS, OPERATORS, STRATEGIES, get_kind, load_plugins, register_kind, register_operator,
+                       register_strategy)
+from .store import DB_NAME, RunStore, RunView, StoreError, db_path
+from .types import Individual, InvalidCandidate, Job, Proposal, RunExistsError, RunSummary, Stats
+
+__all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig", "OperatorMix", "SearchConfig",
+           "SimplifyConfig", "Context", "Engine", "run_campaign", "load_campaign", "parse_campaign",
+           "KindPlugin", "Operator", "Strategy", "KINDS", "OPERATORS", "STRATEGIES", "get_kind", "load_plugins",
+           "register_kind", "register_operator", "register_strategy", "DB_NAME", "RunStore", "RunView",
+           "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Proposal", "RunExistsError",
+           "RunSummary", "Stats"]

@@ -1,0 +1,147 @@
+"""The plug-in contracts: candidate kinds, operators and strategies.
+
+A new **candidate kind**: subclass ``KindPlugin`` and ``register_kind(MyKind())``. It says how
+to validate its campaign table (``options_model`` parses ``campaign.<kind>``), build its
+``Evaluator`` (evaluators.Evaluator, whose ``key()`` is the novelty/cache key), produce seed
+texts, normalize (validate + canonicalize) a proposal, describe it (meta for objectives and
+display), simplify winners, and export. The module that registers kind ``K`` is found by
+``KIND_MODULES[K]`` (``"prompt" -> "search.prompt_kind"``) or listed in the campaign's
+``plugins = ["my.module"]``.
+
+A new **operator**: subclass ``Operator`` (``name``, ``arity`` = parents per child,
+``uses_llm``, ``kinds``) and implement ``propose(ctx, parent_groups) -> list[Proposal]`` (one
+proposal per parent group, in order; a failed one has ``text=None`` and a ``reason``). Register
+a factory ``register_operator("name", lambda campaign: MyOp(...))``; campaigns then name it in
+``[operators] random = {...}`` or ``llm = {...}`` with a weight. LLM operators call
+``ctx.llm_chat(requests)``, which counts calls against the budget, records each call in the
+store and returns ``None`` when the LLM is unavailable (budget spent, backend down).
+
+A new **strategy**: subclass ``Strategy``, implement ``plan(ctx, n) -> list[Job]`` (parent
+selection + operator choice; ``ctx.choose_operator()`` draws from the campaign's mix) and
+``survive(ctx, population, children) -> list[Individual]``; keep any state in
+``self.state`` (a JSON-able dict, checkpointed). Register with
+``register_strategy("name", lambda campaign: MyStrategy(campaign))`` and select it with
+``[search] strategy = "name"`` (free settings in ``[search] params``).
+
+Everything an operator or strategy needs is on ``Context``: the campaign, the kind plugin,
+the seeded ``rng`` (use only this one: it is checkpointed, which makes runs reproducible and
+resumable), the population, the history of evaluated individuals, ``fitness(ind)``,
+``top(k)``, ``llm_chat``, ``event``.
+"""
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .campaign import Campaign
+from .simplify import simplify_winners
+from .types import Individual, Job, Proposal
+
+if TYPE_CHECKING:
+    from evaluators.base import Evaluator
+
+    from .context import Context
+    from .engine import Engine
+
+
+class Operator(abc.ABC):
+    """Makes children from parents. Must use ``ctx.rng`` for randomness (reproducibility)."""
+    name: str = ""
+    arity: int = 1
+    uses_llm: bool = False
+    kinds: tuple[str, ...] = ("rule",)
+
+    @abc.abstractmethod
+    def propose(self, ctx: "Context", parent_groups: list[list[Individual]]) -> list[Proposal]:
+        """One Proposal per parent group, in order."""
+
+
+class Strategy(abc.ABC):
+    """Parent selection, operator choice and survival. ``state`` is checkpointed."""
+    name: str = ""
+
+    def __init__(self, campaign: Campaign):
+        self.campaign = campaign
+        self.state: dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def plan(self, ctx: "Context", n: int) -> list[Job]:
+        """Up to ``n`` jobs for the next generation."""
+
+    @abc.abstractmethod
+    def survive(self, ctx: "Context", population: list[Individual],
+                children: list[Individual]) -> list[Individual]:
+        """The next population (evaluated children are given in creation order)."""
+
+    def restart(self, ctx: "Context", best: Individual) -> list[Individual]:
+        """Population after a stall: the best alone (children refill it)."""
+        return [best]
+
+
+class KindPlugin(abc.ABC):
+    """Everything that differs between candidate kinds (rules, prompts)."""
+    name: str = ""
+    #: pydantic model for the campaign's ``[<name>]`` table, or None
+    options_model: Any = None
+    #: default operator mixes when the campaign's [operators] tables are empty
+    default_random_ops: dict[str, float] = {}
+    default_llm_ops: dict[str, float] = {}
+
+    def validate(self, campaign: Campaign) -> None:
+        """Check the campaign for this kind; parse its table into ``campaign._options``."""
+        table = getattr(campaign, self.name, None) if self.name in ("rule", "prompt") else None
+        if self.options_model is not None:
+            campaign._options = self.options_model.model_validate(table or {})
+        elif table:
+            raise ValueError(f"[{self.name}] table given but kind {self.name!r} takes no options")
+
+    @abc.abstractmethod
+    def make_evaluator(self, campaign: Campaign, run_dir: Path) -> "Evaluator":
+        ...
+
+    @abc.abstractmethod
+    def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
+        """(label, text) of the initial candidates."""
+
+    @abc.abstractmethod
+    def normalize(self, text: str) -> str:
+        """Validate and canonicalize; raise InvalidCandidate(reason) when unusable."""
+
+    def describe(self, text: str) -> dict[str, Any]:
+        """Facts about a (canonical) text for objectives and display, e.g. size."""
+        return {"size": len(text)}
+
+    def objectives(self, ind: Individual, names: Sequence[str]) -> tuple[float, ...]:
+        """Values for multi-objective selection, in ``names`` order (weights in strategies)."""
+        out = []
+        for n in names:
+            out.append(ind.score if n == "score" else float(ind.meta.get(n, 0)))
+        return tuple(out)
+
+    def simplify_exact(self, text: str) -> str:
+        """A cheaper equivalent form (same function); default: unchanged."""
+        return text
+
+    def ablations(self, text: str, digits: Sequence[int]) -> list[tuple[str, str]]:
+        """(description, text) simplifications to try empirically; default none."""
+        return []
+
+    def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
+        """Write the candidate as a usable artifact (rules: a standalone optimizer module)."""
+        out.write_text(text)
+
+    def display(self, text: str) -> str:
+        return text
+
+    def selected_id(self, view: Any) -> int | None:
+        """The candidate a finished run settled on when it is not simply the top-ranked one
+        (``optforge export --rank 1`` exports it); default: None, the ranking decides."""
+        return None
+
+    def finalize(self, engine: "Engine") -> Any:
+        """After the search (budget spent): default = empirical simplification of the winners
+        (``[simplify]``); prompt campaigns score their top prompts on the test split instead."""
+        if engine.campaign.simplify.enabled and engine.campaign.simplify.top > 0:
+            return simplify_winners(engine)
+        return None

@@ -1,0 +1,52 @@
+"""Prompt optimization on the engine: the ``prompt`` candidate kind, its operators and strategies.
+
+A campaign with ``kind = "prompt"`` names its task, task model and algorithm in ``[prompt]``
+(parsed by :class:`PromptOptions`); the proposer (optimizer) model is the campaign's ``[llm]``
+table, exactly as for rule discovery. Everything else (population loop, funnel, novelty
+check, budgets, SQLite store, resume, show/export/report) is the engine's.
+
+Algorithms (``[prompt] algorithm``, which selects ``[search] strategy``; the meta-prompts
+and reply parsing are in search.prompts.text):
+
+=========  ====================  =================================================
+algorithm  strategy              children per generation (``search.batch_size``)
+=========  ====================  =================================================
+ga         ``evoprompt_ga``      roulette pair -> ``prompt_ga``; best N survive
+de         ``evoprompt_de``      next members in turn -> ``prompt_de``; child
+                                 replaces its member when at least as good
+opro       ``opro``              top-k trajectory -> ``prompt_opro``; best N kept
+rewrite    ``prompt_rewrite``    tournament parent -> ``prompt_rewrite``; best N
+=========  ====================  =================================================
+
+Until the population holds ``search.population`` prompts, GA, DE and rewrite first fill it
+with LLM paraphrases of the best prompt (EvoPrompt's initialization; OPRO starts from the
+initial prompt alone). An LLM proposal that cannot be used (format broken, empty, duplicate,
+echo of the instructions, too long, LLM budget spent or backend down) is recorded with its
+reason and the engine retries the slot with the random operator ``prompt_edit`` (a
+word-level edit), so a campaign never stalls on a tiny proposer.
+
+Survival compares (fidelity level, score): a child screened on the minibatch but not
+promoted to the dev set ranks below every prompt scored on dev. After the search,
+``final.finalize_prompt_run`` scores the top ``test_top`` prompts (by dev) and the initial
+prompt on the held-out test split; the test split never takes part in any selection. The
+best prompt replaces the initial one only when its dev gain passes a one-sided sign test over
+the paired dev examples (``select_alpha``, default 0.1; 1.0 for plain best-by-dev).
+
+Modules: ``options`` (the ``[prompt]`` table, the task), ``kind`` (``PromptKind``), ``text``
+(meta-prompts, reply parsing, word edits), ``operators``, ``strategies``, ``final`` (test split,
+sign test), ``show`` (show / report lines), ``compare`` (several runs side by side).
+Importing the package registers the kind, its operators and its strategies.
+"""
+from .compare import CompareError, calls_curve, compare_text, load_rows, run_row, write_compare_report
+from .final import dev_sign_test, finalize_prompt_run, prompt_final, sign_test_p
+from .kind import PromptKind
+from .operators import DEOperator, EditOperator, GAOperator, OPROOperator, ParaphraseOperator, RewriteOperator
+from .options import ALGORITHM_STRATEGY, LLM_OPERATOR, PromptOptions, build_task, prompt_options
+from .show import best_dev_curve, prompt_report_sections, prompt_show_lines
+from .strategies import OPRO, EvoPromptDE, EvoPromptGA, Rewrite
+
+__all__ = ["CompareError", "calls_curve", "compare_text", "load_rows", "run_row", "write_compare_report",
+           "dev_sign_test", "finalize_prompt_run", "prompt_final", "sign_test_p", "PromptKind", "DEOperator",
+           "EditOperator", "GAOperator", "OPROOperator", "ParaphraseOperator", "RewriteOperator",
+           "ALGORITHM_STRATEGY", "LLM_OPERATOR", "PromptOptions", "build_task", "prompt_options", "best_dev_curve",
+           "prompt_report_sections", "prompt_show_lines", "OPRO", "EvoPromptDE", "EvoPromptGA", "Rewrite"]
