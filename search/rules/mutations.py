@@ -34,7 +34,7 @@ from dsl import DSLError, parse
 from dsl.kinds import SCALAR, TENSOR, input_kinds, statement_kinds
 from dsl.primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS
 from dsl.program import (Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program, format_number, names_in, nodes,
-                         replace_at, replace_node, statement_nodes)
+                         replace_at, replace_node, statement_nodes, substitute)
 
 from search.core import Campaign, Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
 
@@ -312,7 +312,6 @@ def m_remove_state(program: Program, rng: random.Random) -> Program:
         a0 = updates[0].value.args[0]
         if s not in names_in(a0):
             repl = a0
-    from dsl.program import substitute
     body = []
     for st in program.body:
         if st.target == s:
