@@ -15,10 +15,31 @@ below them ``evaluators`` -> ``proxies`` -> ``dsl``):
 
 The names most code needs are re-exported here from ``search.core``.
 """
-from .core import (KINDS, OPERATORS, STRATEGIES, Campaign, CampaignError, Context, Engine, Individual,
-                   InvalidCandidate, Job, KindPlugin, Operator, Proposal, RunStore, RunView, Strategy, get_kind,
-                   load_campaign, parse_campaign, register_kind, register_operator, register_strategy,
-                   run_campaign)
+from .core import (
+                   KINDS,
+                   OPERATORS,
+                   STRATEGIES,
+                   Campaign,
+                   CampaignError,
+                   Context,
+                   Engine,
+                   Individual,
+                   InvalidCandidate,
+                   Job,
+                   KindPlugin,
+                   Operator,
+                   Proposal,
+                   RunStore,
+                   RunView,
+                   Strategy,
+                   get_kind,
+                   load_campaign,
+                   parse_campaign,
+                   register_kind,
+                   register_operator,
+                   register_strategy,
+                   run_campaign,
+)
 
 __all__ = ["KINDS", "OPERATORS", "STRATEGIES", "Campaign", "CampaignError", "Context", "Engine", "Individual",
            "InvalidCandidate", "Job", "KindPlugin", "Operator", "Proposal", "RunStore", "RunView", "Strategy",

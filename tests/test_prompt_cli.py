@@ -83,7 +83,7 @@ def test_bad_prompt_campaign_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     f = setup(tmp_path)
     f.write_text(f.read_text().replace('task_file = "capitals.jsonl"', 'task_file = "missing.jsonl"'))
-    assert main(["run", str(f), "--plain"]) == 2
+    assert main(["run", str(f), "--plain"]) == 1
     assert "missing.jsonl" in capsys.readouterr().err
 
 

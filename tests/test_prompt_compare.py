@@ -128,7 +128,7 @@ def test_comparing_with_a_non_prompt_run_is_a_clear_error(runs, tmp_path, capsys
     st = RunStore(tmp_path / "rulerun")
     st.set_meta(kind="rule", campaign={"name": "r"}, fidelities=["small"], status="done")
     st.close()
-    assert main(["show", str(runs["ga"][0]), str(tmp_path / "rulerun")]) == 2
+    assert main(["show", str(runs["ga"][0]), str(tmp_path / "rulerun")]) == 1
     assert "only prompt runs can be compared" in capsys.readouterr().err
     v = RunView(tmp_path / "rulerun")
     try:

@@ -82,9 +82,9 @@ def test_example_campaigns_are_valid():
         load_campaign(p)
 
 
-def test_cli_reports_bad_campaign_with_exit_status_2(tmp_path):
+def test_cli_reports_bad_campaign_with_exit_status_1(tmp_path):
     p = _write(tmp_path, GOOD + "\npopulaton = 4\n")
     r = subprocess.run([sys.executable, "-m", "search.cli", "run", str(p)], cwd=tmp_path, capture_output=True,
                        text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert "populaton" in r.stderr and "Traceback" not in r.stderr

@@ -32,9 +32,7 @@ import dsl
 import proxies
 from evaluators import Candidate, LrGrid, RuleEvalConfig, RuleEvaluator
 
-
-class _Fail(Exception):
-    """A user error: printed, exit status 1."""
+from .errors import CLIError
 
 
 def _load_rule(spec: str) -> tuple[str, str]:
@@ -43,14 +41,14 @@ def _load_rule(spec: str) -> tuple[str, str]:
         try:
             return Path(spec).read_text(encoding="utf-8"), spec
         except (OSError, UnicodeDecodeError) as e:
-            raise _Fail(f"cannot read {spec}: {e}") from None
+            raise CLIError(f"cannot read {spec}: {e}") from None
     try:
         names = dsl.list_rules()
     except AttributeError:  # pragma: no cover - library not present
         names = []
     if spec in names:
         return dsl.get_rule(spec).source(), f"library rule {spec!r}"
-    raise _Fail(f"{spec}: no such file, and not a library rule"
+    raise CLIError(f"{spec}: no such file, and not a library rule"
                 + (f" (library rules: {', '.join(names)})" if names else ""))
 
 
@@ -62,7 +60,7 @@ def parse_lrs(spec: str) -> dict:
             return LrGrid.from_range(float(lo), float(hi), int(n)).model_dump()
         return LrGrid(values=[float(x) for x in spec.split(",") if x.strip()]).model_dump()
     except (ValueError, TypeError) as e:
-        raise _Fail(f"--lrs {spec!r}: {e}. Give LO:HI:N (e.g. 1e-4:1e-1:8) or a comma list "
+        raise CLIError(f"--lrs {spec!r}: {e}. Give LO:HI:N (e.g. 1e-4:1e-1:8) or a comma list "
                     "(e.g. 1e-3,3e-3,1e-2)") from None
 
 
@@ -70,7 +68,7 @@ def _int_list(spec: str, what: str) -> list[int]:
     try:
         return [int(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise _Fail(f"{what} {spec!r}: expected comma-separated integers, e.g. 0,1") from None
+        raise CLIError(f"{what} {spec!r}: expected comma-separated integers, e.g. 0,1") from None
 
 
 def _config(args: argparse.Namespace):
@@ -97,7 +95,7 @@ def _config(args: argparse.Namespace):
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
                          for err in e.errors())
-        raise _Fail(msgs) from None
+        raise CLIError(msgs) from None
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -146,7 +144,7 @@ def plot_curves(result, path: str, baseline: str) -> Path:
     import matplotlib.pyplot as plt
     tasks = [tr for tr in result.tasks.values() if tr.curve]
     if not tasks:
-        raise _Fail("nothing to plot: the rule produced no curve on any task")
+        raise CLIError("nothing to plot: the rule produced no curve on any task")
     n = len(tasks)
     cols = min(n, 2)
     rows = math.ceil(n / cols)
@@ -180,22 +178,14 @@ def plot_curves(result, path: str, baseline: str) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except _Fail as e:
-        print(f"optforge eval: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
     text, label = _load_rule(args.rule)
     try:  # refuse a bad rule before announcing a run (the evaluator would report it as invalid too)
         dsl.parse(text)
     except dsl.DSLError as e:
-        raise _Fail(f"{label}: {e}") from None
+        raise CLIError(f"{label}: {e}") from None
     cfg = _config(args)
     if args.fidelity not in proxies.FIDELITIES:
-        raise _Fail(f"--fidelity {args.fidelity!r}: choose one of {', '.join(proxies.FIDELITIES)}")
+        raise CLIError(f"--fidelity {args.fidelity!r}: choose one of {', '.join(proxies.FIDELITIES)}")
     lrs = cfg.lr_grid.lrs()
     print(f"scoring {label} on {', '.join(cfg.tasks)} at {args.fidelity} fidelity: {len(lrs)} lrs "
           f"[{lrs[0]:.3g} .. {lrs[-1]:.3g}] x {len(cfg.seeds)} seeds, {cfg.split} split, "

@@ -8,7 +8,6 @@ OpenAI-compatible ``/v1/chat/completions`` endpoint.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import tomllib
 
@@ -16,6 +15,8 @@ import dsl
 from dsl.library import RULES
 from search.llm import ChatRequest, LLMConfig, LLMSetupError, Message, dsl_grammar_names, make_backend
 from search.llm.server import OpenAICompatServer
+
+from .errors import CLIError
 
 DEFAULT_PROMPT = "In one sentence: what does an optimizer do when training a neural network?"
 
@@ -79,8 +80,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
         cfg = _config(args)
         backend = make_backend(cfg)
     except (LLMSetupError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise CLIError(str(e)) from None
     args.backend = cfg.backend
     print(f"backend: {' '.join(f'{k}={v}' for k, v in backend.identity().items())}")
     if cfg.backend == "local":
@@ -88,8 +88,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
         try:
             lm = backend.warmup()  # type: ignore[attr-defined]
         except LLMSetupError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+            raise CLIError(str(e)) from None
         print(f"model loaded in {time.perf_counter() - t0:.1f} s (from {lm.source}, device {lm.device})")
     if args.max_tokens is None:
         args.max_tokens = 200 if args.grammar else 48   # a whole program needs ~100-150 tokens
@@ -107,8 +106,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     backend.close()
     if r.error:
-        print(f"error: {r.error}", file=sys.stderr)
-        return 1
+        raise CLIError(r.error)
     print("reply:", r.text)
     tps = r.completion_tokens / wall if wall > 0 else float("inf")
     cut = f" (cut at --max-tokens {args.max_tokens})" if r.completion_tokens >= args.max_tokens else ""
@@ -132,8 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             backend.warmup()
         srv = OpenAICompatServer(backend, args.host, args.port, model_name=args.name, verbose=True)
     except (LLMSetupError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise CLIError(str(e)) from None
     print(f"serving {args.backend} on {srv.url} (POST /chat/completions, model name {args.name!r}); Ctrl-C stops",
           flush=True)
     try:

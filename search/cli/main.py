@@ -7,6 +7,7 @@ import sys
 
 from . import eval as eval_verb
 from . import llm, results, rule, run
+from .errors import EXIT_USER_ERROR, CLIError
 
 #: The verb groups, in the order ``optforge --help`` lists them.
 VERB_MODULES = (rule, eval_verb, llm, run, results)
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"optforge {args.verb}: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -10,12 +10,11 @@
   one comparison page (test table, best dev score over proposer calls per optimizer).
 
 ``RUN`` is a run directory, its ``run.sqlite``, or a campaign name under ``runs/``.
-User errors print one clear message and exit with status 2.
+User errors raise ``CLIError`` (search.cli.errors: one message, exit status 1).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,9 +24,7 @@ from search.core import RunView, get_kind
 from search.prompts import CompareError, compare_text, write_compare_report
 from search.report import write_report
 
-
-class _UserError(Exception):
-    pass
+from .errors import CLIError
 
 
 def _resolve_run(spec: str) -> Path:
@@ -35,7 +32,7 @@ def _resolve_run(spec: str) -> Path:
     for cand in (p, Path("runs") / spec):
         if (cand / "run.sqlite").is_file() or (cand.suffix == ".sqlite" and cand.is_file()):
             return cand
-    raise _UserError(f"{spec}: no run found (expected a run directory with run.sqlite, e.g. runs/demo; "
+    raise CLIError(f"{spec}: no run found (expected a run directory with run.sqlite, e.g. runs/demo; "
                      "start one with 'optforge run CAMPAIGN.toml')")
 
 
@@ -127,7 +124,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         try:
             print(compare_text(runs))
         except CompareError as e:
-            raise _UserError(str(e)) from None
+            raise CLIError(str(e)) from None
         return 0
     print(show_text(runs[0], args.top))
     return 0
@@ -145,7 +142,7 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
     try:
         ranked = view.ranked()
         if not 1 <= rank <= len(ranked):
-            raise _UserError(f"--rank {rank}: the run has {len(ranked)} ranked candidate(s)")
+            raise CLIError(f"--rank {rank}: the run has {len(ranked)} ranked candidate(s)")
         x = ranked[rank - 1]
         kind = get_kind(view.kind)
         chosen = kind.selected_id(view) if rank == 1 else None
@@ -182,7 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             p = write_compare_report(runs, out)
         except CompareError as e:
-            raise _UserError(str(e)) from None
+            raise CLIError(str(e)) from None
         print(f"wrote {p}")
         return 0
     p = write_report(runs[0], args.output, args.top)
@@ -190,34 +187,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wrap(fn):
-    def run(args):
-        try:
-            return fn(args)
-        except _UserError as e:
-            print(f"optforge {args.verb}: {e}", file=sys.stderr)
-            return 2
-    return run
-
-
-
 def register(sub) -> None:
     p = sub.add_parser("show", help="summary, top candidates and lineage of a run (several prompt runs: "
                        "compared side by side)")
     p.add_argument("run", nargs="+", help="run directory (e.g. runs/demo) or campaign name")
     p.add_argument("--top", type=int, default=5)
-    p.set_defaults(func=_wrap(cmd_show))
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("export", help="write the chosen candidate (rules: a standalone optimizer module)")
     p.add_argument("run")
     p.add_argument("--rank", type=int, default=1)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--class-name", default=None, help="class name of the exported optimizer")
-    p.set_defaults(func=_wrap(cmd_export))
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="write an HTML report with plots (several prompt runs: one comparison)")
     p.add_argument("run", nargs="+")
     p.add_argument("-o", "--output", default=None, help="default: <run>/report.html (several runs: "
                    "prompt_comparison.html next to the first run)")
     p.add_argument("--top", type=int, default=5)
-    p.set_defaults(func=_wrap(cmd_report))
+    p.set_defaults(func=cmd_report)

@@ -13,9 +13,7 @@ import dsl
 from dsl.export import export_python
 from dsl.library import RULES
 
-
-class _Fail(Exception):
-    """A user error: printed, exit status 1."""
+from .errors import CLIError
 
 
 def _load(spec: str) -> tuple[dsl.Program, str]:
@@ -25,16 +23,16 @@ def _load(spec: str) -> tuple[dsl.Program, str]:
             with open(spec, encoding="utf-8") as f:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as e:
-            raise _Fail(f"cannot read {spec}: {e}") from None
+            raise CLIError(f"cannot read {spec}: {e}") from None
         origin = spec
     elif spec in RULES:
         text, origin = RULES[spec], f"library rule {spec!r}"
     else:
-        raise _Fail(f"{spec}: no such file, and not a library rule (library rules: {', '.join(RULES)})")
+        raise CLIError(f"{spec}: no such file, and not a library rule (library rules: {', '.join(RULES)})")
     try:
         return dsl.parse(text), origin
     except dsl.DSLError as e:
-        raise _Fail(f"{origin}: {e}") from None
+        raise CLIError(f"{origin}: {e}") from None
 
 
 def _class_name(program_name: str) -> str:
@@ -68,7 +66,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         prog = dsl.simplify(prog)
     class_name = args.class_name or _class_name(prog.name)
     if not class_name.isidentifier():
-        raise _Fail(f"--class-name {class_name!r} is not a valid Python class name")
+        raise CLIError(f"--class-name {class_name!r} is not a valid Python class name")
     text = export_python(prog, class_name)
     if args.output in (None, "-"):
         sys.stdout.write(text)
@@ -77,7 +75,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as e:
-        raise _Fail(f"cannot write {args.output}: {e}") from None
+        raise CLIError(f"cannot write {args.output}: {e}") from None
     print(f"wrote {args.output}: class {class_name} from {origin} (fingerprint {dsl.fingerprint(prog)})")
     return 0
 
@@ -90,16 +88,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(fn):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except _Fail as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-    return run
-
-
 def register(subparsers) -> None:
     rule = subparsers.add_parser("rule", help="check, simplify, export or list update rules (the DSL)")
     sub = rule.add_subparsers(dest="rule_cmd", required=True)
@@ -107,18 +95,18 @@ def register(subparsers) -> None:
     p = sub.add_parser("check", help="kinds, dead code, unused inputs, warnings and fingerprint of a rule")
     p.add_argument("file", metavar="FILE", help="rule source file, or a library rule name (e.g. lion)")
     p.add_argument("--strict", action="store_true", help="exit 1 when anything is reported")
-    p.set_defaults(func=_guard(cmd_check))
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("simplify", help="print the simplified rule (same update, smaller program)")
     p.add_argument("file", metavar="FILE", help="rule source file, or a library rule name")
-    p.set_defaults(func=_guard(cmd_simplify))
+    p.set_defaults(func=cmd_simplify)
 
     p = sub.add_parser("export", help="write a standalone torch optimizer module for a rule")
     p.add_argument("file", metavar="FILE", help="rule source file, or a library rule name")
     p.add_argument("-o", "--output", help="output .py file (default: standard output)")
     p.add_argument("--class-name", help="optimizer class name (default: from the rule's name)")
     p.add_argument("--simplify", action="store_true", help="simplify the rule before exporting")
-    p.set_defaults(func=_guard(cmd_export))
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="list the library's known rules")
-    p.set_defaults(func=_guard(cmd_list))
+    p.set_defaults(func=cmd_list)

@@ -7,13 +7,12 @@ first. Then ``optforge show | export | report`` read the run (search.cli.results
 from __future__ import annotations
 
 import argparse
-import sys
 
 from search.core import CampaignError, Engine, InvalidCandidate, RunExistsError, StoreError, load_campaign
 from search.report import make_progress
 
+from .errors import CLIError
 from .results import fmt_score
-
 
 # -- run ----------------------------------------------------------------------------------
 
@@ -25,30 +24,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         eng = Engine(campaign, args.run_dir, resume=args.resume, fresh=args.fresh,
                      progress=make_progress("plain" if args.plain else "auto"))
     except (CampaignError, RunExistsError, StoreError, ValueError) as e:
-        print(f"optforge run: {e}", file=sys.stderr)
-        return 2
+        raise CLIError(str(e)) from None
     try:
         summary = eng.run()
     except InvalidCandidate as e:
-        print(f"optforge run: {e}", file=sys.stderr)
-        return 2
+        raise CLIError(str(e)) from None
     finally:
         eng.close()
     print(f"run finished: {summary.done_reason}; {summary.used:g} budget units, {summary.evaluations} "
           f"evaluations, {summary.wall_seconds:.0f} s; best {fmt_score(summary.best_score)} "
           f"(#{summary.best_id} at {summary.best_fidelity}); see: optforge show {summary.run_dir}")
     return 0
-
-
-
-def _wrap(fn):
-    def run(args):
-        try:
-            return fn(args)
-        except _UserError as e:
-            print(f"optforge {args.verb}: {e}", file=sys.stderr)
-            return 2
-    return run
 
 
 
@@ -61,4 +47,4 @@ def register(sub) -> None:
     p.add_argument("--run-dir", default=None, help="where to write (default: the campaign's run_dir or runs/<name>)")
     p.add_argument("--budget", type=int, default=None, help="override budget.evaluations")
     p.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
-    p.set_defaults(func=_wrap(cmd_run))
+    p.set_defaults(func=cmd_run)

@@ -17,14 +17,30 @@
 Core never imports a kind: the built-in kinds (search.rules, search.prompts) import core and
 register themselves; core finds them by module name (``registry.KIND_MODULES``).
 """
-from .campaign import (Budget, Campaign, CampaignError, FunnelConfig, LLMOpsConfig, OperatorMix, SearchConfig,
-                       SimplifyConfig)
+from .campaign import (
+                       Budget,
+                       Campaign,
+                       CampaignError,
+                       FunnelConfig,
+                       LLMOpsConfig,
+                       OperatorMix,
+                       SearchConfig,
+                       SimplifyConfig,
+)
 from .context import Context
 from .engine import Engine, run_campaign
 from .loading import load_campaign, parse_campaign
 from .plugins import KindPlugin, Operator, Strategy
-from .registry import (KINDS, OPERATORS, STRATEGIES, get_kind, load_plugins, register_kind, register_operator,
-                       register_strategy)
+from .registry import (
+                       KINDS,
+                       OPERATORS,
+                       STRATEGIES,
+                       get_kind,
+                       load_plugins,
+                       register_kind,
+                       register_operator,
+                       register_strategy,
+)
 from .store import DB_NAME, RunStore, RunView, StoreError, db_path
 from .types import Individual, InvalidCandidate, Job, Proposal, RunExistsError, RunSummary, Stats
 

@@ -72,7 +72,7 @@ def restore_run(engine: "Engine") -> None:
         for f in engine.fidelities:
             if f in engine.known.get(ind.key, {}):
                 engine.apply_result(ind, engine.known[ind.key][f])
-    for (key, f), e in by_key_rows.items():
+    for key, f in by_key_rows:
         r = engine.known[key][f]
         if r.status == Status.ok and math.isfinite(r.score):
             engine.level_scores[engine.fidelities.index(f)].append(float(r.score))

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .campaign import Campaign
 from .plugins import KindPlugin, Operator

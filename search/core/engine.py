@@ -43,8 +43,9 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status, accepts_on_result
 from search.llm import LLMConfig, LLMUsage, make_llm

@@ -31,8 +31,9 @@ resumable), the population, the history of evaluated individuals, ``fitness(ind)
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .campaign import Campaign
 from .simplify import simplify_winners

@@ -7,7 +7,7 @@ a kind.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .campaign import Campaign
 from .plugins import KindPlugin, Operator, Strategy

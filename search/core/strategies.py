@@ -19,8 +19,8 @@ generator and takes its advanced state back (runs stay reproducible and resumabl
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 from deap import base, tools
 
@@ -111,7 +111,7 @@ class RegularizedEvolution(_TournamentPlan):
         pop = list(population) + list(children)
         excess = len(pop) - self.campaign.search.population
         if excess > 0:
-            oldest = set(sorted((i.id for i in pop))[:excess])
+            oldest = set(sorted(i.id for i in pop)[:excess])
             pop = [i for i in pop if i.id not in oldest]
         return pop
 

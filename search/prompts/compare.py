@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.base import Status
-
 from search.core import RunView
 from search.report.figures import png
 

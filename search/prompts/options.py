@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from proxies.prompts import PromptTask, generate_task, load_jsonl_task
 from search.core import Campaign
 
-
 ALGORITHM_STRATEGY = {"ga": "evoprompt_ga", "de": "evoprompt_de", "opro": "opro", "rewrite": "prompt_rewrite"}
 LLM_OPERATOR = {"ga": "prompt_ga", "de": "prompt_de", "opro": "prompt_opro", "rewrite": "prompt_rewrite"}
 

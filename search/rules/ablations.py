@@ -14,7 +14,7 @@ The loop that evaluates them and keeps those that cost (almost) nothing is gener
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import dsl
 from dsl.program import Arg, BinOp, Call, Num, format_expr, replace_node, statement_nodes

@@ -27,7 +27,8 @@ parent's state tensors and hyperparameters.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import dsl
 from dsl.primitives import SCALAR_INPUTS

@@ -28,14 +28,27 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Iterator
+from collections.abc import Callable
 
 from dsl import DSLError, parse
 from dsl.kinds import SCALAR, TENSOR, input_kinds, statement_kinds
 from dsl.primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS
-from dsl.program import (Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program, format_number, names_in, nodes,
-                         replace_at, replace_node, statement_nodes, substitute)
-
+from dsl.program import (
+    Arg,
+    Assign,
+    BinOp,
+    Call,
+    Expr,
+    Name,
+    Num,
+    Program,
+    names_in,
+    nodes,
+    replace_at,
+    replace_node,
+    statement_nodes,
+    substitute,
+)
 from search.core import Campaign, Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
 
 #: Statements beyond this stop insert/add_state (keeps programs readable; the DSL caps at 64).
