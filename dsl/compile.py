@@ -20,18 +20,27 @@ won back); see bench/results/dsl.md. ``compile=True`` runs a
 functional form of the rule through ``torch.compile`` instead (fused kernels: the speed
 of torch's fused AdamW, after a compilation of seconds to minutes).
 
-Conventions, chosen to match torch.optim:
+Conventions, chosen to match torch.optim (the torch.optim side is ``dsl.optim_base``, the
+same code exported modules carry):
 
-* ``Opt(params, lr=1e-3, weight_decay=0.0, **hyperparameters)``; hyperparameters default
-  to the rule's defaults and live in ``param_groups`` (so LR schedulers and per-group
-  overrides work). ``defaults["rule"]`` is the rule's canonical source and
+* ``Opt(params, lr=1e-3, weight_decay=0.0, **hyperparameters, maximize=False, foreach=None,
+  capturable=False, differentiable=False, fused=None)``; hyperparameters default to the
+  rule's defaults and live in ``param_groups`` with the flags (so LR schedulers and
+  per-group overrides work). ``defaults["rule"]`` is the rule's canonical source and
   ``defaults["fingerprint"]`` its functional hash (when ``dsl.fingerprint`` is available).
+* Arguments are checked as torch checks its own: ``TypeError`` for a non-number,
+  ``ValueError`` naming the argument and its range for lr / weight_decay that are not finite
+  and >= 0, a tensor lr of more than one element, NaN, or a value outside the rule's ranges
+  (``dsl.ranges``: declared by library rules, derived from use for the others).
 * Per-parameter state: one buffer per DSL state variable (named as in the rule, zeros,
   in the parameter's dtype) plus ``step``, a float32 0-dim CPU tensor (float64 when the
   default dtype is float64), incremented before the update, so ``step`` is 1 on the first
-  update. ``state_dict()``/``load_state_dict()`` are torch's own.
-* Parameters without a gradient are skipped (their step does not advance); sparse
-  gradients and complex parameters are refused with a clear error.
+  update. ``state_dict()``/``load_state_dict()`` are torch's own (a number ``step`` loads
+  as a tensor; the groups gain only keys they lack).
+* Parameters without a gradient are skipped (their step does not advance). ``maximize``
+  negates the gradient; ``foreach=False`` steps parameter by parameter; complex parameters
+  run as their ``torch.view_as_real`` view, as in torch.optim. Sparse gradients and
+  ``capturable``/``differentiable``/``fused=True`` are refused with a message saying why.
 """
 from __future__ import annotations
 
@@ -184,6 +193,7 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
            + "\n".join("    " + line for line in program.source().splitlines())
            + f"\n\nHyperparameters (constructor / param-group keys): lr, weight_decay"
            + "".join(f", {k}={v!r}" for k, v in program.hyperparams.items())
+           + "; flags: " + ", ".join(f"{k}={v!r}" for k, v in FLAG_DEFAULTS.items())
            + ".\nState per parameter: step" + "".join(f", {s}" for s in program.state_names) + ".\n")
     cls = type(name, (DSLOptimizer,), {
         "_program": program, "_plan": plan, "_run": staticmethod(run), "__doc__": doc,
