@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from enum import Enum
 import inspect
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,8 +34,9 @@ class Status(str, Enum):
 
 
 class Candidate(BaseModel):
-    """What the search proposes: DSL source for ``rule``, prompt text for ``prompt``."""
-    kind: Literal["rule", "prompt"] = "rule"
+    """What the search proposes: DSL source for ``rule``, prompt text for ``prompt``, or the text of
+    any registered kind (the name is the kind's registered name; evaluators check what they accept)."""
+    kind: str = "rule"
     text: str
     meta: dict[str, Any] = Field(default_factory=dict)
 
