@@ -604,3 +604,15 @@ def test_lion_matches_its_formula(kind, dtype, export_dir):
         torch.testing.assert_close(p.detach(), r, **tol)
     for p, m in zip(params, moms):
         torch.testing.assert_close(opt.state[p]["m"], m, **tol)
+
+
+def test_library_ranges_name_hyperparameters_and_hold_the_defaults():
+    assert set(RANGES) == set(RULES)
+    for rule in RULES:
+        prog = dsl.get_rule(rule)
+        assert set(RANGES[rule]) <= set(prog.hyperparams), rule
+        for h, rs in dsl.hyper_ranges(prog).items():
+            value = {"lr": 1e-3, "weight_decay": 0.0}.get(h, prog.hyperparams.get(h))
+            assert all(r.contains(float(value)) for r in rs), (rule, h)
+    with pytest.raises(ValueError, match="interval"):
+        dsl.ranges.parse_range("0..1", "bad")
