@@ -1,6 +1,7 @@
 """Evaluators: one interface for every candidate kind; executors; caching.
 
-- ``RuleEvaluator(RuleEvalConfig(...))``: update rules scored on proxy tasks relative to tuned AdamW;
+- ``RuleEvaluator(RuleEvalConfig(...))``: update rules scored on proxy tasks relative to tuned AdamW
+  (opt-in: ``WdGrid`` lr x wd tuning, ``SuccessiveHalving`` over the grid, ``task_clip``);
 - ``PromptEvaluator(task, llm)``: prompts scored by a task model's accuracy (minibatch / dev / test);
 - ``LLM``, ``ChatRequest``, ``ChatResponse``, ``Message``: the chat interface a prompt's task model
   is called through (backends in ``search.llm``);
@@ -13,9 +14,11 @@ from .executors import (Executor, InProcessExecutor, Outcome, ProcessPoolExecuto
                         make_executor)
 from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
 from .prompts import PromptEvaluator
-from .rules import LrGrid, RuleEvalConfig, RuleEvaluator
+from .rules import LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
+from .scoring import log_ratio, mean_score, tasks_won
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult",
-           "RuleEvaluator", "RuleEvalConfig", "LrGrid", "EvalCache",
+           "RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "log_ratio", "mean_score",
+           "tasks_won", "EvalCache",
            "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
            "make_executor", "LLM", "ChatRequest", "ChatResponse", "LLMSetupError", "Message"]

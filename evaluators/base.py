@@ -75,6 +75,21 @@ class EvalResult(BaseModel):
     def ok(self) -> bool:
         return self.status == Status.ok
 
+    @property
+    def tasks_won(self) -> int:
+        """Tasks where the candidate scored above the baseline (task score > 0), next to the mean:
+        a ranking can prefer a rule that wins most tasks over one that wins big on one."""
+        return self.tasks_won_by(0.0)
+
+    @property
+    def tasks_scored(self) -> int:
+        """Tasks with an ok score (the denominator of ``tasks_won``)."""
+        return sum(1 for t in self.tasks.values() if t.status == Status.ok)
+
+    def tasks_won_by(self, margin: float) -> int:
+        """Tasks whose score exceeds ``margin`` (e.g. a noise level)."""
+        return sum(1 for t in self.tasks.values() if t.status == Status.ok and t.score > margin)
+
 
 #: ``on_result(index, result)``: called once per candidate as soon as its result is final.
 OnResult = Optional[Callable[[int, "EvalResult"], None]]

@@ -68,6 +68,59 @@ class LrGrid(BaseModel):
         return cls(center=math.sqrt(lo * hi), width=math.log10(hi / lo), points=points)
 
 
+class WdGrid(BaseModel):
+    """Weight decays tuned next to the learning rate: the tuning grid is lr_grid x wd_grid, every
+    point one copy (per seed) of the same vectorized run, for the candidate and the baseline alike.
+
+    ``values`` are absolute weight decays, or with ``relative`` factors of each task's own
+    ``weight_decay`` (duplicates dropped: a task whose own wd is 0 then tunes only wd = 0).
+    """
+    model_config = ConfigDict(extra="forbid")
+
+    values: list[float] = Field(default_factory=lambda: [0.0, 1e-3, 1e-2, 1e-1, 1.0])
+    relative: bool = False
+
+    @field_validator("values")
+    @classmethod
+    def _check_values(cls, v):
+        if not v:
+            raise ValueError("a wd grid needs at least one value")
+        if any(not (x >= 0 and math.isfinite(x)) for x in v):
+            raise ValueError(f"weight decays must be finite and >= 0, got {v}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"weight decays must be distinct, got {v}")
+        return sorted(float(x) for x in v)
+
+    def wds(self, task_wd: float) -> list[float]:
+        """The grid for a task whose own weight decay is ``task_wd`` (ascending)."""
+        if not self.relative:
+            return list(self.values)
+        return sorted({float(x) * float(task_wd) for x in self.values})
+
+
+class SuccessiveHalving(BaseModel):
+    """Successive halving over the tuning grid: every grid point trains for the first
+    ``rungs[0][0]`` of the steps; then only the best ``rungs[0][1]`` points (by seed-mean held-out
+    metric) go on, and so on; the others' copies are dropped from the stacked run. The default
+    keeps 1 in 3 after a quarter of the steps, then 1 (of those) at half way."""
+    model_config = ConfigDict(extra="forbid")
+
+    rungs: list[tuple[float, int]] = Field(default_factory=lambda: [(0.25, 6), (0.5, 2)],
+                                           description="(fraction of the steps, grid points kept)")
+
+    @field_validator("rungs")
+    @classmethod
+    def _check_rungs(cls, v):
+        if not v:
+            raise ValueError("successive halving needs at least one rung")
+        for i, (frac, keep) in enumerate(v):
+            if not 0 < frac < 1 or keep < 1:
+                raise ValueError(f"rung {i} = ({frac}, {keep}): need 0 < fraction < 1 and keep >= 1")
+            if i and (frac <= v[i - 1][0] or keep > v[i - 1][1]):
+                raise ValueError(f"rungs need increasing fractions and non-increasing keep counts, got {v}")
+        return [(float(f), int(k)) for f, k in v]
+
+
 class RuleEvalConfig(BaseModel):
     """How rules are scored. Fields that change scores enter :meth:`result_hash` (the cache key);
     where and how fast they run (executor, workers, timeout, cache_dir) do not."""
@@ -94,6 +147,13 @@ class RuleEvalConfig(BaseModel):
     split: Literal["val", "test"] = Field(default="val", description="held-out split the tasks' metric "
                                           "is computed on: 'val' (what a search selects on) or 'test' "
                                           "(reporting selected rules only; a search must never see it)")
+    wd_grid: WdGrid | None = Field(default=None, description="tune weight decay too (lr x wd grid, "
+                                   "one vectorized run); None: each task's own fixed weight_decay")
+    halving: SuccessiveHalving | None = Field(default=None, description="successive halving over the "
+                                              "tuning grid; None: every grid point trains all steps")
+    task_clip: float | None = Field(default=None, gt=0, description="clip each task's log ratio to "
+                                    "+-task_clip before the mean, so no single task dominates (e.g. 0.5); "
+                                    "None: only score_clip")
 
     @field_validator("tasks")
     @classmethod
@@ -117,10 +177,19 @@ class RuleEvalConfig(BaseModel):
     def _check_known_tasks(self):
         import proxies
         known = list(proxies.list_tasks())
-        unknown = [t for t in self.tasks if t not in known]
+        unknown = [t for t in self.tasks if t not in known and not proxies.is_task_spec(t)]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(known)}")
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {', '.join(known)} (or name your "
+                             "own as 'package.module:factory')")
+        for t in self.tasks:
+            if proxies.is_task_spec(t):
+                proxies.resolve_task(t)   # TaskLoadError (a ValueError) says what is wrong with it
         return self
+
+    @property
+    def clip(self) -> float:
+        """The clip of one task's score: ``task_clip`` when set (never above ``score_clip``)."""
+        return self.score_clip if self.task_clip is None else min(self.score_clip, self.task_clip)
 
     def result_hash(self) -> str:
         """Hash of everything that changes a score (part of every cache key)."""
@@ -136,6 +205,13 @@ class RuleEvalConfig(BaseModel):
                    "seeds": self.seeds, "baseline": rule_key(baseline_source(self.baseline)),
                    "clip": self.score_clip, "threads": self.torch_threads, "task_meta": task_meta,
                    "scoring": 1, "split": self.split}
+        # new tuning and scoring options enter the hash only when set: default configs keep their keys
+        if self.wd_grid is not None:
+            payload["wd_grid"] = self.wd_grid.model_dump()
+        if self.halving is not None:
+            payload["halving"] = self.halving.model_dump()
+        if self.task_clip is not None:
+            payload["task_clip"] = self.task_clip
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -162,4 +238,4 @@ def rule_key(source_or_program: str | dsl.Program) -> str:
         return "src:" + hashlib.sha256(prog.source().encode()).hexdigest()[:32]
 
 
-__all__ = ["LrGrid", "RuleEvalConfig", "baseline_source", "library_source", "rule_key"]
+__all__ = ["LrGrid", "WdGrid", "SuccessiveHalving", "RuleEvalConfig", "baseline_source", "library_source", "rule_key"]

@@ -23,6 +23,19 @@ selects on; "test" computes every metric (baseline included) on the tasks'
 held-out test splits, for reporting rules after selection. The split is part of
 the config hash, so cached val and test results never mix.
 
+Options (all off by default, so default configs score exactly as before):
+``wd_grid`` tunes weight decay next to the lr (the grid is lr x wd, one copy per
+point and seed in the same vectorized run; the tuned wd is in each task's extras
+as ``best_wd`` / ``baseline_wd``); ``halving`` prunes that grid by successive
+halving inside the run (``SuccessiveHalving.rungs``); ``task_clip`` (e.g. 0.5)
+clips each task's log ratio before the mean so no single task dominates (the
+unclipped value is kept as ``log_ratio``). ``EvalResult.tasks_won`` counts the
+tasks where the candidate beat the baseline, next to the mean.
+
+Tasks are registered names or a user's ``"package.module:factory"``
+(``proxies.resolve_task``); the pool's workers get this process's ``sys.path``
+with each job so they import such a module the same way.
+
 The overall score is the mean of the task scores. A rule that diverges at
 every learning rate of a task gets ``WORST_SCORE`` (status ``diverged``), and
 the evaluation of its remaining tasks is skipped.
@@ -31,20 +44,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
-
 import dsl
+import proxies
 from dsl import DSLError
 
 from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, OnResult, ResultStream, Status, TaskResult
 from .cache import EvalCache
 from .executors import Executor, Outcome, available_cores, make_executor
-from .rule_config import LrGrid, RuleEvalConfig, baseline_source, library_source, rule_key
-from .scoring import METRIC_FLOOR, failed_task_result, task_result, task_score
+from .rule_config import (LrGrid, RuleEvalConfig, SuccessiveHalving, WdGrid, baseline_source, library_source,
+                          rule_key)
+from .scoring import METRIC_FLOOR, failed_task_result, log_ratio, mean_score, task_result, task_score, tasks_won
 from .sweeps import SweepJob, SweepSummary, run_sweep_job, summarize
 
 
@@ -74,7 +88,6 @@ class RuleEvaluator(Evaluator):
 
     def __init__(self, config: RuleEvalConfig | None = None, *, executor: Executor | None = None,
                  cache: EvalCache | None = None):
-        import proxies
         self.config = config or RuleEvalConfig()
         self.fidelities = tuple(getattr(proxies, "FIDELITIES", ("tiny", "small", "full")))
         self._executor = executor
@@ -122,6 +135,16 @@ class RuleEvaluator(Evaluator):
         if fidelity not in self.fidelities:
             raise ValueError(f"unknown fidelity {fidelity!r}; choose one of {', '.join(self.fidelities)}")
 
+    def _job(self, source: str, tasks: tuple[str, ...], fidelity: str, stop_on_failure: bool) -> SweepJob:
+        """The work unit sweeping ``source`` on ``tasks`` under this config's tuning protocol."""
+        c = self.config
+        wd = c.wd_grid
+        return SweepJob(source, tasks, self._lrs, self._seeds, fidelity, stop_on_failure, c.torch_threads,
+                        c.split, wd_grid=None if wd is None else tuple(wd.values),
+                        wd_relative=bool(wd and wd.relative),
+                        rungs=() if c.halving is None else tuple(c.halving.rungs),
+                        sys_path=tuple(sys.path) if any(map(proxies.is_task_spec, tasks)) else ())
+
     # -- baselines -----------------------------------------------------------------
     def _baseline_id(self, task: str, fidelity: str) -> str:
         payload = {"rule": self._baseline_key, "task": task, "fidelity": fidelity,
@@ -149,8 +172,7 @@ class RuleEvaluator(Evaluator):
         have = {t: s for t in tasks if (s := self._cached_baseline(t, fidelity)
                                         or self._failed_baselines.get(self._baseline_id(t, fidelity)))}
         missing = [t for t in tasks if t not in have]
-        jobs = [SweepJob(self.baseline_source, (t,), self._lrs, self._seeds, fidelity, False,
-                         self.config.torch_threads, self.config.split) for t in missing]
+        jobs = [self._job(self.baseline_source, (t,), fidelity, False) for t in missing]
         limits = [self.config.baseline_timeout_s] * len(jobs) + [self.config.timeout_s] * len(extra_jobs)
         all_jobs = jobs + extra_jobs
         nb = len(jobs)
@@ -258,8 +280,7 @@ class RuleEvaluator(Evaluator):
         units: list[tuple[_Pending, SweepJob]] = []
         for p in pending:
             groups = [(t,) for t in tasks] if split else [tuple(tasks)]
-            units += [(p, SweepJob(p.source, g, self._lrs, self._seeds, fidelity, True,
-                                   self.config.torch_threads, self.config.split)) for g in groups]
+            units += [(p, self._job(p.source, g, fidelity, True)) for g in groups]
         left: dict[int, int] = {}               # candidate index -> its work units still out
         for p, _ in units:
             left[p.index] = left.get(p.index, 0) + 1
@@ -317,11 +338,11 @@ class RuleEvaluator(Evaluator):
                 out[t] = failed_task_result(s, Status.error, why)
                 failure = failure or (Status.error, why)
             else:
-                out[t] = task_result(s, base[t], self.config.score_clip)
+                out[t] = task_result(s, base[t], self.config.clip, raw=self.config.task_clip is not None)
         if failure is not None:
             return EvalResult(key=p.key, fidelity=fidelity, score=WORST_SCORE, status=failure[0],
                               reason=failure[1], tasks=out, seconds=p.seconds)
-        score = float(np.mean([out[t].score for t in tasks]))
+        score = mean_score([out[t].score for t in tasks])
         return EvalResult(key=p.key, fidelity=fidelity, score=score, status=Status.ok, tasks=out,
                           seconds=p.seconds)
 
@@ -331,6 +352,6 @@ def _grid_text(lrs: Sequence[float]) -> str:
 
 
 # The config, sweep and scoring names are re-exported here: ``evaluators.rules`` was one module before.
-__all__ = ["RuleEvaluator", "RuleEvalConfig", "LrGrid", "SweepJob", "SweepSummary", "run_sweep_job",
-           "summarize", "task_score", "task_result", "failed_task_result", "METRIC_FLOOR", "rule_key",
+__all__ = ["RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "SweepJob", "SweepSummary", "run_sweep_job",
+           "summarize", "task_score", "log_ratio", "mean_score", "tasks_won", "task_result", "failed_task_result", "METRIC_FLOOR", "rule_key",
            "library_source", "baseline_source"]

@@ -1,7 +1,7 @@
 """Scoring: a candidate's tuned sweep against the tuned baseline's, per task (see ``evaluators.rules``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -12,12 +12,28 @@ from .sweeps import SweepSummary
 METRIC_FLOOR = 1e-12
 
 
-def task_score(cand: SweepSummary, base: SweepSummary, clip: float) -> float:
-    """Seed-paired mean log ratio vs the baseline at their own tuned lrs, clipped (see module doc)."""
+def log_ratio(cand: SweepSummary, base: SweepSummary) -> float:
+    """Seed-paired mean log ratio vs the baseline at their own tuned grid points (unclipped):
+    log(baseline / candidate) for losses, log(candidate / baseline) for higher-is-better metrics."""
     c = np.maximum(np.asarray(cand.best_metrics()), METRIC_FLOOR)
     b = np.maximum(np.asarray(base.best_metrics()), METRIC_FLOOR)
     r = np.log(c / b) if cand.higher_is_better else np.log(b / c)
-    return float(np.clip(r.mean(), -clip, clip))
+    return float(r.mean())
+
+
+def task_score(cand: SweepSummary, base: SweepSummary, clip: float) -> float:
+    """The task's log ratio (:func:`log_ratio`) clipped to ``[-clip, clip]``."""
+    return float(np.clip(log_ratio(cand, base), -clip, clip))
+
+
+def mean_score(scores: Sequence[float]) -> float:
+    """The overall score: the mean of the (clipped) task scores."""
+    return float(np.mean(list(scores)))
+
+
+def tasks_won(scores: Sequence[float], margin: float = 0.0) -> int:
+    """How many task scores beat the baseline by more than ``margin`` (0: strictly better)."""
+    return int(sum(1 for s in scores if s > margin))
 
 
 def _edge_warning(s: SweepSummary, who: str) -> str:
@@ -30,8 +46,12 @@ def _edge_warning(s: SweepSummary, who: str) -> str:
             f"(it may do better at {toward} lrs; widen or move the grid)")
 
 
-def task_result(cand: SweepSummary, base: SweepSummary, clip: float) -> TaskResult:
-    """The TaskResult of a successful candidate sweep against the baseline's."""
+def task_result(cand: SweepSummary, base: SweepSummary, clip: float, raw: bool = False) -> TaskResult:
+    """The TaskResult of a successful candidate sweep against the baseline's.
+
+    With a wd grid the extras hold the tuned ``best_wd`` / ``baseline_wd`` (and the grid's
+    ``wds``); with successive halving the training cost ``copy_steps`` / ``baseline_copy_steps``;
+    with ``raw`` the unclipped ``log_ratio``. Without them the result is as it always was."""
     extra: dict[str, Any] = {
         "lrs": cand.lrs, "per_lr": cand.per_lr(), "seed_metrics": cand.best_metrics(),
         "n_diverged": int(sum(sum(r) for r in cand.diverged)),
@@ -44,6 +64,12 @@ def task_result(cand: SweepSummary, base: SweepSummary, clip: float) -> TaskResu
         extra["warnings"] = warnings
     if cand.edge():
         extra["lr_at_edge"] = cand.edge()
+    if cand.wds is not None:
+        extra.update(wds=cand.wds, best_wd=cand.best_wd, baseline_wd=base.best_wd)
+    if cand.pruned is not None:
+        extra.update(copy_steps=cand.copy_steps, baseline_copy_steps=base.copy_steps)
+    if raw:
+        extra["log_ratio"] = log_ratio(cand, base)
     return TaskResult(task=cand.task, metric=float(np.mean(cand.best_metrics())),
                       metric_name=cand.metric_name, higher_is_better=cand.higher_is_better,
                       baseline=float(np.mean(base.best_metrics())), score=task_score(cand, base, clip),
@@ -57,4 +83,4 @@ def failed_task_result(s: SweepSummary, status: Status, reason: str) -> TaskResu
                              "seconds": s.seconds})
 
 
-__all__ = ["METRIC_FLOOR", "task_score", "task_result", "failed_task_result"]
+__all__ = ["METRIC_FLOOR", "log_ratio", "task_score", "mean_score", "tasks_won", "task_result", "failed_task_result"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,10 @@ def _f(x) -> float | None:
 class SweepSummary(BaseModel):
     """One rule's learning-rate sweep on one task, reduced to what scoring and plots need.
 
-    ``final[i][s]`` is the held-out metric at lr ``i`` and seed ``s`` (None where
-    diverged); ``best`` the tuned lr index (None when every lr diverged);
-    ``curve`` the seed-mean metric over training at the tuned lr.
+    ``final[i][s]`` is the held-out metric at grid point ``i`` and seed ``s`` (None where
+    diverged or pruned); ``best`` the tuned point (None when every point diverged);
+    ``curve`` the seed-mean metric over training at the tuned point. A grid point is a
+    learning rate ``lrs[i]``, or with a wd grid the pair (``lrs[i]``, ``wds[i]``).
     """
     task: str
     metric_name: str = "val_loss"
@@ -42,6 +44,12 @@ class SweepSummary(BaseModel):
     curve_steps: list[int] = Field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
+    #: per-point weight decay (None: the task's own, no wd grid)
+    wds: list[float] | None = None
+    #: [point][seed] dropped by successive halving (None: no halving)
+    pruned: list[list[bool]] | None = None
+    #: optimizer steps summed over the run's copies (its training cost)
+    copy_steps: int = 0
 
     @property
     def failed(self) -> bool:
@@ -51,8 +59,13 @@ class SweepSummary(BaseModel):
     def best_lr(self) -> float | None:
         return None if self.best is None else self.lrs[self.best]
 
+    @property
+    def best_wd(self) -> float | None:
+        """The tuned weight decay (None without a wd grid or when every point diverged)."""
+        return None if self.best is None or self.wds is None else self.wds[self.best]
+
     def per_lr(self) -> list[float | None]:
-        """Seed-mean metric per lr (None where any seed diverged)."""
+        """Seed-mean metric per grid point (None where any seed diverged or was pruned)."""
         out = []
         for row, div in zip(self.final, self.diverged):
             out.append(None if any(div) or any(v is None for v in row) else float(np.mean(row)))
@@ -63,18 +76,22 @@ class SweepSummary(BaseModel):
         return [float(v) for v in self.final[self.best]] if self.best is not None else []
 
     def edge(self) -> str | None:
-        """"low"/"high" when the tuned lr is at the edge of a grid of 3+ points."""
-        if self.best is None or len(self.lrs) < 3:
+        """"low"/"high" when the tuned lr is at the edge of an lr grid of 3+ values."""
+        lrs = sorted(set(self.lrs))
+        if self.best is None or len(lrs) < 3:
             return None
-        return "low" if self.best == 0 else "high" if self.best == len(self.lrs) - 1 else None
+        lr = self.lrs[self.best]
+        return "low" if lr == lrs[0] else "high" if lr == lrs[-1] else None
 
 
 def summarize(outcome: Any, task: Any) -> SweepSummary:
     """Reduce a ``proxies.SweepOutcome`` to a :class:`SweepSummary` (tuned lr = best seed-mean)."""
     final = np.asarray(outcome.final, dtype=np.float64)
-    div = np.asarray(outcome.diverged, dtype=bool) | ~np.isfinite(final)
+    pr = getattr(outcome, "pruned", None)
+    pruned = np.zeros(final.shape, dtype=bool) if pr is None else np.asarray(pr, dtype=bool)
+    div = (np.asarray(outcome.diverged, dtype=bool) | ~np.isfinite(final)) & ~pruned
     hib = bool(task.higher_is_better)
-    usable = ~div.any(axis=1)
+    usable = ~(div | pruned).any(axis=1)
     best = None
     if usable.any():
         means = np.where(usable, np.where(div, 0.0, final).mean(axis=1), np.nan)
@@ -90,9 +107,12 @@ def summarize(outcome: Any, task: Any) -> SweepSummary:
     return SweepSummary(task=task.name, metric_name=str(getattr(outcome, "metric_name", task.metric_name)),
                         higher_is_better=hib,
                         lrs=[float(x) for x in outcome.lrs], seeds=[int(s) for s in outcome.seeds],
-                        final=[[None if d else _f(v) for v, d in zip(r, dr)] for r, dr in zip(final, div)],
+                        final=[[None if d else _f(v) for v, d in zip(r, dr)] for r, dr in zip(final, div | pruned)],
                         diverged=[[bool(d) for d in dr] for dr in div], best=best, curve=curve,
-                        curve_steps=steps, seconds=float(getattr(outcome, "seconds", 0.0)))
+                        curve_steps=steps, seconds=float(getattr(outcome, "seconds", 0.0)),
+                        wds=None if getattr(outcome, "wds", None) is None else [float(x) for x in outcome.wds],
+                        pruned=None if pr is None else [[bool(x) for x in r] for r in pruned],
+                        copy_steps=int(getattr(outcome, "copy_steps", 0)))
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,18 @@ class SweepJob:
     stop_on_failure: bool = True
     threads: int = 1
     split: str = "val"         # held-out split of the metric: "val" or "test"
+    wd_grid: tuple[float, ...] | None = None   # tune wd too: the grid is lrs x wd_grid (None: task's own wd)
+    wd_relative: bool = False  # wd_grid values are factors of each task's own weight_decay
+    rungs: tuple[tuple[float, int], ...] = ()  # successive-halving rungs: (fraction of steps, points kept)
+    #: the parent's sys.path, so a worker can import the modules of ``module:factory`` task specs
+    sys_path: tuple[str, ...] = ()
+
+    def grid(self, task_wd: float) -> tuple[list[float], list[float] | None]:
+        """The sweep's grid points for a task: (lrs, wds), lr-major; wds None without a wd grid."""
+        if self.wd_grid is None:
+            return list(self.lrs), None
+        axis = sorted({w * task_wd for w in self.wd_grid}) if self.wd_relative else list(self.wd_grid)
+        return [lr for lr in self.lrs for _ in axis], [w for _ in self.lrs for w in axis]
 
 
 def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
@@ -116,6 +148,9 @@ def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
     that errors or diverges at every lr (its score is the worst anyway).
     """
     import torch
+    for entry in reversed(job.sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
     program = dsl.parse(job.source)
     out: list[SweepSummary] = []
     # proxies pins its sweeps to OPTFORGE_TORCH_THREADS threads (1 when unset): say ours explicitly.
@@ -142,8 +177,14 @@ def _run_tasks(job: SweepJob, program: dsl.Program, out: list[SweepSummary]) -> 
         t0 = time.perf_counter()
         try:
             task = proxies.get_task(name)
-            res = task.sweep(program, list(job.lrs), list(job.seeds), job.fidelity, split=job.split)
+            lrs, wds = job.grid(float(getattr(task, "weight_decay", 0.0)))
+            more = {} if wds is None else {"wds": wds}
+            if job.rungs:
+                more["rungs"] = [proxies.Rung(f, k) for f, k in job.rungs]
+            res = task.sweep(program, lrs, list(job.seeds), job.fidelity, split=job.split, **more)
             summary = summarize(res, task)
+            if summary.task != name:             # a spec task named itself: results go by the spec
+                summary = summary.model_copy(update={"task": name})
         except Exception as e:  # noqa: BLE001 - reported as this task's error
             text = str(e).strip()
             summary = SweepSummary(task=name, lrs=list(job.lrs), seeds=list(job.seeds),

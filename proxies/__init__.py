@@ -3,14 +3,20 @@
 Rule tasks (``proxies.tasks``): ``get_task(name).sweep(program, lrs, seeds, fidelity)``
 trains len(lrs) * len(seeds) model copies in ONE vectorized run and returns a
 ``SweepOutcome`` (final held-out metric, divergence flags and curves per lr and seed);
-``split="test"`` computes them on each task's held-out test split instead of validation.
+``split="test"`` computes them on each task's held-out test split instead of validation;
+``wds=`` tunes weight decay in the same run and ``rungs=`` prune the grid (successive halving).
+``resolve_task("pkg.mod:factory")`` loads a user's own task (``TaskLoadError`` says what is wrong);
+``ModuleTask(name, model, data, loss, ...)`` stacks any ``torch.nn.Module``; ``TASK_GROUPS``
+suggests disjoint search / validation / transfer task sets.
 
 Prompt tasks (``proxies.prompts``): ``get_prompt_task(name)`` -> ``PromptTask`` (train/dev/test
 splits in the instruction-induction format), ``load_jsonl_task(path, metric=...)`` for your own.
 """
 from .prompts import PromptTask, get_prompt_task, list_prompt_tasks, load_jsonl_task
-from .tasks import (DEFAULT_SUITE, FIDELITIES, SPLITS, RuleTask, StackedTask, SweepOutcome, get_task,
-                    list_tasks)
+from .tasks import (DEFAULT_SUITE, FIDELITIES, SPLITS, TASK_GROUPS, ModuleTask, RuleTask, Rung, StackedTask,
+                    SweepOutcome, TaskDefinitionError, TaskLoadError, UnknownTaskError, get_task, is_task_spec,
+                    list_tasks, register_task, resolve_task, task_family)
 
-__all__ = ["FIDELITIES", "SPLITS", "SweepOutcome", "RuleTask", "StackedTask", "get_task", "list_tasks",
-           "DEFAULT_SUITE", "PromptTask", "get_prompt_task", "list_prompt_tasks", "load_jsonl_task"]
+__all__ = ["FIDELITIES", "SPLITS", "SweepOutcome", "Rung", "RuleTask", "StackedTask", "ModuleTask", "get_task",
+           "resolve_task", "list_tasks", "register_task", "task_family", "is_task_spec", "TaskLoadError",
+           "UnknownTaskError", "TaskDefinitionError", "DEFAULT_SUITE", "TASK_GROUPS", "PromptTask", "get_prompt_task", "list_prompt_tasks", "load_jsonl_task"]

@@ -1,35 +1,45 @@
-"""Rule tasks: the registry of stacked (vectorized) proxy training tasks for update rules."""
+"""Rule tasks: the registry of stacked (vectorized) proxy training tasks for update rules.
+
+Hand-written tasks (``quadratic``, ``rosenbrock``, ``digits_*``, ``char_lm``,
+``modular_arith``) and the generic-``ModuleTask`` families of
+``proxies.tasks.families``; a user's own task is named ``"package.module:factory"``
+(``resolve_task``). ``TASK_GROUPS`` suggests disjoint search / validation /
+transfer sets, disjoint in family (``task_family``).
+"""
 from __future__ import annotations
 
 from .char_lm import CharLM
-from .core import FIDELITIES, SPLITS, RuleTask, StackedTask, SweepOutcome, curve_steps, run_sweep
+from .core import StackedTask, RuleTask
 from .digits import DigitsLogReg, DigitsMLP
+from .errors import TaskDefinitionError, TaskLoadError, UnknownTaskError
+from .families import FAMILIES
 from .modular import ModularAddition
+from .module import ModuleTask
+from .outcome import FIDELITIES, SPLITS, Rung, SweepOutcome
 from .quadratic import Quadratic, Rosenbrock
+from .registry import get_task, is_task_spec, list_tasks, register_task, resolve_task, task_family
+from .train import curve_steps, run_sweep
 
-_CLASSES: dict[str, type[StackedTask]] = {c.name: c for c in (
-    Quadratic, Rosenbrock, DigitsLogReg, DigitsMLP, CharLM, ModularAddition)}
-_INSTANCES: dict[str, StackedTask] = {}
+for _cls, _family in ((Quadratic, "quadratic"), (Rosenbrock, "rosenbrock"), (DigitsLogReg, "digits_mlp"),
+                      (DigitsMLP, "digits_mlp"), (CharLM, "char_lm"), (ModularAddition, "modular_arith")):
+    register_task(_cls.name, _cls, _family)
+for _name, (_factory, _family) in FAMILIES.items():
+    register_task(_name, _factory, _family)
 
 #: The default tasks of a campaign: one per family (the sanity tier, generalization on
 #: real data, a transformer LM, and the grokking setting).
 DEFAULT_SUITE: list[str] = ["quadratic", "digits_mlp", "char_lm", "modular_arith"]
 
+#: Suggested disjoint task sets (no family in two of them): ``search`` screens and promotes,
+#: ``validation`` ranks the promoted candidates, ``transfer`` is for reporting only.
+TASK_GROUPS: dict[str, list[str]] = {
+    "search": ["quadratic", "digits_mlp", "char_lm", "modular_arith"],
+    "validation": ["seq_reverse", "diabetes_reg", "cancer_bce", "embed_memo"],
+    "transfer": ["digits_cnn", "text_rnn", "digits_ae", "wine_deep", "rosenbrock"],
+}
 
-def list_tasks() -> list[str]:
-    """Names of every rule task."""
-    return list(_CLASSES)
-
-
-def get_task(name: str) -> StackedTask:
-    """The task called ``name`` (one shared instance per process; its data is built once)."""
-    if name not in _CLASSES:
-        raise KeyError(f"unknown rule task {name!r}; known tasks: {', '.join(_CLASSES)}")
-    if name not in _INSTANCES:
-        _INSTANCES[name] = _CLASSES[name]()
-    return _INSTANCES[name]
-
-
-__all__ = ["FIDELITIES", "SPLITS", "RuleTask", "StackedTask", "SweepOutcome", "DEFAULT_SUITE", "get_task", "list_tasks",
+__all__ = ["FIDELITIES", "SPLITS", "Rung", "RuleTask", "StackedTask", "ModuleTask", "SweepOutcome",
+           "DEFAULT_SUITE", "TASK_GROUPS", "get_task", "resolve_task", "list_tasks", "register_task",
+           "task_family", "is_task_spec", "TaskLoadError", "UnknownTaskError", "TaskDefinitionError",
            "run_sweep", "curve_steps", "Quadratic", "Rosenbrock", "DigitsLogReg", "DigitsMLP", "CharLM",
            "ModularAddition"]

@@ -1,0 +1,131 @@
+"""The task registry: built-in names, and users' own tasks named ``"package.module:factory"``.
+
+``resolve_task(spec)`` is what a campaign calls at start: a registered name, or a
+spec whose module is imported and whose attribute is a ``StackedTask`` instance,
+a ``StackedTask`` subclass, or a zero-argument factory returning an instance. Any
+problem raises :class:`TaskLoadError` naming the spec and what to fix. Instances
+are built once per process (their data too); ``get_task`` is the same lookup.
+
+A spec's module must be importable in every process that trains it: the
+evaluator passes its ``sys.path`` to pool workers with each job, so a module
+found through a ``sys.path`` entry added at run time is found there too.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Callable
+
+from .core import StackedTask
+from .errors import TaskLoadError, UnknownTaskError
+from .outcome import FIDELITIES
+
+_FACTORIES: dict[str, Callable[[], StackedTask]] = {}
+_FAMILY: dict[str, str] = {}
+_INSTANCES: dict[str, StackedTask] = {}
+
+
+def register_task(name: str, factory: Callable[[], StackedTask], family: str | None = None) -> None:
+    """Register a built-in task: ``factory()`` builds it on first use. ``family`` groups tasks that
+    share data or architecture (disjoint search / validation / transfer sets are disjoint in family)."""
+    if ":" in name:
+        raise ValueError(f"task name {name!r} must not contain ':' (that form is a module:factory spec)")
+    if name in _FACTORIES:
+        raise ValueError(f"task {name!r} is registered twice")
+    _FACTORIES[name] = factory
+    _FAMILY[name] = family or name
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered (built-in) rule task."""
+    return list(_FACTORIES)
+
+
+def task_family(name: str) -> str:
+    """The family of a registered task (a spec task is its own family)."""
+    return _FAMILY.get(name, name)
+
+
+def is_task_spec(name: str) -> bool:
+    """Whether ``name`` is a ``module:factory`` spec rather than a registered name."""
+    return ":" in name
+
+
+def resolve_task(spec: str) -> StackedTask:
+    """The task for a registered name or a ``"module:factory"`` spec (built once per process).
+
+    Raises :class:`TaskLoadError` (an ``UnknownTaskError`` for an unknown plain name)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise TaskLoadError(str(spec), "a task is a registered name or 'module:factory', got "
+                            f"{type(spec).__name__} {spec!r}")
+    if spec in _INSTANCES:
+        return _INSTANCES[spec]
+    if is_task_spec(spec):
+        task = _load_spec(spec)
+    elif spec in _FACTORIES:
+        task = _FACTORIES[spec]()
+    else:
+        raise UnknownTaskError(spec, f"unknown rule task; known tasks: {', '.join(_FACTORIES)} (or name "
+                               "your own as 'package.module:factory')")
+    _INSTANCES[spec] = task
+    return task
+
+
+def get_task(name: str) -> StackedTask:
+    """The task called ``name`` (a registered name or a spec; one shared instance per process)."""
+    return resolve_task(name)
+
+
+def _load_spec(spec: str) -> StackedTask:
+    mod_name, _, attr = spec.partition(":")
+    mod_name, attr = mod_name.strip(), attr.strip()
+    if not mod_name or not attr or ":" in attr:
+        raise TaskLoadError(spec, "expected 'package.module:factory', e.g. 'mytasks:my_task'")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise TaskLoadError(spec, f"cannot import module {mod_name!r} ({e}); put its directory on "
+                            "PYTHONPATH (or sys.path) or install its package") from e
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+        raise TaskLoadError(spec, f"importing module {mod_name!r} raised {type(e).__name__}: {e}") from e
+    if not hasattr(mod, attr):
+        have = sorted(n for n, v in vars(mod).items() if not n.startswith("_") and callable(v))
+        raise TaskLoadError(spec, f"module {mod_name!r} ({getattr(mod, '__file__', '?')}) has no attribute "
+                            f"{attr!r}; its public callables: {', '.join(have) or 'none'}")
+    obj = getattr(mod, attr)
+    if isinstance(obj, StackedTask):
+        task = obj
+    elif callable(obj):
+        if inspect.isclass(obj) and not issubclass(obj, StackedTask):
+            raise TaskLoadError(spec, f"{attr} is the class {obj.__name__}, not a proxies.StackedTask "
+                                "subclass (or a function returning a task)")
+        try:
+            task = obj()
+        except Exception as e:  # noqa: BLE001 - the user's factory failed
+            raise TaskLoadError(spec, f"calling {attr}() raised {type(e).__name__}: {e}") from e
+    else:
+        raise TaskLoadError(spec, f"{attr} is a {type(obj).__name__}; expected a proxies.StackedTask, a "
+                            "StackedTask subclass, or a zero-argument function returning one")
+    if not isinstance(task, StackedTask):
+        raise TaskLoadError(spec, f"{attr}() returned {type(task).__name__}, not a proxies.StackedTask "
+                            "(build one with proxies.ModuleTask(...) or subclass StackedTask)")
+    _check_task(spec, task)
+    if not getattr(task, "name", ""):
+        task.name = spec
+    return task
+
+
+def _check_task(spec: str, task: StackedTask) -> None:
+    steps = getattr(task, "steps", None)
+    if not isinstance(steps, dict) or list(steps) != list(FIDELITIES) or \
+            not all(isinstance(v, int) and v > 0 for v in steps.values()):
+        raise TaskLoadError(spec, f"its steps must map each fidelity {', '.join(FIDELITIES)} (in that order) "
+                            f"to a positive step count, got {steps!r}")
+    if not isinstance(getattr(task, "metric_name", None), str) or not task.metric_name:
+        raise TaskLoadError(spec, "it needs a metric_name (e.g. 'val_loss')")
+    wd = getattr(task, "weight_decay", None)
+    if not isinstance(wd, (int, float)) or wd < 0:
+        raise TaskLoadError(spec, f"its weight_decay must be a number >= 0, got {wd!r}")
+
+
+__all__ = ["register_task", "list_tasks", "task_family", "is_task_spec", "resolve_task", "get_task"]
