@@ -10,7 +10,7 @@ every step, which measured here cost more than the arithmetic (float32 and float
 bfloat16/float16 parameters a fresh allocation measured faster than the extra copy a
 scratch buffer needs, so 2-byte dtypes allocate). Elementwise rules (no
 reductions or matrix primitives) go further on CPU: the bucket's tensors are cut into
-flat pieces packed in tiles of ``TILE`` elements, and the whole plan runs on one tile
+flat pieces packed in tiles of ``dsl.optim_base.TILE`` elements, and the whole plan runs on one tile
 before the next (``BucketPlan.run_tiled``), so that the plan's several passes over memory
 hit the cache instead of DRAM; bit-identical results, and the temporaries need only
 ``n_scratch * TILE`` elements of scratch. Only for 4- and 8-byte dtypes: with bfloat16
@@ -52,12 +52,12 @@ import torch
 
 from .errors import DSLError
 from .foreach import BucketPlan, compile_functional, compile_plan
-from .optim_base import FLAG_DEFAULTS, TILE, RuleOptimizer, step_dtype
+from .optim_base import FLAG_DEFAULTS, RuleOptimizer
 from .parser import parse
 from .program import Program
 from .ranges import hyper_ranges
 
-__all__ = ["to_optimizer", "DSLOptimizer", "rule_program", "TILE", "step_dtype"]
+__all__ = ["to_optimizer", "DSLOptimizer", "rule_program", "check_hyper_names", "range_table", "fingerprint_of"]
 
 #: param-group keys the optimizer itself uses; a hyperparameter may not take these names.
 GROUP_KEYS = ("params", "lr", "weight_decay", "rule", "fingerprint")
@@ -81,7 +81,7 @@ def check_hyper_names(program: Program) -> None:
                        f"param-group keys; rename them (e.g. {bad[0]}_)")
 
 
-def _fingerprint_of(program: Program) -> str | None:
+def fingerprint_of(program: Program) -> str | None:
     """dsl.fingerprint(program) when that module exists (imported lazily)."""
     import importlib
     try:  # the module, not dsl.fingerprint (which dsl/__init__ binds to the function)
@@ -115,7 +115,7 @@ class DSLOptimizer(RuleOptimizer):
     def fingerprint(cls) -> str | None:
         """The rule's functional fingerprint, computed once per class (None if unavailable)."""
         if not cls._fingerprint_done:
-            cls._fingerprint = _fingerprint_of(cls._program)
+            cls._fingerprint = fingerprint_of(cls._program)
             cls._fingerprint_done = True
         return cls._fingerprint
 

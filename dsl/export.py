@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from .compile import check_hyper_names, range_table, rule_program
+from .compile import check_hyper_names, fingerprint_of, range_table, rule_program
 from . import optim_base
 from .foreach import compile_plan
 from .optim_base import FLAG_DEFAULTS
@@ -246,11 +246,6 @@ def _indent(text: str, n: int) -> str:
     return "\n".join(pad + line if line else line for line in text.splitlines())
 
 
-def _fingerprint(program: Program) -> str | None:
-    from .compile import _fingerprint_of
-    return _fingerprint_of(program)
-
-
 _RESERVED = {"torch", "math", "scratch", "scalars", "inf", "nan", "float", "list", "t", "update", "foreach_update",
              "foreach_apply", "step_scalars"}
 
@@ -397,7 +392,7 @@ def export_python(program: Program | str, class_name: str) -> str:
     sc_ret_float = ", ".join(f"float({n})" for n in sc_returned) + ("," if len(sc_returned) == 1 else "")
     sc_unpack = f"    {sc_ret} = scalars\n" if sc_returned else ""
     scalar_pass = ", ".join(r(n) for n in scalar_inputs)
-    fp = _fingerprint(program)
+    fp = fingerprint_of(program)
 
     init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
                          + [f"{h}={v!r}" for h, v in hyper.items()]
