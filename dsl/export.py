@@ -398,7 +398,7 @@ def export_python(program: Program | str, class_name: str) -> str:
                          + [f"{h}={v!r}" for h, v in hyper.items()]
                          + ["*"] + [f"{f}={v!r}" for f, v in FLAG_DEFAULTS.items()])
     hyper_pass = "".join(f", {h}={h}" for h in hyper)
-    ranges = range_table(program)
+    ranges_text = "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in range_table(program).items()) + "}"
     rule_block = _indent(source.rstrip("\n"), 4)
     state_list = ", ".join(states) if states else "none"
     consts = ""
@@ -444,8 +444,9 @@ HYPERPARAMETERS = {dict(hyper)!r}
 STATE = {tuple(states)!r}
 N_SCRATCH = {n_scratch}  # scratch tensors per parameter that foreach_update uses
 ELEMENTWISE = {elementwise!r}  # no reductions or matrix primitives: the step may run tile by tile
-RANGES = {ranges!r}  # allowed values: argument -> ((lo, hi, lo_open, hi_open, why), ...); None: unbounded
-SCALAR_INPUTS = {tuple(scalar_inputs)!r}  # step_scalars' arguments, by their param-group names
+# allowed values: argument -> ((lo, hi, lo_open, hi_open, why), ...); None: unbounded
+RANGES = {ranges_text}
+SCALAR_INPUTS = {tuple(scalar_inputs)!r}  # step_scalars' arguments (wd: the group's weight_decay)
 
 {consts}
 def _t(x):
