@@ -30,6 +30,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
+from .bandit import BanditConfig
+
+
 class CampaignError(ValueError):
     """A campaign file that cannot be used; the message names the file and the bad field."""
 
@@ -74,6 +77,9 @@ class SearchConfig(_Strict):
     objectives: list[Literal["score", "size", "state"]] = Field(
         default_factory=lambda: ["score", "size", "state"])  # nsga2 only
     params: dict[str, Any] = Field(default_factory=dict)  # free settings for plug-in strategies
+    # propose generation g+1 (its LLM requests sent in the background) while g trains; not the same
+    # run as the sequential loop (parents lag one generation): search.core.pipeline
+    pipeline: bool = False
 
 
 class FunnelConfig(_Strict):
@@ -93,10 +99,15 @@ class OperatorMix(_Strict):
     configured and its budget not spent); the rest come from the random operators. Within each
     group, operators are drawn with the given relative weights (names registered in
     search.core.OPERATORS; a weight of 0 disables one).
+
+    ``[operators.bandit]`` (search.core.bandit) replaces this fixed mix by adaptive choice
+    (``algorithm = "ucb"`` or ``"thompson"``: shares follow each operator's improvement per
+    second, within per-operator floors and ceilings); the default ``"fixed"`` is the mix above.
     """
     llm_share: float = Field(0.0, ge=0, le=1)
     random: dict[str, float] = Field(default_factory=dict)  # empty -> the kind's defaults
     llm: dict[str, float] = Field(default_factory=dict)     # empty -> the kind's defaults
+    bandit: BanditConfig = Field(default_factory=BanditConfig)
 
     @model_validator(mode="after")
     def _weights(self) -> "OperatorMix":

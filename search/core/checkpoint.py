@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from evaluators.base import EvalResult, Status
 
+from .pipeline import PendingPlan
 from .types import Individual, Stats
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ def set_rng_state(rng: random.Random, s: list) -> None:
 
 
 def save_checkpoint(engine: "Engine") -> None:
-    """Write the engine's state (RNG, counters, population, strategy and operator state) after a generation."""
+    """Write the engine's state (RNG, counters, population, strategy and operator state, the operator
+    bandit, a pipelined run's next plan) after a generation."""
     llm = engine.llm_state()
     state = {
         "rng": rng_state(engine.rng), "used": engine.used, "llm_calls": engine.llm_calls,
@@ -38,6 +40,8 @@ def save_checkpoint(engine: "Engine") -> None:
         "best_key": list(engine.best_key), "seeded": engine.seeded,
         "population": [i.id for i in engine.population], "strategy": engine.strategy.state,
         "op_state": engine.op_state, "stats": engine.stats.to_dict(),
+        "operators": engine.bandit.state_dict(),
+        "pending": engine.pending.to_json() if engine.pending is not None else None,
     }
     if llm["llm_usage"] is not None:
         state["llm_usage"] = llm["llm_usage"]
@@ -94,6 +98,8 @@ def restore_run(engine: "Engine") -> None:
         engine.strategy.state = s["strategy"]
         engine.op_state = s["op_state"]
         engine.stats = Stats(**s["stats"])
+        engine.bandit.load_state_dict(s.get("operators"))       # absent in runs started before the bandit
+        engine.pending = PendingPlan.from_json(s.get("pending"))
         engine.resumed_llm_usage = s.get("llm_usage")
     engine.store.set_meta(status="running")
     engine.event("resumed", f"resumed at generation {engine.generation} with {engine.used:g} budget units used "

@@ -75,6 +75,11 @@ class Context:
     def choose_operator(self, arity: int | None = None) -> str:
         return self._e.choose_operator(arity)
 
+    def choose_for(self, name: str) -> str:
+        """The operator for a slot planned for ``name``: ``name`` itself, or with an operator bandit
+        (``[operators.bandit]``) its draw among ``name`` and the random operators."""
+        return self._e.choose_for(name)
+
     def operator(self, name: str) -> Operator:
         return self._e.get_operator(name)
 

@@ -53,6 +53,8 @@ from search.llm import LLMConfig, LLMUsage, make_llm
 from .campaign import Campaign
 from .checkpoint import restore_run, save_checkpoint
 from .context import Context
+from .operator_choice import Attempt, make_bandit, observations
+from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
 from .plugins import Operator, Strategy
 from .registry import OPERATORS, STRATEGIES, get_kind, load_plugins
 from .store import DB_NAME, RunStore, StoreError
@@ -95,6 +97,10 @@ class Engine:
                 raise StoreError(f"{self.run_dir} holds campaign {stored.get('name')!r}, not {campaign.name!r}")
             if stored is not None:
                 now = campaign.model_dump(mode="json")
+                try:   # fields added to the campaign model since the run started compare as their defaults
+                    stored = Campaign.model_validate(stored).model_dump(mode="json")
+                except ValueError:
+                    pass
                 changed = sorted(k for k in set(now) | set(stored) if k != "budget" and now.get(k) != stored.get(k))
                 if changed:
                     self.store.close()
@@ -109,6 +115,12 @@ class Engine:
         self.ctx = Context(self)
         self.strategy: Strategy = STRATEGIES[campaign.search.strategy](campaign)
         self._operators: dict[str, Operator] = {}
+        self.bandit = make_bandit(self)       # operator shares (search.core.bandit); checkpointed
+        self.attempts: list[Attempt] = []     # this generation's proposals (the bandit's evidence)
+        self.eval_charge: dict[int, list[float]] = {}   # id -> [training seconds, units] this generation
+        self.pending: PendingPlan | None = None   # pipelined: the next generation's plan (checkpointed)
+        self.prefetch: Prefetch | None = None     # pipelined: its LLM requests, sent in the background
+        self.capture: list | None = None          # pipelined: LLM requests collected instead of sent
         self.evaluator = evaluator if evaluator is not None else self.kind.make_evaluator(campaign, self.run_dir)
         self.fidelities: tuple[str, ...] = tuple(campaign.fidelities or self.evaluator.fidelities)
         self._llm = llm
@@ -159,17 +171,24 @@ class Engine:
             self._operators[name] = OPERATORS[name](self.campaign)
         return self._operators[name]
 
-    def _mix(self, group: str) -> dict[str, float]:
+    def operator_mix(self, group: str) -> dict[str, float]:
+        """The campaign's ``random`` or ``llm`` operator weights (> 0), or the kind's defaults."""
         ops = getattr(self.campaign.operators, group) or (
             self.kind.default_random_ops if group == "random" else self.kind.default_llm_ops)
         return {k: w for k, w in ops.items() if w > 0}
 
     def choose_operator(self, arity: int | None = None) -> str:
-        """Draw an operator: LLM group with probability llm_share (when usable), else random."""
+        """Draw an operator: from the bandit's shares (``[operators.bandit]``), or (``fixed``) the
+        LLM group with probability llm_share (when usable), else random."""
+        if self.bandit.adaptive:
+            name = self.bandit.draw(None if arity is None else (lambda n: self.get_operator(n).arity == arity),
+                                    llm_ok=self.llm_available())
+            if name is not None:
+                return name
         use_llm = self.campaign.operators.llm_share > 0 and self.rng.random() < self.campaign.operators.llm_share
         groups = ["llm", "random"] if use_llm and self.llm_available() else ["random"]
         for g in groups:
-            mix = self._mix(g)
+            mix = self.operator_mix(g)
             if arity is not None:
                 mix = {k: w for k, w in mix.items() if self.get_operator(k).arity == arity}
             if mix:
@@ -177,11 +196,27 @@ class Engine:
                 return self.rng.choices(names, weights=[mix[n] for n in names])[0]
         raise RuntimeError(f"no operator available (arity={arity}); check [operators] in the campaign")
 
-    def fallback_operator(self, arity: int = 1) -> str:
+    def choose_for(self, name: str) -> str:
+        """The operator of a slot a strategy planned for ``name`` (prompt algorithms name theirs):
+        ``name`` in ``fixed`` mode, else the bandit's draw among ``name`` and the random operators."""
+        if not self.bandit.adaptive:
+            return name
+        return self.bandit.draw(among=[name, *self.operator_mix("random")], llm_ok=self.llm_available()) or name
+
+    def bandit_llm_ok(self) -> bool:
+        """Whether this generation's shares include the LLM operators (``fixed``: without loading
+        the backend or logging, the shares are only recorded)."""
+        if self.bandit.adaptive:
+            return self.llm_available()
+        cap = self.campaign.budget.llm_calls
+        return (self.campaign.operators.llm_share > 0 and not self.llm_disabled_reason
+                and (cap is None or self.llm_calls < cap))
+
+    def fallback_operator(self, arity: int = 1, rng: random.Random | None = None) -> str:
         """A random (non-LLM) operator, for LLM slots that produced nothing usable."""
-        mix = {k: w for k, w in self._mix("random").items() if self.get_operator(k).arity <= arity}
+        mix = {k: w for k, w in self.operator_mix("random").items() if self.get_operator(k).arity <= arity}
         names = sorted(mix)
-        return self.rng.choices(names, weights=[mix[n] for n in names])[0]
+        return (rng or self.rng).choices(names, weights=[mix[n] for n in names])[0]
 
     # -- LLM -----------------------------------------------------------------------
     @property
@@ -224,9 +259,12 @@ class Engine:
             return None
         cap = self.campaign.budget.llm_calls
         if cap is not None:
-            requests = requests[: max(0, cap - self.llm_calls)]
+            requests = requests[: max(0, cap - self.llm_calls - len(self.capture or ()))]
+        if self.capture is not None:   # a pipelined plan's first pass: sent later, in the background
+            self.capture.extend(requests)
+            return None
         try:
-            responses = self.llm.chat(requests)
+            responses = self.prefetch.answer(self.llm, requests) if self.prefetch else self.llm.chat(requests)
         except Exception as e:  # a backend must not raise, but never crash the campaign
             responses = None
             err = f"{type(e).__name__}: {e}"
@@ -391,6 +429,10 @@ class Engine:
         fresh_ids = {i.id for i in fresh}
         for ind in firsts:                             # in the batch's order, however results arrived
             r, c = got[ind.id]
+            if search:                                 # what this child cost (the operator bandit's reward)
+                charge = self.eval_charge.setdefault(ind.id, [0.0, 0.0])
+                charge[0] += float(r.seconds)
+                charge[1] += c
             self.used += c
             self.since_improvement += c
             self._store_known(ind, r, lvl, search)
@@ -480,20 +522,31 @@ class Engine:
             return None, "duplicate: same fingerprint as an evaluated candidate"
         return self._make_individual(text, key, p), ""
 
-    def _make_children(self, jobs: list[Job]) -> list[Individual]:
-        """Run the operators (batched per operator), then validate and de-duplicate each child."""
+    def _make_children(self, jobs: list[Job], ctx: Context | None = None) -> list[Individual]:
+        """Run the operators (batched per operator), then validate and de-duplicate each child.
+
+        Each proposal is recorded in ``self.attempts`` with its share of the operator call's wall
+        time. ``ctx``: a pipelined generation's frozen context (own RNG stream per operator)."""
+        ctx = ctx or self.ctx
+        stream = getattr(ctx, "use_stream", None)
         by_op: dict[str, list[int]] = {}
         for j, job in enumerate(jobs):
             by_op.setdefault(job.operator, []).append(j)
         proposals: list[Proposal | None] = [None] * len(jobs)
+        seconds = [0.0] * len(jobs)
         for name in sorted(by_op, key=lambda n: by_op[n][0]):
             idx = by_op[name]
-            out = self.get_operator(name).propose(self.ctx, [[p for p in jobs[j].parents] for j in idx])
+            if stream is not None:
+                stream(name)
+            t0 = time.perf_counter()
+            out = self.get_operator(name).propose(ctx, [[p for p in jobs[j].parents] for j in idx])
             for j, p in zip(idx, out):
-                proposals[j] = p
+                proposals[j], seconds[j] = p, (time.perf_counter() - t0) / len(idx)
+        if stream is not None:
+            stream("retry")
         children: list[Individual] = []
         batch_keys: set[str] = set()
-        for job, p in zip(jobs, proposals):
+        for job, p, secs in zip(jobs, proposals, seconds):
             retries = self.campaign.search.max_retries
             for attempt in range(retries + 1):
                 last = attempt == retries
@@ -508,6 +561,9 @@ class Engine:
                     ind, why = None, p.reason or "no proposal"
                 else:
                     ind, why = self._novel(p, batch_keys, last)
+                if not skip:
+                    dup = ind is not None and (ind.key in self.known or ind.key in batch_keys)
+                    self.attempts.append(Attempt(p.operator, ind, dup, is_llm, secs))
                 if ind is not None:
                     self.stats.llm_valid += int(is_llm)
                     children.append(ind)
@@ -528,9 +584,11 @@ class Engine:
                     break
                 # retry: a random operator (an LLM slot never makes a second LLM call here)
                 # (random operators are re-drawn too, so one stuck operator cannot waste the slot)
-                name = self.fallback_operator(len(job.parents) if not is_llm else 1)
+                name = self.fallback_operator(len(job.parents) if not is_llm else 1, ctx.rng)
                 parents = job.parents[: self.get_operator(name).arity]
-                p = self.get_operator(name).propose(self.ctx, [parents])[0]
+                t0 = time.perf_counter()
+                p = self.get_operator(name).propose(ctx, [parents])[0]
+                secs = time.perf_counter() - t0
         return children
 
     # -- seeds ---------------------------------------------------------------------
@@ -557,11 +615,25 @@ class Engine:
 
     # -- main loop -------------------------------------------------------------------
     def step(self) -> list[Individual]:
-        """One generation: plan, make children, funnel-evaluate, survive, checkpoint."""
+        """One generation: plan, make children, funnel-evaluate, survive, update the operator
+        bandit, checkpoint. Pipelined (``search.pipeline``): this generation was planned during
+        the previous one, and the next is planned (its LLM requests sent) before this one trains."""
         self.generation += 1
-        n = self._affordable(self.fidelities[0], self.campaign.search.batch_size)
-        jobs = self.strategy.plan(self.ctx, n) if n > 0 else []
-        children = self._make_children(jobs)
+        self.attempts, self.eval_charge = [], {}
+        first_id = self.next_id
+        if self.pending is not None:
+            plan, self.pending = self.pending, None
+            try:
+                children = self._make_children(plan.job_list(self.individuals), FrozenContext(self, plan))
+            finally:
+                self._end_prefetch()
+        else:
+            n = self._affordable(self.fidelities[0], self.campaign.search.batch_size)
+            self.bandit.begin_generation(self.generation, self.bandit_llm_ok())
+            jobs = self.strategy.plan(self.ctx, n) if n > 0 else []
+            children = self._make_children(jobs)
+        if self.campaign.search.pipeline:
+            plan_ahead(self, children, first_id)
         evaluated = self._funnel(children)
         self.population = self.strategy.survive(self.ctx, self.population, evaluated)
         patience = self.campaign.search.patience
@@ -571,8 +643,15 @@ class Engine:
             self.since_improvement = 0.0
             self.event("restart", f"no improvement for {patience} units: population restarted from #{best.id}",
                        best=best.id)
+        self.bandit.observe(observations(self, self.attempts))
         save_checkpoint(self)
         return evaluated
+
+    def _end_prefetch(self) -> None:
+        """Wait for a background LLM call (pipelined runs) and drop what it did not answer."""
+        if self.prefetch is not None:
+            self.prefetch.wait()
+            self.prefetch = None
 
     def run(self) -> "RunSummary":
         if self.progress is not None:
@@ -599,6 +678,7 @@ class Engine:
                     break
             else:
                 self.done_reason = "evaluation budget reached"
+            self._end_prefetch()
             self.store.set_meta(status="searched", done_reason=self.done_reason, wall=self.wall_elapsed())
             self.event("searched", self.done_reason, used=self.used)
             self.kind.finalize(self)
@@ -620,6 +700,7 @@ class Engine:
 
     def close(self) -> None:
         """Release the evaluator's workers, the LLM backend and the database."""
+        self._end_prefetch()
         for obj in (self.evaluator, self._llm if self._llm_init_done else None):
             closer = getattr(obj, "close", None)
             if callable(closer):

@@ -56,7 +56,8 @@ def parse_campaign(data: dict[str, Any], where: str = "<campaign>") -> Campaign:
         except ValidationError as e:
             msg = _fmt_validation(e, where).replace("\n  ", "\n  llm.")
             raise CampaignError(msg) from None
-    for name in list(c.operators.random) + list(c.operators.llm):
+    for name in list(c.operators.random) + list(c.operators.llm) + list(c.operators.bandit.floors) \
+            + list(c.operators.bandit.ceilings):
         if name not in registry.OPERATORS:
             raise CampaignError(f"{where}: operators: unknown operator {name!r}; known: "
                                 f"{sorted(registry.OPERATORS)}")

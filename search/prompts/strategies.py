@@ -21,7 +21,7 @@ class _PromptStrategy(Strategy):
         self.o = prompt_options(campaign)
 
     def op(self, ctx: Context, name: str) -> str:
-        return name if ctx.llm_available() else "prompt_edit"
+        return ctx.choose_for(name) if ctx.llm_available() else "prompt_edit"
 
     def fill(self, ctx: Context, n: int) -> list[Job]:
         """Paraphrase jobs while the population is short (EvoPrompt's initial population)."""
