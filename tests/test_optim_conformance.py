@@ -346,6 +346,20 @@ def test_bad_arguments_are_value_errors(Opt, kw, match):
         Opt(make_params(), **kw)
 
 
+def test_add_param_group_checks_and_fills_in_defaults(Opt):
+    params = make_params()
+    opt = Opt(params[:1], lr=0.1, weight_decay=0.01)
+    for bad, match in (({"lr": -1.0}, "invalid lr"), ({"weight_decay": math.inf}, "invalid weight_decay"),
+                       ({"fused": True}, "fused=True"), ({"lr": torch.tensor([1.0, 2.0])}, "1-element")):
+        with pytest.raises(ValueError, match=match):
+            opt.add_param_group({"params": params[1:2], **bad})
+    assert len(opt.param_groups) == 1
+    opt.add_param_group({"params": params[1:], "lr": 0.5})
+    first, new = opt.param_groups
+    assert new["lr"] == 0.5 and new["weight_decay"] == 0.01 and set(new) == set(first)
+    assert_same_state_dict(roundtrip(opt.state_dict()), opt.state_dict())
+
+
 def test_bad_argument_types(Opt):
     with pytest.raises(TypeError, match="'lr' must be a real number"):
         Opt(make_params(), lr="0.1")
@@ -459,7 +473,7 @@ def test_foreach_false_runs_parameter_by_parameter_with_the_same_result(Opt):
     oa = Opt(pa, lr=1e-2, foreach=False)
     ob = Opt(pb, lr=1e-2, foreach=True)
     for a, b in zip(run(oa, pa, 0, 4, 11), run(ob, pb, 0, 4, 11)):
-        torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
