@@ -189,8 +189,9 @@ def test_export_param_groups_and_scheduler(tmp_path):
 
 
 def test_export_refuses_bad_names():
-    with pytest.raises(ValueError, match="class_name"):
-        export_python(ADAMW, "not a name")
+    for bad in ("not a name", "RuleOptimizer", "check_value", "RANGES", "torch"):
+        with pytest.raises(ValueError, match="class_name"):
+            export_python(ADAMW, bad)
     with pytest.raises(ValueError, match="shadow"):
         export_python("def f(w, g, RULE=0.5):\n    w = w - RULE * g\n    return w\n", "F")
 
