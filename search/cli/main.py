@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from . import eval as eval_verb
-from . import llm, results, rule, run
+from . import llm, results, rule, run, verify
 from .errors import EXIT_USER_ERROR, CLIError
 
 #: The verb groups, in the order ``optforge --help`` lists them.
-VERB_MODULES = (rule, eval_verb, llm, run, results)
+VERB_MODULES = (rule, eval_verb, llm, run, results, verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

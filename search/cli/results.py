@@ -25,6 +25,7 @@ from search.prompts import CompareError, compare_text, write_compare_report
 from search.report import write_report
 
 from .errors import CLIError
+from .transfer import validation_lines, verification_lines
 
 
 def _resolve_run(spec: str) -> Path:
@@ -96,6 +97,7 @@ def _show(view, top: int) -> str:
                    f"  size {x['meta'].get('size', '?')}")
         if per:
             out.append(f"    per task: {per}")
+        out.extend(validation_lines(x))
         simp = x["meta"].get("simplified")
         if simp:
             out.append(f"    simplified (empirically, score {fmt_score(simp['score'])} at {simp['fidelity']}, "
@@ -108,6 +110,7 @@ def _show(view, top: int) -> str:
         for x in view.lineage(ranked[0]["id"]):
             par = ",".join(f"#{p}" for p in x["parents"]) or "-"
             out.append(f"  #{x['id']:<5} {x['operator']:<16} score {fmt_score(x['score'])}  parents {par}")
+    out.extend(verification_lines(view))
     try:
         extra = getattr(get_kind(view.kind, missing_ok=True), "show_lines", None)
     except Exception:  # noqa: BLE001 - the generic summary above still stands

@@ -27,8 +27,9 @@ Algorithms (``[operators.bandit] algorithm``):
   Shares: every arm gets its floor; the rest goes to the highest index up to its ceiling, then
   to the next (equal indices share equally).
 - ``thompson``: Gamma-Poisson Thompson sampling on the rate. Rewards are counted in units of
-  the mean positive improvement ``u``; arm ``a`` has posterior ``Gamma(1 + R_a / u, b0 + C_a)``
-  with ``b0`` seconds of prior cost, chosen so the prior mean is the pooled rate. Shares: the
+  the mean positive improvement ``u``; arm ``a`` has posterior ``Gamma(k + R_a / u, b0 + C_a)``
+  with a prior of ``k = prior`` improvements over ``b0`` seconds, chosen so the prior mean is
+  the pooled rate (a smaller ``prior`` trusts an arm's own evidence sooner). Shares: the
   UCB allocation applied to the ranking of each posterior draw, averaged over ``samples``
   draws (so an arm's share beyond its floor is its probability of being the best, and what a
   capped arm cannot take goes to the arms most likely to be next).
@@ -68,6 +69,7 @@ class BanditConfig(BaseModel):
     cost: Literal["seconds", "units"] = "seconds"
     llm_call_units: float = Field(1.0, ge=0)      # cost = "units": one LLM proposal, in evaluation units
     samples: int = Field(256, ge=16)              # Thompson: Monte-Carlo draws per generation for the shares
+    prior: float = Field(0.5, gt=0)               # Thompson: the prior's weight, in improvements
 
     @model_validator(mode="after")
     def _ranges(self) -> "BanditConfig":
@@ -185,23 +187,24 @@ def ucb_indices(arms: dict[str, Arm], c: float) -> dict[str, float]:
     return out
 
 
-def gamma_posteriors(arms: dict[str, Arm]) -> dict[str, tuple[float, float]]:
+def gamma_posteriors(arms: dict[str, Arm], prior: float = 1.0) -> dict[str, tuple[float, float]]:
     """(shape, rate) of each arm's Gamma posterior on its reward rate, in units of the mean
-    positive improvement per second; the prior's mean is the pooled rate, its weight one unit."""
+    positive improvement per second; the prior's mean is the pooled rate, its weight ``prior``
+    improvements (``Gamma(prior, prior / pooled rate)``)."""
     r_all = sum(a.reward for a in arms.values())
     c_all = sum(a.cost for a in arms.values())
     i_all = sum(a.improved_w for a in arms.values())
     u = r_all / i_all if i_all > 1e-12 and r_all > 0 else 1.0
-    b0 = c_all / max(1.0, i_all) if c_all > 0 else 1.0
-    return {name: (1.0 + a.reward / u, b0 + a.cost) for name, a in arms.items()}
+    b0 = prior * c_all / max(1.0, i_all) if c_all > 0 else prior
+    return {name: (prior + a.reward / u, b0 + a.cost) for name, a in arms.items()}
 
 
 def thompson_shares(arms: dict[str, Arm], rng: random.Random, samples: int, floors: dict[str, float],
-                    ceilings: dict[str, float]) -> dict[str, float]:
+                    ceilings: dict[str, float], prior: float = 1.0) -> dict[str, float]:
     """Thompson shares: the mean over ``samples`` posterior draws of the shares each draw's
     ranking gives (``fill_by_priority``): floors, then the best sampled arm up to its ceiling,
     then the next. Without binding ceilings this is ``floor + (1 - sum floors) * P(best)``."""
-    post = gamma_posteriors(arms)
+    post = gamma_posteriors(arms, prior)
     names = sorted(arms)
     acc = dict.fromkeys(names, 0.0)
     for _ in range(samples):
@@ -281,7 +284,7 @@ class OperatorBandit:
                 levels = sorted(set(idx.values()), reverse=True)
                 out = fill_by_priority([[a for a in names if idx[a] == v] for v in levels], floors, ceils)
             else:
-                out = thompson_shares(sub, self.rng, self.config.samples, floors, ceils)
+                out = thompson_shares(sub, self.rng, self.config.samples, floors, ceils, self.config.prior)
         if key is not None:
             self._cache[key] = out
         return out

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 
 from .bandit import BanditConfig
+from .selection import ValidationConfig, VerifyConfig
 
 
 class CampaignError(ValueError):
@@ -144,7 +145,12 @@ class Campaign(_Strict):
     random_seed: int = 0
     seed_rules: list[str] = Field(default_factory=lambda: ["adamw"])
     # -- evaluator (rules): passed to the evaluator's config; None = the evaluator's default --
+    # rules: ``search_tasks`` screen and promote, ``validation_tasks`` (disjoint) rank the simplified
+    # winners (search.core.selection); None = the disjoint default groups (proxies.TASK_GROUPS).
+    # ``tasks`` is the older name of ``search_tasks``: given alone, there is no validation stage.
     tasks: list[str] | None = None
+    search_tasks: list[str] | None = None
+    validation_tasks: list[str] | None = None
     fidelities: list[str] | None = None
     lrs: list[float] | None = None
     eval_seeds: list[int] | None = None
@@ -158,6 +164,8 @@ class Campaign(_Strict):
     llm: dict[str, Any] | None = None        # search.llm.LLMConfig fields; None = no LLM
     llm_ops: LLMOpsConfig = Field(default_factory=LLMOpsConfig)
     simplify: SimplifyConfig = Field(default_factory=SimplifyConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)   # ``optforge verify`` (reporting only)
     run_dir: str | None = None               # default runs/<name>/
     plugins: list[str] = Field(default_factory=list)  # modules imported first (they register things)
     # -- kind-specific tables (validated by the kind plugin's options_model) --

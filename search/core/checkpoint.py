@@ -57,6 +57,8 @@ def restore_run(engine: "Engine") -> None:
     cands = [c for c in engine.store.candidates() if c["id"] < next_id]
     by_key_rows: dict[tuple[str, str], dict] = {}
     for e in evals:
+        if e.get("phase") == "validation":   # re-run by the finalize step (search.core.selection)
+            continue
         r = EvalResult.model_validate_json(e["result"])
         if e["candidate_id"] < next_id:
             engine.known.setdefault(e["key"], {})[e["fidelity"]] = r

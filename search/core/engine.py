@@ -121,6 +121,7 @@ class Engine:
         self.pending: PendingPlan | None = None   # pipelined: the next generation's plan (checkpointed)
         self.prefetch: Prefetch | None = None     # pipelined: its LLM requests, sent in the background
         self.capture: list | None = None          # pipelined: LLM requests collected instead of sent
+        self.prefetch_hits = 0                    # pipelined: LLM requests answered by a prefetch
         self.evaluator = evaluator if evaluator is not None else self.kind.make_evaluator(campaign, self.run_dir)
         self.fidelities: tuple[str, ...] = tuple(campaign.fidelities or self.evaluator.fidelities)
         self._llm = llm
@@ -651,6 +652,7 @@ class Engine:
         """Wait for a background LLM call (pipelined runs) and drop what it did not answer."""
         if self.prefetch is not None:
             self.prefetch.wait()
+            self.prefetch_hits += self.prefetch.used
             self.prefetch = None
 
     def run(self) -> "RunSummary":

@@ -115,6 +115,7 @@ class Prefetch:
     responses: list[Any] | None = None
     error: str = ""
     seconds: float = 0.0
+    used: int = 0                 # requests answered from it
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> "Prefetch":
@@ -167,7 +168,9 @@ class Prefetch:
             if ks:
                 k = ks.pop(0)
                 r = self.responses[k]
-                out.append(r if not getattr(r, "error", None) else None)
+                ok = not getattr(r, "error", None)
+                self.used += int(ok)
+                out.append(r if ok else None)
             else:
                 out.append(None)
         return out, waited

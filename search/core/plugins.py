@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .campaign import Campaign
+from .selection import validate_winners
 from .simplify import simplify_winners
 from .types import Individual, Job, Proposal
 
@@ -143,6 +144,12 @@ class KindPlugin(abc.ABC):
     def finalize(self, engine: "Engine") -> Any:
         """After the search (budget spent): default = empirical simplification of the winners
         (``[simplify]``); prompt campaigns score their top prompts on the test split instead."""
+        out = None
         if engine.campaign.simplify.enabled and engine.campaign.simplify.top > 0:
-            return simplify_winners(engine)
+            out = simplify_winners(engine)
+        validate_winners(engine)   # after simplification: the simplified programs are validated
+        return out
+
+    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path) -> "Evaluator | None":
+        """The evaluator of the funnel's validation stage (search.core.selection); None: no stage."""
         return None

@@ -30,6 +30,8 @@ from typing import Any
 
 from evaluators.base import WORST_SCORE, EvalResult, Status
 
+from .selection import rank_rows
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -281,8 +283,12 @@ class RunView:
         # fidelity must not lift a search candidate the engine never promoted.
         by_key: dict[str, dict] = {}
         by_key_search: dict[str, dict] = {}
+        validation: dict[int, EvalResult] = {}   # candidate id -> its validation result (the last)
         for e in self.evaluations:
             r = EvalResult.model_validate_json(e["result"])
+            if e.get("phase") == "validation":
+                validation[e["candidate_id"]] = r
+                continue
             by_key.setdefault(e["key"], {})[e["fidelity"]] = r
             if e.get("phase", "search") == "search":
                 by_key_search.setdefault(e["key"], {})[e["fidelity"]] = r
@@ -294,6 +300,7 @@ class RunView:
                 if c["state"] in ("ok", "simplify") else {}
             c["results"] = {f: res[f] for f in self.fidelities if f in res}
             c["level"], c["score"] = -1, WORST_SCORE
+            c["validation"] = validation.get(c["id"]) if c["state"] == "ok" else None
             for lvl, f in enumerate(self.fidelities):
                 if f in res:
                     r = res[f]
@@ -303,7 +310,13 @@ class RunView:
                 self.individuals.append(c)
 
     def ranked(self) -> list[dict]:
-        return sorted(self.individuals, key=lambda c: (c["level"], c["score"], -c["id"]), reverse=True)
+        """The engine's final ranking (search.core.selection): validated candidates first."""
+        noise = float((self.campaign.get("validation") or {}).get("noise", 0.0))
+        return rank_rows(self.individuals, self.fidelities, noise)
+
+    def verification(self) -> dict | None:
+        """The last ``optforge verify`` of this run (search.rules.verify), or None."""
+        return self.store.get_meta("verify")
 
     def lineage(self, cid: int, limit: int = 200) -> list[dict]:
         """The chain of first parents from ``cid`` back to a seed (the candidate first)."""

@@ -30,6 +30,7 @@ class Individual:
     level: int = -1                      # index of the highest fidelity with a result (-1: none)
     score: float = WORST_SCORE           # score at that fidelity
     screen_score: float = WORST_SCORE    # score at the cheapest fidelity
+    validation: EvalResult | None = None  # score on the validation tasks (search.core.selection)
 
     @property
     def birth(self) -> int:

@@ -30,6 +30,7 @@ from search.core import Campaign, Individual, InvalidCandidate, KindPlugin, regi
 
 from .ablations import rule_ablations
 from .mutations import DEFAULT_WEIGHTS
+from .tasksets import check_task_sets, search_tasks, validation_config_dict, with_tuning_defaults
 
 
 def moves_without_lr(program, steps: int = 3) -> bool:
@@ -60,8 +61,8 @@ def _eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
                          "them on the test split would leak it into the selection. Campaigns score on "
                          "\"val\" (remove the field); report a finished run's rules on test with "
                          "`optforge eval RULE --split test`")
-    if c.tasks is not None:
-        d["tasks"] = list(c.tasks)
+    d = with_tuning_defaults(d)
+    d["tasks"] = search_tasks(c)
     if c.eval_seeds is not None:
         d["seeds"] = list(c.eval_seeds)
     if c.lrs is not None:
@@ -99,6 +100,7 @@ class RuleKind(KindPlugin):
         super().validate(campaign)
         if campaign.prompt:
             raise ValueError("[prompt] table given in a rule campaign (set kind = \"prompt\")")
+        check_task_sets(campaign)
         cfg = RuleEvalConfig.model_validate(_eval_config_dict(campaign, None))
         known = tuple(proxies.FIDELITIES)
         for f in campaign.fidelities or ():
@@ -123,6 +125,11 @@ class RuleKind(KindPlugin):
 
     def make_evaluator(self, campaign: Campaign, run_dir: Path):
         return RuleEvaluator(RuleEvalConfig.model_validate(_eval_config_dict(campaign, run_dir)))
+
+    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path):
+        """The same protocol on ``validation_tasks`` (search.rules.tasksets); None without them."""
+        d = validation_config_dict(_eval_config_dict(campaign, run_dir), campaign)
+        return None if d is None else RuleEvaluator(RuleEvalConfig.model_validate(d))
 
     def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
         base = Path(campaign.source_path).parent if campaign.source_path else None

@@ -1,0 +1,30 @@
+"""``optforge show`` lines for the validation stage and ``optforge verify``: search, validation and
+verified scores side by side (the transfer gap), with a flag on a winner that does not hold."""
+from __future__ import annotations
+
+from search.core import RunView
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else ("failed" if x <= -1e8 else f"{x:+.4f}")
+
+
+def validation_lines(row: dict) -> list[str]:
+    """One candidate's validation score (tasks won, per task), if it was validated."""
+    v = row.get("validation")
+    if v is None:
+        return []
+    per = ", ".join(f"{t} {_s(tr.score if tr.status.value == 'ok' else None)}" for t, tr in v.tasks.items())
+    return [f"    validation {_s(v.score if v.status.value == 'ok' else None)} ({v.tasks_won}/{v.tasks_scored} "
+            f"tasks won vs tuned AdamW): {per}"]
+
+
+def verification_lines(view: RunView) -> list[str]:
+    """The stored ``optforge verify`` table, or how to make one."""
+    from search.rules.verify import verify_table
+    rec = view.verification()
+    if rec is None:
+        if view.kind == "rule" and view.status == "done":
+            return ["", f"not verified yet: optforge verify {view.run_dir}  (test splits, unseen seeds, transfer tasks)"]
+        return []
+    return ["", "search -> validation -> verified (the transfer gap):"] + verify_table(rec)

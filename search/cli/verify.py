@@ -1,0 +1,45 @@
+"""``optforge verify RUN [--top K] [--tasks a,b] [--seeds 5,6]``: re-score a run's top rules on the
+test splits, with unseen seeds, on the validation tasks and on transfer tasks the search never saw;
+print per task and the means, and store it in the run (search.rules.verify)."""
+from __future__ import annotations
+
+import argparse
+
+from search.rules.verify import VerifyError, verify_run, verify_table
+
+from .errors import CLIError
+from .results import _resolve_run
+
+
+def _csv(s: str | None, cast=str) -> list | None:
+    if s is None:
+        return None
+    try:
+        return [cast(x.strip()) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise CLIError(f"cannot read {s!r}: give a comma-separated list") from None
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    run = _resolve_run(args.run)
+    try:
+        rec = verify_run(run, top=args.top, tasks=_csv(args.tasks), seeds=_csv(args.seeds, int),
+                         fidelity=args.fidelity, executor=args.executor)
+    except (VerifyError, ValueError, KeyError) as e:
+        raise CLIError(str(e).strip("'\"")) from None
+    print("\n".join(verify_table(rec)))
+    print(f"stored in {run} (optforge show / report display it); {rec['seconds']:.0f} s")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("verify", help="re-score the top rules on test splits, unseen seeds, validation and "
+                       "transfer tasks; store and print the transfer gap")
+    p.add_argument("run", help="run directory (e.g. runs/demo) or campaign name")
+    p.add_argument("--top", type=int, default=None, help="how many of the final ranking (default [verify] top)")
+    p.add_argument("--tasks", default=None, help="transfer tasks, comma-separated (default: [verify] tasks, else "
+                   "proxies.TASK_GROUPS['transfer'] minus families used by the run)")
+    p.add_argument("--seeds", default=None, help="training seeds (default: two the search never used)")
+    p.add_argument("--fidelity", default=None, help="default: the validation (else highest search) fidelity")
+    p.add_argument("--executor", default=None, choices=["inprocess", "pool", "ray"])
+    p.set_defaults(func=cmd_verify)

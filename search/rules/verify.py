@@ -1,0 +1,197 @@
+"""``optforge verify RUN``: does a run's winner hold where nothing selected it?
+
+The top K of the final ranking (validated first) are re-scored - as they would be exported
+(simplified) - on the tasks' held-out **test** splits, with **training seeds the search never
+used**, on the campaign's validation tasks and on **transfer** tasks outside both the search's
+and the validation's families (``[verify] tasks``, default ``proxies.TASK_GROUPS["transfer"]``
+minus used families), under the campaign's own tuning protocol (lr x wd grid, halving, clip).
+The seed rules are scored alongside for reference. The result is stored in the run
+(``meta.verify`` in its SQLite file) and shown by ``optforge show`` and the HTML report: the
+search, validation and verified (transfer) scores side by side. A winner *holds* when its
+verified mean beats tuned AdamW (> 0) and it wins more than half of the transfer tasks.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from evaluators import Candidate, RuleEvalConfig, RuleEvaluator
+from evaluators.base import WORST_SCORE, EvalResult, Status
+from search.core import Campaign, RunStore, RunView, db_path
+
+from .kind import _eval_config_dict, rule_text
+from .tasksets import search_tasks, transfer_tasks, validation_tasks
+
+
+class VerifyError(ValueError):
+    """A run that cannot be verified (not a rule run, nothing ranked, bad tasks); says what to do."""
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def holds(entry: dict[str, Any]) -> bool:
+    """A verified winner holds: mean > 0 on its verified tasks and more than half of them won."""
+    m, won, n = entry.get("verified"), entry.get("verified_won", 0), entry.get("verified_n", 0)
+    return m is not None and m > 0 and 2 * won > n
+
+
+def _row_text(row: dict, simplify) -> str:
+    v = row["meta"].get("validation", {}).get("text")
+    s = row["meta"].get("simplified", {}).get("text")
+    return v or s or simplify(row["text"])
+
+
+def _task_cells(r: EvalResult, group: dict[str, str]) -> dict[str, dict]:
+    out = {}
+    for t, tr in r.tasks.items():
+        ok = tr.status == Status.ok
+        out[t] = {"group": group.get(t, "?"), "score": tr.score if ok else None,
+                  "log_ratio": tr.extra.get("log_ratio", tr.score) if ok else None,
+                  "metric": tr.metric if ok else None, "baseline": tr.baseline, "metric_name": tr.metric_name,
+                  "lr": tr.best_lr, "wd": tr.extra.get("best_wd"), "baseline_lr": tr.extra.get("baseline_lr"),
+                  "baseline_wd": tr.extra.get("baseline_wd"), "status": str(tr.status.value),
+                  "reason": tr.reason}
+    return out
+
+
+def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | None = None,
+               seeds: list[int] | None = None, fidelity: str | None = None, executor: str | None = None,
+               with_seeds: bool = True, log=print) -> dict[str, Any]:
+    """Verify a rule run (module docstring); returns what it stores under ``meta.verify``."""
+    view = RunView(run)
+    try:
+        if view.kind != "rule":
+            raise VerifyError(f"{view.run_dir}: verify re-scores update rules; this run's kind is {view.kind!r}")
+        c = Campaign.model_validate(view.campaign)
+        ranked = view.ranked()
+        if not ranked:
+            raise VerifyError(f"{view.run_dir}: no evaluated candidate to verify (has the run started?)")
+        k = top or c.verify.top
+        from . import RuleKind  # noqa: F401 - registered kind (exact simplification)
+        from search.core import get_kind
+        kind = get_kind("rule")
+        rows = ranked[:k]
+        val_tasks = validation_tasks(c)
+        xfer = transfer_tasks(c, tasks)
+        used_seeds = set(c.eval_seeds or RuleEvalConfig.model_fields["seeds"].default_factory())
+        if seeds is None:
+            seeds = list(c.verify.seeds or [s for s in range(max(used_seeds) + 1, max(used_seeds) + 100)
+                                            if s not in used_seeds][:2])
+        overlap = sorted(set(seeds) & used_seeds)
+        if overlap:
+            raise VerifyError(f"--seeds: {overlap} trained the search; verify uses seeds the search never saw")
+        fid = fidelity or c.verify.fidelity or c.validation.fidelity or (view.fidelities[-1] if view.fidelities
+                                                                          else "small")
+        used = set(search_tasks(c))
+        leaked = sorted(set(xfer) & used)
+        if leaked:
+            raise VerifyError(f"--tasks: {leaked} are search tasks; transfer tasks must be outside the search")
+        all_tasks = list(dict.fromkeys(val_tasks + xfer))
+        if not all_tasks:
+            raise VerifyError("no validation or transfer tasks to verify on (give --tasks)")
+        group = {t: "validation" for t in val_tasks} | {t: "transfer" for t in xfer}
+        d = _eval_config_dict(c, None)
+        d.update(tasks=all_tasks, seeds=seeds, split="test",
+                 cache_dir=str(Path(view.run_dir) / "eval_cache_verify"))
+        if executor:
+            d["executor"] = executor
+        cfg = RuleEvalConfig.model_validate(d)
+        entries: list[dict[str, Any]] = []
+        for rank, row in enumerate(rows, 1):
+            fr = row["results"].get(view.fidelities[row["level"]]) if row["level"] >= 0 else None
+            v = row.get("validation")
+            entries.append({"id": row["id"], "rank": rank, "label": f"#{row['id']}", "kind": "candidate",
+                            "text": _row_text(row, kind.simplify_exact),
+                            "search": row["score"] if fr is not None else None,
+                            "search_won": fr.tasks_won if fr is not None else None,
+                            "search_n": fr.tasks_scored if fr is not None else None,
+                            "validation": None if v is None or v.status != Status.ok else v.score,
+                            "validation_won": v.tasks_won if v is not None else None,
+                            "validation_n": v.tasks_scored if v is not None else None})
+        if with_seeds:
+            base = Path(c.source_path).parent if c.source_path else None
+            for s in c.seed_rules:
+                try:
+                    label, text = rule_text(s, base)
+                except ValueError:
+                    continue
+                entries.append({"id": None, "rank": None, "label": f"seed {label}", "kind": "seed",
+                                "text": kind.normalize(text), "search": None, "validation": None})
+        log(f"verify {view.run_dir}: {len(entries)} rule(s) on {len(all_tasks)} task(s) "
+            f"({', '.join(all_tasks)}), test split, seeds {seeds}, fidelity {fid}")
+        t0 = time.time()
+        ev = RuleEvaluator(cfg)
+        try:
+            results = ev.evaluate([Candidate(kind="rule", text=e["text"]) for e in entries], fid)
+        finally:
+            ev.close()
+        for e, r in zip(entries, results):
+            cells = _task_cells(r, group)
+            e["tasks"] = cells
+            e["status"] = str(r.status.value)
+            for grp, key in (("validation", "validation_test"), ("transfer", "verified")):
+                sc = [x["score"] for x in cells.values() if x["group"] == grp and x["score"] is not None]
+                failed = any(x["group"] == grp and x["score"] is None for x in cells.values())
+                e[key] = WORST_SCORE if failed else _mean(sc)
+                e[key + "_won"] = sum(1 for x in sc if x > 0)
+                e[key + "_n"] = sum(1 for x in cells.values() if x["group"] == grp)
+            if not xfer:   # no transfer tasks: the validation tasks' test split is what is verified
+                e["verified"], e["verified_won"], e["verified_n"] = (e["validation_test"], e["validation_test_won"],
+                                                                     e["validation_test_n"])
+            e["holds"] = holds(e)
+        rec = {"created": time.time(), "seconds": round(time.time() - t0, 1), "fidelity": fid, "seeds": seeds,
+               "split": "test", "validation_tasks": val_tasks, "transfer_tasks": xfer,
+               "search_tasks": search_tasks(c), "config_hash": cfg.result_hash(), "entries": entries}
+    finally:
+        view.close()
+    store = RunStore(db_path(run))
+    try:
+        store.set_meta(verify=rec)
+        store.add_event("verify", f"verified top {k} on {len(all_tasks)} task(s)",
+                        {"best": entries[0]["id"], "verified": entries[0]["verified"]})
+    finally:
+        store.close()
+    return rec
+
+
+def _f(x: float | None) -> str:
+    return "   -   " if x is None else ("failed " if x <= WORST_SCORE else f"{x:+.4f}")
+
+
+def _won(e: dict, key: str) -> str:
+    n = e.get(key + "_n")
+    return f"{e.get(key + '_won')}/{n}" if n else "-"
+
+
+def verify_table(rec: dict[str, Any]) -> list[str]:
+    """The stored verification as text: per rule the three scores side by side, then per task."""
+    out = [f"verified on the test split, unseen seeds {rec['seeds']}, fidelity {rec['fidelity']}; "
+           f"validation tasks: {', '.join(rec['validation_tasks']) or '-'}; transfer tasks (never used by the "
+           f"search or the validation): {', '.join(rec['transfer_tasks']) or '-'}",
+           f"{'rule':<22} {'search':>8} {'won':>5}  {'validation':>10} {'won':>5}  {'val (test)':>10} {'won':>5}  "
+           f"{'VERIFIED':>9} {'won':>5}  holds?"]
+    for e in rec["entries"]:
+        flag = "" if e["kind"] == "seed" else ("yes" if e.get("holds") else "NO: does not hold")
+        out.append(f"{e['label']:<22} {_f(e.get('search')):>8} {_won(e, 'search'):>5}  "
+                   f"{_f(e.get('validation')):>10} {_won(e, 'validation'):>5}  "
+                   f"{_f(e.get('validation_test')):>10} {_won(e, 'validation_test'):>5}  "
+                   f"{_f(e.get('verified')):>9} {_won(e, 'verified'):>5}  {flag}")
+    out.append("per task (score = clipped log(tuned AdamW metric / tuned rule metric); tuned lr / wd, rule vs AdamW):")
+    tasks = list(rec["entries"][0]["tasks"]) if rec["entries"] else []
+    for e in rec["entries"]:
+        cells = []
+        for t in tasks:
+            x = e["tasks"].get(t, {})
+            lr = f"{x['lr']:.2g}" if x.get("lr") else "-"
+            wd = f"/{x['wd']:.2g}" if x.get("wd") is not None else ""
+            blr = f"{x['baseline_lr']:.2g}" if x.get("baseline_lr") else "-"
+            bwd = f"/{x['baseline_wd']:.2g}" if x.get("baseline_wd") is not None else ""
+            cells.append(f"{t} {_f(x.get('score')).strip()} ({lr}{wd} vs {blr}{bwd})")
+        out.append(f"  {e['label']}: " + "; ".join(cells))
+    return out
+
+
+__all__ = ["VerifyError", "verify_run", "verify_table", "holds"]
