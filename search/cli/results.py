@@ -18,11 +18,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-import dsl
 from evaluators.base import WORST_SCORE
-from search.core import RunView, get_kind
+from search.core import KindPlugin, RunView, UnknownKindError, run_kind
 from search.prompts import CompareError, compare_text, write_compare_report
-from search.report import write_report
+from search.report import simplified_text, write_report
 
 from .errors import CLIError
 from .transfer import validation_lines, verification_lines
@@ -52,16 +51,17 @@ def show_text(run: str | Path, top: int = 5) -> str:
         view.close()
 
 
-def _simplified(view, c: dict) -> str:
-    s = c["meta"].get("simplified")
-    if s:
-        return s["text"]
-    if view.kind == "rule":
-        return dsl.simplify(dsl.parse(c["text"])).source()
-    return c["text"]
+def _kind(view: RunView) -> KindPlugin:
+    """The run's kind plugin (its plug-in modules imported from the stored campaign)."""
+    try:
+        return run_kind(view)
+    except (UnknownKindError, ImportError) as e:
+        raise CLIError(f"{view.run_dir}: cannot load the run's kind {view.kind!r} ({e}); the module that "
+                       "registers it must be importable (list it in the campaign's plugins)") from None
 
 
-def _show(view, top: int) -> str:
+def _show(view: RunView, top: int) -> str:
+    kind = _kind(view)
     c = view.campaign
     out = []
     states = Counter(x["state"] for x in view.all)
@@ -85,7 +85,7 @@ def _show(view, top: int) -> str:
         out.append("invalid reasons: " + "; ".join(f"{r} x{n}" for r, n in reasons.most_common(5)))
     ranked = view.ranked()
     out.append("")
-    what = "score vs tuned AdamW" if view.kind == "rule" else "score"
+    what = kind.score_label
     out.append(f"top {min(top, len(ranked))} (ranked by highest fidelity reached, then {what}):")
     for rank, x in enumerate(ranked[:top], 1):
         fid = view.fidelities[x["level"]]
@@ -102,7 +102,7 @@ def _show(view, top: int) -> str:
         if simp:
             out.append(f"    simplified (empirically, score {fmt_score(simp['score'])} at {simp['fidelity']}, "
                        f"{len(simp['steps'])} step(s)):")
-        text = _simplified(view, x)
+        text = simplified_text(kind, x)
         out.extend("    " + ln for ln in text.rstrip().splitlines())
     if ranked:
         out.append("")
@@ -111,19 +111,16 @@ def _show(view, top: int) -> str:
             par = ",".join(f"#{p}" for p in x["parents"]) or "-"
             out.append(f"  #{x['id']:<5} {x['operator']:<16} score {fmt_score(x['score'])}  parents {par}")
     out.extend(verification_lines(view))
-    try:
-        extra = getattr(get_kind(view.kind, missing_ok=True), "show_lines", None)
-    except Exception:  # noqa: BLE001 - the generic summary above still stands
-        extra = None
-    if extra is not None:  # kind-specific lines (prompts: held-out test accuracy, initial vs best)
+    extra = kind.show_lines(view)
+    if extra:  # kind-specific lines (prompts: held-out test accuracy, initial vs best)
         out.append("")
-        out.extend(extra(view))
+        out.extend(extra)
     return "\n".join(out)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     runs = [_resolve_run(r) for r in args.run]
-    if len(runs) > 1:  # several prompt runs side by side (search.prompt_compare)
+    if len(runs) > 1:  # several prompt runs side by side (search.prompts.compare)
         try:
             print(compare_text(runs))
         except CompareError as e:
@@ -147,7 +144,7 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
         if not 1 <= rank <= len(ranked):
             raise CLIError(f"--rank {rank}: the run has {len(ranked)} ranked candidate(s)")
         x = ranked[rank - 1]
-        kind = get_kind(view.kind)
+        kind = _kind(view)
         chosen = kind.selected_id(view) if rank == 1 else None
         if chosen is not None and chosen != x["id"]:   # e.g. a prompt run that kept its initial prompt
             x = next((c for c in ranked if c["id"] == chosen), x)
@@ -155,10 +152,7 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
         fid = view.fidelities[x["level"]]
         info = {"run": str(view.run_dir), "candidate": x["id"], "rank": rank, "fidelity": fid,
                 "score": x["score"], "operator": x["operator"]}
-        tasks = x["results"][fid].tasks if fid in x["results"] else {}
-        if tasks and view.kind == "rule":   # where to start tuning: the lr the evaluator picked per task
-            info["tuned lr per task"] = ", ".join(f"{t} {tr.best_lr:.3g} (score {tr.score:+.3f})"
-                                                  for t, tr in tasks.items() if tr.best_lr)
+        info.update(kind.export_info(view, x, fid))
         name = class_name or _class_name(f"{view.campaign.get('name', 'run')}_rank{rank}")
         out = Path(out)
         kind.export(text, out, name=name, info=info)
@@ -185,7 +179,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise CLIError(str(e)) from None
         print(f"wrote {p}")
         return 0
-    p = write_report(runs[0], args.output, args.top)
+    try:
+        p = write_report(runs[0], args.output, args.top)
+    except (UnknownKindError, ImportError) as e:
+        raise CLIError(f"{runs[0]}: cannot load the run's kind ({e}); the module that registers it must be "
+                       "importable (list it in the campaign's plugins)") from None
     print(f"wrote {p}")
     return 0
 

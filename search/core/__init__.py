@@ -35,11 +35,13 @@ from .registry import (
                        KINDS,
                        OPERATORS,
                        STRATEGIES,
+                       UnknownKindError,
                        get_kind,
                        load_plugins,
                        register_kind,
                        register_operator,
                        register_strategy,
+                       run_kind,
 )
 from .store import DB_NAME, RunStore, RunView, StoreError, db_path
 from .types import Individual, InvalidCandidate, Job, Proposal, RunExistsError, RunSummary, Stats
@@ -47,6 +49,7 @@ from .types import Individual, InvalidCandidate, Job, Proposal, RunExistsError, 
 __all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig", "OperatorMix", "SearchConfig",
            "SimplifyConfig", "Context", "Engine", "run_campaign", "load_campaign", "parse_campaign",
            "KindPlugin", "Operator", "Strategy", "KINDS", "OPERATORS", "STRATEGIES", "get_kind", "load_plugins",
-           "register_kind", "register_operator", "register_strategy", "DB_NAME", "RunStore", "RunView",
+           "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",
+           "RunStore", "RunView",
            "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Proposal", "RunExistsError",
            "RunSummary", "Stats"]

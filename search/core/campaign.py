@@ -14,12 +14,12 @@ A minimal rule campaign::
     [budget]
     evaluations = 60                # evaluation units (see Budget)
 
-Extension point for other candidate kinds: ``kind = "prompt"`` campaigns put their own
-settings in the ``[prompt]`` table; it is kept as a dict here and validated by the kind
-plugin registered under that name (``search.core.register_kind``): its ``options_model``
-(a pydantic model) parses the table, and the parsed model is available as
-``campaign.options``. Rule campaigns may use a ``[rule]`` table the same way (the rule kind
-has none yet). Sub-tables owned by other packages (``[llm]`` -> ``search.llm.LLMConfig``,
+Kind tables: a campaign's own settings for its kind go in the table named after the kind
+(``kind = "prompt"`` -> ``[prompt]``; a plug-in kind ``"toy"`` -> ``[toy]``). The model keeps it as
+a dict (``campaign.table``); the kind plugin registered under that name
+(``search.core.register_kind``) parses it with its ``options_model`` and attaches the result
+(``campaign.options``). A dump (``model_dump``, what a run stores) writes the table back under
+the kind's name. Sub-tables owned by other packages (``[llm]`` -> ``search.llm.LLMConfig``,
 ``[evaluator]`` -> the evaluator's config) are validated by those models at load time too.
 """
 from __future__ import annotations
@@ -27,8 +27,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
-
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .bandit import BanditConfig
 from .selection import ValidationConfig, VerifyConfig
@@ -168,21 +176,49 @@ class Campaign(_Strict):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)   # ``optforge verify`` (reporting only)
     run_dir: str | None = None               # default runs/<name>/
     plugins: list[str] = Field(default_factory=list)  # modules imported first (they register things)
-    # -- kind-specific tables (validated by the kind plugin's options_model) --
-    rule: dict[str, Any] | None = None
-    prompt: dict[str, Any] | None = None
+    #: the ``[<kind>]`` table as given (parsed by the kind plugin's ``options_model``)
+    table: dict[str, Any] | None = None
 
     _options: Any = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_table(cls, data: Any) -> Any:
+        """Take the table named after the campaign's kind as ``table`` (any kind, no list of names)."""
+        if isinstance(data, dict):
+            kind = data.get("kind", "rule")
+            if isinstance(kind, str) and kind in data and kind not in cls.model_fields:
+                data = dict(data)
+                data["table"] = data.pop(kind)
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The kind's table goes back under the kind's name (what the campaign file says)."""
+        d = handler(self)
+        if isinstance(d, dict) and "table" in d:
+            table = d.pop("table")
+            if table is not None:
+                d[self.kind] = table
+        return d
 
     @property
     def options(self) -> Any:
         """The kind-specific table parsed by the kind plugin (None when it has no model)."""
         return self._options
 
+    def set_options(self, options: Any) -> None:
+        """Attach the kind's parsed table (``KindPlugin.validate`` does; code building a campaign may)."""
+        self._options = options
+
     @property
     def source_path(self) -> str:
+        """The file the campaign was loaded from ("" when built in code); relative paths resolve from it."""
         return self._source
+
+    def set_source(self, where: str) -> None:
+        self._source = where
 
     def resolved_run_dir(self, base: str | Path = ".") -> Path:
         return Path(base) / (self.run_dir or f"runs/{self.name}")

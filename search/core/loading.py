@@ -29,11 +29,16 @@ def _fmt_validation(e: ValidationError, where: str) -> str:
 
 def parse_campaign(data: dict[str, Any], where: str = "<campaign>") -> Campaign:
     """Validate a campaign dict (the TOML's content) and the kind-specific and plugin tables."""
+    kind_name = data.get("kind", "rule")
+    for other in sorted(set(registry.KINDS) | set(registry.KIND_MODULES)):
+        if other != kind_name and isinstance(data.get(other), dict):
+            raise CampaignError(f"{where}: [{other}] table given in a {kind_name!r} campaign: set "
+                                f"kind = \"{other}\" to use it, or remove the table")
     try:
         c = Campaign.model_validate(data)
     except ValidationError as e:
         raise CampaignError(_fmt_validation(e, where)) from None
-    c._source = where
+    c.set_source(where)
     try:
         registry.load_plugins(c.plugins)
     except ImportError as e:

@@ -1,16 +1,20 @@
 """The plug-in contracts: candidate kinds, operators and strategies.
 
 A new **candidate kind**: subclass ``KindPlugin`` and ``register_kind(MyKind())``. It says how
-to validate its campaign table (``options_model`` parses ``campaign.<kind>``), build its
+to validate its campaign table (``options_model`` parses the ``[<kind>]`` table), build its
 ``Evaluator`` (evaluators.Evaluator, whose ``key()`` is the novelty/cache key), produce seed
 texts, normalize (validate + canonicalize) a proposal, describe it (meta for objectives and
-display), simplify winners, and export. The module that registers kind ``K`` is found by
-``KIND_MODULES[K]`` (``"prompt" -> "search.prompt_kind"``) or listed in the campaign's
-``plugins = ["my.module"]``.
+display), simplify winners, export, and what ``optforge show`` / ``report`` add for its runs.
+Every hook the engine and the CLI call is declared on ``KindPlugin`` with a default; a kind
+overrides what differs. The module that registers a built-in kind is found by
+``registry.KIND_MODULES`` (``"prompt" -> "search.prompts"``); any other kind's module is listed
+in the campaign's ``plugins = ["my.module"]`` (a run records it, so show / export / report
+import it again).
 
 A new **operator**: subclass ``Operator`` (``name``, ``arity`` = parents per child,
-``uses_llm``, ``kinds``) and implement ``propose(ctx, parent_groups) -> list[Proposal]`` (one
-proposal per parent group, in order; a failed one has ``text=None`` and a ``reason``). Register
+``uses_llm``, ``kinds``: the kinds it applies to, empty for any) and implement
+``propose(ctx, parent_groups) -> list[Proposal]`` (one proposal per parent group, in order; a
+failed one has ``text=None`` and a ``reason``). Register
 a factory ``register_operator("name", lambda campaign: MyOp(...))``; campaigns then name it in
 ``[operators] random = {...}`` or ``llm = {...}`` with a weight. LLM operators call
 ``ctx.llm_chat(requests)``, which counts calls against the budget, records each call in the
@@ -52,7 +56,8 @@ class Operator(abc.ABC):
     name: str = ""
     arity: int = 1
     uses_llm: bool = False
-    kinds: tuple[str, ...] = ("rule",)
+    #: the candidate kinds it makes children for (documentation for campaign authors; empty: any)
+    kinds: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def propose(self, ctx: "Context", parent_groups: list[list[Individual]]) -> list[Proposal]:
@@ -82,20 +87,24 @@ class Strategy(abc.ABC):
 
 
 class KindPlugin(abc.ABC):
-    """Everything that differs between candidate kinds (rules, prompts)."""
+    """Everything that differs between candidate kinds (rules, prompts, a plug-in's own)."""
+    #: the registered name: ``kind = "<name>"`` in a campaign, its table is ``[<name>]``
     name: str = ""
-    #: pydantic model for the campaign's ``[<name>]`` table, or None
+    #: pydantic model for the campaign's ``[<name>]`` table, or None (then the table must be absent)
     options_model: Any = None
     #: default operator mixes when the campaign's [operators] tables are empty
     default_random_ops: dict[str, float] = {}
     default_llm_ops: dict[str, float] = {}
+    #: what ``optforge show`` and the report call the score ("score vs tuned AdamW" for rules)
+    score_label: str = "score"
+    #: how the live view highlights a candidate's text (a pygments lexer name: "python", "text")
+    syntax: str = "text"
 
     def validate(self, campaign: Campaign) -> None:
-        """Check the campaign for this kind; parse its table into ``campaign._options``."""
-        table = getattr(campaign, self.name, None) if self.name in ("rule", "prompt") else None
+        """Check the campaign for this kind; parse its ``[<name>]`` table into ``campaign.options``."""
         if self.options_model is not None:
-            campaign._options = self.options_model.model_validate(table or {})
-        elif table:
+            campaign.set_options(self.options_model.model_validate(campaign.table or {}))
+        elif campaign.table:
             raise ValueError(f"[{self.name}] table given but kind {self.name!r} takes no options")
 
     @abc.abstractmethod
@@ -134,7 +143,21 @@ class KindPlugin(abc.ABC):
         out.write_text(text)
 
     def display(self, text: str) -> str:
+        """The text the live view shows for a candidate."""
         return text
+
+    def show_lines(self, view: Any) -> list[str]:
+        """Lines ``optforge show`` adds after the generic summary (``view``: a ``RunView``); default none."""
+        return []
+
+    def report_sections(self, view: Any) -> list[str]:
+        """HTML sections ``optforge report`` adds after the generic ones; default none."""
+        return []
+
+    def export_info(self, view: Any, candidate: dict[str, Any], fidelity: str) -> dict[str, Any]:
+        """Extra header entries ``optforge export`` writes for a candidate (a ``RunView`` row scored at
+        ``fidelity``); default none."""
+        return {}
 
     def selected_id(self, view: Any) -> int | None:
         """The candidate a finished run settled on when it is not simply the top-ranked one

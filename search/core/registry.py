@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .campaign import Campaign
 from .plugins import KindPlugin, Operator, Strategy
@@ -41,6 +42,10 @@ def register_strategy(name: str, factory: StrategyFactory | None = None):
 
 
 def register_kind(plugin: KindPlugin) -> KindPlugin:
+    """Register a kind under ``plugin.name`` (its campaign table is ``[<name>]``, so the name must not
+    be a campaign field such as ``budget``)."""
+    if not plugin.name or plugin.name in Campaign.model_fields:
+        raise ValueError(f"kind name {plugin.name!r} is empty or a campaign field; choose another name")
     KINDS[plugin.name] = plugin
     return plugin
 
@@ -60,6 +65,16 @@ def load_plugins(modules: Sequence[str] = ()) -> None:
         importlib.import_module(m)
 
 
+class UnknownKindError(KeyError):
+    """No registered kind has this name (the module that registers it was not imported)."""
+
+
+def run_kind(view: Any) -> KindPlugin:
+    """The kind of a stored run (a ``RunView``), importing the plug-in modules its campaign lists first."""
+    load_plugins(view.campaign.get("plugins") or ())
+    return get_kind(view.kind)
+
+
 def get_kind(name: str, missing_ok: bool = False) -> KindPlugin | None:
     _ensure_builtins()
     if name not in KINDS and name in KIND_MODULES:
@@ -67,5 +82,5 @@ def get_kind(name: str, missing_ok: bool = False) -> KindPlugin | None:
     if name not in KINDS:
         if missing_ok:
             return None
-        raise KeyError(f"unknown candidate kind {name!r}; known: {sorted(KINDS)}")
+        raise UnknownKindError(f"unknown candidate kind {name!r}; known: {sorted(KINDS)}")
     return KINDS[name]

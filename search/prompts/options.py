@@ -73,6 +73,6 @@ def prompt_options(campaign: Campaign) -> PromptOptions:
     """The campaign's parsed ``[prompt]`` table (parsed now when the kind has not validated it yet)."""
     o = campaign.options
     if not isinstance(o, PromptOptions):
-        o = PromptOptions.model_validate(campaign.prompt or {})
-        campaign._options = o
+        o = PromptOptions.model_validate(campaign.table or {})
+        campaign.set_options(o)
     return o

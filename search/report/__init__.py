@@ -8,8 +8,8 @@
 A kind adds its own report HTML through ``KindPlugin.report_sections``.
 """
 from .figures import ok_score, plot_curves, plot_distribution, plot_pareto, plot_progress, png
-from .html import build_html, write_report
+from .html import build_html, simplified_text, write_report
 from .live import PlainProgress, RichProgress, make_progress, snapshot
 
 __all__ = ["ok_score", "plot_curves", "plot_distribution", "plot_pareto", "plot_progress", "png", "build_html",
-           "write_report", "PlainProgress", "RichProgress", "make_progress", "snapshot"]
+           "simplified_text", "write_report", "PlainProgress", "RichProgress", "make_progress", "snapshot"]

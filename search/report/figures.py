@@ -29,7 +29,7 @@ def ok_score(score: float) -> bool:
     return score > WORST_SCORE and math.isfinite(score)
 
 
-def plot_progress(view: RunView) -> str | None:
+def plot_progress(view: RunView, score_label: str = "score") -> str | None:
     import matplotlib.pyplot as plt
     evs = [e for e in view.evaluations if e["phase"] == "search"]
     if not evs:
@@ -48,7 +48,7 @@ def plot_progress(view: RunView) -> str | None:
         ax.step(xs, best, where="post", color=sc.get_facecolor()[0][:3], label=f"best at {f}")
     ax.axhline(0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("evaluation #")
-    ax.set_ylabel("score (vs tuned AdamW)" if view.kind == "rule" else "score")
+    ax.set_ylabel(score_label)
     ax.legend(fontsize=8)
     ax.set_title("best score over evaluations")
     return png(fig)

@@ -4,8 +4,8 @@ Sections: summary; best score over evaluations (per fidelity, running best and e
 score); score distribution; Pareto front (score vs program size, colour = state tensors);
 loss curves of the top rules vs tuned AdamW per task (from ``TaskResult.curve`` and
 ``extra['baseline_curve']``); the top candidates with their simplified source; the lineage
-of the best; operator statistics. Other candidate kinds get the generic sections; a kind
-plugin can add HTML through an optional ``report_sections(view) -> list[str]`` method.
+of the best; operator statistics. Every kind gets the generic sections and adds its own HTML
+through ``KindPlugin.report_sections(view)``.
 """
 from __future__ import annotations
 
@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 from deap import tools
 
-import dsl
 from evaluators.base import WORST_SCORE
-from search.core import RunView, get_kind
+from search.core import KindPlugin, RunView, run_kind
 
 from .figures import ok_score, plot_curves, plot_distribution, plot_pareto, plot_progress
 
@@ -54,16 +53,16 @@ def logbook_table(view: RunView) -> str | None:
     return _table(rows, ["generation", f"ok at {screen}", "max", "mean", "min", "best so far"])
 
 
-def _simplified(view: RunView, c: dict) -> str:
+def simplified_text(kind: KindPlugin, c: dict) -> str:
+    """What show and report print for a stored candidate: its empirically simplified text when the
+    run simplified it, else the kind's exact simplification (the raw text if that fails)."""
     s = c["meta"].get("simplified")
     if s:
         return s["text"]
-    if view.kind == "rule":
-        try:
-            return dsl.simplify(dsl.parse(c["text"])).source()
-        except Exception:  # noqa: BLE001 - show the raw text instead
-            return c["text"]
-    return c["text"]
+    try:
+        return kind.simplify_exact(c["text"])
+    except ValueError:  # e.g. a DSLError: show the raw text instead
+        return c["text"]
 
 
 def _table(rows: list[list[Any]], head: list[str]) -> str:
@@ -77,6 +76,8 @@ def _fmt(s: float) -> str:
 
 
 def build_html(view: RunView, top_n: int = 5) -> str:
+    """The report page; the run's kind (``run_kind``) names the score and adds its own sections."""
+    kind = run_kind(view)
     c = view.campaign
     ranked = view.ranked()
     used = sum(e["cost"] for e in view.evaluations)
@@ -94,8 +95,9 @@ def build_html(view: RunView, top_n: int = 5) -> str:
                         ["fidelities", ", ".join(view.fidelities)],
                         ["wall time", f"{view.store.get_meta('wall', 0.0):.0f} s"],
                         ["seed rules", ", ".join(c.get("seed_rules", []))]], ["", ""])]
-    for title, fn in (("Best score over evaluations", plot_progress), ("Score distribution", plot_distribution),
-                      ("Pareto front", plot_pareto), ("Loss curves: top rules vs tuned AdamW", plot_curves)):
+    for title, fn in (("Best score over evaluations", lambda v: plot_progress(v, kind.score_label)),
+                      ("Score distribution", plot_distribution), ("Pareto front", plot_pareto),
+                      ("Loss curves: top rules vs tuned AdamW", plot_curves)):
         img = fn(view)
         if img:
             sections.append(f"<h2>{title}</h2>{img}")
@@ -107,7 +109,7 @@ def build_html(view: RunView, top_n: int = 5) -> str:
         fid = view.fidelities[x["level"]]
         per = "<br>".join(f"{html.escape(t)}: {_fmt(tr.score)}" for t, tr in x["results"][fid].tasks.items())
         rows.append([rank, f"#{x['id']}", fid, _fmt(x["score"]), html.escape(x["operator"]), per,
-                     f"<pre>{html.escape(_simplified(view, x))}</pre>"])
+                     f"<pre>{html.escape(simplified_text(kind, x))}</pre>"])
     sections.append("<h2>Top candidates</h2>" + _table(rows, ["rank", "id", "fidelity", "score", "operator",
                                                                "per task", "simplified"]))
     if ranked:
@@ -124,13 +126,7 @@ def build_html(view: RunView, top_n: int = 5) -> str:
     sections.append("<h2>Operators</h2>" + _table(
         [[html.escape(o), n["ok"], n["invalid"], n["duplicate"], _fmt(best_by_op.get(o, WORST_SCORE))]
          for o, n in sorted(ops.items())], ["operator", "evaluated", "invalid", "duplicate", "best score"]))
-    try:
-        plugin = get_kind(view.kind, missing_ok=True)
-    except Exception:  # noqa: BLE001
-        plugin = None
-    extra = getattr(plugin, "report_sections", None)
-    if extra is not None:
-        sections.extend(extra(view))
+    sections.extend(kind.report_sections(view))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}pre{margin:0}")
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \

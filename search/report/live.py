@@ -116,8 +116,8 @@ class RichProgress:
         t.add_row("budget", ProgressBar(total=max(1, s["budget"]), completed=min(s["used"], s["budget"]), width=40))
         parts = [t]
         if s["best_text"]:
-            lang = "python" if engine.campaign.kind == "rule" else "text"
-            parts.append(Panel(Syntax(s["best_text"].rstrip(), lang, word_wrap=True), title="current best"))
+            parts.append(Panel(Syntax(s["best_text"].rstrip(), engine.kind.syntax, word_wrap=True),
+                               title="current best"))
         if self.events:
             parts.append(escape("\n".join(self.events[-4:])))
         return Panel(Group(*parts), title=f"optforge: {engine.campaign.name}")

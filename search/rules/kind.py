@@ -90,16 +90,13 @@ def rule_text(entry: str, base: Path | None = None) -> tuple[str, str]:
 class RuleKind(KindPlugin):
     name = "rule"
     options_model = None
+    default_random_ops = dict(DEFAULT_WEIGHTS)
     default_llm_ops = {"llm_mutate": 1.0, "llm_crossover": 0.5}
-
-    @property
-    def default_random_ops(self) -> dict[str, float]:  # type: ignore[override]
-        return dict(DEFAULT_WEIGHTS)
+    score_label = "score vs tuned AdamW"
+    syntax = "python"
 
     def validate(self, campaign: Campaign) -> None:
         super().validate(campaign)
-        if campaign.prompt:
-            raise ValueError("[prompt] table given in a rule campaign (set kind = \"prompt\")")
         check_task_sets(campaign)
         cfg = RuleEvalConfig.model_validate(_eval_config_dict(campaign, None))
         known = tuple(proxies.FIDELITIES)
@@ -196,6 +193,14 @@ class RuleKind(KindPlugin):
         out.append(f"next: optforge export {view.run_dir} --rank 1 -o best_rule.py  (standalone torch optimizer)")
         out.append(f"      optforge report {view.run_dir}  (HTML: score over evaluations, Pareto front, loss curves)")
         return out
+
+    def export_info(self, view, candidate: dict[str, Any], fidelity: str) -> dict[str, Any]:
+        """Where to start tuning: the lr the evaluator picked per task."""
+        tasks = candidate["results"][fidelity].tasks if fidelity in candidate["results"] else {}
+        if not tasks:
+            return {}
+        return {"tuned lr per task": ", ".join(f"{t} {tr.best_lr:.3g} (score {tr.score:+.3f})"
+                                               for t, tr in tasks.items() if tr.best_lr)}
 
     def export(self, text: str, out: Path, *, name: str, info: dict[str, Any]) -> None:
         prog = dsl.parse(text)
