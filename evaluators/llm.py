@@ -61,6 +61,9 @@ class ChatResponse(BaseModel):
     error: str | None = None
     #: Price of this call (set by the accounting wrapper when a price per token is configured).
     cost: float = 0.0
+    #: The accounting wrapper refused the request because a cap (calls, tokens, cost) is reached
+    #: (``error`` says which); the caller stops using the LLM instead of retrying.
+    budget_spent: bool = False
 
     @property
     def text(self) -> str:

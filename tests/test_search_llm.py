@@ -8,12 +8,8 @@ import json
 import pytest
 
 from evaluators.base import WORST_SCORE
-from search.core import parse_campaign
-from search.core import Engine
-from search.core import RunStore
-
-scripted = pytest.importorskip("search.llm.scripted")
-from search.llm.base import LLM, ChatResponse  # noqa: E402
+from search.core import Engine, RunStore, parse_campaign
+from search.llm import LLM, ChatResponse, scripted
 
 
 def campaign(name, **over):
@@ -161,3 +157,15 @@ def test_bad_llm_table_is_a_campaign_error():
     from search.core import CampaignError
     with pytest.raises(CampaignError, match="llm.backnd"):
         campaign("badllm", llm={"backnd": "local"})
+
+
+def test_the_backends_own_cap_stops_llm_use_not_the_campaign(tmp_path):
+    """The accounting wrapper's cap (``[llm] max_calls``) marks refused replies ``budget_spent``: the
+    engine stops using the LLM at once (no retry streak) and the campaign goes on with random operators."""
+    c = campaign("ownc", llm={"backend": "scripted", "replies": [valid(k) for k in range(8)], "max_calls": 2},
+                 budget={"evaluations": 14})
+    summary, st = run(tmp_path, c, None)
+    assert st.count_search_evaluations() == 14 and len(st.llm_calls()) >= 2
+    disabled = st.events("llm_disabled")
+    assert len(disabled) == 1 and "budget is spent" in disabled[0]["message"]
+    assert "max_calls 2" in disabled[0]["message"]

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import dsl
-from search.core import parse_campaign
-from search.core import Engine
-from search.core import RunStore, RunView
+from search.core import Engine, RunStore, RunView, parse_campaign
+from search.llm import scripted
 
 WINNER = ("def r(w, g, buf, lr, momentum=0.9013):\n"
           "    g = clip(g, 1000.0)\n"
@@ -92,8 +89,6 @@ def test_ablations_drop_small_terms_and_factors_and_every_try_parses():
 
 
 # -- directed LLM mutations ------------------------------------------------------------------
-
-scripted = pytest.importorskip("search.llm.scripted")
 
 
 def _reply(req) -> str:

@@ -288,13 +288,13 @@ class Engine:
         if any_ok:
             self.llm_consecutive_errors = 0
         else:
-            self._llm_error(responses[0].error or "empty replies")
+            self._llm_error(responses[0].error or "empty replies", budget_spent=responses[0].budget_spent)
         return responses
 
-    def _llm_error(self, err: str) -> None:
+    def _llm_error(self, err: str, budget_spent: bool = False) -> None:
         self.llm_consecutive_errors += 1
         self.event("llm_error", err)
-        if "budget exhausted" in err.lower():   # the backend's own cap (search.llm accounting)
+        if budget_spent:   # the backend's own cap (search.llm accounting: ChatResponse.budget_spent)
             self.llm_disabled_reason = f"LLM backend's budget is spent ({err}); continuing with random operators"
             self.event("llm_disabled", self.llm_disabled_reason)
         elif self.llm_consecutive_errors >= self.campaign.llm_ops.max_consecutive_errors:

@@ -6,9 +6,9 @@ tokens); totals (overall and per ``purpose``) accumulate in an :class:`LLMUsage`
 pydantic model that can be saved with a run and passed back on resume.
 
 Caps (any of calls, tokens, cost) are checked before each request: once one is reached,
-requests come back at once with ``error = "LLM budget exhausted (...)"`` and the backend
-is not called. A call cap is exact (a batch is cut at the remaining number of calls); a
-token or cost cap can be overshot by the batch in flight, since a reply's size is known
+requests come back at once with ``budget_spent = True`` and ``error = "LLM budget exhausted
+(...)"``, and the backend is not called. A call cap is exact (a batch is cut at the remaining
+number of calls); a token or cost cap can be overshot by the batch in flight, since a reply's size is known
 only afterwards. Cached replies (``cached=True``) are counted apart and are free: put the
 cache outside the budget, ``CachedLLM(BudgetedLLM(backend))``, so a resumed campaign
 replays its past calls without spending the cap again (that is what ``make_llm`` builds).
@@ -131,7 +131,7 @@ class BudgetedLLM(LLM):
                 out.append(rs)
             for rq in requests[allowed:]:
                 self._usage.add(rq.purpose, refused_calls=1, failed_calls=1)
-                out.append(ChatResponse(error=f"{EXHAUSTED} ({why})"))
+                out.append(ChatResponse(error=f"{EXHAUSTED} ({why})", budget_spent=True))
         return out
 
     def logprobs(self, prompts: list[str], completions: list[list[str]]) -> list[list[float]]:
