@@ -1,0 +1,173 @@
+"""Issue 11, search side: validation tasks decide the ranking, noise-aware tie-breaks (tasks won, Occam),
+verify stores and shows its table, overlapping task sets and bad task modules are refused at campaign
+start, and a user's task module runs through a campaign. Real training (tiny fidelity), real SQLite."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from evaluators.base import EvalResult, Status, TaskResult
+from search.cli.results import show_text
+from search.core import CampaignError, RunView, parse_campaign, run_campaign
+from search.core.selection import noise_order
+from search.rules.tasksets import search_tasks, transfer_tasks, validation_tasks
+from search.rules.verify import holds, verify_run
+
+
+def _campaign(name: str, **kw) -> dict:
+    d = {"name": name, "seed_rules": ["sgd_momentum", "adamw"], "search_tasks": ["quadratic"],
+         "validation_tasks": ["cancer_bce"], "fidelities": ["tiny"], "executor": "inprocess",
+         "budget": {"evaluations": 10}, "search": {"population": 4, "batch_size": 2},
+         "simplify": {"top": 1, "max_evaluations": 2}, "validation": {"top": 4, "noise": 0.0}}
+    d.update(kw)
+    return d
+
+
+@pytest.fixture(scope="module")
+def validated_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("val") / "run"
+    summary = run_campaign(parse_campaign(_campaign("val")), run, fresh=True)
+    return run, summary
+
+
+# -- ranking --------------------------------------------------------------------------
+
+def test_validation_tasks_decide_the_ranking(validated_run):
+    run, summary = validated_run
+    view = RunView(run)
+    try:
+        ranked = view.ranked()
+        validated = [c for c in ranked if c["validation"] is not None]
+        assert len(validated) == 4                       # [validation] top
+        # validated candidates come first, ordered by their validation score, not the search score
+        assert ranked[:4] == validated
+        vs = [c["validation"].score for c in validated]
+        assert vs == sorted(vs, reverse=True)
+        assert set(validated[0]["validation"].tasks) == {"cancer_bce"}
+        # the run's best is the validation winner, and it was validated as simplified
+        assert summary.best_id == validated[0]["id"]
+        assert validated[0]["meta"]["validation"]["text"]
+        phases = {e["phase"] for e in view.evaluations}
+        assert {"search", "validation"} <= phases
+    finally:
+        view.close()
+
+
+def _r(score: float, won: int) -> EvalResult:
+    tasks = {f"t{i}": TaskResult(task=f"t{i}", metric=1.0, score=(0.1 if i < won else -0.1), status=Status.ok)
+             for i in range(3)}
+    return EvalResult(key="k", fidelity="tiny", score=score, status=Status.ok, tasks=tasks)
+
+
+def test_noise_order_prefers_tasks_won_then_smaller_programs():
+    items = [("big_one_task", 0.300, 1, 40), ("broad", 0.290, 3, 40), ("small_broad", 0.285, 3, 20),
+             ("far_behind", 0.200, 3, 5)]
+    order = noise_order(items, lambda x: x[1], lambda x: x[2], lambda x: x[3], noise=0.02)
+    # within 0.02 of the top: most tasks won first, and between equals in that the smaller program
+    assert [x[0] for x in order] == ["small_broad", "broad", "big_one_task", "far_behind"]
+    plain = noise_order(items, lambda x: x[1], lambda x: x[2], lambda x: x[3], noise=0.0)
+    assert [x[0] for x in plain] == ["big_one_task", "broad", "small_broad", "far_behind"]
+    assert _r(0.1, 2).tasks_won == 2
+
+
+# -- verify -----------------------------------------------------------------------------
+
+def test_verify_stores_and_shows_its_table(validated_run):
+    run, _ = validated_run
+    rec = verify_run(run, top=2, tasks=["rosenbrock"], executor="inprocess", log=lambda *_: None)
+    assert rec["split"] == "test" and not set(rec["seeds"]) & {0, 1}     # unseen training seeds
+    assert rec["transfer_tasks"] == ["rosenbrock"] and rec["validation_tasks"] == ["cancer_bce"]
+    cands = [e for e in rec["entries"] if e["kind"] == "candidate"]
+    assert len(cands) == 2
+    for e in cands:
+        assert set(e["tasks"]) == {"cancer_bce", "rosenbrock"}
+        assert e["tasks"]["rosenbrock"]["group"] == "transfer"
+        assert e["verified"] == pytest.approx(e["tasks"]["rosenbrock"]["score"])
+        assert e["holds"] == holds(e)
+    adamw = next(e for e in rec["entries"] if e["label"] == "seed adamw")
+    assert adamw["verified"] == pytest.approx(0.0)                       # the baseline against itself
+    view = RunView(run)
+    try:
+        assert view.verification()["entries"][0]["id"] == cands[0]["id"]   # stored in the run's SQLite
+    finally:
+        view.close()
+    text = show_text(run)
+    assert "VERIFIED" in text and "search -> validation -> verified" in text
+    assert "rosenbrock" in text and "validation " in text
+    assert ("does not hold" in text) == (not all(e["holds"] for e in cands))
+
+
+def test_holds_needs_a_positive_mean_and_most_tasks():
+    assert holds({"verified": 0.05, "verified_won": 3, "verified_n": 4})
+    assert not holds({"verified": 0.05, "verified_won": 2, "verified_n": 4})   # one big task, not most
+    assert not holds({"verified": -0.01, "verified_won": 3, "verified_n": 4})
+
+
+# -- campaign-start errors ---------------------------------------------------------------
+
+def test_overlapping_task_sets_are_refused_naming_the_field():
+    with pytest.raises(CampaignError, match=r"validation_tasks: shares task families with search_tasks"):
+        parse_campaign(_campaign("x", search_tasks=["digits_mlp"], validation_tasks=["digits_logreg"]))
+    with pytest.raises(CampaignError, match=r"verify.tasks: shares task families"):
+        parse_campaign(_campaign("x", verify={"tasks": ["quadratic"]}))
+    with pytest.raises(CampaignError, match=r"give one of them"):
+        parse_campaign(_campaign("x", tasks=["quadratic"]))
+    with pytest.raises(CampaignError, match=r"test split|split"):
+        parse_campaign(_campaign("x", evaluator={"split": "test"}))
+
+
+def test_bad_task_modules_are_refused_at_campaign_start():
+    with pytest.raises(CampaignError, match=r"validation_tasks: task 'no_such_pkg_xyz.tasks:make'.*cannot import"):
+        parse_campaign(_campaign("x", validation_tasks=["no_such_pkg_xyz.tasks:make"]))
+    with pytest.raises(CampaignError, match=r"search_tasks: task 'proxies:no_such_factory'.*no attribute"):
+        parse_campaign(_campaign("x", search_tasks=["proxies:no_such_factory"]))
+
+
+def test_old_tasks_field_keeps_its_meaning_and_new_campaigns_get_disjoint_defaults():
+    old = parse_campaign({"name": "old", "tasks": ["quadratic"], "fidelities": ["tiny"]})
+    assert search_tasks(old) == ["quadratic"] and validation_tasks(old) == []
+    new = parse_campaign({"name": "new", "fidelities": ["tiny"]})
+    import proxies
+    fam = {proxies.task_family(t) for t in search_tasks(new)}
+    assert validation_tasks(new) and not fam & {proxies.task_family(t) for t in validation_tasks(new)}
+    assert not {proxies.task_family(t) for t in transfer_tasks(new)} & (
+        fam | {proxies.task_family(t) for t in validation_tasks(new)})
+
+
+# -- a user's task module ------------------------------------------------------------------
+
+USER_TASKS = textwrap.dedent('''
+    import torch
+    from torch import nn
+    import proxies
+
+    def _data():
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(96, 4, generator=g)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]])
+        return {"train": (x[:64], y[:64]), "val": (x[64:80], y[64:80]), "test": (x[80:], y[80:])}
+
+    def tiny_regression():
+        return proxies.ModuleTask("tiny_regression", lambda: nn.Linear(4, 1), _data,
+                                  lambda o, y: ((o - y) ** 2).mean(), batch_size=16,
+                                  steps={"tiny": 15, "small": 30, "full": 60})
+''')
+
+
+def test_a_user_task_module_runs_through_a_campaign(tmp_path, monkeypatch):
+    (tmp_path / "my_user_tasks_11.py").write_text(USER_TASKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = "my_user_tasks_11:tiny_regression"
+    d = _campaign("user", search_tasks=[spec], validation_tasks=["quadratic"], budget={"evaluations": 6},
+                  validation={"top": 2})
+    summary = run_campaign(parse_campaign(d), tmp_path / "run", fresh=True)
+    view = RunView(tmp_path / "run")
+    try:
+        best = view.ranked()[0]
+        assert best["id"] == summary.best_id
+        r = best["results"]["tiny"]
+        assert set(r.tasks) == {spec} and r.tasks[spec].status == Status.ok
+        assert best["validation"] is not None and "quadratic" in best["validation"].tasks
+    finally:
+        view.close()
