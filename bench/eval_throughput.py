@@ -17,12 +17,25 @@ scales up (marked "est.").
 
     python bench/eval_throughput.py [--fidelities tiny,small,full] [--rule adamw] [--loop-sample 4]
                                     [--pool 4]
+
+``--tuning`` instead compares tuning protocols on a fixed set of rules (the dsl
+library plus ``--mutants`` textual mutants of it: a numeric constant scaled, or a
+``+``/``-`` swapped): today's lr grid (9 lrs, each task's fixed wd), the full lr x wd
+grid (9 x 5 = 45 points, the reference), and successive halving over that grid at
+several rung settings. For each it reports the training cost (copy-steps and CPU
+seconds, baselines included) and how it ranks the rules against the full grid
+(Spearman and Kendall rank correlation of the overall scores, top-1 agreement,
+top-5 overlap):
+
+    python bench/eval_throughput.py --tuning [--tasks a,b] [--mutants 30] [--fidelity tiny]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import random
+import re
 import sys
 import time
 
@@ -32,8 +45,15 @@ import torch  # noqa: E402
 
 import dsl  # noqa: E402
 import proxies  # noqa: E402
-from evaluators import Candidate, RuleEvalConfig, RuleEvaluator  # noqa: E402
+from evaluators import Candidate, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid  # noqa: E402
 from evaluators.executors import available_cores  # noqa: E402
+
+#: cheap tasks of varied kinds for the tuning comparison (hand-written and generic, val metric)
+TUNING_TASKS = ["quadratic", "digits_mlp", "digits_ae", "cancer_bce", "diabetes_reg"]
+#: successive-halving settings compared against the full lr x wd grid
+HALVINGS = {"SH 10%->15, 30%->5, 60%->2": [(0.1, 15), (0.3, 5), (0.6, 2)],
+            "SH 20%->6, 50%->2 (default rungs)": [(0.2, 6), (0.5, 2)],
+            "SH 20%->9, 50%->3": [(0.2, 9), (0.5, 3)], "SH 30%->5": [(0.3, 5)]}
 
 
 def timed(fn) -> tuple[float, float]:
@@ -86,6 +106,92 @@ def pool_throughput(fidelity: str, n: int, tasks) -> tuple[float, float]:
     return per_min(dt / n), dt
 
 
+def mutants(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct (by fingerprint) parseable textual mutants of the library rules."""
+    rng = random.Random(seed)
+    names = dsl.list_rules()
+    seen = {str(dsl.fingerprint(dsl.get_rule(r))) for r in names}
+    out: list[str] = []
+    while len(out) < n:
+        src = dsl.get_rule(rng.choice(names)).source()
+        head, _, body = src.partition("\n")
+        if rng.random() < 0.75:      # scale a numeric constant (a default or a literal in the body)
+            nums = list(re.finditer(r"(?<![\w.])\d+\.?\d*(e-?\d+)?", src))
+            if not nums:
+                continue
+            m = rng.choice(nums)
+            x = float(m.group())
+            f = rng.choice([0.5, 0.8, 1.25, 2.0])
+            y = 1 - (1 - x) * f if 0.5 < x < 1 else x * f
+            src = src[:m.start()] + f"{y:.6g}" + src[m.end():]
+        else:                        # swap one + / - in the body
+            ops = [i for i, c in enumerate(body) if c in "+-" and body[i - 1] == " "]
+            if not ops:
+                continue
+            i = rng.choice(ops)
+            body = body[:i] + ("-" if body[i] == "+" else "+") + body[i + 1:]
+            src = head + "\n" + body
+        try:
+            key = str(dsl.fingerprint(dsl.parse(src)))
+        except Exception:  # noqa: BLE001 - a mutant that does not parse is skipped
+            continue
+        if key not in seen:
+            seen.add(key)
+            out.append(src)
+    return out
+
+
+def rank_stats(ref: list[float], other: list[float]) -> dict:
+    from scipy.stats import kendalltau, spearmanr
+    top = lambda xs, k: set(sorted(range(len(xs)), key=lambda i: -xs[i])[:k])  # noqa: E731
+    return {"spearman": float(spearmanr(ref, other)[0]), "kendall": float(kendalltau(ref, other)[0]),
+            "top1": top(ref, 1) == top(other, 1), "top5": len(top(ref, 5) & top(other, 5)),
+            # the full grid's score of this protocol's pick, below the full grid's best
+            "regret": max(ref) - ref[next(iter(top(other, 1)))]}
+
+
+def tuning(tasks: list[str], n_mutants: int, fidelity: str) -> None:
+    rules = [dsl.get_rule(r).source() for r in dsl.list_rules()] + mutants(n_mutants)
+    cands = [Candidate(text=r) for r in rules]
+    base = dict(tasks=tasks, executor="inprocess")
+    protocols = {"lr grid (today: 9 lrs, fixed wd)": RuleEvalConfig(**base),
+                 "full lr x wd grid (9 x 5)": RuleEvalConfig(wd_grid=WdGrid(), **base)}
+    for name, rungs in HALVINGS.items():
+        protocols[name] = RuleEvalConfig(wd_grid=WdGrid(), halving=SuccessiveHalving(rungs=rungs), **base)
+    print(f"{len(rules)} rules ({len(rules) - n_mutants} library + {n_mutants} mutants); tasks {', '.join(tasks)}; "
+          f"fidelity {fidelity}; seeds 0, 1; wd grid {WdGrid().values}")
+    scores, costs = {}, {}
+    for name, cfg in protocols.items():
+        t0, c0 = time.perf_counter(), time.process_time()
+        with RuleEvaluator(cfg) as ev:
+            res = ev.evaluate(cands, fidelity)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        steps = 0
+        for r in res:
+            for t, tr in r.tasks.items():
+                n_pts = len(tr.extra.get("wds") or tr.extra.get("lrs") or [])
+                steps += tr.extra.get("copy_steps", n_pts * len(cfg.seeds) * proxies.get_task(t).steps[fidelity])
+        scores[name] = [r.score for r in res]
+        costs[name] = (steps, wall, cpu, sum(r.ok for r in res))
+        print(f"  {name}: {wall:.1f}s wall, {cpu:.1f}s cpu, {sum(r.ok for r in res)} ok", flush=True)
+    ref_name = "full lr x wd grid (9 x 5)"
+    ref = scores[ref_name]
+    ok = [i for i, x in enumerate(ref) if x > -1e8]
+    ref_steps = costs[ref_name][0]
+    print(f"\nrank agreement with the full lr x wd grid over the {len(ok)} rules it scores ok:")
+    print(f"{'protocol':<36} | {'copy-steps':>10} {'of full':>7} | {'cpu s':>7} | {'spearman':>8} {'kendall':>7} "
+          f"{'top-1':>5} {'top-5':>5} {'regret':>7}")
+    for name in protocols:
+        st = rank_stats([ref[i] for i in ok], [scores[name][i] for i in ok])
+        steps, wall, cpu, _ = costs[name]
+        print(f"{name:<36} | {steps:10d} {steps / ref_steps:7.1%} | {cpu:7.1f} | {st['spearman']:8.3f} "
+              f"{st['kendall']:7.3f} {'yes' if st['top1'] else 'no':>5} {st['top5']:>3}/5 {st['regret']:7.4f}",
+              flush=True)
+    best = max(ok, key=lambda i: ref[i])
+    print(f"full grid's best: rule {best} ({rules[best].partition('(')[0][4:]}), score {ref[best]:+.4f}; "
+          f"regret = that score minus the full grid's score of the protocol's pick")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fidelities", default="tiny,small")
@@ -96,7 +202,18 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=0, help="also time RuleEvaluator on a process pool with "
                     "this many candidates per fidelity")
     ap.add_argument("--per-task", action="store_true")
+    ap.add_argument("--tuning", action="store_true", help="compare tuning protocols (see the docstring)")
+    ap.add_argument("--mutants", type=int, default=30)
+    ap.add_argument("--fidelity", default="tiny", help="fidelity of --tuning")
     args = ap.parse_args()
+    if args.tuning:
+        torch.set_num_threads(1)
+        print(f"machine: {platform.machine()}, {available_cores()} cores, torch {torch.__version__}, "
+              f"python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+              f"load {os.getloadavg()[0]:.2f}")
+        tuning(args.tasks.split(",") if args.tasks else TUNING_TASKS, args.mutants, args.fidelity)
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        return
 
     torch.set_num_threads(1)
     cfg = RuleEvalConfig(executor="inprocess")

@@ -8,6 +8,11 @@ data, batch size and steps) as an outside reference. Times are the best of
 ``--repeat`` runs (the machine may be shared).
 
     python bench/proxy_sweep.py [--tasks a,b] [--fidelities tiny,small,full] [--repeat 3]
+    python bench/proxy_sweep.py --generic [--fidelities tiny,small] [--repeat 3]
+
+``--generic`` times the hand-written digits_mlp against the same MLP (same data,
+batch, schedule, wd, steps) written as a generic ``ModuleTask`` (torch.func vmap
+over functional_call), 9 lrs x 2 seeds = 18 copies, AdamW.
 
 Threads: sweeps use 1 torch thread unless OPTFORGE_TORCH_THREADS=n (or "default") says otherwise;
 the plain-torch reference runs under the same setting.
@@ -25,7 +30,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from proxies import get_task, list_tasks  # noqa: E402
-from proxies.tasks.core import _Threads, sweep_threads  # noqa: E402
+from proxies import ModuleTask  # noqa: E402
+from proxies.tasks.datasets import digits_images  # noqa: E402
+from proxies.tasks.train import TorchThreads, sweep_threads  # noqa: E402
 
 ADAMW = """def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
     w = w * (1 - lr * wd)
@@ -77,12 +84,44 @@ def plain_torch_mlp(steps: int) -> None:
         opt.step()
 
 
+def generic_mlp() -> ModuleTask:
+    """digits_mlp as a ModuleTask: the same function class, data, batch, schedule and budgets."""
+    h = get_task("digits_mlp")
+    ce = torch.nn.functional.cross_entropy
+    return ModuleTask("generic_digits_mlp", lambda: torch.nn.Sequential(
+        torch.nn.Linear(64, h.hidden), torch.nn.ReLU(), torch.nn.Linear(h.hidden, 10)),
+        lambda: digits_images(flat=True), ce, steps=h.steps, batch_size=h.batch, weight_decay=h.weight_decay,
+        schedule=h.schedule, blowup=h.blowup, salt=h.salt)
+
+
+def generic(fidelities: list[str], repeat: int) -> None:
+    lrs = [float(x) for x in np.logspace(-4, 0, 9)]
+    hand, gen = get_task("digits_mlp"), generic_mlp()
+    print(f"{'fid':<6} {'steps':>5} | {'hand-written wall':>17} {'cpu':>7} | {'ModuleTask wall':>15} {'cpu':>7} | "
+          f"{'ratio (cpu)':>11}")
+    for fid in fidelities:
+        for t in (hand, gen):
+            t.sweep(ADAMW, lrs[:2], [0], fid)
+        th = best_time(lambda: hand.sweep(ADAMW, lrs, [0, 1], fid), repeat)
+        tg = best_time(lambda: gen.sweep(ADAMW, lrs, [0, 1], fid), repeat)
+        print(f"{fid:<6} {hand.steps[fid]:>5} | {th[0]:>17.3f} {th[1]:>7.3f} | {tg[0]:>15.3f} {tg[1]:>7.3f} | "
+              f"{tg[1] / th[1]:>10.2f}x", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--generic", action="store_true", help="hand-written digits_mlp vs the same ModuleTask")
     ap.add_argument("--tasks", default=",".join(list_tasks()))
     ap.add_argument("--fidelities", default="tiny,small,full")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    if args.generic:
+        print(f"torch {torch.__version__}, 1 thread, load avg at start {os.getloadavg()[0]:.2f}, "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        with TorchThreads(sweep_threads()):
+            generic(args.fidelities.split(","), args.repeat)
+        print(f"load avg at end {os.getloadavg()[0]:.2f}")
+        return
     print(f"torch {torch.__version__}, sweep threads {sweep_threads() or torch.get_num_threads()}, "
           f"cpus {os.cpu_count()}, "
           f"load avg at start {os.getloadavg()[0]:.2f}")
@@ -101,7 +140,7 @@ def main() -> None:
                 row.append(f"{t1[j]:>8.3f} {t8[j]:>7.3f} {t8[j] / t1[j]:>5.2f} {t16[j]:>7.3f} {t16[j] / t1[j]:>5.2f}")
             print(" | ".join(row), flush=True)
             if name == "digits_mlp":
-                with _Threads(sweep_threads()):
+                with TorchThreads(sweep_threads()):
                     tp = best_time(lambda: plain_torch_mlp(task.steps[fid]), args.repeat)
                 print(f"{'':<14} {fid:<6} plain torch nn.Sequential + AdamW(foreach), one run: wall {tp[0]:.3f} s, "
                       f"cpu {tp[1]:.3f} s; 8-lr sweep / plain run: wall {t8[0] / tp[0]:.2f}, "

@@ -53,7 +53,7 @@ from dsl import Program
 from .ops import (accuracy, cross_entropy, epoch_order, gen, layer_norm, linear, normal,  # noqa: F401
                   stacked_order)
 from .outcome import FIDELITIES, SPLITS, THREADS_ENV, Rung, SweepOutcome  # noqa: F401
-from .train import curve_steps, elementwise_only, run_sweep, sweep_threads  # noqa: F401
+from .train import TorchThreads, curve_steps, elementwise_only, run_sweep, sweep_threads  # noqa: F401
 
 
 @runtime_checkable

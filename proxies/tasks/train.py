@@ -54,7 +54,7 @@ def sweep_threads() -> int | None:
     return n
 
 
-class _Threads:
+class TorchThreads:
     """Use ``n`` torch threads inside the block and restore the previous count after it."""
 
     def __init__(self, n: int | None):
@@ -205,7 +205,7 @@ def run_sweep(task: StackedTask, program: Program | str, lrs: Sequence[float], s
     program, lrs, seeds, hyper = _check_inputs(task, program, lrs, seeds, fidelity, hyper, split)
     wd_list = _check_wds(wds, lrs)
     rung_list = _check_rungs(rungs, len(lrs))
-    with _Threads(sweep_threads()):
+    with TorchThreads(sweep_threads()):
         return _train(task, program, lrs, seeds, fidelity, hyper, split, wd_list, rung_list)
 
 
