@@ -152,6 +152,25 @@ def test_load_state_dict_with_a_number_step(Opt, number):
         assert torch.is_tensor(step) and step.dtype == opt.state[q]["step"].dtype and float(step) == 5
 
 
+def test_load_state_dict_without_the_flags_adds_only_what_is_missing(Opt):
+    """A checkpoint from before the flags were param-group keys (or from another library):
+    the groups gain exactly the missing keys, with their defaults, and nothing else."""
+    params = make_params()
+    opt = Opt(params, lr=1e-2)
+    run(opt, params, 0, 2)
+    sd = roundtrip(opt.state_dict())
+    for g in sd["param_groups"]:
+        for key in ("maximize", "foreach", "capturable", "differentiable", "fused"):
+            g.pop(key)
+        g["custom_key"] = "kept"
+    opt2 = Opt(clone_params(params), lr=0.5)
+    opt2.load_state_dict(sd)
+    (g,) = opt2.state_dict()["param_groups"]
+    assert g["custom_key"] == "kept" and g["lr"] == 1e-2
+    assert set(g) == set(opt.state_dict()["param_groups"][0]) | {"custom_key"}
+    assert (g["maximize"], g["foreach"], g["fused"]) == (False, None, None)
+
+
 OTHER = "def other(w, g, zz, lr):\n    zz = zz + g\n    w = w - lr * zz\n    return w, zz\n"
 
 
