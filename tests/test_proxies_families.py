@@ -30,6 +30,13 @@ def test_families_are_registered_with_groups_disjoint_in_family():
             assert seen.setdefault(fam, group) == group, f"family {fam} is in {seen[fam]} and {group}"
     assert TASK_GROUPS["search"] == proxies.DEFAULT_SUITE
     assert task_family("digits_logreg") == task_family("digits_mlp")
+    proxies.check_disjoint(TASK_GROUPS)
+    with pytest.raises(proxies.TaskOverlapError, match="validation and search must be disjoint but share task "
+                       "'quadratic'"):
+        proxies.check_disjoint({"search": ["quadratic", "char_lm"], "validation": ["quadratic"]})
+    with pytest.raises(proxies.TaskOverlapError, match="'digits_logreg' and 'digits_mlp' \\(family"):
+        proxies.check_disjoint({"search": ["digits_mlp"], "validation": ["digits_logreg"]})
+    proxies.check_disjoint({"search": ["digits_mlp"], "validation": ["digits_logreg"]}, by_family=False)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

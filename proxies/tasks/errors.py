@@ -21,3 +21,7 @@ class UnknownTaskError(TaskLoadError, KeyError):
 
 class TaskDefinitionError(ValueError):
     """A task built from parts that cannot work together (e.g. a module that updates buffers)."""
+
+
+class TaskOverlapError(ValueError):
+    """Task sets that must be disjoint (search / validation / transfer) share a task or a family."""

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from .core import StackedTask
-from .errors import TaskLoadError, UnknownTaskError
+from .errors import TaskLoadError, TaskOverlapError, UnknownTaskError
 from .outcome import FIDELITIES
 
 _FACTORIES: dict[str, Callable[[], StackedTask]] = {}
@@ -44,6 +44,21 @@ def list_tasks() -> list[str]:
 def task_family(name: str) -> str:
     """The family of a registered task (a spec task is its own family)."""
     return _FAMILY.get(name, name)
+
+
+def check_disjoint(sets: Mapping[str, Sequence[str]], by_family: bool = True) -> None:
+    """Raise :class:`TaskOverlapError` when two named task sets share a task (or, with
+    ``by_family``, a family: ``digits_logreg`` and ``digits_mlp`` share data), naming both sets."""
+    owner: dict[str, tuple[str, str]] = {}
+    for set_name, tasks in sets.items():
+        for t in tasks:
+            key = task_family(t) if by_family else t
+            if key in owner and owner[key][0] != set_name:
+                other_set, other_task = owner[key]
+                what = f"task {t!r}" if other_task == t else f"{t!r} and {other_task!r} (family {key!r})"
+                raise TaskOverlapError(f"{set_name} and {other_set} must be disjoint but share {what}; "
+                                       f"move one of them (suggested sets: proxies.TASK_GROUPS)")
+            owner.setdefault(key, (set_name, t))
 
 
 def is_task_spec(name: str) -> bool:
@@ -128,4 +143,4 @@ def _check_task(spec: str, task: StackedTask) -> None:
         raise TaskLoadError(spec, f"its weight_decay must be a number >= 0, got {wd!r}")
 
 
-__all__ = ["register_task", "list_tasks", "task_family", "is_task_spec", "resolve_task", "get_task"]
+__all__ = ["register_task", "list_tasks", "task_family", "check_disjoint", "is_task_spec", "resolve_task", "get_task"]
