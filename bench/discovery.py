@@ -18,6 +18,15 @@ Protocol (a benchmark, not a test; numbers depend on the machine):
 3. The same search budget with ``llm_share`` of the children proposed by the LLM backend
    (default: the embedded local model); skipped with ``--no-llm`` or when no backend loads.
 
+Issue 11 protocol (``--transfer``): random-only campaigns of ``examples/discovery.toml`` (search
+tasks, a validation stage on disjoint families, lr x wd tuning with successive halving, two training
+seeds), one per search seed (``--transfer-seeds 0,1,2``), each followed by ``optforge verify`` of its
+winner on the test splits with unseen seeds on four transfer families neither the search nor the
+validation saw; ``--transfer-table`` prints per-seed rows and the mean and spread of the verified
+score. ``--budget`` / ``--wall`` override the file's budget:
+
+    nice python bench/discovery.py --transfer --transfer-seeds 0,1,2 --budget 600 --wall 900
+
 Each campaign is one job of at most ~20 min on 2 CPU cores; run them one at a time (under the
 shared benchmark lock when other work runs), then print the tables:
 
@@ -160,6 +169,91 @@ def _table(out: Path) -> str:
     return "\n".join(lines)
 
 
+# -- issue 11: transfer protocol (random-only campaigns over several search seeds) -----------------
+
+TRANSFER_CAMPAIGN = ROOT / "examples" / "discovery.toml"
+
+
+def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | None, tag: str = "") -> dict:
+    """examples/discovery.toml with its search seed (``random_seed``), budget and run name replaced."""
+    import tomllib
+    d = tomllib.loads(TRANSFER_CAMPAIGN.read_text())
+    d["name"] = f"bench_transfer_s{search_seed}{tag}"
+    d["random_seed"] = search_seed
+    d.pop("llm", None)
+    d.setdefault("operators", {})["llm_share"] = 0.0
+    if budget is not None:
+        d["budget"]["evaluations"] = budget
+    if wall is not None:
+        d["budget"]["wall_seconds"] = wall
+    return d
+
+
+def run_transfer_seed(search_seed: int, budget: int | None, wall: float | None, out: Path, executor: str,
+                      verify_top: int = 1, tag: str = "") -> dict:
+    """One random-only campaign of the transfer protocol, then ``optforge verify`` of its winner."""
+    import os
+
+    from search.core import Engine, parse_campaign
+    from search.report import PlainProgress
+    from search.rules.verify import verify_run, verify_table
+    d = transfer_campaign_dict(search_seed, budget, wall, tag)
+    if executor:
+        d["executor"] = executor
+    c = parse_campaign(d, f"<bench {d['name']}>")
+    load0 = os.getloadavg()
+    t0 = time.time()
+    eng = Engine(c, out / d["name"], fresh=True, progress=PlainProgress(every_s=60))
+    try:
+        s = eng.run()
+    finally:
+        eng.close()
+    search_s = time.time() - t0
+    rec = verify_run(out / d["name"], top=verify_top, executor=executor, with_seeds=search_seed == 0)
+    print("\n".join(verify_table(rec)), flush=True)
+    return {"search_seed": search_seed, "budget_units": s.used, "evaluations": s.evaluations,
+            "search_wall_s": round(search_s, 1), "verify_s": rec["seconds"], "load_before": load0,
+            "load_after": os.getloadavg(), "best_id": s.best_id, "verify": rec,
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def transfer_table(out: Path) -> str:
+    """Markdown: per search seed the winner's search, validation and verified (transfer) scores, then the
+    mean and spread over seeds of the verified score (families used neither in search nor validation)."""
+    import statistics
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("transfer_s*.json"))]
+    if not rows:
+        return "(no transfer-protocol results yet: run --transfer)"
+    tasks = rows[0]["verify"]["transfer_tasks"]
+    lines = ["| search seed | units | search s | winner | search | validation | val tasks (test) | "
+             + " | ".join(tasks) + " | **verified (transfer) mean** | won |",
+             "|---" * (8 + len(tasks)) + "|"]
+    ver = []
+    for r in rows:
+        e = next(x for x in r["verify"]["entries"] if x["kind"] == "candidate")
+        cells = [f"{e['tasks'][t]['score']:+.3f}" if e["tasks"].get(t, {}).get("score") is not None else "failed"
+                 for t in tasks]
+        ver.append(e["verified"])
+        lines.append(f"| {r['search_seed']} | {r['budget_units']:g} | {r['search_wall_s']:.0f} | #{e['id']} | "
+                     f"{e['search']:+.3f} | {e['validation']:+.3f} | {e['validation_test']:+.3f} | "
+                     + " | ".join(cells) + f" | **{e['verified']:+.3f}** | {e['verified_won']}/{e['verified_n']} |")
+    sd = statistics.stdev(ver) if len(ver) > 1 else 0.0
+    lines += ["", f"verified transfer score over {len(ver)} search seed(s): mean {statistics.mean(ver):+.3f}, "
+              f"sd {sd:.3f}, min {min(ver):+.3f}, max {max(ver):+.3f} (0 = lr x wd tuned AdamW)"]
+    return "\n".join(lines)
+
+
+def transfer_main(args) -> int:
+    """``--transfer``: random-only campaigns of examples/discovery.toml over ``--transfer-seeds``."""
+    out = Path(args.out)
+    for seed in [int(x) for x in args.transfer_seeds.split(",")]:
+        print(f"\n=== transfer protocol: search seed {seed}, budget {args.budget} units ===", flush=True)
+        r = run_transfer_seed(seed, args.budget, args.wall, out, args.executor, tag=args.tag)
+        (out / f"transfer_s{seed}{args.tag}.json").write_text(json.dumps(r, indent=2, default=str))
+    print(transfer_table(out))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=int, default=800, help="evaluation units per campaign")
@@ -176,12 +270,21 @@ def main() -> int:
     ap.add_argument("--table", action="store_true", help="print the markdown tables of the saved results and exit")
     ap.add_argument("--executor", default="pool", choices=["pool", "inprocess"])
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_discovery"))
+    ap.add_argument("--transfer", action="store_true", help="issue 11 protocol: random-only campaigns of "
+                    "examples/discovery.toml, one per --transfer-seeds, each verified on transfer tasks")
+    ap.add_argument("--transfer-seeds", default="0,1,2", help="search seeds (campaign random_seed) of --transfer")
+    ap.add_argument("--transfer-table", action="store_true", help="print the transfer-protocol table and exit")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.table:
         print(_table(out))
         return 0
+    if args.transfer_table:
+        print(transfer_table(out))
+        return 0
+    if args.transfer:
+        return transfer_main(args)
     import os
     import platform
 

@@ -5,6 +5,7 @@ from .export import export_python
 from .errors import DSLError
 from .fingerprint import fingerprint
 from .library import get_rule, list_rules
+from .discovered import DISCOVERED, list_discovered
 from .optim_base import RuleOptimizer
 from .ranges import Range, hyper_ranges
 from .simplify import simplify
@@ -17,5 +18,5 @@ from .program import (Arg, Assign, BinOp, Call, Expr, Name, Neg, NodePath, Num, 
 __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Expr", "Name", "Neg", "Num",
            "PRIMITIVES", "RESERVED", "reference_text", "run_rule",
            "CheckReport", "DeadStatement", "check", "check_source", "simplify", "fingerprint",
-           "get_rule", "list_rules", "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges",
+           "get_rule", "list_rules", "DISCOVERED", "list_discovered", "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges",
            "NodePath", "children", "with_children", "nodes", "get_at", "replace_at", "statement_nodes", "replace_node"]

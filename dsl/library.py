@@ -168,9 +168,13 @@ def list_rules() -> list[str]:
 @lru_cache(maxsize=None)
 def get_rule(name: str) -> Program:
     """The parsed library rule; ``KeyError`` naming the known rules otherwise."""
-    if name not in RULES:
-        raise KeyError(f"unknown library rule {name!r}; known rules: {', '.join(RULES)}")
+    from .discovered import DISCOVERED
     from .parser import parse
+    if name not in RULES:
+        if name in DISCOVERED:   # rules found by optforge's campaigns (dsl.discovered)
+            return parse(DISCOVERED[name])
+        found = f"; discovered: {', '.join(DISCOVERED)}" if DISCOVERED else ""
+        raise KeyError(f"unknown library rule {name!r}; known rules: {', '.join(RULES)}{found}")
     return parse(RULES[name])
 
 

@@ -96,6 +96,13 @@ def test_verify_stores_and_shows_its_table(validated_run):
     assert "VERIFIED" in text and "search -> validation -> verified" in text
     assert "rosenbrock" in text and "validation " in text
     assert ("does not hold" in text) == (not all(e["holds"] for e in cands))
+    from search.report import build_html
+    view = RunView(run)
+    try:
+        page = build_html(view)
+    finally:
+        view.close()
+    assert "Transfer gap" in page and "Validation stage" in page
 
 
 def test_holds_needs_a_positive_mean_and_most_tasks():

@@ -86,7 +86,8 @@ def _show(view: RunView, top: int) -> str:
     ranked = view.ranked()
     out.append("")
     what = kind.score_label
-    out.append(f"top {min(top, len(ranked))} (ranked by highest fidelity reached, then {what}):")
+    out.append(f"top {min(top, len(ranked))} (validated first, by validation score; then by highest fidelity "
+               f"reached, then {what}; within noise, more tasks won, then the smaller program):")
     for rank, x in enumerate(ranked[:top], 1):
         fid = view.fidelities[x["level"]]
         r = x["results"][fid]

@@ -11,6 +11,7 @@ import sys
 
 import dsl
 from dsl.export import export_python
+from dsl.discovered import DISCOVERED, PROVENANCE, provenance_line
 from dsl.library import RULES
 
 from .errors import CLIError
@@ -27,8 +28,11 @@ def _load(spec: str) -> tuple[dsl.Program, str]:
         origin = spec
     elif spec in RULES:
         text, origin = RULES[spec], f"library rule {spec!r}"
+    elif spec in DISCOVERED:
+        text, origin = DISCOVERED[spec], f"discovered rule {spec!r}"
     else:
-        raise CLIError(f"{spec}: no such file, and not a library rule (library rules: {', '.join(RULES)})")
+        found = f"; discovered: {', '.join(DISCOVERED)}" if DISCOVERED else ""
+        raise CLIError(f"{spec}: no such file, and not a library rule (library rules: {', '.join(RULES)}{found})")
     try:
         return dsl.parse(text), origin
     except dsl.DSLError as e:
@@ -68,6 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not class_name.isidentifier():
         raise CLIError(f"--class-name {class_name!r} is not a valid Python class name")
     text = export_python(prog, class_name)
+    if args.file in DISCOVERED and not os.path.exists(args.file):   # keep the provenance with the code
+        text = "".join(f"# {ln}\n" if ln else "#\n" for ln in _docstring(DISCOVERED[args.file])) + text
     if args.output in (None, "-"):
         sys.stdout.write(text)
         return 0
@@ -80,7 +86,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docstring(source: str) -> list[str]:
+    """The provenance docstring of a discovered rule's source, as lines."""
+    import ast
+    fn = ast.parse(source).body[0]
+    return (ast.get_docstring(fn) or "").splitlines()
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.discovered:
+        if not DISCOVERED:
+            print("no discovered rules shipped yet (dsl/discovered.py)")
+        for name in DISCOVERED:
+            print(provenance_line(name) if name in PROVENANCE else name)
+        return 0
     for name in dsl.list_rules():
         p = dsl.get_rule(name)
         hyper = ", ".join(f"{k}={v:g}" for k, v in p.hyperparams.items()) or "-"
@@ -109,4 +128,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="list the library's known rules")
+    p.add_argument("--discovered", action="store_true", help="list the rules optforge's own campaigns found "
+                   "(name first, then provenance and verified score)")
     p.set_defaults(func=cmd_list)

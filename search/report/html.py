@@ -22,6 +22,7 @@ from evaluators.base import WORST_SCORE
 from search.core import KindPlugin, RunView, run_kind
 
 from .figures import ok_score, plot_curves, plot_distribution, plot_pareto, plot_progress
+from .transfer import transfer_sections
 
 
 def logbook_table(view: RunView) -> str | None:
@@ -112,6 +113,7 @@ def build_html(view: RunView, top_n: int = 5) -> str:
                      f"<pre>{html.escape(simplified_text(kind, x))}</pre>"])
     sections.append("<h2>Top candidates</h2>" + _table(rows, ["rank", "id", "fidelity", "score", "operator",
                                                                "per task", "simplified"]))
+    sections.extend(transfer_sections(view))
     if ranked:
         lin = view.lineage(ranked[0]["id"])
         sections.append("<h2>Lineage of the best</h2>" + _table(
