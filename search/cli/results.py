@@ -21,7 +21,7 @@ from pathlib import Path
 from evaluators.base import WORST_SCORE
 from search.core import KindPlugin, RunView, UnknownKindError, run_kind
 from search.prompts import CompareError, compare_text, write_compare_report
-from search.report import simplified_text, write_report
+from search.report import operator_lines, simplified_text, write_report
 
 from .errors import CLIError
 from .transfer import validation_lines, verification_lines
@@ -83,6 +83,7 @@ def _show(view: RunView, top: int) -> str:
     reasons = Counter(x["reason"].split(":")[0][:60] for x in view.all if x["state"] == "invalid")
     if reasons:
         out.append("invalid reasons: " + "; ".join(f"{r} x{n}" for r, n in reasons.most_common(5)))
+    out.extend(operator_lines(view))
     ranked = view.ranked()
     out.append("")
     what = kind.score_label

@@ -12,7 +12,10 @@
 - ``campaign``: the campaign model (pydantic); ``loading``: ``load_campaign`` / ``parse_campaign``
   (TOML -> a validated campaign, kind and plug-in tables included);
 - ``store``: ``RunStore`` (the run's SQLite file) and ``RunView`` (a finished or running run, read-only);
-- ``strategies``: the built-in strategies (regularized evolution, elitist, NSGA-II).
+- ``strategies``: the built-in strategies (regularized evolution, elitist, NSGA-II);
+- ``bandit``: adaptive operator choice (``[operators.bandit]``: UCB / Thompson shares over the
+  operators, their statistics); ``operator_choice``: what each proposal earned and cost;
+  ``pipeline``: pipelined generations (``[search] pipeline``: LLM requests overlap training).
 
 Core never imports a kind: the built-in kinds (search.rules, search.prompts) import core and
 register themselves; core finds them by module name (``registry.KIND_MODULES``).
@@ -27,6 +30,7 @@ from .campaign import (
                        SearchConfig,
                        SimplifyConfig,
 )
+from .bandit import BanditConfig, BanditError, OperatorBandit, operator_table, share_points
 from .context import Context
 from .engine import Engine, run_campaign
 from .loading import load_campaign, parse_campaign
@@ -52,4 +56,4 @@ __all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig"
            "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",
            "RunStore", "RunView",
            "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Proposal", "RunExistsError",
-           "RunSummary", "Stats"]
+           "RunSummary", "Stats", "BanditConfig", "BanditError", "OperatorBandit", "operator_table", "share_points"]

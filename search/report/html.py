@@ -22,6 +22,7 @@ from evaluators.base import WORST_SCORE
 from search.core import KindPlugin, RunView, run_kind
 
 from .figures import ok_score, plot_curves, plot_distribution, plot_pareto, plot_progress
+from .operators import operator_sections
 from .transfer import transfer_sections
 
 
@@ -128,6 +129,7 @@ def build_html(view: RunView, top_n: int = 5) -> str:
     sections.append("<h2>Operators</h2>" + _table(
         [[html.escape(o), n["ok"], n["invalid"], n["duplicate"], _fmt(best_by_op.get(o, WORST_SCORE))]
          for o, n in sorted(ops.items())], ["operator", "evaluated", "invalid", "duplicate", "best score"]))
+    sections.extend(operator_sections(view))
     sections.extend(kind.report_sections(view))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}pre{margin:0}")
