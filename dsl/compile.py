@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -189,9 +189,9 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
         return _CACHE[key]
     plan = compile_plan(program)
     run = _compiled_runner(plan, name) if compile else plan.run
-    doc = (f"Optimizer compiled by optforge from the update rule:\n\n"
+    doc = ("Optimizer compiled by optforge from the update rule:\n\n"
            + "\n".join("    " + line for line in program.source().splitlines())
-           + f"\n\nHyperparameters (constructor / param-group keys): lr, weight_decay"
+           + "\n\nHyperparameters (constructor / param-group keys): lr, weight_decay"
            + "".join(f", {k}={v!r}" for k, v in program.hyperparams.items())
            + "; flags: " + ", ".join(f"{k}={v!r}" for k, v in FLAG_DEFAULTS.items())
            + ".\nState per parameter: step" + "".join(f", {s}" for s in program.state_names) + ".\n")

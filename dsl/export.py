@@ -24,8 +24,8 @@ import re
 
 import numpy as np
 
-from .compile import check_hyper_names, fingerprint_of, range_table, rule_program
 from . import optim_base
+from .compile import check_hyper_names, fingerprint_of, range_table, rule_program
 from .foreach import compile_plan
 from .optim_base import FLAG_DEFAULTS
 from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, PRIMITIVES, ROW_EPS

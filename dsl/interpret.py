@@ -11,7 +11,7 @@ overflow give inf/nan like tensors do instead of raising.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch

@@ -12,8 +12,17 @@ import math
 
 from .errors import DSLError
 from .kinds import TENSOR, expr_kind, input_kinds
-from .primitives import (BINARY_OPS, MAX_ARGS, MAX_DEPTH, MAX_NODES_PER_EXPR, MAX_SOURCE_CHARS,
-                         MAX_STATEMENTS, PRIMITIVES, RESERVED, SCALAR_INPUTS)
+from .primitives import (
+    BINARY_OPS,
+    MAX_ARGS,
+    MAX_DEPTH,
+    MAX_NODES_PER_EXPR,
+    MAX_SOURCE_CHARS,
+    MAX_STATEMENTS,
+    PRIMITIVES,
+    RESERVED,
+    SCALAR_INPUTS,
+)
 from .program import Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program, count_nodes, depth
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}

@@ -41,8 +41,10 @@ PRIMITIVES: dict[str, Primitive] = {
         Primitive("mean", 1, "reduction", "mean(x): mean of the whole tensor (a scalar)"),
         Primitive("orthogonalize", 1, "matrix",
                   "orthogonalize(x): Newton-Schulz orthogonalization (Muon), x viewed as shape[0] x rest"),
-        Primitive("row_normalize", 1, "matrix", "row_normalize(x): each row of the shape[0] x rest view to unit L2 norm"),
-        Primitive("col_normalize", 1, "matrix", "col_normalize(x): each column of the shape[0] x rest view to unit L2 norm"),
+        Primitive("row_normalize", 1, "matrix",
+                  "row_normalize(x): each row of the shape[0] x rest view to unit L2 norm"),
+        Primitive("col_normalize", 1, "matrix",
+                  "col_normalize(x): each column of the shape[0] x rest view to unit L2 norm"),
     ]
 }
 

@@ -37,8 +37,7 @@ import numpy as np
 from .checker import liveness, validate
 from .kinds import SCALAR, TENSOR, input_kinds
 from .primitives import MAX_DEPTH, MAX_NODES_PER_EXPR, PRIMITIVES, SCALAR_INPUTS
-from .program import (Assign, BinOp, Call, Expr, Name, Neg, Num, Program, count_nodes, depth, names_in,
-                      substitute, walk)
+from .program import Assign, BinOp, Call, Expr, Name, Neg, Num, Program, count_nodes, depth, names_in, substitute, walk
 
 #: Readability limits for inlining a non-trivial expression.
 INLINE_MAX_NODES = 14
@@ -114,63 +113,63 @@ class _Rewriter:
             o, k = self(e.operand)
             return _neg(o), k
         if isinstance(e, BinOp):
-            (l, kl), (r, kr) = self(e.left), self(e.right)
-            return self._binop(e.op, l, r), TENSOR if TENSOR in (kl, kr) else SCALAR
+            (lhs, kl), (rhs, kr) = self(e.left), self(e.right)
+            return self._binop(e.op, lhs, rhs), TENSOR if TENSOR in (kl, kr) else SCALAR
         args, kinds = zip(*(self(a) for a in e.args))
         prim = PRIMITIVES[e.fn]
         k = SCALAR if prim.kind == "reduction" else TENSOR if TENSOR in kinds else SCALAR
         return self._call(e.fn, args, kinds, k), k
 
-    def _binop(self, op: str, l: Expr, r: Expr) -> Expr:
-        if isinstance(l, Num) and isinstance(r, Num):
-            return _fold(BinOp(op, l, r))
+    def _binop(self, op: str, lhs: Expr, rhs: Expr) -> Expr:
+        if isinstance(lhs, Num) and isinstance(rhs, Num):
+            return _fold(BinOp(op, lhs, rhs))
         if op == "+":
-            if _is(r, 0):
-                return l
-            if _is(l, 0):
-                return r
-            if isinstance(r, Neg):
-                return self._binop("-", l, r.operand)
-            if isinstance(r, Num) and r.value < 0:
-                return BinOp("-", l, Num(-r.value))
-            if _neg_coeff(r):
-                return BinOp("-", l, BinOp(r.op, Num(-r.left.value), r.right))
-            if isinstance(l, Neg):
-                return BinOp("-", r, l.operand)
+            if _is(rhs, 0):
+                return lhs
+            if _is(lhs, 0):
+                return rhs
+            if isinstance(rhs, Neg):
+                return self._binop("-", lhs, rhs.operand)
+            if isinstance(rhs, Num) and rhs.value < 0:
+                return BinOp("-", lhs, Num(-rhs.value))
+            if _neg_coeff(rhs):
+                return BinOp("-", lhs, BinOp(rhs.op, Num(-rhs.left.value), rhs.right))
+            if isinstance(lhs, Neg):
+                return BinOp("-", rhs, lhs.operand)
         elif op == "-":
-            if _is(r, 0):
-                return l
-            if _is(l, 0):
-                return _neg(r)
-            if isinstance(r, Neg):
-                return self._binop("+", l, r.operand)
-            if isinstance(r, Num) and r.value < 0:
-                return BinOp("+", l, Num(-r.value))
-            if _neg_coeff(r):
-                return BinOp("+", l, BinOp(r.op, Num(-r.left.value), r.right))
+            if _is(rhs, 0):
+                return lhs
+            if _is(lhs, 0):
+                return _neg(rhs)
+            if isinstance(rhs, Neg):
+                return self._binop("+", lhs, rhs.operand)
+            if isinstance(rhs, Num) and rhs.value < 0:
+                return BinOp("+", lhs, Num(-rhs.value))
+            if _neg_coeff(rhs):
+                return BinOp("+", lhs, BinOp(rhs.op, Num(-rhs.left.value), rhs.right))
         elif op == "*":
-            if _is(r, 1):
-                return l
-            if _is(l, 1):
-                return r
-            if _is(r, -1):
-                return _neg(l)
-            if _is(l, -1):
-                return _neg(r)
-            if isinstance(l, Neg) and isinstance(r, Neg):
-                return self._binop("*", l.operand, r.operand)
-            if (_is(l, 0) and _plain_scalar(r, self.scalar_inputs)) or \
-                    (_is(r, 0) and _plain_scalar(l, self.scalar_inputs)):
+            if _is(rhs, 1):
+                return lhs
+            if _is(lhs, 1):
+                return rhs
+            if _is(rhs, -1):
+                return _neg(lhs)
+            if _is(lhs, -1):
+                return _neg(rhs)
+            if isinstance(lhs, Neg) and isinstance(rhs, Neg):
+                return self._binop("*", lhs.operand, rhs.operand)
+            if (_is(lhs, 0) and _plain_scalar(rhs, self.scalar_inputs)) or \
+                    (_is(rhs, 0) and _plain_scalar(lhs, self.scalar_inputs)):
                 return Num(0.0)
         elif op == "/":
-            if _is(r, 1):
-                return l
-            if _is(r, -1):
-                return _neg(l)
+            if _is(rhs, 1):
+                return lhs
+            if _is(rhs, -1):
+                return _neg(lhs)
         elif op == "**":
-            if _is(r, 1):
-                return l
-        return BinOp(op, l, r)
+            if _is(rhs, 1):
+                return lhs
+        return BinOp(op, lhs, rhs)
 
     def _call(self, fn: str, args: tuple[Expr, ...], kinds: tuple[str, ...], k: str) -> Expr:
         if all(isinstance(a, Num) for a in args):

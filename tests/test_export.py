@@ -9,12 +9,22 @@ import sys
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from test_compile import (
+    ADAMW,
+    EXOTIC,
+    LION,
+    MUONISH,
+    RULE_SOURCES,
+    Problem,
+    _programs,
+    assert_close_all,
+    run_compiled,
+    run_reference,
+)
 
 from dsl import DSLError, parse
 from dsl.compile import to_optimizer
 from dsl.export import export_python
-from test_compile import (ADAMW, EXOTIC, LION, MUONISH, RULE_SOURCES, Problem, _programs, assert_close_all,
-                          run_compiled, run_reference)
 
 OPTFORGE_PACKAGES = ("dsl", "evaluators", "proxies", "search")
 

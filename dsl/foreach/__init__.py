@@ -32,7 +32,7 @@ reference implementation: they are per-matrix work anyway.
 from __future__ import annotations
 
 from .functional import FunctionalPlan, compile_functional
-from .graph import C, S, T, Graph, Node, build_graph, reachable
+from .graph import C, Graph, Node, S, T, build_graph, reachable
 from .lowering import Instr, Lowering
 from .plan import compile_plan
 from .runtime import BucketPlan

@@ -1,8 +1,8 @@
 """The functional form of a rule, for ``torch.compile``: out-of-place per-tensor ops over the graph."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

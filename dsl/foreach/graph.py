@@ -6,8 +6,8 @@ tensor per parameter). Common subexpressions are merged by construction.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..primitives import PRIMITIVES
 from ..program import BinOp, Call, Expr, Name, Neg, Num, Program

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .graph import C, S, T, Graph
+from .graph import C, Graph, S, T
+
 
 @dataclass
 class Instr:

@@ -120,7 +120,7 @@ def compile_plan(program: Program) -> BucketPlan:
     dests = {name for name, _ in moves}
     fix: list[Instr] = []
     src = {}
-    for name, v in moves:
+    for _, v in moves:
         if storage[v] in dests and v not in src:  # its buffer is overwritten by another copy
             c = low.new_value(T)
             fix.append(Instr("clone", [v], [], c, T, 0))

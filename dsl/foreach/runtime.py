@@ -2,14 +2,14 @@
 per instruction, that call ``torch._foreach_*``."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
 from ..interpret import call as _ref_call
 from ..program import Program
-from .graph import T, Graph
+from .graph import Graph, T
 from .lowering import UNARY, Instr
 from .scalars import ScalarProgram
 

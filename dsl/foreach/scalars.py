@@ -2,7 +2,7 @@
 float64 exactly as the reference interpreter does (1/0 = inf, log(-1) = nan, no exceptions)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
