@@ -1,8 +1,19 @@
 """Prompt tasks (instruction-induction format): generated tasks, user JSONL tasks, normalization,
 few-shot candidates (instruction + train demonstrations)."""
 from .core import METRICS, Example, PromptTask, first_line, format_query, match, normalize
-from .demos import (DEMO_EDITS, PLACEMENTS, check_demos, crossover_demos, decode_prompt, edit_demos, encode_prompt,
-                    instruction_of, render_messages, sample_demos, with_instruction)
+from .demos import (
+    DEMO_EDITS,
+    PLACEMENTS,
+    check_demos,
+    crossover_demos,
+    decode_prompt,
+    edit_demos,
+    encode_prompt,
+    instruction_of,
+    render_messages,
+    sample_demos,
+    with_instruction,
+)
 from .generated import DEFAULT_SIZES, SPECS, generate_task
 from .user import load_jsonl_task
 

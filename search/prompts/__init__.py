@@ -16,6 +16,8 @@ de         ``evoprompt_de``      next members in turn -> ``prompt_de``; child
                                  replaces its member when at least as good
 opro       ``opro``              top-k trajectory -> ``prompt_opro``; best N kept
 rewrite    ``prompt_rewrite``    tournament parent -> ``prompt_rewrite``; best N
+demos      ``demo_search``       tournament parents -> ``prompt_demo_cross`` or
+                                 ``prompt_demo_edit`` (no LLM); best N survive
 =========  ====================  =================================================
 
 Until the population holds ``search.population`` prompts, GA, DE and rewrite first fill it
@@ -24,6 +26,12 @@ initial prompt alone). An LLM proposal that cannot be used (format broken, empty
 echo of the instructions, too long, LLM budget spent or backend down) is recorded with its
 reason and the engine retries the slot with the random operator ``prompt_edit`` (a
 word-level edit), so a campaign never stalls on a tiny proposer.
+
+Few-shot candidates (``[prompt] demos = k``): the seed prompts start with k train
+demonstrations; the text is ``<instruction> [demos: 3, 7, 1]`` (proxies.prompts.demos); the
+LLM operators edit only the instruction and keep the demonstrations; the demonstration
+operators (no LLM) change only the demonstrations. The task model sees them as earlier
+user / assistant turns (``demo_placement = "chat"``, the default) or inside the instruction.
 
 Survival compares (fidelity level, score): a child screened on the minibatch but not
 promoted to the dev set ranks below every prompt scored on dev. After the search,
@@ -40,13 +48,23 @@ Importing the package registers the kind, its operators and its strategies.
 from .compare import CompareError, calls_curve, compare_text, load_rows, run_row, write_compare_report
 from .final import dev_sign_test, finalize_prompt_run, prompt_final, sign_test_p
 from .kind import PromptKind
-from .operators import DEOperator, EditOperator, GAOperator, OPROOperator, ParaphraseOperator, RewriteOperator
+from .operators import (
+    DemoCrossOperator,
+    DemoEditOperator,
+    DEOperator,
+    EditOperator,
+    GAOperator,
+    OPROOperator,
+    ParaphraseOperator,
+    RewriteOperator,
+)
 from .options import ALGORITHM_STRATEGY, LLM_OPERATOR, PromptOptions, build_task, prompt_options
 from .show import best_dev_curve, prompt_report_sections, prompt_show_lines
-from .strategies import OPRO, EvoPromptDE, EvoPromptGA, Rewrite
+from .strategies import OPRO, DemoSearch, EvoPromptDE, EvoPromptGA, Rewrite
 
 __all__ = ["CompareError", "calls_curve", "compare_text", "load_rows", "run_row", "write_compare_report",
            "dev_sign_test", "finalize_prompt_run", "prompt_final", "sign_test_p", "PromptKind", "DEOperator",
            "EditOperator", "GAOperator", "OPROOperator", "ParaphraseOperator", "RewriteOperator",
            "ALGORITHM_STRATEGY", "LLM_OPERATOR", "PromptOptions", "build_task", "prompt_options", "best_dev_curve",
-           "prompt_report_sections", "prompt_show_lines", "OPRO", "EvoPromptDE", "EvoPromptGA", "Rewrite"]
+           "prompt_report_sections", "prompt_show_lines", "OPRO", "EvoPromptDE", "EvoPromptGA", "Rewrite",
+           "DemoCrossOperator", "DemoEditOperator", "DemoSearch"]

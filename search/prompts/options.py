@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from proxies.prompts import PromptTask, generate_task, load_jsonl_task
 from search.core import Campaign
 
-ALGORITHM_STRATEGY = {"ga": "evoprompt_ga", "de": "evoprompt_de", "opro": "opro", "rewrite": "prompt_rewrite"}
+ALGORITHM_STRATEGY = {"ga": "evoprompt_ga", "de": "evoprompt_de", "opro": "opro", "rewrite": "prompt_rewrite",
+                      "demos": "demo_search"}
 LLM_OPERATOR = {"ga": "prompt_ga", "de": "prompt_de", "opro": "prompt_opro", "rewrite": "prompt_rewrite"}
 
 
@@ -31,7 +32,13 @@ class PromptOptions(BaseModel):
     minibatch: int = Field(10, ge=1)        # screening subset of dev
     minibatch_seed: int = 0
     max_prompt_chars: int = Field(600, ge=10)
-    algorithm: Literal["ga", "de", "opro", "rewrite"] = "ga"
+    algorithm: Literal["ga", "de", "opro", "rewrite", "demos"] = "ga"   # demos: demonstration search, no LLM
+    # Few-shot: the seed prompts start with this many train demonstrations (drawn with the campaign's
+    # random_seed); LLM operators edit the instruction and keep the demonstrations, the "demos"
+    # algorithm edits the demonstrations (proxies.prompts.demos has the text encoding).
+    demos: int = Field(0, ge=0, le=32)
+    max_demos: int = Field(8, ge=1, le=32)  # the demonstration edits never grow a set past this
+    demo_placement: Literal["chat", "instruction"] = "chat"   # earlier chat turns (measured better) or inline
     fill: bool = True                       # fill the population with LLM paraphrases first (not OPRO)
     temperature: float = Field(0.8, ge=0)   # proposer sampling temperature
     proposer_max_tokens: int = Field(96, ge=8)

@@ -2,13 +2,37 @@
 from __future__ import annotations
 
 import html as _html
+from pathlib import Path
 from typing import Any
 
 from evaluators.base import Status
+from proxies.prompts import decode_prompt
+from search.core import parse_campaign
 from search.report.figures import png
 
 from .compare import calls_curve
 from .final import prompt_final
+from .options import build_task, prompt_options
+
+
+def demonstration_pairs(campaign: dict, idx: tuple[int, ...] | list[int]) -> list[dict[str, Any]]:
+    """The train examples at ``idx`` of a run's task, rebuilt from its stored campaign."""
+    c = parse_campaign(campaign)
+    task = build_task(prompt_options(c), Path(c.source_path).parent if c.source_path else ".")
+    return [{"index": i, "input": task.train[i].input, "output": task.train[i].output}
+            for i in idx if 0 <= i < len(task.train)]
+
+
+def _demo_lines(view: Any, text: str, label: str) -> list[str]:
+    idx = decode_prompt(text or "")[1]
+    if not idx:
+        return []
+    try:
+        pairs = demonstration_pairs(view.campaign, idx)
+    except Exception as e:  # noqa: BLE001 - the indices are in the text already
+        return [f"  {label} demonstrations: train examples {list(idx)} ({e})"]
+    return [f"  {label} demonstrations (train split, in order): "
+            + "; ".join(f"#{d['index']} {d['input']!r} -> {d['output']!r}" for d in pairs)]
 
 
 def prompt_show_lines(view: Any) -> list[str]:
@@ -29,6 +53,8 @@ def prompt_show_lines(view: Any) -> list[str]:
     lines += [
              f"  initial prompt: {ini.get('text', '?')}",
              f"  best prompt (#{best.get('id', '?')}, {how}): {best.get('text', '?')}"]
+    lines += _demo_lines(view, ini.get("text", ""), "initial prompt's")
+    lines += _demo_lines(view, best.get("text", ""), "best prompt's")
     if sel.get("why"):
         lines.append(f"  selection: {sel['why']}")
     lines.append("  tested on the held-out split:")

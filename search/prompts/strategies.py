@@ -1,4 +1,4 @@
-"""The prompt kind's strategies: EvoPrompt GA and DE, OPRO and the rewrite baseline."""
+"""The prompt kind's strategies: EvoPrompt GA and DE, OPRO, the rewrite baseline and demonstration search."""
 from __future__ import annotations
 
 from search.core import Campaign, Context, Individual, Job, Strategy, register_strategy
@@ -129,4 +129,34 @@ class Rewrite(_PromptStrategy):
         for _ in range(n):
             idx = ctx.rng.sample(range(len(pop)), min(self.campaign.search.tournament, len(pop)))
             out.append(Job(self.op(ctx, "prompt_rewrite"), [pop[max(idx, key=lambda k: w[k])]]))
+        return out
+
+
+@register_strategy("demo_search")
+class DemoSearch(_PromptStrategy):
+    """Demonstration search, no LLM (``[prompt] algorithm = "demos"``): tournament parents; a child
+    crosses two parents' demonstration sets over (probability 1/2 once there are two members) or
+    adds / drops / replaces / reorders one demonstration; the best N of parents and children
+    survive. The instruction stays the first parent's."""
+    name = "demo_search"
+
+    def plan(self, ctx: Context, n: int) -> list[Job]:
+        pop = list(ctx.population)
+        if not pop:
+            return []
+        w = [m.rank_key() for m in pop]
+        size = min(self.campaign.search.tournament, len(pop))
+
+        def pick(exclude: int | None = None) -> Individual:
+            idx = [k for k in range(len(pop)) if k != exclude] or [0]
+            idx = ctx.rng.sample(idx, min(size, len(idx)))
+            return pop[max(idx, key=lambda k: w[k])]
+
+        out = []
+        for _ in range(n):
+            if len(pop) >= 2 and ctx.rng.random() < 0.5:
+                a = pick()
+                out.append(Job("prompt_demo_cross", [a, pick(exclude=pop.index(a))]))
+            else:
+                out.append(Job("prompt_demo_edit", [pick()]))
         return out
