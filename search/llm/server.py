@@ -233,7 +233,7 @@ def _is_program_schema(rf) -> bool:
         return False
     js = rf.get("json_schema") or {}
     return js.get("schema") == PROGRAM_SCHEMA or (js.get("name") == "update_rule" and isinstance(
-        js.get("schema"), dict) and set((js["schema"].get("properties") or {})) == {"program"})
+        js.get("schema"), dict) and set(js["schema"].get("properties") or {}) == {"program"})
 
 
 def grammar_support(llm: LLM) -> str | None:
@@ -308,14 +308,17 @@ class _Batcher:
 
 
 class OpenAICompatServer(ThreadingHTTPServer):
-    """``OpenAICompatServer(llm, port=0)``; ``.url`` is the base URL (ends in /v1)."""
+    """``OpenAICompatServer(llm, port=0)``; ``.url`` is the base URL (ends in /v1).
+
+    Two servers in front of one backend (say, one per role, to count each role's calls) pass
+    the same ``llm_lock``."""
 
     daemon_threads = True
 
     def __init__(self, llm: LLM, host: str = "127.0.0.1", port: int = 0, *, model_name: str = "optforge",
                  fail_first: int = 0, fail_status: int = 500, garbage_first: int = 0, delay_s: float = 0.0,
                  structured: bool | None = None, verbose: bool = False, batch_window_s: float = 0.02,
-                 max_batch: int = 16):
+                 max_batch: int = 16, llm_lock: threading.Lock | None = None):
         super().__init__((host, port), _Handler)
         self.llm, self.model_name, self.verbose = llm, model_name, verbose
         self.fail_first, self.fail_status, self.garbage_first = fail_first, fail_status, garbage_first
@@ -325,7 +328,8 @@ class OpenAICompatServer(ThreadingHTTPServer):
         self.chat_count = 0
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
-        self.llm_lock = threading.Lock()   # one generation at a time (a local model is not re-entrant)
+        # One generation at a time (a local model is not re-entrant); servers in front of one model share it.
+        self.llm_lock = llm_lock or threading.Lock()
         self.batcher = _Batcher(llm, self.llm_lock, batch_window_s, max_batch)
         self._thread: threading.Thread | None = None
 
