@@ -6,20 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import campaign_toml
 
 from search.core import CampaignError, load_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 
-GOOD = """
-name = "c1"
-seed_rules = ["adamw"]
-tasks = ["quadratic"]
-fidelities = ["tiny"]
-executor = "inprocess"
-[budget]
-evaluations = 10
-"""
+GOOD = campaign_toml({"name": "c1", "seed_rules": ["adamw"], "tasks": ["quadratic"], "fidelities": ["tiny"],
+                      "executor": "inprocess", "budget": {"evaluations": 10}})
 
 
 def _write(tmp_path: Path, text: str) -> Path:

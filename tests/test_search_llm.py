@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import run_engine
 
 from evaluators.base import WORST_SCORE
-from search.core import Engine, RunStore, parse_campaign
+from search.core import RunStore, parse_campaign
 from search.llm import LLM, ChatResponse, scripted
 
 
@@ -43,11 +44,7 @@ def reply(req) -> str:
 
 
 def run(tmp_path, c, llm):
-    e = Engine(c, tmp_path / c.name, llm=llm)
-    try:
-        return e.run(), RunStore(e.store.path, readonly=True)
-    finally:
-        e.close()
+    return run_engine(c, tmp_path / c.name, llm=llm)
 
 
 def test_invalid_replies_are_recorded_with_reasons_and_repair_is_tried(tmp_path):
@@ -130,23 +127,13 @@ def test_campaign_llm_table_cache_in_run_dir_and_replay_without_the_backend(tmp_
     import shutil
     replies = _replies_file(tmp_path)
     c1 = campaign("rec", llm={"backend": "scripted", "replies": str(replies)})
-    e = Engine(c1, tmp_path / "rec")
-    try:
-        e.run()
-    finally:
-        e.close()
-    st1 = RunStore(tmp_path / "rec", readonly=True)
+    _, st1 = run_engine(c1, tmp_path / "rec")
     assert (tmp_path / "rec" / "llm_cache").exists() and st1.llm_calls()
     # replay: the recorded replies serve every request; the backend is not asked (its replies are now garbage)
     shutil.copytree(tmp_path / "rec" / "llm_cache", tmp_path / "replay" / "llm_cache")
     replies.write_text('"garbage"\n')
     c2 = campaign("rec", llm={"backend": "scripted", "replies": str(replies), "cache": "replay"})
-    e = Engine(c2, tmp_path / "replay")
-    try:
-        e.run()
-    finally:
-        e.close()
-    st2 = RunStore(tmp_path / "replay", readonly=True)
+    _, st2 = run_engine(c2, tmp_path / "replay")
     assert not st2.events("llm_disabled")
     a, b = _dump(st1), _dump(st2)
     assert a[0] == b[0] and a[1] == b[1]

@@ -11,29 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import small_rule_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 24
 
-CAMPAIGN_TEMPLATE = """
-name = "{name}"
-seed_rules = ["sgd_momentum"]
-tasks = ["quadratic"]
-fidelities = ["small"]
-executor = "{executor}"
-eval_seeds = [0]
-lrs = [0.003, 0.03, 0.3]
-random_seed = {seed}
-[budget]
-evaluations = {budget}
-[search]
-population = 6
-tournament = 2
-batch_size = {batch}
-[simplify]
-enabled = false
-"""
-CAMPAIGN = CAMPAIGN_TEMPLATE.format(name="killme", executor="inprocess", seed=7, budget=BUDGET, batch=2)
+CAMPAIGN = small_rule_campaign("killme", executor="inprocess", seed=7, budget=BUDGET, batch=2)
 
 
 def _env():
@@ -45,11 +28,10 @@ def _cli(tmp: Path, *args: str, **kw) -> subprocess.Popen:
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def _rows(db: Path) -> list[tuple]:
+def _rows(db: Path, columns: str = "seq, candidate_id, key, fidelity, score, cost") -> list[tuple]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return con.execute("SELECT seq, candidate_id, key, fidelity, score, cost FROM evaluations "
-                           "ORDER BY seq").fetchall()
+        return con.execute(f"SELECT {columns} FROM evaluations ORDER BY seq").fetchall()
     finally:
         con.close()
 
@@ -106,8 +88,7 @@ STREAM_BUDGET = 11
 # (The __main__ guard: pool workers start by importing the parent's main module.)
 DRIVER = """
 import json, sys
-from search.core import load_campaign
-from search.core import Engine
+from search.core import Engine, load_campaign
 
 if __name__ == "__main__":
     eng = Engine(load_campaign("camp.toml"), None, resume="--resume" in sys.argv)
@@ -175,12 +156,7 @@ def _ranking(run: Path) -> list[tuple]:
 
 
 def _all_rows(db: Path) -> list[tuple]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT seq, candidate_id, key, fidelity, score, cost, seconds, created, result "
-                           "FROM evaluations ORDER BY seq").fetchall()
-    finally:
-        con.close()
+    return _rows(db, "seq, candidate_id, key, fidelity, score, cost, seconds, created, result")
 
 
 @pytest.mark.parametrize("executor", ["inprocess", pytest.param("pool", marks=pytest.mark.slow)])
@@ -190,8 +166,8 @@ def test_kill_mid_batch_keeps_each_finished_training_and_resume_does_not_retrain
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
         d.mkdir()
-        (d / "camp.toml").write_text(CAMPAIGN_TEMPLATE.format(name="stream", executor=executor, seed=11,
-                                                              budget=STREAM_BUDGET, batch=5)
+        (d / "camp.toml").write_text(small_rule_campaign("stream", executor=executor, seed=11, budget=STREAM_BUDGET,
+                                                         batch=5)
                                      + ("[evaluator]\nworkers = 2\n" if executor == "pool" else ""))
         (d / "driver.py").write_text(DRIVER)
     reference = _driver(b)                    # uninterrupted, same seed

@@ -159,15 +159,22 @@ def _replace_one_read(program: Program, j: int, name: str, new: Expr, rng: rando
     return Assign(st.target, replace_at(st.value, rng.choice(spots), new))
 
 
-def m_insert(program: Program, rng: random.Random) -> Program:
-    if len(program.body) >= MAX_BODY or not program.body:
-        raise _Skip
+def _insertion_spot(program: Program, rng: random.Random) -> tuple[int, dict[str, str], int, str]:
+    """Where to insert a statement: a random index ``i``, the kinds of the names readable there, and a
+    later read ``(j, name)`` the new statement feeds (``_Skip`` when nothing after ``i`` reads a name)."""
     i = rng.randrange(len(program.body))
     env = env_before(program, i)
     readers = _readers_after(program, i)
     if not readers:
         raise _Skip
     j, name = rng.choice(readers)
+    return i, env, j, name
+
+
+def m_insert(program: Program, rng: random.Random) -> Program:
+    if len(program.body) >= MAX_BODY or not program.body:
+        raise _Skip
+    i, env, j, name = _insertion_spot(program, rng)
     body = list(program.body)
     read_only = set(SCALAR_INPUTS) | set(program.hyperparams)
     if rng.random() < 0.6 and name not in read_only:
@@ -296,12 +303,7 @@ def _with_state_args(program: Program, states: list[str], extra_hyper: list[Arg]
 def m_add_state(program: Program, rng: random.Random) -> Program:
     if len(program.body) >= MAX_BODY or len(program.state_names) >= MAX_STATE or not program.body:
         raise _Skip
-    i = rng.randrange(len(program.body))
-    env = env_before(program, i)
-    readers = _readers_after(program, i)
-    if not readers:
-        raise _Skip
-    j, src = rng.choice(readers)
+    i, env, j, src = _insertion_spot(program, rng)
     s = _fresh_name(program, "m")
     beta_name = _fresh_name(program, "beta")
     beta = Arg(beta_name, rng.choice([0.9, 0.95, 0.99, 0.999]))
