@@ -1,22 +1,40 @@
 """The update-rule DSL: parse, check, simplify, fingerprint, compile to torch.optim, export."""
 from .checker import CheckReport, DeadStatement, check, check_source
 from .compile import to_optimizer
-from .export import export_python
-from .errors import DSLError
-from .fingerprint import fingerprint
-from .library import get_rule, list_rules
 from .discovered import DISCOVERED, list_discovered
-from .optim_base import RuleOptimizer
-from .ranges import Range, hyper_ranges
-from .simplify import simplify
+from .errors import DSLError
+from .export import export_python
+from .fingerprint import fingerprint
 from .interpret import run_rule
+from .library import get_rule, list_rules
+from .optim_base import RuleOptimizer
 from .parser import parse
 from .primitives import PRIMITIVES, RESERVED, reference_text
-from .program import (Arg, Assign, BinOp, Call, Expr, Name, Neg, NodePath, Num, Program, children, get_at,
-                      nodes, replace_at, replace_node, statement_nodes, with_children)
+from .program import (
+    Arg,
+    Assign,
+    BinOp,
+    Call,
+    Expr,
+    Name,
+    Neg,
+    NodePath,
+    Num,
+    Program,
+    children,
+    get_at,
+    nodes,
+    replace_at,
+    replace_node,
+    statement_nodes,
+    with_children,
+)
+from .ranges import Range, hyper_ranges
+from .simplify import simplify
 
 __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Expr", "Name", "Neg", "Num",
            "PRIMITIVES", "RESERVED", "reference_text", "run_rule",
            "CheckReport", "DeadStatement", "check", "check_source", "simplify", "fingerprint",
-           "get_rule", "list_rules", "DISCOVERED", "list_discovered", "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges",
+           "get_rule", "list_rules", "DISCOVERED", "list_discovered", "to_optimizer", "export_python",
+           "RuleOptimizer", "Range", "hyper_ranges",
            "NodePath", "children", "with_children", "nodes", "get_at", "replace_at", "statement_nodes", "replace_node"]

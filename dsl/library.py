@@ -34,7 +34,7 @@ Recall ``interp(x, y, a) = (1 - a) * x + a * y``, so torch's
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from .program import Program
 
@@ -165,7 +165,7 @@ def list_rules() -> list[str]:
     return list(RULES)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_rule(name: str) -> Program:
     """The parsed library rule; ``KeyError`` naming the known rules otherwise."""
     from .discovered import DISCOVERED
@@ -178,7 +178,7 @@ def get_rule(name: str) -> Program:
     return parse(RULES[name])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _by_source() -> dict[str, str]:
     return {get_rule(name).source(): name for name in RULES}
 

@@ -6,8 +6,8 @@ parenthesizes a negative ``Num`` exactly like a unary minus.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Union
 
 from .primitives import RESERVED, SCALAR_INPUTS
 
@@ -40,7 +40,7 @@ class Call:
     args: tuple["Expr", ...]
 
 
-Expr = Union[Num, Name, BinOp, Neg, Call]
+Expr = Num | Name | BinOp | Neg | Call
 
 
 @dataclass(frozen=True)
