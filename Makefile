@@ -23,6 +23,7 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/optforge run examples/demo.toml --fresh
+	$(VENV)/bin/optforge verify runs/demo --top 1
 	$(VENV)/bin/optforge show runs/demo
 
 bench: $(STAMP)

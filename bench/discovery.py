@@ -182,6 +182,8 @@ def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | N
     d["random_seed"] = search_seed
     d.pop("llm", None)
     d.setdefault("operators", {})["llm_share"] = 0.0
+    # one result cache for every seed's run: the AdamW sweeps (and any rule two seeds both find) train once
+    d.setdefault("evaluator", {})["cache_dir"] = str(ROOT / "runs" / "bench_discovery" / "transfer_cache")
     if budget is not None:
         d["budget"]["evaluations"] = budget
     if wall is not None:

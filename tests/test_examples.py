@@ -14,6 +14,22 @@ def test_demo_campaign_is_a_rule_search_from_adamw_and_lion_on_the_default_lr_gr
     assert list(c.fidelities) == ["tiny", "small"] and c.budget.evaluations > 0
     from evaluators.rules import LrGrid
     assert LrGrid.model_validate(c.evaluator["lr_grid"]).lrs() == pytest.approx(LrGrid().lrs())
+    # issue 11: search and validation on disjoint families, two training seeds
+    from search.rules.tasksets import search_tasks, validation_tasks
+    import proxies
+    fam = {proxies.task_family(t) for t in search_tasks(c)}
+    assert validation_tasks(c) and not fam & {proxies.task_family(t) for t in validation_tasks(c)}
+    assert len(c.eval_seeds) >= 2
+
+
+def test_discovery_campaign_starts_from_sgd_momentum_with_disjoint_search_validation_and_transfer_sets():
+    c = load_campaign(EXAMPLES / "discovery.toml")
+    assert list(c.seed_rules) == ["sgd_momentum"] and c.budget.wall_seconds <= 3600
+    from search.rules.tasksets import search_tasks, transfer_tasks, validation_tasks
+    import proxies
+    sets = [search_tasks(c), validation_tasks(c), transfer_tasks(c)]
+    fams = [{proxies.task_family(t) for t in s} for s in sets]
+    assert len(sets[2]) == 4 and all(not fams[i] & fams[j] for i in range(3) for j in range(i + 1, 3))
 
 
 def test_prompt_campaign_names_a_generated_task_and_an_algorithm():

@@ -21,10 +21,10 @@ def validation_lines(row: dict) -> list[str]:
 
 def verification_lines(view: RunView) -> list[str]:
     """The stored ``optforge verify`` table, or how to make one."""
-    from search.rules.verify import verify_table
+    from search.rules.verify import verdict, verify_table
     rec = view.verification()
     if rec is None:
         if view.kind == "rule" and view.status == "done":
             return ["", f"not verified yet: optforge verify {view.run_dir}  (test splits, unseen seeds, transfer tasks)"]
         return []
-    return ["", "search -> validation -> verified (the transfer gap):"] + verify_table(rec)
+    return ["", "search -> validation -> verified (the transfer gap):"] + verify_table(rec) + [verdict(rec)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.rules.verify import VerifyError, verify_run, verify_table
+from search.rules.verify import VerifyError, verdict, verify_run, verify_table
 
 from .errors import CLIError
 from .results import _resolve_run
@@ -28,6 +28,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except (VerifyError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from None
     print("\n".join(verify_table(rec)))
+    print(verdict(rec))
     print(f"stored in {run} (optforge show / report display it); {rec['seconds']:.0f} s")
     return 0
 

@@ -166,6 +166,27 @@ def _won(e: dict, key: str) -> str:
     return f"{e.get(key + '_won')}/{n}" if n else "-"
 
 
+def verdict(rec: dict[str, Any]) -> str:
+    """One plain sentence on the run's winner (rank 1): does it beat tuned AdamW on most of its
+    validation tasks on the test split, and does it hold on the transfer tasks?"""
+    e = next((x for x in rec["entries"] if x["kind"] == "candidate"), None)
+    if e is None:
+        return "no candidate was verified"
+    n, won, m = e.get("validation_test_n", 0), e.get("validation_test_won", 0), e.get("validation_test")
+    if n and 2 * won > n:
+        head = (f"winner {e['label']} beats tuned AdamW on {won} of its {n} validation tasks on the test split "
+                f"(mean {_f(m).strip()})")
+    elif n:
+        head = (f"this run found no rule that beats tuned AdamW on most of its validation tasks on the test "
+                f"split: its winner {e['label']} wins {won} of {n} (mean {_f(m).strip()})")
+    else:
+        head = f"winner {e['label']}"
+    if rec["transfer_tasks"]:
+        head += (f"; on the {len(rec['transfer_tasks'])} transfer tasks it scores {_f(e.get('verified')).strip()} "
+                 f"and wins {e.get('verified_won')}: " + ("it holds" if e.get("holds") else "it does NOT hold"))
+    return head
+
+
 def verify_table(rec: dict[str, Any]) -> list[str]:
     """The stored verification as text: per rule the three scores side by side, then per task."""
     out = [f"verified on the test split, unseen seeds {rec['seeds']}, fidelity {rec['fidelity']}; "
@@ -194,4 +215,4 @@ def verify_table(rec: dict[str, Any]) -> list[str]:
     return out
 
 
-__all__ = ["VerifyError", "verify_run", "verify_table", "holds"]
+__all__ = ["VerifyError", "verify_run", "verify_table", "verdict", "holds"]
