@@ -26,7 +26,7 @@ methods are sized to about ``--calls`` task-model calls (DSPy's by their own par
 measured count is reported per run; LabeledFewShot needs none, BootstrapFewShot one pass over
 train).
 
-    python bench/prompt_vs_dspy.py --tasks plural --seeds 0 1 2 --calls 150
+    python bench/prompt_vs_dspy.py --tasks plural antonyms first_letter --seeds 0 1 2 --calls 120
     python bench/prompt_vs_dspy.py --tiny      # a smoke run (what the test does)
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: dspy) and the embedded model.
@@ -168,9 +168,7 @@ def run_optforge(method: str, task_name: str, sizes: dict[str, int], servers: Se
     run_dir = out / f"{task_name}-{method}-s{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     mb = args.minibatch
-    n_dev = sizes["dev"]
-    # engine units -> task-model calls: a child costs its minibatch, about half are promoted to dev
-    units = max(4, int(args.calls / (mb + 0.5 * n_dev)))
+    n_dev = len(generate_task(task_name, sizes=sizes).dev)
     openai = {"backend": "openai", "api_key": "none", "concurrency": args.threads, "max_retries": 1}
     prompt: dict[str, Any] = {
         "task": task_name, "algorithm": alg, "sizes": sizes, "minibatch": mb, "max_tokens": args.max_tokens,
@@ -184,7 +182,9 @@ def run_optforge(method: str, task_name: str, sizes: dict[str, int], servers: Se
             "llm": {**openai, "model": "smollm2-prompt", "base_url": servers.prompt.url,
                     "max_calls": args.proposer_calls},
             "search": {"population": 4, "batch_size": 2}, "funnel": {"promote_fraction": 0.5},
-            "budget": {"evaluations": units, "llm_calls": args.proposer_calls}}
+            # one evaluation unit = one task-model call: an evaluation costs its number of examples
+            "budget": {"evaluations": args.calls, "llm_calls": args.proposer_calls,
+                       "fidelity_cost": {"minibatch": mb, "dev": n_dev}}}
     c = parse_campaign(camp)
     t_calls0, p_calls0 = servers.calls()
     t0 = time.perf_counter()
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["plural"])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--calls", type=int, default=150, help="task-model calls for the search-heavy methods")
+    ap.add_argument("--calls", type=int, default=120, help="task-model calls for the search-heavy methods")
     ap.add_argument("--demos", type=int, default=4, help="demonstrations per prompt (k)")
     ap.add_argument("--train", type=int, default=20)
     ap.add_argument("--dev", type=int, default=20)
