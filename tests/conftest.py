@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import ADAMW, campaign_toml, run_engine, small_rule_campaign
 
 from dsl.library import RULES
+from support import ADAMW, campaign_toml, run_engine, small_rule_campaign
 
 
 @pytest.fixture

@@ -9,22 +9,22 @@ import sys
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from test_compile import (
+
+from dsl import DSLError, parse
+from dsl.compile import to_optimizer
+from dsl.export import export_python
+from dsl_cases import (
     ADAMW,
     EXOTIC,
     LION,
     MUONISH,
     RULE_SOURCES,
     Problem,
-    _programs,
     assert_close_all,
+    programs,
     run_compiled,
     run_reference,
 )
-
-from dsl import DSLError, parse
-from dsl.compile import to_optimizer
-from dsl.export import export_python
 
 OPTFORGE_PACKAGES = ("dsl", "evaluators", "proxies", "search")
 
@@ -224,7 +224,7 @@ def test_export_low_precision(dtype, tmp_path):
 @settings(max_examples=40, derandomize=True, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.function_scoped_fixture])
-@given(_programs())
+@given(programs())
 def test_random_programs_export_matches_compiled(tmp_path, src):
     """Every branch of the code generator (per-tensor scalars, lerp with tensor weights, c ** x,
     reductions, copies) against the compiled plan, on random programs."""

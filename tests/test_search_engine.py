@@ -9,9 +9,7 @@ import sys
 import pytest
 
 from evaluators.base import WORST_SCORE, EvalResult
-from search.core import parse_campaign
-from search.core import Engine, Individual, RunExistsError
-from search.core import RunStore, RunView
+from search.core import Engine, Individual, RunExistsError, RunStore, RunView, parse_campaign
 
 
 def campaign(name="t", **over):

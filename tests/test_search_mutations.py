@@ -8,9 +8,8 @@ import pytest
 import dsl
 from dsl import library
 from search.core import InvalidCandidate
+from search.rules import DEFAULT_WEIGHTS, MUTATIONS, RuleKind, mutate, perturb
 from search.rules.llm_ops import extract_candidates, extract_program
-from search.rules import DEFAULT_WEIGHTS, MUTATIONS, mutate, perturb
-from search.rules import RuleKind
 
 RULES = list(library.RULES)
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from support import small_rule_campaign
 
 ROOT = Path(__file__).resolve().parents[1]
