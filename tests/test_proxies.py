@@ -10,15 +10,8 @@ import torch
 import dsl
 from proxies import DEFAULT_SUITE, FIDELITIES, RuleTask, StackedTask, SweepOutcome, get_task, list_tasks
 from proxies.tasks.core import curve_steps, elementwise_only, gen, linear, normal
+from support import ADAMW  # the library's AdamW text
 
-ADAMW = """def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
-    w = w * (1 - lr * wd)
-    m = interp(g, m, beta1)
-    v = interp(g * g, v, beta2)
-    u = (m / (1 - beta1 ** step)) / (sqrt(v / (1 - beta2 ** step)) + eps)
-    w = w - lr * u
-    return w, m, v
-"""
 SGDM = """def sgdm(w, g, m, lr, wd, mu=0.9):
     m = mu * m + g + wd * w
     w = w - lr * m
