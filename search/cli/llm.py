@@ -122,13 +122,16 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.latency_s < 0:
+        raise CLIError(f"--latency-s must be >= 0 seconds, got {args.latency_s}")
     try:
         cfg = _config(args)
         args.backend = cfg.backend
         backend = make_backend(cfg)
         if hasattr(backend, "warmup"):
             backend.warmup()
-        srv = OpenAICompatServer(backend, args.host, args.port, model_name=args.name, verbose=True)
+        srv = OpenAICompatServer(backend, args.host, args.port, model_name=args.name, verbose=True,
+                                 delay_s=args.latency_s)
     except (LLMSetupError, ValueError, OSError) as e:
         raise CLIError(str(e)) from None
     print(f"serving {args.backend} on {srv.url} (POST /chat/completions, model name {args.name!r}); Ctrl-C stops",
@@ -158,4 +161,7 @@ def register(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", default="optforge", help="the model name the server reports")
+    p.add_argument("--latency-s", dest="latency_s", type=float, default=0.0,
+                   help="seconds every chat request waits before it is answered (a slow remote endpoint, for "
+                        "benchmarks such as bench/llm_overlap.py)")
     p.set_defaults(func=cmd_serve)
