@@ -102,3 +102,35 @@ def test_kill_mid_generation_and_resume_matches_the_uninterrupted_run(tmp_path, 
     finally:
         again.close()
     assert dump(tmp_path / "cut" / c.name) == ref
+
+
+def _serve(tmp_path, latency: float):
+    """``optforge llm serve`` (scripted replies, injected latency) on a free localhost port."""
+    import json
+    import re
+    import subprocess
+    import sys
+    replies = tmp_path / "replies.json"
+    replies.write_text(json.dumps([better_rule(type("R", (), {"seed": k})()) for k in range(40)] + ["no idea"]))
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "llm", "serve", "--backend", "scripted",
+                             "--replies", str(replies), "--port", "0", "--latency-s", str(latency)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    m = re.search(r"(http://[\d.]+:\d+\S*)", proc.stdout.readline())
+    assert m, "llm serve did not start"
+    return proc, m.group(1).rstrip("/")
+
+
+def test_pipelined_run_against_a_slow_served_endpoint(tmp_path):
+    dumps, hits = [], []
+    for k in range(2):
+        proc, url = _serve(tmp_path, 0.2)
+        try:
+            c = campaign("served", budget=24, llm={"backend": "openai", "base_url": url, "model": "optforge",
+                                                   "structured": "off", "concurrency": 1})
+            e = run(tmp_path / f"r{k}", c, None)
+            dumps.append(dump(tmp_path / f"r{k}"))
+            hits.append(e.prefetch_hits)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert dumps[0] == dumps[1] and dumps[0][2] and hits[0] > 0
