@@ -16,7 +16,7 @@ for each classification prompt, the prompt run once per prompt (default) or once
 Valid proposals: the model is asked to mutate AdamW and Lion (DSL reference in the
 system prompt, the parent in a ```python block), ``--proposals`` samples each, without
 and with ``grammar="dsl"`` (names from the parent). A proposal is valid when code
-extracted from the reply (``search.llm_ops.extract_candidates``: fenced block, open
+extracted from the reply (``search.rules.llm_ops.extract_candidates``: fenced block, open
 fence, bare def) passes ``dsl.parse``. Nothing is executed.
 """
 from __future__ import annotations

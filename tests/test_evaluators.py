@@ -11,8 +11,17 @@ import pytest
 from pydantic import ValidationError
 
 import dsl
-from evaluators import (WORST_SCORE, Candidate, EvalCache, EvalResult, LrGrid, ProcessPoolExecutor,
-                        RuleEvalConfig, RuleEvaluator, Status)
+from evaluators import (
+    WORST_SCORE,
+    Candidate,
+    EvalCache,
+    EvalResult,
+    LrGrid,
+    ProcessPoolExecutor,
+    RuleEvalConfig,
+    RuleEvaluator,
+    Status,
+)
 from evaluators.rules import SweepJob, run_sweep_job
 
 TASKS = ["quadratic", "digits_mlp"]

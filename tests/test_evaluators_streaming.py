@@ -163,8 +163,8 @@ def test_pool_reports_the_fast_rule_long_before_the_slow_one_is_killed():
 # ----------------------------------------------------------------------------- the prompt evaluator
 
 def test_prompt_evaluator_reports_cache_hits_and_invalid_prompts_before_the_model_call():
-    from proxies.prompts import get_prompt_task
     from evaluators import PromptEvaluator
+    from proxies.prompts import get_prompt_task
     from search.llm import ScriptedLLM
 
     calls = []

@@ -8,8 +8,20 @@ import time
 
 import pytest
 
-from search.llm import (EXHAUSTED, BudgetedLLM, CachedLLM, ChatRequest, LLMBudgetExhausted, LLMCaps, LLMConfig,
-                        LLMSetupError, LLMUsage, Message, ScriptedLLM, make_llm)
+from search.llm import (
+    EXHAUSTED,
+    BudgetedLLM,
+    CachedLLM,
+    ChatRequest,
+    LLMBudgetExhausted,
+    LLMCaps,
+    LLMConfig,
+    LLMSetupError,
+    LLMUsage,
+    Message,
+    ScriptedLLM,
+    make_llm,
+)
 from search.llm.server import OpenAICompatServer
 
 

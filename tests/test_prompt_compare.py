@@ -11,12 +11,10 @@ import pytest
 
 from evaluators import PromptEvaluator
 from proxies.prompts import get_prompt_task, match
-from search.core import parse_campaign
 from search.cli import main
-from search.core import Engine
+from search.core import Engine, RunStore, RunView, parse_campaign
 from search.llm import ScriptedLLM
 from search.prompts import CompareError, calls_curve, load_rows, run_row
-from search.core import RunStore, RunView
 
 SIZES = {"train": 4, "dev": 8, "test": 12}
 

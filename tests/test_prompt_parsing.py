@@ -3,8 +3,17 @@ import random
 
 import pytest
 
-from search.prompts.text import (de_request, fallback_edit, ga_request, normalize_key, opro_request,
-                               parse_proposal, rewrite_request, roulette, word_edit)
+from search.prompts.text import (
+    de_request,
+    fallback_edit,
+    ga_request,
+    normalize_key,
+    opro_request,
+    parse_proposal,
+    rewrite_request,
+    roulette,
+    word_edit,
+)
 
 
 @pytest.mark.parametrize("raw,text,source", [
@@ -79,10 +88,12 @@ def test_request_builders():
     assert "Prompt 1: p one" in u and "Prompt 2: p two" in u and "<prompt>" in u and ga.purpose == "prompt-ga"
     assert ga.stop == ["</prompt>"] and ga.messages[0].role == "system"
     de = de_request("cur", "best", "a", "b", rng).messages[-1].content
-    assert de.index("Prompt 1: a") < de.index("Prompt 2: b") < de.index("Prompt 3: best") < de.index("Basic Prompt: cur")
+    assert (de.index("Prompt 1: a") < de.index("Prompt 2: b") < de.index("Prompt 3: best")
+            < de.index("Basic Prompt: cur"))
     opro = opro_request("Add.", [("1 2", "3")], [("worse", 0.2), ("better", 0.9)], rng).messages[-1].content
     assert "Add." in opro and "Input: 1 2\nOutput: 3" in opro
-    assert opro.index("Instruction: worse") < opro.index("Instruction: better") and "Score: 90" in opro and "Score: 20" in opro
+    assert opro.index("Instruction: worse") < opro.index("Instruction: better")
+    assert "Score: 90" in opro and "Score: 20" in opro
     assert "scored 40 out of 100" in rewrite_request("x", 0.4, rng).messages[-1].content
     seeds = {ga_request("a", "b", rng).seed for _ in range(20)}
     assert len(seeds) == 20                                          # distinct samples, cache-distinct

@@ -1,20 +1,17 @@
 """Each prompt algorithm (GA, DE, OPRO, rewrite) end to end on the engine, with scripted task and
 proposer models: the task model adds correctly only when the instruction says "sum" (and on
-half the examples when it says "numbers"), no seed prompt says "sum" and the word-level fallback vocabulary cannot add it, so an improvement must come
-from the algorithm's own LLM operator."""
-import json
+half the examples when it says "numbers"), no seed prompt says "sum" and the word-level fallback
+vocabulary cannot add it, so an improvement must come from the algorithm's own LLM operator."""
 import re
 
 import pytest
 
 from evaluators import PromptEvaluator
 from proxies.prompts import get_prompt_task
-from search.core import parse_campaign
-from search.core import Engine
-from search.llm import ScriptedLLM
-from search.prompts import finalize_prompt_run, prompt_show_lines
-from search.core import RunView
 from search.cli.results import export_run
+from search.core import Engine, RunView, parse_campaign
+from search.llm import ScriptedLLM
+from search.prompts import prompt_show_lines
 
 SIZES = {"train": 4, "dev": 8, "test": 12}
 SEEDS = ["Add the values.", "Combine the two numbers."]

@@ -8,9 +8,8 @@ import pytest
 
 from evaluators.base import EvalResult
 from proxies.prompts import get_prompt_task
-from search.core import parse_campaign
-from search.core import OPERATORS, Context, Individual
-from search.prompts import EvoPromptDE, EvoPromptGA, OPRO, OPROOperator, Rewrite
+from search.core import OPERATORS, Context, Individual, parse_campaign
+from search.prompts import OPRO, EvoPromptDE, EvoPromptGA, OPROOperator, Rewrite
 
 FIDS = ("minibatch", "dev")
 

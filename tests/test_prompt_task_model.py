@@ -3,8 +3,7 @@ OpenAI backend against a real OpenAI-compatible HTTP server on localhost (servin
 model), built by the prompt kind from ``[prompt] task_model``; the proposer is a scripted model."""
 import pytest
 
-from search.core import parse_campaign
-from search.core import Engine
+from search.core import Engine, parse_campaign
 from search.llm import ScriptedLLM
 from search.llm.server import OpenAICompatServer
 

@@ -89,7 +89,8 @@ def test_normalize_refuses_a_step_that_ignores_the_tuned_lr():
         kind.normalize(fixed)
     with pytest.raises(InvalidCandidate, match="at lr = 0"):   # weight decay that ignores lr
         kind.normalize("def r(w, g, lr, wd):\n    w = w * (1 - wd) - lr * g\n    return w\n")
-    clipped = "def r(w, g, buf, lr):\n    buf = 0.8 * buf + g\n    buf = clip(buf, lr)\n    w = w - buf\n    return w, buf\n"
+    clipped = ("def r(w, g, buf, lr):\n    buf = 0.8 * buf + g\n    buf = clip(buf, lr)\n    w = w - buf\n"
+               "    return w, buf\n")
     assert kind.normalize(clipped)
     assert not any(moves_without_lr(dsl.get_rule(n)) for n in dsl.list_rules())
 

@@ -10,8 +10,8 @@ import os
 import sys
 
 import dsl
-from dsl.export import export_python
 from dsl.discovered import DISCOVERED, PROVENANCE, provenance_line
+from dsl.export import export_python
 from dsl.library import RULES
 
 from .errors import CLIError

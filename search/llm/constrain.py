@@ -22,7 +22,7 @@ module compiles its kernel with ``torch.compile`` (about 30 s on first use on CP
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -32,8 +32,8 @@ operators, ``", "`` between arguments.
 from __future__ import annotations
 
 import keyword
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from dsl.primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS
 

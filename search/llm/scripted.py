@@ -22,13 +22,13 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
 
 from .base import LLM, ChatRequest, ChatResponse, LLMSetupError
 
 ReplyFn = Callable[..., str]
-Source = Union[list, dict, ReplyFn, str, Path]
+Source = list | dict | ReplyFn | str | Path
 
 
 def load_replies(path: str | Path) -> list[str] | dict[str, list[str]]:

@@ -28,8 +28,9 @@ The algorithms (the math, following the papers):
 
 Selection and survival run on the engine's population loop: they are the strategies
 ``evoprompt_ga``, ``evoprompt_de``, ``opro`` and ``prompt_rewrite`` in
-:mod:`search.prompt_campaign`; this module holds the request builders, the parsing, the
-word-level edits and the selection primitives (roulette, tournament) they use.
+search.prompts.strategies (operators: search.prompts.operators); this module holds the request
+builders, the parsing, the word-level edits and the selection primitives (roulette, tournament)
+they use.
 """
 from __future__ import annotations
 
