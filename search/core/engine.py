@@ -20,7 +20,7 @@ How a campaign runs (``Engine.run``)
 5. Stop at the first of: ``budget.evaluations`` units, ``budget.wall_seconds``; LLM use stops
    (not the campaign) at ``budget.llm_calls`` or after repeated backend errors.
 6. ``KindPlugin.finalize(engine)``: for rules, the top individuals are simplified (exact then
-   empirical, see search.simplify_empirical); prompt runs score their best on the test split.
+   empirical, see search.core.simplify); prompt runs score their best on the test split.
 
 Durability: each result is written to the store the moment the evaluator reports it final
 (``evaluate(..., on_result=...)``: as each candidate's training finishes, not when its batch
