@@ -24,6 +24,7 @@ from dsl.library import RANGES
 RULES = dsl.list_rules()
 KINDS = ("compiled", "exported")
 SHAPES = [(3, 4), (5,), ()]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 _EXPORTED: dict[str, type] = {}
 
 
@@ -102,7 +103,7 @@ def assert_same_state_dict(a, b):
 # state_dict
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_state_dict_round_trip_is_exact(Opt, dtype):
     """Saved, loaded into a fresh optimizer, saved again: the same dict (no key added to the
     groups), and the two continue identically."""
@@ -333,8 +334,9 @@ def test_hooks(Opt):
     assert float(opt2.state[opt2.param_groups[0]["params"][0]]["step"]) == 3
 
 
-def test_deepcopy(Opt):
-    params = make_params(seed=9)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_deepcopy(Opt, dtype):
+    params = make_params(seed=9, dtype=dtype)
     opt = Opt(params, lr=1e-2, weight_decay=0.01)
     run(opt, params, 0, 3, 9)
     twin = copy.deepcopy(opt)
@@ -471,8 +473,9 @@ def test_discovered_rules_get_derived_ranges(kind, export_dir, tmp_path):
 # torch.optim features: maximize, foreach, complex, sparse
 # ---------------------------------------------------------------------------------------------
 
-def test_maximize_is_minimizing_the_negated_gradient(Opt):
-    pa, pb = make_params(seed=10), make_params(seed=10)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maximize_is_minimizing_the_negated_gradient(Opt, dtype):
+    pa, pb = make_params(seed=10, dtype=dtype), make_params(seed=10, dtype=dtype)
     oa = Opt(pa, lr=1e-2, weight_decay=0.01, maximize=True)
     ob = Opt(pb, lr=1e-2, weight_decay=0.01)
     assert oa.param_groups[0]["maximize"] is True
@@ -487,8 +490,9 @@ def test_maximize_is_minimizing_the_negated_gradient(Opt):
         assert torch.equal(a.detach(), b.detach())
 
 
-def test_foreach_false_runs_parameter_by_parameter_with_the_same_result(Opt):
-    pa, pb = make_params(seed=11), make_params(seed=11)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_foreach_false_runs_parameter_by_parameter_with_the_same_result(Opt, dtype):
+    pa, pb = make_params(seed=11, dtype=dtype), make_params(seed=11, dtype=dtype)
     oa = Opt(pa, lr=1e-2, foreach=False)
     ob = Opt(pb, lr=1e-2, foreach=True)
     for a, b in zip(run(oa, pa, 0, 4, 11), run(ob, pb, 0, 4, 11)):
