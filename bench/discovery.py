@@ -27,6 +27,14 @@ score. ``--budget`` / ``--wall`` override the file's budget:
 
     nice python bench/discovery.py --transfer --transfer-seeds 0,1,2 --budget 600 --wall 900
 
+Issue 14 protocol (``--bandit-vs-random``): random operators alone against the operator bandit with
+the embedded LLM's operators (``[operators.bandit] algorithm = "ucb"``), at equal wall-clock
+(``--bandit-wall`` seconds of search each; the unit budget is out of reach), one pair per search
+seed (``--bandit-seeds 0,1,2``, interleaved), each winner scored by the held-out check below;
+``--bandit-table`` prints the rows and the mean and spread per arm:
+
+    flock /tmp/of-bench.lock python bench/discovery.py --bandit-vs-random --bandit-wall 120
+
 Each campaign is one job of at most ~20 min on 2 CPU cores; run them one at a time (under the
 shared benchmark lock when other work runs), then print the tables:
 
@@ -256,6 +264,88 @@ def transfer_main(args) -> int:
     return 0
 
 
+# -- issue 14: random-only vs bandit-with-LLM at equal wall-clock (several search seeds) ------------
+
+BANDIT_ARMS = ("random", "bandit_llm")
+
+
+def bandit_campaign_dict(arm: str, search_seed: int, wall: float, executor: str, algorithm: str = "ucb") -> dict:
+    """The campaign of one arm: the same search, stopped by the same wall-clock budget (the unit
+    budget is out of reach); ``bandit_llm`` adds the embedded LLM's operators under the operator
+    bandit (default floors, reward per second), ``random`` has the random operators alone."""
+    d = campaign_dict(f"bench_{arm}_s{search_seed}", 100_000, wall, 0.0, executor)
+    d["random_seed"] = search_seed
+    d["search"]["patience"] = 200
+    if arm == "bandit_llm":
+        d["llm"] = {}
+        d["operators"]["bandit"] = {"algorithm": algorithm}
+    return d
+
+
+def run_bandit_arms(args) -> int:
+    """``--bandit-vs-random``: for each search seed, the random-only campaign then the bandit-with-LLM
+    one (interleaved, so load drifts hit both), each followed by the held-out test check."""
+    import os
+    import subprocess
+
+    from search.core import RunStore
+    out = Path(args.out)
+    subprocess.run([sys.executable, "-m", "search.cli", "llm", "ping"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)       # the embedded model is converted once, before any timing
+    for seed in [int(x) for x in args.bandit_seeds.split(",")]:
+        for arm in BANDIT_ARMS:
+            load0 = os.getloadavg()
+            print(f"\n=== {arm}, search seed {seed}, {args.bandit_wall:g} s of search ===", flush=True)
+            d = bandit_campaign_dict(arm, seed, args.bandit_wall, args.executor, args.bandit_algorithm)
+            r = run_search(d, out)
+            st = RunStore(out / d["name"], readonly=True)
+            try:
+                ck = (st.last_checkpoint() or {}).get("state", {}).get("operators") or {}
+                shares = {"first": ck.get("history", [[0, {}]])[0][1], "last": ck.get("history", [[0, {}]])[-1][1],
+                          "arms": {k: {f: a[f] for f in ("children", "valid", "improved")}
+                                   for k, a in ck.get("arms", {}).items()}}
+            finally:
+                st.close()
+            h = heldout({f"best_{arm}_s{seed}": r["simplified"]}, args.executor)
+            res = {"arm": arm, "search_seed": seed, "wall_cap_s": args.bandit_wall, "algorithm":
+                   args.bandit_algorithm if arm == "bandit_llm" else "-", "campaign": r, "heldout": h,
+                   "operators": shares, "load_before": load0, "load_after": os.getloadavg(),
+                   "machine": f"{os.cpu_count()}-core CPU container",
+                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            (out / f"bandit_{arm}_s{seed}{args.tag}.json").write_text(json.dumps(res, indent=2, default=str))
+            print(f"{arm} s{seed}: {r['budget_units']:g} units, held-out test {h[next(iter(h))]['score']:+.3f}",
+                  flush=True)
+    print(bandit_table(out))
+    return 0
+
+
+def bandit_table(out: Path) -> str:
+    """Markdown: per arm and search seed, then mean and spread of the held-out test score."""
+    import statistics
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("bandit_*_s*.json"))]
+    if not rows:
+        return "(no --bandit-vs-random results yet)"
+    lines = ["| arm | search seed | wall cap s | units | generations | LLM calls | LLM share first -> last "
+             "| best (search, small) | held-out test (mean of 3 tasks) | load |", "|---" * 10 + "|"]
+    by: dict[str, list[float]] = {}
+    for r in sorted(rows, key=lambda r: (r["arm"], r["search_seed"])):
+        c, h = r["campaign"], r["heldout"]
+        score = next(v for k, v in h.items() if not k.startswith("_"))["score"]
+        by.setdefault(r["arm"], []).append(score)
+        sh = r.get("operators") or {}
+        llm = lambda d: sum(v for k, v in (d or {}).items() if k.startswith("llm_"))  # noqa: E731
+        share = f"{100 * llm(sh.get('first')):.0f}% -> {100 * llm(sh.get('last')):.0f}%" if r["arm"] != "random" else "-"
+        lines.append(f"| {r['arm']} | {r['search_seed']} | {r['wall_cap_s']:g} | {c['budget_units']:g} | "
+                     f"{c['generations']} | {c['llm_calls']} | {share} | {c['best_score_small']:+.3f} | "
+                     f"{score:+.3f} | {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f} |")
+    lines.append("")
+    for arm, xs in sorted(by.items()):
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        lines.append(f"{arm}: held-out test score over {len(xs)} search seed(s): mean {statistics.mean(xs):+.3f}, "
+                     f"sd {sd:.3f}, min {min(xs):+.3f}, max {max(xs):+.3f}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=int, default=800, help="evaluation units per campaign")
@@ -276,6 +366,12 @@ def main() -> int:
                     "examples/discovery.toml, one per --transfer-seeds, each verified on transfer tasks")
     ap.add_argument("--transfer-seeds", default="0,1,2", help="search seeds (campaign random_seed) of --transfer")
     ap.add_argument("--transfer-table", action="store_true", help="print the transfer-protocol table and exit")
+    ap.add_argument("--bandit-vs-random", action="store_true", help="issue 14: random-only vs bandit-with-LLM "
+                    "(embedded model) at equal wall-clock, one pair per --bandit-seeds, held-out test check each")
+    ap.add_argument("--bandit-seeds", default="0,1,2", help="search seeds (campaign random_seed) of --bandit-vs-random")
+    ap.add_argument("--bandit-wall", type=float, default=120.0, help="search wall-clock per campaign (s)")
+    ap.add_argument("--bandit-algorithm", default="ucb", choices=["ucb", "thompson"])
+    ap.add_argument("--bandit-table", action="store_true", help="print the --bandit-vs-random table and exit")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,6 +383,11 @@ def main() -> int:
         return 0
     if args.transfer:
         return transfer_main(args)
+    if args.bandit_table:
+        print(bandit_table(out))
+        return 0
+    if args.bandit_vs_random:
+        return run_bandit_arms(args)
     import os
     import platform
 
