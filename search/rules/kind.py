@@ -54,7 +54,8 @@ def moves_without_lr(program, steps: int = 3) -> bool:
     return not torch.allclose(w, w0, rtol=1e-12, atol=1e-12)
 
 
-def _eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
+def eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
+    """The campaign's evaluator settings as a ``RuleEvalConfig`` dict (``run_dir``: where its cache goes)."""
     d: dict[str, Any] = dict(c.evaluator)
     if d.get("split", "val") == "test":  # the search selects on these scores: test must stay unseen
         raise ValueError("evaluator.split = \"test\": a campaign selects rules on its scores, so scoring "
@@ -98,7 +99,7 @@ class RuleKind(KindPlugin):
     def validate(self, campaign: Campaign) -> None:
         super().validate(campaign)
         check_task_sets(campaign)
-        cfg = RuleEvalConfig.model_validate(_eval_config_dict(campaign, None))
+        cfg = RuleEvalConfig.model_validate(eval_config_dict(campaign, None))
         known = tuple(proxies.FIDELITIES)
         for f in campaign.fidelities or ():
             if f not in known:
@@ -121,11 +122,11 @@ class RuleKind(KindPlugin):
         del cfg
 
     def make_evaluator(self, campaign: Campaign, run_dir: Path):
-        return RuleEvaluator(RuleEvalConfig.model_validate(_eval_config_dict(campaign, run_dir)))
+        return RuleEvaluator(RuleEvalConfig.model_validate(eval_config_dict(campaign, run_dir)))
 
     def make_validation_evaluator(self, campaign: Campaign, run_dir: Path):
         """The same protocol on ``validation_tasks`` (search.rules.tasksets); None without them."""
-        d = validation_config_dict(_eval_config_dict(campaign, run_dir), campaign)
+        d = validation_config_dict(eval_config_dict(campaign, run_dir), campaign)
         return None if d is None else RuleEvaluator(RuleEvalConfig.model_validate(d))
 
     def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from evaluators import Candidate, RuleEvalConfig, RuleEvaluator
 from evaluators.base import WORST_SCORE, EvalResult, Status
 from search.core import Campaign, RunStore, RunView, db_path
 
-from .kind import _eval_config_dict, rule_text
+from .kind import eval_config_dict, rule_text
 from .tasksets import search_tasks, transfer_tasks, validation_tasks
 
 
@@ -93,7 +93,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         if not all_tasks:
             raise VerifyError("no validation or transfer tasks to verify on (give --tasks)")
         group = {t: "validation" for t in val_tasks} | {t: "transfer" for t in xfer}
-        d = _eval_config_dict(c, None)
+        d = eval_config_dict(c, None)
         d.update(tasks=all_tasks, seeds=seeds, split="test",
                  cache_dir=str(Path(view.run_dir) / "eval_cache_verify"))
         if executor:
