@@ -172,3 +172,25 @@ def test_show_and_report_list_operator_statistics(tmp_path):
     old = show_text(tmp_path / c.name)
     assert "no bandit state" in old and "n/a" in old
     assert next(ln for ln in old.splitlines() if ln.strip().startswith("llm_mutate")).split()[1] == str(children)
+
+
+def test_a_run_from_before_the_bandit_resumes(tmp_path):
+    """Its stored campaign lacks [operators.bandit] and search.pipeline, its checkpoints the bandit
+    state: it resumes (fields compare as their defaults) and goes on in fixed mode."""
+    c = campaign("older", budget=12, operators={"llm_share": 0.2})
+    run(tmp_path, c, ScriptedLLM(better_rule))
+    st = RunStore(tmp_path / c.name)
+    meta = st.get_meta("campaign")
+    del meta["operators"]["bandit"], meta["search"]["pipeline"]
+    meta["prompt"] = None                                        # a field older models had
+    st.set_meta(campaign=meta)
+    st.close()
+    c.budget.evaluations = 20
+    e = Engine(c, tmp_path / c.name, llm=ScriptedLLM(better_rule), resume=True)
+    try:
+        assert e.run().used == 20
+    finally:
+        e.close()
+    changed = campaign("older", budget=20, operators={"llm_share": 0.2, "bandit": {"algorithm": "ucb"}})
+    with pytest.raises(Exception, match="fields: operators"):
+        Engine(changed, tmp_path / c.name, llm=ScriptedLLM(better_rule), resume=True)

@@ -97,10 +97,9 @@ class Engine:
                 raise StoreError(f"{self.run_dir} holds campaign {stored.get('name')!r}, not {campaign.name!r}")
             if stored is not None:
                 now = campaign.model_dump(mode="json")
-                try:   # fields added to the campaign model since the run started compare as their defaults
-                    stored = Campaign.model_validate(stored).model_dump(mode="json")
-                except ValueError:
-                    pass
+                # fields added to the campaign model since the run started compare as their defaults
+                stored = with_defaults(stored, Campaign.model_validate(
+                    {"name": campaign.name, "kind": campaign.kind}).model_dump(mode="json"))
                 changed = sorted(k for k in set(now) | set(stored) if k != "budget" and now.get(k) != stored.get(k))
                 if changed:
                     self.store.close()
@@ -711,6 +710,19 @@ class Engine:
                 except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
                     pass
         self.store.close()
+
+
+def with_defaults(stored: dict, defaults: dict) -> dict:
+    """A stored campaign dump with the fields it lacks taken from ``defaults`` (nested tables too);
+    a stored None that the model no longer has is dropped. Resuming a run started before a field
+    existed compares that field as its default."""
+    out = dict(defaults)
+    for k, v in stored.items():
+        if isinstance(v, dict) and isinstance(defaults.get(k), dict):
+            out[k] = with_defaults(v, defaults[k])
+        elif v is not None or k in defaults:
+            out[k] = v
+    return out
 
 
 def run_campaign(campaign: Campaign, run_dir: str | Path | None = None, **kw: Any) -> RunSummary:
