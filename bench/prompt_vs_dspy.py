@@ -212,7 +212,17 @@ def sizes_test(task_name: str, sizes: dict[str, int]) -> int:
 # ---------------------------------------------------------------------------------- main
 
 def markdown(rows: list[dict], methods: list[str]) -> str:
-    """Test accuracy per task and method: mean over seeds (each seed's value), calls (mean)."""
+    """Test accuracy per task and method: mean over seeds (each seed's value), calls (mean).
+
+    optforge's demonstration search starts from k random train demonstrations: that starting
+    prompt's test accuracy (0 search calls, LabeledFewShot's counterpart) is the row
+    ``optforge-demos (start)``."""
+    rows = list(rows)
+    for r in [r for r in rows if r.get("method") == "optforge-demos" and r.get("initial_test") is not None]:
+        rows.append({**r, "method": "optforge-demos (start)", "test": r["initial_test"], "task_calls": 0,
+                     "prompt_calls": 0})
+    if "optforge-demos" in methods:
+        methods = list(methods) + ["optforge-demos (start)"]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     out = ["| task | method | test accuracy %, mean (per seed) | task-model calls (search) | prompt-model calls |",
            "|---|---|---|---:|---:|"]
@@ -251,7 +261,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--tiny", action="store_true", help="a smoke run: 1 task, tiny splits and budget")
     ap.add_argument("--out", default="runs/bench_dspy")
+    ap.add_argument("--table", action="store_true", help="print the table of OUT/results.json and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        data = json.loads((Path(args.out) / "results.json").read_text())
+        print(markdown(data["rows"], [m for m in METHODS if any(r["method"] == m for r in data["rows"])]))
+        return 0
     if args.tiny:
         args.train, args.dev, args.test, args.calls, args.minibatch = 6, 4, 4, 12, 2
         args.proposer_calls, args.proposer_tokens, args.dspy_max_tokens = 2, 24, 24
