@@ -25,7 +25,8 @@ def ind(i, score, level=1, parents=(), text=None):
 def ctx(pop, history=(), seed=0, llm=True, evaluator=None):
     hist = {i.id: i for i in list(pop) + list(history)}
     eng = SimpleNamespace(rng=random.Random(seed), population=list(pop), individuals=hist,
-                          llm_available=lambda: llm, evaluator=evaluator)
+                          llm_available=lambda: llm, evaluator=evaluator,
+                          choose_for=lambda name: name)   # the engine's fixed operator mix
     return Context(eng)
 
 
