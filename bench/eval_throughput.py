@@ -51,9 +51,10 @@ from evaluators.executors import available_cores  # noqa: E402
 #: cheap tasks of varied kinds for the tuning comparison (hand-written and generic, val metric)
 TUNING_TASKS = ["quadratic", "digits_mlp", "digits_ae", "cancer_bce", "diabetes_reg"]
 #: successive-halving settings compared against the full lr x wd grid
-HALVINGS = {"SH 10%->15, 30%->5, 60%->2": [(0.1, 15), (0.3, 5), (0.6, 2)],
-            "SH 20%->6, 50%->2 (default rungs)": [(0.2, 6), (0.5, 2)],
-            "SH 20%->9, 50%->3": [(0.2, 9), (0.5, 3)], "SH 30%->5": [(0.3, 5)]}
+HALVINGS = {"SH 10%->12, 30%->4, 60%->1": [(0.1, 12), (0.3, 4), (0.6, 1)],
+            "SH 10%->15, 30%->5, 60%->2": [(0.1, 15), (0.3, 5), (0.6, 2)],
+            "SH 20%->5, 50%->1": [(0.2, 5), (0.5, 1)], "SH 20%->9, 50%->3": [(0.2, 9), (0.5, 3)],
+            "SH 30%->3": [(0.3, 3)], "SH 30%->5": [(0.3, 5)]}
 
 
 def timed(fn) -> tuple[float, float]:
