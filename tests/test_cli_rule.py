@@ -64,7 +64,6 @@ def test_list(capsys):
 
 
 def test_export_writes_a_module(tmp_path, capsys):
-    pytest.importorskip("dsl.export")
     out = tmp_path / "lion_opt.py"
     assert main(["rule", "export", "lion", "-o", str(out), "--class-name", "MyLion"]) == 0
     text = out.read_text()

@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+import torch
 
 from search.llm import (
     EXHAUSTED,
@@ -398,7 +399,6 @@ def test_backoff_doubles_is_jittered_capped_and_honours_retry_after():
 
 
 def test_row_sampler_draws_follow_the_distribution_and_the_nucleus():
-    torch = pytest.importorskip("torch")
     from search.llm.constrain import RowSampler, _draw
     g = torch.Generator().manual_seed(1)
     w = torch.tensor([0.1, 0.0, 0.6, 0.3])
