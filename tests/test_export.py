@@ -24,7 +24,7 @@ from dsl_cases import (
     programs,
     run_compiled,
     run_reference,
-)
+)  # `duplicates` pairs this name list with test_compile.py's: both import the shared cases, deliberate
 
 OPTFORGE_PACKAGES = ("dsl", "evaluators", "proxies", "search")
 

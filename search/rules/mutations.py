@@ -48,7 +48,7 @@ from dsl.program import (
     replace_node,
     statement_nodes,
     substitute,
-)
+)  # `duplicates` pairs this name list with dsl/__init__.py's: an import of the same names, deliberate
 from search.core import Campaign, Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
 
 #: Statements beyond this stop insert/add_state (keeps programs readable; the DSL caps at 64).
