@@ -194,3 +194,25 @@ def test_a_run_from_before_the_bandit_resumes(tmp_path):
     changed = campaign("older", budget=20, operators={"llm_share": 0.2, "bandit": {"algorithm": "ucb"}})
     with pytest.raises(Exception, match="fields: operators"):
         Engine(changed, tmp_path / c.name, llm=ScriptedLLM(better_rule), resume=True)
+
+
+def test_prompt_campaign_bandit_chooses_between_its_operators(tmp_path):
+    """A prompt algorithm's LLM operator and the word edit are arms too (``Context.choose_for``)."""
+    from test_prompt_search import SIZES, campaign as prompt_campaign, proposer, task_model
+
+    from evaluators import PromptEvaluator
+    from proxies.prompts import get_prompt_task
+    c = prompt_campaign("ga")
+    c.operators.bandit = c.operators.bandit.model_copy(update={"algorithm": "ucb", "cost": "units"})
+    c.budget.evaluations, c.budget.llm_calls = 24, 16
+    ev = PromptEvaluator(get_prompt_task("sum", sizes=SIZES), ScriptedLLM(task_model), minibatch_size=4)
+    e = Engine(c, tmp_path / "pga", evaluator=ev, llm=ScriptedLLM(proposer))
+    try:
+        e.run()
+        state = e.bandit.state_dict()
+    finally:
+        e.close()
+    arms = state["arms"]
+    assert arms["prompt_ga"]["children"] > 0 and arms["prompt_edit"]["children"] > 0
+    assert any("prompt_ga" in sh and "prompt_edit" in sh for _g, sh in state["history"])
+    assert all(abs(sum(sh.values()) - 1) < 1e-6 for _g, sh in state["history"])

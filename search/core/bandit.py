@@ -287,6 +287,8 @@ class OperatorBandit:
                 out = thompson_shares(sub, self.rng, self.config.samples, floors, ceils, self.config.prior)
         if key is not None:
             self._cache[key] = out
+            if self.history:   # what this generation draws from (prompt strategies name their operators)
+                self.history[-1][1] = {k: round(v, 6) for k, v in out.items()}
         return out
 
     def begin_generation(self, generation: int, llm_ok: bool) -> dict[str, float]:
