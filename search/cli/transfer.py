@@ -25,6 +25,7 @@ def verification_lines(view: RunView) -> list[str]:
     rec = view.verification()
     if rec is None:
         if view.kind == "rule" and view.status == "done":
-            return ["", f"not verified yet: optforge verify {view.run_dir}  (test splits, unseen seeds, transfer tasks)"]
+            return ["", f"not verified yet: optforge verify {view.run_dir}  (test splits, unseen seeds, "
+                    "transfer tasks)"]
         return []
     return ["", "search -> validation -> verified (the transfer gap):"] + verify_table(rec) + [verdict(rec)]

@@ -20,7 +20,7 @@ from evaluators import Candidate, RuleEvalConfig, RuleEvaluator
 from evaluators.base import WORST_SCORE, EvalResult, Status
 from search.core import Campaign, RunStore, RunView, db_path
 
-from .kind import eval_config_dict, rule_text
+from .kind import RuleKind, eval_config_dict, rule_text
 from .tasksets import search_tasks, transfer_tasks, validation_tasks
 
 
@@ -70,9 +70,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         if not ranked:
             raise VerifyError(f"{view.run_dir}: no evaluated candidate to verify (has the run started?)")
         k = top or c.verify.top
-        from . import RuleKind  # noqa: F401 - registered kind (exact simplification)
-        from search.core import get_kind
-        kind = get_kind("rule")
+        kind = RuleKind()
         rows = ranked[:k]
         val_tasks = validation_tasks(c)
         xfer = transfer_tasks(c, tasks)
