@@ -8,8 +8,19 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from search.core.bandit import (Arm, BanditConfig, BanditError, Observation, OperatorBandit, fill_by_priority,
-                                gamma_posteriors, operator_table, share_points, thompson_shares, ucb_indices)
+from search.core.bandit import (
+    Arm,
+    BanditConfig,
+    BanditError,
+    Observation,
+    OperatorBandit,
+    fill_by_priority,
+    gamma_posteriors,
+    operator_table,
+    share_points,
+    thompson_shares,
+    ucb_indices,
+)
 
 RANDOM = {"insert": 1.0, "delete": 1.0, "constant": 2.0}
 LLM = {"llm_mutate": 1.0, "llm_crossover": 1.0}

@@ -198,10 +198,10 @@ def test_a_run_from_before_the_bandit_resumes(tmp_path):
 
 def test_prompt_campaign_bandit_chooses_between_its_operators(tmp_path):
     """A prompt algorithm's LLM operator and the word edit are arms too (``Context.choose_for``)."""
-    from test_prompt_search import SIZES, campaign as prompt_campaign, proposer, task_model
-
     from evaluators import PromptEvaluator
     from proxies.prompts import get_prompt_task
+    from test_prompt_search import SIZES, proposer, task_model
+    from test_prompt_search import campaign as prompt_campaign
     c = prompt_campaign("ga")
     c.operators.bandit = c.operators.bandit.model_copy(update={"algorithm": "ucb", "cost": "units"})
     c.budget.evaluations, c.budget.llm_calls = 24, 16

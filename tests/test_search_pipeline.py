@@ -8,8 +8,7 @@ import pytest
 
 from search.core import Engine, RunStore, parse_campaign
 from search.llm import ScriptedLLM
-
-from test_search_bandit import CrashingEvaluator, Crash, better_rule, dump  # noqa: I001
+from test_search_bandit import Crash, CrashingEvaluator, better_rule, dump  # noqa: I001
 
 
 def reply(req) -> str:

@@ -8,7 +8,6 @@ import html
 from typing import Any
 
 from evaluators.base import WORST_SCORE
-
 from search.core import RunView, operator_table, share_points
 
 from .figures import png
