@@ -76,8 +76,8 @@ def measure(fidelity: str, program, tasks, lrs, seeds, loop_sample: int | None) 
     scale = len(pairs) / len(sample)
     for name in tasks:
         task = proxies.get_task(name)
-        w, c = timed(lambda: task.sweep(program, lrs, seeds, fidelity))
-        lw, lc = timed(lambda: [task.sweep(program, [lr], [s], fidelity) for lr, s in sample])
+        w, c = timed(lambda task=task: task.sweep(program, lrs, seeds, fidelity))
+        lw, lc = timed(lambda task=task: [task.sweep(program, [lr], [s], fidelity) for lr, s in sample])
         lw, lc = lw * scale, lc * scale
         per_task[name] = (w, c, lw, lc)
         vec_w, vec_c, loop_w, loop_c = vec_w + w, vec_c + c, loop_w + lw, loop_c + lc

@@ -29,8 +29,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from proxies import get_task, list_tasks  # noqa: E402
-from proxies import ModuleTask  # noqa: E402
+from proxies import ModuleTask, get_task, list_tasks  # noqa: E402
 from proxies.tasks.datasets import digits_images  # noqa: E402
 from proxies.tasks.train import TorchThreads, sweep_threads  # noqa: E402
 
@@ -102,8 +101,8 @@ def generic(fidelities: list[str], repeat: int) -> None:
     for fid in fidelities:
         for t in (hand, gen):
             t.sweep(ADAMW, lrs[:2], [0], fid)
-        th = best_time(lambda: hand.sweep(ADAMW, lrs, [0, 1], fid), repeat)
-        tg = best_time(lambda: gen.sweep(ADAMW, lrs, [0, 1], fid), repeat)
+        th = best_time(lambda fid=fid: hand.sweep(ADAMW, lrs, [0, 1], fid), repeat)
+        tg = best_time(lambda fid=fid: gen.sweep(ADAMW, lrs, [0, 1], fid), repeat)
         print(f"{fid:<6} {hand.steps[fid]:>5} | {th[0]:>17.3f} {th[1]:>7.3f} | {tg[0]:>15.3f} {tg[1]:>7.3f} | "
               f"{tg[1] / th[1]:>10.2f}x", flush=True)
 
@@ -132,16 +131,16 @@ def main() -> None:
         task = get_task(name)
         for fid in args.fidelities.split(","):
             task.sweep(ADAMW, LRS8[:2], [0], fid)   # warm caches (data, orders)
-            t1 = best_time(lambda: task.sweep(ADAMW, [1e-3], [0], fid), args.repeat)
-            t8 = best_time(lambda: task.sweep(ADAMW, LRS8, [0], fid), args.repeat)
-            t16 = best_time(lambda: task.sweep(ADAMW, LRS8, [0, 1], fid), args.repeat)
+            t1 = best_time(lambda task=task, fid=fid: task.sweep(ADAMW, [1e-3], [0], fid), args.repeat)
+            t8 = best_time(lambda task=task, fid=fid: task.sweep(ADAMW, LRS8, [0], fid), args.repeat)
+            t16 = best_time(lambda task=task, fid=fid: task.sweep(ADAMW, LRS8, [0, 1], fid), args.repeat)
             row = [f"{name:<14} {fid:<6} {task.steps[fid]:>5}"]
             for j in (0, 1):
                 row.append(f"{t1[j]:>8.3f} {t8[j]:>7.3f} {t8[j] / t1[j]:>5.2f} {t16[j]:>7.3f} {t16[j] / t1[j]:>5.2f}")
             print(" | ".join(row), flush=True)
             if name == "digits_mlp":
                 with TorchThreads(sweep_threads()):
-                    tp = best_time(lambda: plain_torch_mlp(task.steps[fid]), args.repeat)
+                    tp = best_time(lambda task=task, fid=fid: plain_torch_mlp(task.steps[fid]), args.repeat)
                 print(f"{'':<14} {fid:<6} plain torch nn.Sequential + AdamW(foreach), one run: wall {tp[0]:.3f} s, "
                       f"cpu {tp[1]:.3f} s; 8-lr sweep / plain run: wall {t8[0] / tp[0]:.2f}, "
                       f"cpu {t8[1] / tp[1]:.2f}", flush=True)

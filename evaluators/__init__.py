@@ -10,8 +10,7 @@
 """
 from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult
 from .cache import EvalCache
-from .executors import (Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor,
-                        make_executor)
+from .executors import Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor, make_executor
 from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
 from .prompts import PromptEvaluator
 from .rules import LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid

@@ -15,9 +15,10 @@ running. The returned list is the same with or without ``on_result``.
 from __future__ import annotations
 
 import abc
-from enum import Enum
 import inspect
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 WORST_SCORE = -1e9
 
 
-class Status(str, Enum):
+class Status(str, Enum):  # noqa: UP042 - str() of a member stays "Status.ok" as before
     ok = "ok"
     invalid = "invalid"      # refused by the DSL checker / prompt validator
     diverged = "diverged"    # NaN/inf or loss blow-up
@@ -92,7 +93,7 @@ class EvalResult(BaseModel):
 
 
 #: ``on_result(index, result)``: called once per candidate as soon as its result is final.
-OnResult = Optional[Callable[[int, "EvalResult"], None]]
+OnResult = Callable[[int, "EvalResult"], None] | None
 
 
 class ResultStream:

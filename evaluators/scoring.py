@@ -1,7 +1,8 @@
 """Scoring: a candidate's tuned sweep against the tuned baseline's, per task (see ``evaluators.rules``)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,11 +13,30 @@ Prompt tasks (``proxies.prompts``): ``get_prompt_task(name)`` -> ``PromptTask`` 
 splits in the instruction-induction format), ``load_jsonl_task(path, metric=...)`` for your own.
 """
 from .prompts import PromptTask, get_prompt_task, list_prompt_tasks, load_jsonl_task
-from .tasks import (DEFAULT_SUITE, FIDELITIES, SPLITS, TASK_GROUPS, ModuleTask, RuleTask, Rung, StackedTask,
-                    SweepOutcome, TaskDefinitionError, TaskLoadError, TaskOverlapError, UnknownTaskError,
-                    check_disjoint, get_task, is_task_spec, list_tasks, register_task, resolve_task, task_family)
+from .tasks import (
+    DEFAULT_SUITE,
+    FIDELITIES,
+    SPLITS,
+    TASK_GROUPS,
+    ModuleTask,
+    RuleTask,
+    Rung,
+    StackedTask,
+    SweepOutcome,
+    TaskDefinitionError,
+    TaskLoadError,
+    TaskOverlapError,
+    UnknownTaskError,
+    check_disjoint,
+    get_task,
+    is_task_spec,
+    list_tasks,
+    register_task,
+    resolve_task,
+    task_family,
+)
 
 __all__ = ["FIDELITIES", "SPLITS", "SweepOutcome", "Rung", "RuleTask", "StackedTask", "ModuleTask", "get_task",
            "resolve_task", "list_tasks", "register_task", "task_family", "check_disjoint", "is_task_spec",
-           "TaskLoadError", "TaskOverlapError",
-           "UnknownTaskError", "TaskDefinitionError", "DEFAULT_SUITE", "TASK_GROUPS", "PromptTask", "get_prompt_task", "list_prompt_tasks", "load_jsonl_task"]
+           "TaskLoadError", "TaskOverlapError", "UnknownTaskError", "TaskDefinitionError", "DEFAULT_SUITE",
+           "TASK_GROUPS", "PromptTask", "get_prompt_task", "list_prompt_tasks", "load_jsonl_task"]

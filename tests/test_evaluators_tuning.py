@@ -8,10 +8,21 @@ import textwrap
 import pytest
 from pydantic import ValidationError
 
-from evaluators import (Candidate, EvalResult, LrGrid, RuleEvalConfig, RuleEvaluator, Status,
-                        SuccessiveHalving, TaskResult, WdGrid, log_ratio, tasks_won)
-from evaluators.sweeps import SweepSummary
+from evaluators import (
+    Candidate,
+    EvalResult,
+    LrGrid,
+    RuleEvalConfig,
+    RuleEvaluator,
+    Status,
+    SuccessiveHalving,
+    TaskResult,
+    WdGrid,
+    log_ratio,
+    tasks_won,
+)
 from evaluators.scoring import task_score
+from evaluators.sweeps import SweepSummary
 
 # SGD with L2-style weight decay: the fixed point of x on the "pull" task is 2 / (1 + wd)
 SGDW = """def sgdw(w, g, lr, wd):

@@ -7,8 +7,7 @@ import time
 import pytest
 
 from evaluators import testing as T
-from evaluators.executors import (InProcessExecutor, ProcessPoolExecutor, make_executor,
-                                  threads_per_worker)
+from evaluators.executors import InProcessExecutor, ProcessPoolExecutor, make_executor, threads_per_worker
 
 
 def _alive(pid: int) -> bool:

@@ -10,8 +10,18 @@ import torch
 
 import dsl
 import proxies
-from proxies import (TASK_GROUPS, ModuleTask, Rung, TaskDefinitionError, TaskLoadError, UnknownTaskError,
-                     get_task, list_tasks, resolve_task, task_family)
+from proxies import (
+    TASK_GROUPS,
+    ModuleTask,
+    Rung,
+    TaskDefinitionError,
+    TaskLoadError,
+    UnknownTaskError,
+    get_task,
+    list_tasks,
+    resolve_task,
+    task_family,
+)
 from proxies.tasks.families import FAMILIES
 
 ADAMW = dsl.get_rule("adamw")

@@ -24,8 +24,17 @@ Modules: ``base`` (the interface, :class:`Outcome`, shared helpers), ``inprocess
 """
 from __future__ import annotations
 
-from .base import (OnDone, Outcome, OutcomeStatus, Executor, available_cores, error_reason, per_item_timeouts,
-                   set_torch_threads, threads_per_worker)
+from .base import (
+    Executor,
+    OnDone,
+    Outcome,
+    OutcomeStatus,
+    available_cores,
+    error_reason,
+    per_item_timeouts,
+    set_torch_threads,
+    threads_per_worker,
+)
 from .inprocess import InProcessExecutor
 from .pool import ProcessPoolExecutor
 from .ray import RayExecutor

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Literal
 
 OutcomeStatus = Literal["ok", "error", "timeout"]
 
@@ -70,7 +71,7 @@ def per_item_timeouts(timeout_s, n: int) -> list[float | None]:
 
 
 #: ``on_done(index, outcome)``: called as each item finishes (see the module docstring).
-OnDone = Optional[Callable[[int, "Outcome"], None]]
+OnDone = Callable[[int, "Outcome"], None] | None
 
 
 class Executor(abc.ABC):
@@ -93,7 +94,7 @@ class Executor(abc.ABC):
         all, or one per item (None: no limit). ``on_done(index, outcome)`` is called as each item
         finishes."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default: not every executor holds resources
         """Release workers / connections. Idempotent."""
 
     def __enter__(self):

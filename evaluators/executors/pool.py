@@ -12,18 +12,24 @@ killer) is reported as an error for the item it held and replaced too.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import time
 import traceback
 import weakref
 from collections import deque
+from collections.abc import Callable, Sequence
 from multiprocessing import connection as mp_connection
-from typing import Callable, Sequence
 
-from .base import (Executor, Outcome, available_cores, error_reason, per_item_timeouts, set_torch_threads,
-                   threads_per_worker)
+from .base import (
+    Executor,
+    Outcome,
+    available_cores,
+    error_reason,
+    per_item_timeouts,
+    set_torch_threads,
+    threads_per_worker,
+)
 
 
 def _worker_main(conn, threads: int) -> None:

@@ -9,7 +9,7 @@ transfer sets, disjoint in family (``task_family``).
 from __future__ import annotations
 
 from .char_lm import CharLM
-from .core import StackedTask, RuleTask
+from .core import RuleTask, StackedTask
 from .digits import DigitsLogReg, DigitsMLP
 from .errors import TaskDefinitionError, TaskLoadError, TaskOverlapError, UnknownTaskError
 from .families import FAMILIES
@@ -17,8 +17,7 @@ from .modular import ModularAddition
 from .module import ModuleTask
 from .outcome import FIDELITIES, SPLITS, Rung, SweepOutcome
 from .quadratic import Quadratic, Rosenbrock
-from .registry import (check_disjoint, get_task, is_task_spec, list_tasks, register_task, resolve_task,
-                       task_family)
+from .registry import check_disjoint, get_task, is_task_spec, list_tasks, register_task, resolve_task, task_family
 from .train import curve_steps, run_sweep
 
 for _cls, _family in ((Quadratic, "quadratic"), (Rosenbrock, "rosenbrock"), (DigitsLogReg, "digits_mlp"),
@@ -41,6 +40,7 @@ TASK_GROUPS: dict[str, list[str]] = {
 
 __all__ = ["FIDELITIES", "SPLITS", "Rung", "RuleTask", "StackedTask", "ModuleTask", "SweepOutcome",
            "DEFAULT_SUITE", "TASK_GROUPS", "get_task", "resolve_task", "list_tasks", "register_task",
-           "task_family", "check_disjoint", "is_task_spec", "TaskLoadError", "TaskOverlapError", "UnknownTaskError", "TaskDefinitionError",
+           "task_family", "check_disjoint", "is_task_spec", "TaskLoadError", "TaskOverlapError", "UnknownTaskError",
+           "TaskDefinitionError",
            "run_sweep", "curve_steps", "Quadratic", "Rosenbrock", "DigitsLogReg", "DigitsMLP", "CharLM",
            "ModularAddition"]

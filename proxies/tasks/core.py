@@ -42,7 +42,8 @@ a K-copy run equals its curve run alone (bit-for-bit on the network tasks here,
 from __future__ import annotations
 
 import abc
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,8 +51,7 @@ import torch
 from dsl import Program
 
 # re-exported: the stacked building blocks lived here before proxies.tasks.ops, the loop before .train
-from .ops import (accuracy, cross_entropy, epoch_order, gen, layer_norm, linear, normal,  # noqa: F401
-                  stacked_order)
+from .ops import accuracy, cross_entropy, epoch_order, gen, layer_norm, linear, normal, stacked_order  # noqa: F401
 from .outcome import FIDELITIES, SPLITS, THREADS_ENV, Rung, SweepOutcome  # noqa: F401
 from .train import TorchThreads, curve_steps, elementwise_only, run_sweep, sweep_threads  # noqa: F401
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
 def gen(seed: int, salt: int) -> torch.Generator:
     """A torch Generator for (seed, salt): tasks salt their streams so they do not share numbers."""
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) % (2**63 - 1))

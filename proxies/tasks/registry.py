@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .core import StackedTask
 from .errors import TaskLoadError, TaskOverlapError, UnknownTaskError
