@@ -91,7 +91,9 @@ def run_dspy(method: str, task: PromptTask, servers: Servers, seed: int, args) -
                       max_tokens=args.dspy_max_tokens, cache=False, num_retries=1)
     prompt_lm = dspy.LM("openai/smollm2-prompt", api_base=servers.prompt.url, api_key="none", temperature=1.0,
                         max_tokens=args.proposer_tokens, cache=False, num_retries=1)
-    dspy.configure(lm=task_lm)
+    # An unparsable reply of the 135M model scores 0 (DSPy's failure_score) instead of aborting the
+    # optimizer after DSPy's default 10 errors.
+    dspy.configure(lm=task_lm, max_errors=10 ** 6)
 
     def ex(e):
         return dspy.Example(input=e.input, output=e.output, targets=list(e.targets)).with_inputs("input")
@@ -261,11 +263,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--tiny", action="store_true", help="a smoke run: 1 task, tiny splits and budget")
     ap.add_argument("--out", default="runs/bench_dspy")
-    ap.add_argument("--table", action="store_true", help="print the table of OUT/results.json and exit")
+    ap.add_argument("--table", action="store_true", help="print the table of every results.json under OUT, exit")
     args = ap.parse_args(argv)
-    if args.table:
-        data = json.loads((Path(args.out) / "results.json").read_text())
-        print(markdown(data["rows"], [m for m in METHODS if any(r["method"] == m for r in data["rows"])]))
+    if args.table:   # every results.json under OUT (several invocations), failed repeats dropped
+        rows = [r for f in sorted(Path(args.out).rglob("results.json")) for r in json.loads(f.read_text())["rows"]]
+        print(markdown(rows, [m for m in METHODS if any(r["method"] == m for r in rows)]))
         return 0
     if args.tiny:
         args.train, args.dev, args.test, args.calls, args.minibatch = 6, 4, 4, 12, 2
