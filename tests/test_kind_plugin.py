@@ -36,7 +36,7 @@ def test_a_plugin_kind_runs_shows_and_exports(tmp_path, capsys):
     assert main(["run", str(f), "--plain", "--run-dir", str(run)]) == 0
     assert main(["show", str(run)]) == 0
     shown = capsys.readouterr().out
-    assert "kind toy" in shown and "ranked by highest fidelity reached, then letters in place" in shown
+    assert "kind toy" in shown and "then letters in place" in shown   # the kind's score_label
     assert "toy target 'search'" in shown                      # the kind's own show lines
     best = shown.split("#1  id ")[1].splitlines()
     score = float(best[0].split("score ")[1].split()[0])
