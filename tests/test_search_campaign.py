@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import campaign_toml
 
 from search.core import CampaignError, load_campaign
+from support import campaign_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 

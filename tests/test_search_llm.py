@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import run_engine
 
 from evaluators.base import WORST_SCORE
 from search.core import RunStore, parse_campaign
 from search.llm import LLM, ChatResponse, scripted
+from support import run_engine
 
 
 def campaign(name, **over):
