@@ -20,6 +20,7 @@
 Core never imports a kind: the built-in kinds (search.rules, search.prompts) import core and
 register themselves; core finds them by module name (``registry.KIND_MODULES``).
 """
+from .bandit import BanditConfig, BanditError, OperatorBandit, operator_table, share_points
 from .campaign import (
                        Budget,
                        Campaign,
@@ -30,7 +31,6 @@ from .campaign import (
                        SearchConfig,
                        SimplifyConfig,
 )
-from .bandit import BanditConfig, BanditError, OperatorBandit, operator_table, share_points
 from .context import Context
 from .engine import Engine, run_campaign
 from .loading import load_campaign, parse_campaign
