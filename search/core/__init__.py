@@ -22,30 +22,30 @@ register themselves; core finds them by module name (``registry.KIND_MODULES``).
 """
 from .bandit import BanditConfig, BanditError, OperatorBandit, operator_table, share_points
 from .campaign import (
-                       Budget,
-                       Campaign,
-                       CampaignError,
-                       FunnelConfig,
-                       LLMOpsConfig,
-                       OperatorMix,
-                       SearchConfig,
-                       SimplifyConfig,
+    Budget,
+    Campaign,
+    CampaignError,
+    FunnelConfig,
+    LLMOpsConfig,
+    OperatorMix,
+    SearchConfig,
+    SimplifyConfig,
 )
 from .context import Context
 from .engine import Engine, run_campaign
 from .loading import load_campaign, parse_campaign
 from .plugins import KindPlugin, Operator, Strategy
 from .registry import (
-                       KINDS,
-                       OPERATORS,
-                       STRATEGIES,
-                       UnknownKindError,
-                       get_kind,
-                       load_plugins,
-                       register_kind,
-                       register_operator,
-                       register_strategy,
-                       run_kind,
+    KINDS,
+    OPERATORS,
+    STRATEGIES,
+    UnknownKindError,
+    get_kind,
+    load_plugins,
+    register_kind,
+    register_operator,
+    register_strategy,
+    run_kind,
 )
 from .store import DB_NAME, RunStore, RunView, StoreError, db_path
 from .types import Individual, InvalidCandidate, Job, Proposal, RunExistsError, RunSummary, Stats
