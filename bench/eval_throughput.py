@@ -45,16 +45,21 @@ import torch  # noqa: E402
 
 import dsl  # noqa: E402
 import proxies  # noqa: E402
-from evaluators import Candidate, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid  # noqa: E402
+from evaluators import Candidate, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid  # noqa: E402
 from evaluators.executors import available_cores  # noqa: E402
 
 #: cheap tasks of varied kinds for the tuning comparison (hand-written and generic, val metric)
 TUNING_TASKS = ["quadratic", "digits_mlp", "digits_ae", "cancer_bce", "diabetes_reg"]
-#: successive-halving settings compared against the full lr x wd grid
-HALVINGS = {"SH 10%->12, 30%->4, 60%->1": [(0.1, 12), (0.3, 4), (0.6, 1)],
-            "SH 10%->15, 30%->5, 60%->2": [(0.1, 15), (0.3, 5), (0.6, 2)],
-            "SH 20%->5, 50%->1": [(0.2, 5), (0.5, 1)], "SH 20%->9, 50%->3": [(0.2, 9), (0.5, 3)],
-            "SH 30%->3": [(0.3, 3)], "SH 30%->5": [(0.3, 5)]}
+#: tuning protocols compared against the full lr x wd grid: name -> (lr points, wd values, SH rungs or None);
+#: 5 lr points span the same 1e-4 .. 1 range at decade steps
+WD3 = [0.0, 1e-2, 1e-1]
+PROTOCOLS = {"SH 10%->15, 30%->5, 60%->2": (9, None, [(0.1, 15), (0.3, 5), (0.6, 2)]),
+             "SH 20%->9, 50%->3": (9, None, [(0.2, 9), (0.5, 3)]),
+             "SH 30%->5": (9, None, [(0.3, 5)]),
+             "lr 9 x wd 3, SH 20%->3": (9, WD3, [(0.2, 3)]),
+             "lr 9 x wd 3, SH 30%->3": (9, WD3, [(0.3, 3)]),
+             "lr 5 x wd 3, no SH": (5, WD3, None),
+             "lr 5 x wd 3, SH 30%->3": (5, WD3, [(0.3, 3)])}
 
 
 def timed(fn) -> tuple[float, float]:
@@ -151,14 +156,17 @@ def rank_stats(ref: list[float], other: list[float]) -> dict:
             "regret": max(ref) - ref[next(iter(top(other, 1)))]}
 
 
-def tuning(tasks: list[str], n_mutants: int, fidelity: str) -> None:
+def tuning(tasks: list[str], n_mutants: int, fidelity: str, only: list[str] | None = None) -> None:
     rules = [dsl.get_rule(r).source() for r in dsl.list_rules()] + mutants(n_mutants)
     cands = [Candidate(text=r) for r in rules]
     base = dict(tasks=tasks, executor="inprocess")
     protocols = {"lr grid (today: 9 lrs, fixed wd)": RuleEvalConfig(**base),
                  "full lr x wd grid (9 x 5)": RuleEvalConfig(wd_grid=WdGrid(), **base)}
-    for name, rungs in HALVINGS.items():
-        protocols[name] = RuleEvalConfig(wd_grid=WdGrid(), halving=SuccessiveHalving(rungs=rungs), **base)
+    for name, (n_lr, wds, rungs) in PROTOCOLS.items():
+        if only and not any(o in name for o in only):
+            continue
+        protocols[name] = RuleEvalConfig(lr_grid=LrGrid(points=n_lr), wd_grid=WdGrid(values=wds or WdGrid().values),
+                                         halving=None if rungs is None else SuccessiveHalving(rungs=rungs), **base)
     print(f"{len(rules)} rules ({len(rules) - n_mutants} library + {n_mutants} mutants); tasks {', '.join(tasks)}; "
           f"fidelity {fidelity}; seeds 0, 1; wd grid {WdGrid().values}")
     scores, costs = {}, {}
@@ -206,13 +214,16 @@ def main() -> None:
     ap.add_argument("--tuning", action="store_true", help="compare tuning protocols (see the docstring)")
     ap.add_argument("--mutants", type=int, default=30)
     ap.add_argument("--fidelity", default="tiny", help="fidelity of --tuning")
+    ap.add_argument("--only", help="--tuning: comma list of substrings; run only the matching protocols "
+                    "(the lr-only and full-grid references always run)")
     args = ap.parse_args()
     if args.tuning:
         torch.set_num_threads(1)
         print(f"machine: {platform.machine()}, {available_cores()} cores, torch {torch.__version__}, "
               f"python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
               f"load {os.getloadavg()[0]:.2f}")
-        tuning(args.tasks.split(",") if args.tasks else TUNING_TASKS, args.mutants, args.fidelity)
+        tuning(args.tasks.split(",") if args.tasks else TUNING_TASKS, args.mutants, args.fidelity,
+               args.only.split(",") if args.only else None)
         print(f"load after: {os.getloadavg()[0]:.2f}")
         return
 

@@ -13,11 +13,11 @@ from .cache import EvalCache
 from .executors import Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor, make_executor
 from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
 from .prompts import PromptEvaluator
-from .rules import LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
+from .rules import TUNING_PRESETS, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
 from .scoring import log_ratio, mean_score, tasks_won
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult",
-           "RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "log_ratio", "mean_score",
-           "tasks_won", "EvalCache",
+           "RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "log_ratio",
+           "mean_score", "tasks_won", "EvalCache",
            "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
            "make_executor", "LLM", "ChatRequest", "ChatResponse", "LLMSetupError", "Message"]

@@ -56,7 +56,16 @@ from dsl import DSLError
 from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, OnResult, ResultStream, Status, TaskResult
 from .cache import EvalCache
 from .executors import Executor, Outcome, available_cores, make_executor
-from .rule_config import LrGrid, RuleEvalConfig, SuccessiveHalving, WdGrid, baseline_source, library_source, rule_key
+from .rule_config import (
+    TUNING_PRESETS,
+    LrGrid,
+    RuleEvalConfig,
+    SuccessiveHalving,
+    WdGrid,
+    baseline_source,
+    library_source,
+    rule_key,
+)
 from .scoring import METRIC_FLOOR, failed_task_result, log_ratio, mean_score, task_result, task_score, tasks_won
 from .sweeps import SweepJob, SweepSummary, run_sweep_job, summarize
 
@@ -351,6 +360,7 @@ def _grid_text(lrs: Sequence[float]) -> str:
 
 
 # The config, sweep and scoring names are re-exported here: ``evaluators.rules`` was one module before.
-__all__ = ["RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "SweepJob", "SweepSummary",
+__all__ = ["RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "SweepJob",
+           "SweepSummary",
            "run_sweep_job", "summarize", "task_score", "log_ratio", "mean_score", "tasks_won", "task_result",
            "failed_task_result", "METRIC_FLOOR", "rule_key", "library_source", "baseline_source"]

@@ -158,3 +158,16 @@ def test_task_clip_bounds_every_task_before_the_mean():
         assert t.score == pytest.approx(max(-0.2, min(0.2, raw)))
     assert clipped.score == pytest.approx(sum(t.score for t in clipped.tasks.values()) / 2)
     assert "log_ratio" not in next(iter(plain.tasks.values())).extra
+
+
+def test_the_budget_preset_trains_less_than_todays_lr_sweep():
+    """Tuning wd in the budget preset costs fewer copy-steps than today's lr-only protocol."""
+    from evaluators import TUNING_PRESETS
+    cfg = RuleEvalConfig(tasks=["digits_logreg"], executor="inprocess", **TUNING_PRESETS["budget"])
+    with RuleEvaluator(cfg) as ev:
+        r = ev.evaluate([Candidate(text=SGDW)], "tiny")[0]
+    t = r.tasks["digits_logreg"]
+    today = len(RuleEvalConfig().lr_grid.lrs()) * 2 * 60      # 9 lrs x 2 seeds x 60 tiny steps
+    assert r.ok and 0 < t.extra["copy_steps"] < 0.8 * today and t.extra["baseline_copy_steps"] < 0.8 * today
+    assert t.extra["best_wd"] in (0.0, 1e-2, 1e-1) and len(t.extra["per_lr"]) == 15
+    assert sum(v is None for v in t.extra["per_lr"]) >= 12       # pruned points have no final metric
