@@ -27,7 +27,8 @@ from .errors import CLIError
 from .transfer import validation_lines, verification_lines
 
 
-def _resolve_run(spec: str) -> Path:
+def resolve_run(spec: str) -> Path:
+    """A run directory from the command line: a path, its ``run.sqlite``, or a campaign name under ``runs/``."""
     p = Path(spec)
     for cand in (p, Path("runs") / spec):
         if (cand / "run.sqlite").is_file() or (cand.suffix == ".sqlite" and cand.is_file()):
@@ -121,7 +122,7 @@ def _show(view: RunView, top: int) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    runs = [_resolve_run(r) for r in args.run]
+    runs = [resolve_run(r) for r in args.run]
     if len(runs) > 1:  # several prompt runs side by side (search.prompts.compare)
         try:
             print(compare_text(runs))
@@ -164,7 +165,7 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    p = export_run(_resolve_run(args.run), args.rank, args.output, args.class_name)
+    p = export_run(resolve_run(args.run), args.rank, args.output, args.class_name)
     print(f"wrote {p}")
     return 0
 
@@ -172,7 +173,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 # -- report ---------------------------------------------------------------------------
 
 def cmd_report(args: argparse.Namespace) -> int:
-    runs = [_resolve_run(r) for r in args.run]
+    runs = [resolve_run(r) for r in args.run]
     if len(runs) > 1:  # several prompt runs: test table and score over proposer calls per optimizer
         out = args.output or Path(runs[0]).parent / "prompt_comparison.html"
         try:

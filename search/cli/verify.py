@@ -8,7 +8,7 @@ import argparse
 from search.rules.verify import VerifyError, verdict, verify_run, verify_table
 
 from .errors import CLIError
-from .results import _resolve_run
+from .results import resolve_run
 
 
 def _csv(s: str | None, cast=str) -> list | None:
@@ -21,7 +21,7 @@ def _csv(s: str | None, cast=str) -> list | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    run = _resolve_run(args.run)
+    run = resolve_run(args.run)
     try:
         rec = verify_run(run, top=args.top, tasks=_csv(args.tasks), seeds=_csv(args.seeds, int),
                          fidelity=args.fidelity, executor=args.executor)
