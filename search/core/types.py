@@ -103,3 +103,22 @@ class RunSummary:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, default=str)
+
+
+class Progress:
+    """What the engine reports to while it runs (search.report.live implements it): ``start`` and
+    ``stop`` around the run, ``update`` after each finished evaluation and each generation,
+    ``log`` for each event. Every hook does nothing by default."""
+
+    def start(self, engine: Any) -> None:
+        pass
+
+    def update(self, engine: Any) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+    def stop(self, engine: Any) -> None:
+        pass
+

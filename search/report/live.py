@@ -21,6 +21,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from evaluators.base import WORST_SCORE
+from search.core import Progress
 
 if TYPE_CHECKING:
     from search.core import Engine
@@ -57,7 +58,7 @@ def _line(s: dict) -> str:
             f"{s['wall']:.0f}s")
 
 
-class PlainProgress:
+class PlainProgress(Progress):
     """Log lines (CI, pipes): at most one every ``every_s`` seconds, plus events."""
 
     def __init__(self, stream: TextIO | None = None, every_s: float = 5.0):
@@ -92,7 +93,7 @@ class PlainProgress:
         self._print("[optforge] " + _line(snapshot(engine)))
 
 
-class RichProgress:
+class RichProgress(Progress):
     """A rich Live panel (terminal only)."""
 
     def __init__(self, console=None) -> None:
