@@ -58,7 +58,7 @@ from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
 from .plugins import Operator, Strategy
 from .registry import OPERATORS, STRATEGIES, get_kind, load_plugins
 from .store import DB_NAME, RunStore, StoreError
-from .types import Individual, InvalidCandidate, Job, Proposal, RunExistsError, RunSummary, Stats
+from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
 if TYPE_CHECKING:
     from evaluators.base import Evaluator
@@ -69,7 +69,7 @@ class Engine:
 
     def __init__(self, campaign: Campaign, run_dir: str | Path | None = None, *, resume: bool = False,
                  fresh: bool = False, evaluator: "Evaluator | None" = None, llm: Any = None,
-                 progress: Any = None, base_dir: str | Path = "."):
+                 progress: Progress | None = None, base_dir: str | Path = "."):
         if resume and fresh:
             raise ValueError("choose one of resume and fresh")
         load_plugins(campaign.plugins)
@@ -161,7 +161,7 @@ class Engine:
     # -- small helpers --------------------------------------------------------------
     def event(self, kind: str, message: str, **data: Any) -> None:
         self.store.add_event(kind, message, data)
-        if self.progress is not None and hasattr(self.progress, "log"):
+        if self.progress is not None:
             self.progress.log(f"[{kind}] {message}")
 
     def get_operator(self, name: str) -> Operator:
@@ -249,10 +249,9 @@ class Engine:
     def llm_state(self) -> dict[str, Any]:
         """The LLM part of a checkpoint: why LLM use stopped (once the backend was built; a backend
         not built yet is tried again on resume) and the usage totals so far (None without any)."""
-        usage = getattr(self._llm, "usage", None) if self._llm_init_done and self._llm is not None else None
+        usage = self._llm.usage if self._llm_init_done and self._llm is not None else None
         return {"llm_disabled_reason": self.llm_disabled_reason if self._llm_init_done else "",
-                "llm_usage": usage.model_dump(mode="json") if usage is not None and hasattr(usage, "model_dump")
-                else self.resumed_llm_usage}
+                "llm_usage": usage.model_dump(mode="json") if usage is not None else self.resumed_llm_usage}
 
     def llm_chat(self, requests: list, purpose: str = "") -> list | None:
         if not requests or not self.llm_available():
