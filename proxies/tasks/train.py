@@ -320,6 +320,9 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
                 m = metrics[metric].detach().to(torch.float64).numpy()
                 sel = _kept_copies(m, alive.numpy(), active // n_seed, n_seed, rung_at[t],
                                    bool(task.higher_is_better))
+                if not sel.any():             # no usable point is left: nothing worth training on
+                    pruned[active[alive.numpy()]] = True
+                    break
                 if not sel.all():
                     pruned[active[~sel & alive.numpy()]] = True
                     keep = torch.from_numpy(np.flatnonzero(sel))
