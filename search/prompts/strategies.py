@@ -39,6 +39,18 @@ class _PromptStrategy(Strategy):
     def restart(self, ctx: Context, best: Individual) -> list[Individual]:
         return ctx.top(self.size, ctx.population)
 
+    def fill_or_population(self, ctx: Context, n: int) -> tuple[list[Job], list[Individual]]:
+        """The paraphrase jobs while the population is short (``fill``), else none and the population."""
+        jobs = self.fill(ctx, n)
+        return (jobs, []) if jobs else ([], list(ctx.population))
+
+    def tournament(self, ctx: Context, pop: list[Individual], keys: list, exclude: int | None = None) -> Individual:
+        """The best (by ``keys``) of ``search.tournament`` members of ``pop`` drawn with ``ctx.rng``,
+        leaving out index ``exclude``."""
+        idx = [k for k in range(len(pop)) if k != exclude] or [0]
+        idx = ctx.rng.sample(idx, min(self.campaign.search.tournament, len(idx)))
+        return pop[max(idx, key=lambda k: keys[k])]
+
 
 @register_strategy("evoprompt_ga")
 class EvoPromptGA(_PromptStrategy):
@@ -46,10 +58,9 @@ class EvoPromptGA(_PromptStrategy):
     name = "evoprompt_ga"
 
     def plan(self, ctx: Context, n: int) -> list[Job]:
-        jobs = self.fill(ctx, n)
+        jobs, pop = self.fill_or_population(ctx, n)
         if jobs:
             return jobs
-        pop = list(ctx.population)
         if len(pop) < 2:
             return [Job(self.op(ctx, "prompt_paraphrase" if self.o.fill else "prompt_edit"), pop[:1])
                     for _ in range(n)] if pop else []
@@ -118,17 +129,14 @@ class Rewrite(_PromptStrategy):
     name = "prompt_rewrite"
 
     def plan(self, ctx: Context, n: int) -> list[Job]:
-        jobs = self.fill(ctx, n)
-        if jobs:
+        jobs, pop = self.fill_or_population(ctx, n)
+        if jobs or not pop:
             return jobs
-        pop = list(ctx.population)
-        if not pop:
-            return []
         w = [m.rank_key() for m in pop]
         out = []
         for _ in range(n):
-            idx = ctx.rng.sample(range(len(pop)), min(self.campaign.search.tournament, len(pop)))
-            out.append(Job(self.op(ctx, "prompt_rewrite"), [pop[max(idx, key=lambda k: w[k])]]))
+            parent = self.tournament(ctx, pop, w)      # drawn before the operator (as the RNG order was)
+            out.append(Job(self.op(ctx, "prompt_rewrite"), [parent]))
         return out
 
 
@@ -145,18 +153,11 @@ class DemoSearch(_PromptStrategy):
         if not pop:
             return []
         w = [m.rank_key() for m in pop]
-        size = min(self.campaign.search.tournament, len(pop))
-
-        def pick(exclude: int | None = None) -> Individual:
-            idx = [k for k in range(len(pop)) if k != exclude] or [0]
-            idx = ctx.rng.sample(idx, min(size, len(idx)))
-            return pop[max(idx, key=lambda k: w[k])]
-
         out = []
         for _ in range(n):
             if len(pop) >= 2 and ctx.rng.random() < 0.5:
-                a = pick()
-                out.append(Job("prompt_demo_cross", [a, pick(exclude=pop.index(a))]))
+                a = self.tournament(ctx, pop, w)
+                out.append(Job("prompt_demo_cross", [a, self.tournament(ctx, pop, w, exclude=pop.index(a))]))
             else:
-                out.append(Job("prompt_demo_edit", [pick()]))
+                out.append(Job("prompt_demo_edit", [self.tournament(ctx, pop, w)]))
         return out
