@@ -141,13 +141,7 @@ def substitute(e: Expr, mapping: dict[str, Expr]) -> Expr:
     """Replace names by expressions (used by inlining and renaming)."""
     if isinstance(e, Name):
         return mapping.get(e.id, e)
-    if isinstance(e, BinOp):
-        return BinOp(e.op, substitute(e.left, mapping), substitute(e.right, mapping))
-    if isinstance(e, Neg):
-        return Neg(substitute(e.operand, mapping))
-    if isinstance(e, Call):
-        return Call(e.fn, tuple(substitute(a, mapping) for a in e.args))
-    return e
+    return with_children(e, tuple(substitute(c, mapping) for c in children(e)))
 
 
 # -- tree paths (mutation operators and empirical simplification edit rules by path) -----
