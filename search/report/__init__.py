@@ -4,7 +4,8 @@
 - ``figures``: the plots, each as an inline PNG (``png`` turns any matplotlib figure into one;
   kinds use it for their own report sections);
 - ``live``: ``make_progress`` (a rich panel on a terminal, ``PlainProgress`` lines otherwise);
-- ``operators``: per-operator statistics and shares over time (show and report).
+- ``operators``: per-operator statistics and shares over time (show and report);
+- ``transfer``: search, validation and verified scores side by side (the transfer gap).
 
 A kind adds its own report HTML through ``KindPlugin.report_sections``.
 """

@@ -4,7 +4,9 @@
   the evaluator, export as a standalone torch optimizer) and ``moves_without_lr``;
 - ``mutations``: the random mutation operators (insert, delete, replace_fn, ...);
 - ``llm_ops``: the LLM operators for rules (``llm_mutate``, ``llm_crossover``) and their prompts;
-- ``ablations``: the empirical simplification tries of a rule (``RuleKind.ablations``).
+- ``ablations``: the empirical simplification tries of a rule (``RuleKind.ablations``);
+- ``tasksets``: a rule campaign's task sets (search, validation, transfer) and default tuning;
+- ``verify``: ``optforge verify RUN`` (the winners re-scored where nothing selected them).
 
 Importing the package registers the kind and its operators (``search.core.registry``).
 """
