@@ -14,6 +14,7 @@ from search.core.bandit import (
     BanditError,
     Observation,
     OperatorBandit,
+    children_shares,
     fill_by_priority,
     gamma_posteriors,
     operator_table,
@@ -27,6 +28,7 @@ LLM = {"llm_mutate": 1.0, "llm_crossover": 1.0}
 
 
 def bandit(algorithm: str, **cfg) -> OperatorBandit:
+    cfg.setdefault("share_of", "children")     # floors and ceilings on the children (time: see below)
     return OperatorBandit(BanditConfig(algorithm=algorithm, **cfg), dict(RANDOM), dict(LLM), llm_share=0.2, seed=3)
 
 
@@ -173,3 +175,29 @@ def test_operator_table_and_share_points():
     assert rows["insert"]["mean_reward"] == pytest.approx(0.1)
     assert rows["llm_mutate"]["valid"] == 0 and len(rows["llm_mutate"]["series"]) == 3
     assert share_points([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], 3) == [0.1, 0.5, 0.9]
+
+
+def test_children_shares_divide_time_by_cost():
+    arms = {"slow": Arm(n=2, cost=20.0), "fast": Arm(n=4, cost=4.0), "new": Arm()}
+    q = children_shares({"slow": 0.5, "fast": 0.25, "new": 0.25}, arms)
+    # per proposal: slow 10 s, fast 1 s, new the pooled mean 24 / 6 = 4 s
+    raw = {"slow": 0.05, "fast": 0.25, "new": 0.0625}
+    assert q == pytest.approx({k: v / sum(raw.values()) for k, v in raw.items()})
+
+
+@pytest.mark.parametrize("algorithm", ["ucb", "thompson"])
+def test_time_floors_bound_the_time_of_a_slow_useless_operator(algorithm):
+    b = bandit(algorithm, floor=0.05, share_of="time")
+    for gen in range(20):
+        sh = b.begin_generation(gen, True)
+        b.observe([Observation("llm_mutate", 0.0, 20.0), Observation("llm_crossover", 0.0, 20.0),
+                   Observation("insert", 0.02, 1.0, True, True), Observation("delete", 0.0, 1.0, True),
+                   Observation("constant", 0.01, 1.0, True, True)])
+    sh = b.begin_generation(20, True)
+    cost = {k: a.cost / a.n for k, a in b.arms.items()}
+    time = {k: sh[k] * cost[k] for k in sh}
+    time = {k: v / sum(time.values()) for k, v in time.items()}
+    assert time["llm_mutate"] == pytest.approx(0.05, abs=0.01)
+    assert time["llm_crossover"] == pytest.approx(0.05, abs=0.01)
+    assert sh["llm_mutate"] < 0.01                                       # a twentieth of the children
+    assert sum(sh.values()) == pytest.approx(1.0)

@@ -18,7 +18,8 @@ def campaign(name: str, algorithm: str = "ucb", budget: int = 40, **over):
          "lrs": [0.003, 0.01, 0.03, 0.1, 0.3], "seed_rules": ["sgd_momentum"], "random_seed": 2,
          "budget": {"evaluations": budget}, "search": {"population": 6, "tournament": 2, "batch_size": 4},
          "operators": {"llm_share": 0.2, "bandit": {"algorithm": algorithm, "floor": 0.03, "cost": "units",
-                                                    "llm_call_units": 0.5, "exploration": 0.5}},
+                                                    "llm_call_units": 0.5, "exploration": 0.5,
+                                                    "share_of": "children"}},
          "llm": {}, "simplify": {"enabled": False}}
     d.update(over)
     return parse_campaign(d, f"<test {name}>")

@@ -28,7 +28,8 @@ def campaign(name: str, budget: int = 32, bandit: str = "fixed", **over):
          "eval_seeds": [0], "lrs": [0.003, 0.03, 0.3], "seed_rules": ["sgd_momentum"], "random_seed": 4,
          "budget": {"evaluations": budget}, "search": {"population": 6, "tournament": 2, "batch_size": 4,
                                                       "pipeline": True},
-         "operators": {"llm_share": 0.5, "bandit": {"algorithm": bandit, "cost": "units"}},
+         "operators": {"llm_share": 0.5, "bandit": {"algorithm": bandit, "cost": "units",
+                                                                    "share_of": "children"}},
          "llm": {}, "simplify": {"enabled": False}}
     d.update(over)
     return parse_campaign(d, f"<test {name}>")

@@ -14,9 +14,14 @@ became of it:
 An arm's value is its *rate*, sum of rewards over sum of costs: expected improvement per
 second spent (ratio of sums, so free failures such as a random operator's duplicate do not
 dilute it and a slow LLM is charged for its time). The bandit turns the rates into **shares**
-(the probability that the next child comes from each operator), kept inside each operator's
-``[floor, ceiling]``, and each planned child draws its operator from them (the bandit's own
-seeded RNG; its state, counters and share history are checkpointed with the engine's).
+kept inside each operator's ``[floor, ceiling]``. By default (``share_of = "time"``) those are
+shares of the search's *time*: an operator whose proposals cost ten times more gets a tenth of
+the children for the same share, so a slow, useless LLM at its floor costs at most its floor of
+the time; the children's shares (the probability that the next child comes from each operator)
+follow by dividing by each operator's mean cost per proposal. ``share_of = "children"`` applies
+floors and ceilings to the children directly. Each planned child draws its operator from the
+children's shares (the bandit's own seeded RNG; its state, counters and the share history,
+children's shares per generation, are checkpointed with the engine's).
 
 Algorithms (``[operators.bandit] algorithm``):
 
@@ -63,6 +68,9 @@ class BanditConfig(BaseModel):
     algorithm: Algorithm = "fixed"
     floor: float = Field(0.02, ge=0, le=1)        # every operator's minimum share, unless in floors
     ceiling: float = Field(1.0, gt=0, le=1)       # every operator's maximum share, unless in ceilings
+    # what the shares (floors and ceilings included) divide: the search's time (cost), so a slow
+    # operator's floor bounds the time it can take, or its children
+    share_of: Literal["time", "children"] = "time"
     floors: dict[str, float] = Field(default_factory=dict)
     ceilings: dict[str, float] = Field(default_factory=dict)
     exploration: float = Field(1.0, ge=0)         # UCB's c
@@ -216,6 +224,16 @@ def thompson_shares(arms: dict[str, Arm], rng: random.Random, samples: int, floo
     return {n: v / samples for n, v in acc.items()}
 
 
+def children_shares(time_shares: dict[str, float], arms: dict[str, Arm]) -> dict[str, float]:
+    """Shares of the children that spend ``time_shares`` of the search's cost: each arm's time share
+    divided by its mean cost per proposal (the pooled mean for an arm never pulled), normalized."""
+    n_all = sum(a.n for a in arms.values())
+    pooled = sum(a.cost for a in arms.values()) / n_all if n_all > 1e-12 else 1.0
+    q = {k: t / (arms[k].cost / arms[k].n if arms[k].n > 1e-12 else pooled or 1.0) for k, t in time_shares.items()}
+    s = sum(q.values())
+    return {k: v / s for k, v in q.items()} if s > 0 else dict(time_shares)
+
+
 # ------------------------------------------------------------------------------ the chooser
 
 
@@ -286,6 +304,8 @@ class OperatorBandit:
                 out = fill_by_priority([[a for a in names if idx[a] == v] for v in levels], floors, ceils)
             else:
                 out = thompson_shares(sub, self.rng, self.config.samples, floors, ceils, self.config.prior)
+            if self.config.share_of == "time":
+                out = children_shares(out, sub)
         if key is not None:
             self._cache[key] = out
             if self.history:   # what this generation draws from (prompt strategies name their operators)
