@@ -293,7 +293,7 @@ def run_bandit_arms(args) -> int:
     subprocess.run([sys.executable, "-m", "search.cli", "llm", "ping"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)       # the embedded model is converted once, before any timing
     for seed in [int(x) for x in args.bandit_seeds.split(",")]:
-        for arm in BANDIT_ARMS:
+        for arm in args.bandit_arms.split(","):
             load0 = os.getloadavg()
             print(f"\n=== {arm}, search seed {seed}, {args.bandit_wall:g} s of search ===", flush=True)
             d = bandit_campaign_dict(arm, seed, args.bandit_wall, args.executor, args.bandit_algorithm)
@@ -308,7 +308,9 @@ def run_bandit_arms(args) -> int:
                 st.close()
             h = heldout({f"best_{arm}_s{seed}": r["simplified"]}, args.executor)
             res = {"arm": arm, "search_seed": seed, "wall_cap_s": args.bandit_wall, "algorithm":
-                   args.bandit_algorithm if arm == "bandit_llm" else "-", "campaign": r, "heldout": h,
+                   args.bandit_algorithm if arm == "bandit_llm" else "-",
+                   "share_of": d["operators"].get("bandit", {}).get("share_of", "time") if arm == "bandit_llm" else "-",
+                   "campaign": r, "heldout": h,
                    "operators": shares, "load_before": load0, "load_after": os.getloadavg(),
                    "machine": f"{os.cpu_count()}-core CPU container",
                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -328,14 +330,20 @@ def bandit_table(out: Path) -> str:
     lines = ["| arm | search seed | wall cap s | units | generations | LLM calls | LLM share first -> last "
              "| best (search, small) | held-out test (mean of 3 tasks) | load |", "|---" * 10 + "|"]
     by: dict[str, list[float]] = {}
-    for r in sorted(rows, key=lambda r: (r["arm"], r["search_seed"])):
+
+    def variant(r: dict) -> str:   # results from before share_of existed had floors on the children
+        if r["arm"] == "random":
+            return "random"
+        return f"{r['arm']} ({r['algorithm']}, shares of {r.get('share_of', 'children')})"
+    for r in sorted(rows, key=lambda r: (variant(r), r["search_seed"])):
         c, h = r["campaign"], r["heldout"]
         score = next(v for k, v in h.items() if not k.startswith("_"))["score"]
-        by.setdefault(r["arm"], []).append(score)
+        by.setdefault(variant(r), []).append(score)
         sh = r.get("operators") or {}
         llm = lambda d: sum(v for k, v in (d or {}).items() if k.startswith("llm_"))  # noqa: E731
-        share = f"{100 * llm(sh.get('first')):.0f}% -> {100 * llm(sh.get('last')):.0f}%" if r["arm"] != "random" else "-"
-        lines.append(f"| {r['arm']} | {r['search_seed']} | {r['wall_cap_s']:g} | {c['budget_units']:g} | "
+        share = "-" if r["arm"] == "random" else \
+            f"{100 * llm(sh.get('first')):.0f}% -> {100 * llm(sh.get('last')):.0f}%"
+        lines.append(f"| {variant(r)} | {r['search_seed']} | {r['wall_cap_s']:g} | {c['budget_units']:g} | "
                      f"{c['generations']} | {c['llm_calls']} | {share} | {c['best_score_small']:+.3f} | "
                      f"{score:+.3f} | {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f} |")
     lines.append("")
@@ -372,6 +380,7 @@ def main() -> int:
     ap.add_argument("--bandit-wall", type=float, default=120.0, help="search wall-clock per campaign (s)")
     ap.add_argument("--bandit-algorithm", default="ucb", choices=["ucb", "thompson"])
     ap.add_argument("--bandit-table", action="store_true", help="print the --bandit-vs-random table and exit")
+    ap.add_argument("--bandit-arms", default=",".join(BANDIT_ARMS), help="which arms to run (default both)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
