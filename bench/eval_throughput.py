@@ -201,6 +201,22 @@ def tuning(tasks: list[str], n_mutants: int, fidelity: str, only: list[str] | No
           f"regret = that score minus the full grid's score of the protocol's pick")
 
 
+def preset_cost(tasks: list[str], fidelity: str, rule: str) -> None:
+    """CPU seconds and copy-steps of one candidate's sweeps on ``tasks`` under today's protocol and each
+    of ``evaluators.TUNING_PRESETS`` (the rule is timed as a candidate; its baselines run first)."""
+    from evaluators import TUNING_PRESETS
+    program = dsl.get_rule(rule)
+    for name, preset in {"today (9 lrs, fixed wd)": {}, **TUNING_PRESETS}.items():
+        cfg = RuleEvalConfig(tasks=tasks, executor="inprocess", **preset)
+        with RuleEvaluator(cfg) as ev:
+            ev.baselines(fidelity)
+            c0 = time.process_time()
+            r = ev.evaluate([Candidate(text=program.source() + "\n")], fidelity)[0]
+            cpu = time.process_time() - c0
+        per = ", ".join(f"{t} {tr.extra.get('copy_steps', '-')}" for t, tr in r.tasks.items())
+        print(f"{name:<26} {cpu:7.2f} s cpu  status {r.status.value}  copy-steps: {per}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fidelities", default="tiny,small")
@@ -214,9 +230,17 @@ def main() -> None:
     ap.add_argument("--tuning", action="store_true", help="compare tuning protocols (see the docstring)")
     ap.add_argument("--mutants", type=int, default=30)
     ap.add_argument("--fidelity", default="tiny", help="fidelity of --tuning")
+    ap.add_argument("--preset-cost", action="store_true", help="CPU cost of one candidate under today's "
+                    "protocol and each TUNING_PRESETS entry (--tasks, --fidelity, --rule)")
     ap.add_argument("--only", help="--tuning: comma list of substrings; run only the matching protocols "
                     "(the lr-only and full-grid references always run)")
     args = ap.parse_args()
+    if args.preset_cost:
+        torch.set_num_threads(1)
+        print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")
+        preset_cost(args.tasks.split(",") if args.tasks else list(proxies.DEFAULT_SUITE), args.fidelity, args.rule)
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        return
     if args.tuning:
         torch.set_num_threads(1)
         print(f"machine: {platform.machine()}, {available_cores()} cores, torch {torch.__version__}, "
