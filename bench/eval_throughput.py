@@ -27,7 +27,12 @@ seconds, baselines included) and how it ranks the rules against the full grid
 (Spearman and Kendall rank correlation of the overall scores, top-1 agreement,
 top-5 overlap):
 
-    python bench/eval_throughput.py --tuning [--tasks a,b] [--mutants 30] [--fidelity tiny]
+    python bench/eval_throughput.py --tuning [--tasks a,b] [--mutants 30] [--fidelity tiny] [--only "wd 3"]
+
+``--preset-cost`` times one candidate's sweeps on the suite under today's protocol and each of
+``evaluators.TUNING_PRESETS`` (CPU seconds and copy-steps per task):
+
+    python bench/eval_throughput.py --preset-cost [--rule lion] [--tasks a,b] [--fidelity tiny]
 """
 from __future__ import annotations
 
