@@ -202,3 +202,30 @@ def test_successive_halving_keeps_the_best_points_and_drops_the_rest():
     assert sh.copy_steps == len(lrs) * len(seeds) * cut + 2 * len(seeds) * (steps - cut)
     with pytest.raises(ValueError, match="increasing fractions"):
         t.sweep(ADAMW, lrs, seeds, "tiny", rungs=[Rung(0.5, 2), Rung(0.3, 1)])
+
+
+class _HalfBroken(proxies.StackedTask):
+    """Seed 1's metric is NaN from the start, so no grid point ever has all its seeds usable."""
+    name = "half_broken"
+    metric_name = "val_loss"
+    steps = {"tiny": 20, "small": 40, "full": 80}
+
+    def init(self, seed):
+        return {"x": torch.ones(3)}
+
+    def prepare(self, copy_seeds, steps):
+        return torch.tensor(copy_seeds)
+
+    def loss(self, p, ctx, t):
+        return (p["x"] ** 2).sum(-1)
+
+    def evaluate(self, p, ctx, split="val"):
+        m = (p["x"] ** 2).sum(-1)
+        return {"val_loss": torch.where(ctx == 1, torch.full_like(m, float("nan")), m)}
+
+
+def test_a_rung_without_any_usable_point_ends_the_run():
+    out = _HalfBroken().sweep(SGDM, [1e-2, 1e-1], [0, 1], "tiny", rungs=[Rung(0.5, 1)])
+    assert out.diverged[:, 1].all() and not out.diverged[:, 0].any()
+    assert out.pruned[:, 0].all() and not out.pruned[:, 1].any()
+    assert np.isnan(out.final).all() and out.steps_run == 10
