@@ -15,10 +15,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import dsl
+import proxies
 
 
 def _default_suite() -> list[str]:
-    import proxies
     return list(proxies.DEFAULT_SUITE)
 
 
@@ -190,7 +190,6 @@ class RuleEvalConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_known_tasks(self):
-        import proxies
         known = list(proxies.list_tasks())
         unknown = [t for t in self.tasks if t not in known and not proxies.is_task_spec(t)]
         if unknown:
@@ -208,7 +207,6 @@ class RuleEvalConfig(BaseModel):
 
     def result_hash(self) -> str:
         """Hash of everything that changes a score (part of every cache key)."""
-        import proxies
         task_meta = {}
         for name in self.tasks:
             t = proxies.get_task(name)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import BaseModel, Field
 
 import dsl
+import proxies
 
 
 def _f(x) -> float | None:
@@ -147,7 +149,6 @@ def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
     ``stop_on_failure`` the remaining tasks are skipped after the first task
     that errors or diverges at every lr (its score is the worst anyway).
     """
-    import torch
     for entry in reversed(job.sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -172,7 +173,6 @@ def run_sweep_job(job: SweepJob) -> list[SweepSummary]:
 
 
 def _run_tasks(job: SweepJob, program: dsl.Program, out: list[SweepSummary]) -> None:
-    import proxies
     for name in job.tasks:
         t0 = time.perf_counter()
         try:

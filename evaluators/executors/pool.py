@@ -12,6 +12,7 @@ killer) is reported as an error for the item it held and replaced too.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import pickle
 import signal
 import time
@@ -89,7 +90,6 @@ class _Worker:
 
 
 def _default_context() -> str:
-    import multiprocessing as mp
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
 
@@ -111,7 +111,6 @@ class ProcessPoolExecutor(Executor):
     def __init__(self, workers: int | None = None, threads: int | None = None,
                  context: str | None = None,
                  preload: Sequence[str] = ("torch", "numpy", "dsl", "proxies", "evaluators.rules")):
-        import multiprocessing as mp
         self.workers = max(1, workers or available_cores())
         self.parallelism = self.workers
         self.threads = threads or threads_per_worker(self.workers)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .char_lm import encode
+from .digits import digits_data
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 _CACHE: dict[tuple, Splits] = {}
@@ -36,7 +37,7 @@ def tabular(name: str, n_val: int, n_test: int, regression: bool = False) -> Spl
     """A scikit-learn bundled dataset (``load_<name>``): float32 standardized features; int64 labels,
     or for ``regression`` a float32 [N, 1] target standardized by the training split."""
     def build() -> Splits:
-        from sklearn import datasets
+        from sklearn import datasets  # imported when data is first built: it is slow to import
         d = getattr(datasets, f"load_{name}")()
         x = d.data.astype(np.float64)
         y = d.target.astype(np.float64 if regression else np.int64)
@@ -55,7 +56,6 @@ def tabular(name: str, n_val: int, n_test: int, regression: bool = False) -> Spl
 
 def digits_images(flat: bool = False) -> Splits:
     """The digits task's splits (``proxies.tasks.digits``), as [N, 1, 8, 8] images or [N, 64] rows."""
-    from .digits import digits_data
     d = digits_data()
     shape = (-1, 64) if flat else (-1, 1, 8, 8)
     return {s: (d[f"x_{s}"].reshape(shape), d[f"y_{s}"]) for s in ("train", "val", "test")}
