@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from proxies.prompts import PLACEMENTS, Example, PromptTask, check_demos, decode_prompt, match, render_messages
+
 from .base import Candidate, EvalResult, Evaluator, OnResult, ResultStream, Status, TaskResult
 from .llm import LLM, ChatRequest, Message
 

@@ -10,8 +10,17 @@ from hypothesis import strategies as st
 
 from evaluators.base import Candidate, Status
 from evaluators.prompts import PromptEvaluator
-from proxies.prompts import (DEMO_EDITS, check_demos, crossover_demos, decode_prompt, edit_demos, encode_prompt,
-                             generate_task, sample_demos, with_instruction)
+from proxies.prompts import (
+    DEMO_EDITS,
+    check_demos,
+    crossover_demos,
+    decode_prompt,
+    edit_demos,
+    encode_prompt,
+    generate_task,
+    sample_demos,
+    with_instruction,
+)
 from search.llm import ScriptedLLM
 
 words = st.text(alphabet=st.characters(whitelist_categories=("L", "N", "P", "Zs")), min_size=1, max_size=40)
