@@ -17,7 +17,10 @@ install: $(STAMP)
 
 # Paths that pass `ruff check` (pyproject.toml [tool.ruff]); grows until it is the whole tree.
 RUFF_CLEAN := dsl evaluators/llm.py search/__init__.py search/cli search/core search/llm search/prompts search/rules \
-              tests/conftest.py tests/support.py tests/dsl_cases.py tests/toy_kind.py tests/test_kind_plugin.py
+              tests/conftest.py tests/support.py tests/dsl_cases.py tests/toy_kind.py tests/test_kind_plugin.py \
+              tests/test_checker.py tests/test_simplify.py tests/test_library.py tests/test_compile.py \
+              tests/test_export.py tests/test_parser.py tests/test_fingerprint.py tests/test_dsl_properties.py \
+              tests/test_optim_conformance.py tests/test_trainer_resume.py bench/step_time.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(RUFF_CLEAN)
 

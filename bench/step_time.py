@@ -36,22 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsl.compile import to_optimizer  # noqa: E402
+from dsl import export_python, get_rule, to_optimizer  # noqa: E402
 
-ADAMW = """def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
-    w = w * (1 - lr * wd)
-    m = interp(g, m, beta1)
-    v = interp(g * g, v, beta2)
-    u = (m / (1 - beta1 ** step)) / (sqrt(v / (1 - beta2 ** step)) + eps)
-    w = w - lr * u
-    return w, m, v
-"""
-LION = """def lion(w, g, m, lr, wd, beta1=0.9, beta2=0.99):
-    u = sign(interp(g, m, beta1))
-    m = interp(g, m, beta2)
-    w = w - lr * (u + wd * w)
-    return w, m
-"""
+# the library's rules (dsl.library), the same text the tests check against torch.optim
+ADAMW = get_rule("adamw")
+LION = get_rule("lion")
 
 
 class ForeachLion(torch.optim.Optimizer):
@@ -122,11 +111,10 @@ def contenders(args):
         c["DSL AdamW alloc"] = lambda ps: type("A", (DslAdamW,), {"_uses_scratch": False})(ps, **kw)
         c["DSL Lion alloc"] = lambda ps: type("L", (DslLion,), {"_uses_scratch": False})(ps, **kw)
     for t in [int(x) for x in args.tiles.split(",") if x.strip()]:
-        c[f"DSL AdamW tile={t}"] = (lambda t: lambda ps: with_tile(DslAdamW, t)(ps, **kw))(t)
+        c[f"DSL AdamW tile={t}"] = lambda ps, t=t: with_tile(DslAdamW, t)(ps, **kw)
     if args.export:
         import importlib.util
         import tempfile
-        from dsl.export import export_python
         path = Path(tempfile.mkdtemp()) / "exported_adamw.py"
         path.write_text(export_python(ADAMW, "ExportedAdamW"))
         spec = importlib.util.spec_from_file_location("exported_adamw", path)

@@ -29,49 +29,49 @@ from .compile import check_hyper_names, fingerprint_of, range_table, rule_progra
 from .foreach import compile_plan
 from .optim_base import FLAG_DEFAULTS
 from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, PRIMITIVES, ROW_EPS
-from .program import BinOp, Call, Expr, Name, Neg, Num, Program, format_expr, walk
+from .program import (
+    BinOp,
+    Call,
+    Expr,
+    Name,
+    Neg,
+    Num,
+    Program,
+    children,
+    format_expr,
+    substitute,
+    walk,
+    with_children,
+)
 
 __all__ = ["export_python"]
 
+
+def _wrapper(name: str, args: tuple[str, ...], doc: str = "") -> str:
+    """A helper that is torch's function of the same name on ``_t`` of each argument."""
+    docline = f'    """{doc}"""\n' if doc else ""
+    return f"def {name}({', '.join(args)}):\n{docline}    return torch.{name}({', '.join(f'_t({a})' for a in args)})\n"
+
+
 _HELPERS: dict[str, str] = {
-    "sign": '''def sign(x):
-    """-1, 0 or 1, elementwise."""
-    return torch.sign(_t(x))
-''',
-    "abs": '''def abs(x):
-    """|x|, elementwise."""
-    return torch.abs(_t(x))
-''',
-    "sqrt": '''def sqrt(x):
-    """Square root, elementwise (nan below 0)."""
-    return torch.sqrt(_t(x))
-''',
+    "sign": _wrapper("sign", ("x",), "-1, 0 or 1, elementwise."),
+    "abs": _wrapper("abs", ("x",), "|x|, elementwise."),
+    "sqrt": _wrapper("sqrt", ("x",), "Square root, elementwise (nan below 0)."),
     "square": '''def square(x):
     """x * x, elementwise."""
     x = _t(x)
     return x * x
 ''',
-    "exp": '''def exp(x):
-    return torch.exp(_t(x))
-''',
-    "log": '''def log(x):
-    """Natural log, elementwise."""
-    return torch.log(_t(x))
-''',
-    "tanh": '''def tanh(x):
-    return torch.tanh(_t(x))
-''',
+    "exp": _wrapper("exp", ("x",)),
+    "log": _wrapper("log", ("x",), "Natural log, elementwise."),
+    "tanh": _wrapper("tanh", ("x",)),
     "clip": '''def clip(x, c):
     """x clamped to [-c, c]."""
     x, c = _t(x), _t(c)
     return torch.minimum(torch.maximum(x, -c), c)
 ''',
-    "maximum": '''def maximum(x, y):
-    return torch.maximum(_t(x), _t(y))
-''',
-    "minimum": '''def minimum(x, y):
-    return torch.minimum(_t(x), _t(y))
-''',
+    "maximum": _wrapper("maximum", ("x", "y")),
+    "minimum": _wrapper("minimum", ("x", "y")),
     "interp": '''def interp(x, y, a):
     """(1 - a) * x + a * y: a = 0 gives x, a = 1 gives y (the Lion paper's convention).
 
@@ -197,11 +197,7 @@ def _floats(e: Expr) -> Expr:
     """Numbers printed as floats (``2.0``), so Python never does exact big-integer math."""
     if isinstance(e, Num):
         return Name(_number_text(e.value))
-    if isinstance(e, Neg):
-        return Neg(_floats(e.operand))
-    if isinstance(e, BinOp):
-        return BinOp(e.op, _floats(e.left), _floats(e.right))
-    return e
+    return with_children(e, tuple(_floats(c) for c in children(e)))
 
 
 def _python_safe(e: Expr, folded: set[str]) -> Expr:
@@ -220,25 +216,11 @@ def _python_safe(e: Expr, folded: set[str]) -> Expr:
             return _floats(e)
         folded.add(_number_text(want))
         return Name(_number_text(want))
-    if isinstance(e, BinOp):
-        return BinOp(e.op, _python_safe(e.left, folded), _python_safe(e.right, folded))
-    if isinstance(e, Neg):
-        return Neg(_python_safe(e.operand, folded))
-    if isinstance(e, Call):
-        return Call(e.fn, tuple(_python_safe(a, folded) for a in e.args))
-    return e
+    return with_children(e, tuple(_python_safe(c, folded) for c in children(e)))
 
 
 def _rename(e: Expr, names: dict[str, str]) -> Expr:
-    if isinstance(e, Name):
-        return Name(names.get(e.id, e.id))
-    if isinstance(e, BinOp):
-        return BinOp(e.op, _rename(e.left, names), _rename(e.right, names))
-    if isinstance(e, Neg):
-        return Neg(_rename(e.operand, names))
-    if isinstance(e, Call):
-        return Call(e.fn, tuple(_rename(a, names) for a in e.args))
-    return e
+    return substitute(e, {old: Name(new) for old, new in names.items()})
 
 
 def _indent(text: str, n: int) -> str:
@@ -409,6 +391,10 @@ def export_python(program: Program | str, class_name: str) -> str:
         helpers = "\n\n" + helpers
     fe_body = "\n".join("    " + ln for ln in fe_lines)
 
+    # The template's _run_tiled is a deliberate copy of dsl.foreach.BucketPlan.run_tiled's tiling
+    # loop, in the exported module's terms (foreach_apply on lists of views, not register
+    # closures): an exported file depends only on torch, so it cannot import optforge's runtime.
+    # Change both together (tests/test_export.py: the tiled step is bit-identical to the untiled one).
     return f'''"""{class_name}: a torch.optim optimizer exported by optforge from this update rule:
 
 {rule_block}

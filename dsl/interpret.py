@@ -76,26 +76,22 @@ def newton_schulz(x: torch.Tensor) -> torch.Tensor:
     return X.mT if transposed else X
 
 
+_square = lambda x: x * x
+# one-argument primitives on a number (numpy float64: inf/nan instead of exceptions); a reduction
+# of a number is the number itself (norm and rms: its absolute value)
+_NP_ONE = {"sign": np.sign, "abs": np.abs, "norm": np.abs, "rms": np.abs, "mean": lambda x: x,
+           "sqrt": np.sqrt, "square": _square, "exp": np.exp, "log": np.log, "tanh": np.tanh}
+# the elementwise one-argument primitives on a tensor
+_TORCH_ONE = {"sign": torch.sign, "abs": torch.abs, "sqrt": torch.sqrt, "square": _square, "exp": torch.exp,
+              "log": torch.log, "tanh": torch.tanh}
+
+
 def call(fn: str, args: list, batch_dims: int = 0):
     if not any(_is_t(a) for a in args):  # pure scalar function
         with np.errstate(all="ignore"):
             x = np.float64(args[0])
-            if fn == "sign":
-                return np.sign(x)
-            if fn in ("abs", "norm", "rms"):
-                return np.abs(x)
-            if fn == "mean":
-                return x
-            if fn == "sqrt":
-                return np.sqrt(x)
-            if fn == "square":
-                return x * x
-            if fn == "exp":
-                return np.exp(x)
-            if fn == "log":
-                return np.log(x)
-            if fn == "tanh":
-                return np.tanh(x)
+            if fn in _NP_ONE:
+                return _NP_ONE[fn](x)
             y = np.float64(args[1]) if len(args) > 1 else None
             if fn == "clip":
                 return np.minimum(np.maximum(x, -y), y)
@@ -110,20 +106,8 @@ def call(fn: str, args: list, batch_dims: int = 0):
     args = [_lift(a) for a in args]
     ref = next(a for a in args if _is_t(a))
     x = args[0] if _is_t(args[0]) else torch.full_like(ref, args[0])
-    if fn == "sign":
-        return torch.sign(x)
-    if fn == "abs":
-        return torch.abs(x)
-    if fn == "sqrt":
-        return torch.sqrt(x)
-    if fn == "square":
-        return x * x
-    if fn == "exp":
-        return torch.exp(x)
-    if fn == "log":
-        return torch.log(x)
-    if fn == "tanh":
-        return torch.tanh(x)
+    if fn in _TORCH_ONE:
+        return _TORCH_ONE[fn](x)
     if fn == "clip":
         c = args[1]
         if _is_t(c):

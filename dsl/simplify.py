@@ -123,30 +123,20 @@ class _Rewriter:
     def _binop(self, op: str, lhs: Expr, rhs: Expr) -> Expr:
         if isinstance(lhs, Num) and isinstance(rhs, Num):
             return _fold(BinOp(op, lhs, rhs))
-        if op == "+":
+        if op in ("+", "-"):  # mirror rules: a negative right operand flips the operator
+            flip = "-" if op == "+" else "+"
             if _is(rhs, 0):
                 return lhs
             if _is(lhs, 0):
-                return rhs
+                return rhs if op == "+" else _neg(rhs)
             if isinstance(rhs, Neg):
-                return self._binop("-", lhs, rhs.operand)
+                return self._binop(flip, lhs, rhs.operand)
             if isinstance(rhs, Num) and rhs.value < 0:
-                return BinOp("-", lhs, Num(-rhs.value))
+                return BinOp(flip, lhs, Num(-rhs.value))
             if _neg_coeff(rhs):
-                return BinOp("-", lhs, BinOp(rhs.op, Num(-rhs.left.value), rhs.right))
-            if isinstance(lhs, Neg):
+                return BinOp(flip, lhs, BinOp(rhs.op, Num(-rhs.left.value), rhs.right))
+            if op == "+" and isinstance(lhs, Neg):
                 return BinOp("-", rhs, lhs.operand)
-        elif op == "-":
-            if _is(rhs, 0):
-                return lhs
-            if _is(lhs, 0):
-                return _neg(rhs)
-            if isinstance(rhs, Neg):
-                return self._binop("+", lhs, rhs.operand)
-            if isinstance(rhs, Num) and rhs.value < 0:
-                return BinOp("+", lhs, Num(-rhs.value))
-            if _neg_coeff(rhs):
-                return BinOp("+", lhs, BinOp(rhs.op, Num(-rhs.left.value), rhs.right))
         elif op == "*":
             if _is(rhs, 1):
                 return lhs

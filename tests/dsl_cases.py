@@ -1,7 +1,8 @@
-"""Rule sources and runners shared by the compile and export tests (imported by name).
+"""Rule sources and runners shared by the dsl tests (imported by name).
 
-``ADAMW`` is the library's text; ``LION``, ``MUONISH`` and ``EXOTIC`` are written here (EXOTIC: every
-primitive and kind combination the lowering distinguishes). ``Problem`` is a noisy diagonal
+``ADAMW`` is the library's text; ``LION``, ``MUONISH``, ``EXOTIC`` and ``DEAD_STATE`` are written here
+(EXOTIC: every primitive and kind combination the lowering distinguishes; DEAD_STATE: a dead state
+statement, for the checker and simplify tests). ``Problem`` is a noisy diagonal
 quadratic; ``run_reference`` steps the interpreter, ``run_compiled`` a compiled optimizer;
 ``programs`` draws random rules for property tests.
 """
@@ -19,6 +20,15 @@ LION = """def lion(w, g, m, lr, wd, beta1=0.9, beta2=0.99):
     m = interp(g, m, beta2)
     w = w - lr * (u + wd * w)
     return w, m
+"""
+# the Lion paper's 'cosh' line: v is recomputed from scratch before any read, so its last statement
+# (line 5) is dead and v is a dead state (the checker reports both; simplify drops them)
+DEAD_STATE = """def f(w, g, m, v, lr):
+    v = g * 2
+    m = interp(g, m, 0.9)
+    w = w - lr * (m + v)
+    v = tanh(m)
+    return w, m, v
 """
 MUONISH = """def muonish(w, g, buf, lr, wd, momentum=0.95):
     w = w * (1 - lr * wd)

@@ -4,6 +4,7 @@ import pytest
 import dsl
 from dsl import DSLError, check, check_source, get_rule, parse
 from dsl.program import Assign, Name, Program
+from dsl_cases import DEAD_STATE
 
 
 def test_kinds_of_every_name():
@@ -28,14 +29,7 @@ def test_library_rules_are_clean():
 
 def test_state_overwritten_by_next_step_is_dead_with_its_statement():
     """The Lion paper's 'cosh' line: v is recomputed from scratch before any read."""
-    src = """def f(w, g, m, v, lr):
-    v = g * 2
-    m = interp(g, m, 0.9)
-    w = w - lr * (m + v)
-    v = tanh(m)
-    return w, m, v
-"""
-    r = check_source(src)
+    r = check_source(DEAD_STATE)
     assert [(d.line, d.target) for d in r.dead] == [(5, "v")]
     assert "next step" in r.dead[0].reason
     assert r.dead_states == ("v",)

@@ -259,6 +259,7 @@ def _run_optimizer_class(Opt, lr, wd, steps=STEPS):
 
 def _load_exported(name, tmp_path):
     import importlib.util
+
     from dsl.export import export_python
     path = tmp_path / f"lib_export_{name}.py"
     path.write_text(export_python(get_rule(name), "Exported"))

@@ -4,6 +4,7 @@ import torch
 
 import dsl
 from dsl import check, get_rule, parse, run_rule, simplify
+from dsl_cases import DEAD_STATE
 
 
 def same_update(p, q, steps=5, seed=0, shapes=((7,), (5, 3), (2, 3, 2))):
@@ -90,14 +91,7 @@ def test_not_rewritten(expr):
 
 
 def test_dead_state_leaves_signature_and_return():
-    src = """def f(w, g, m, v, lr):
-    v = g * 2
-    m = interp(g, m, 0.9)
-    w = w - lr * (m + v)
-    v = tanh(m)
-    return w, m, v
-"""
-    q = parse(simplified(src))
+    q = parse(simplified(DEAD_STATE))
     assert q.state_names == ("m",) and q.returns == ("w", "m")
     assert body(q.source()) == "    m = interp(g, m, 0.9)\n    w = w - lr * (m + g * 2)"
 

@@ -110,6 +110,8 @@ class BucketPlan:
                 for r in free:
                     R[r] = None
 
+        # dsl/export.py writes this loop again into each exported module (its _run_tiled), on
+        # purpose: an exported optimizer depends only on torch, not on this package. Change both.
         for i, t in enumerate(W):
             n, a = t.numel(), 0
             while a < n:
@@ -166,7 +168,11 @@ def closure(ins: Instr, reg: dict[int, int], slot: dict[int, int], in_place_on: 
     """The runtime function of one instruction: reads/writes registers R, scalars S.
 
     ``in_place_on``: run the in-place variant on register ``in_place_on`` (holding a copy of
-    the first operand) instead of the out-of-place one."""
+    the first operand) instead of the out-of-place one.
+
+    Each arity and form (out of place, in place) has its own closure written out, so that a
+    step only indexes registers and calls torch: the near-identical ``fn`` bodies below are
+    deliberate (no argument lists built or branches taken per call)."""
     if in_place_on is not None:
         ins = Instr(ins.op, list(ins.ins), list(ins.sc), ins.out, ins.kind, ins.prio, ins.inplace,
                     ins.extra, dest=0)
