@@ -196,6 +196,9 @@ def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | N
         d["budget"]["evaluations"] = budget
     if wall is not None:
         d["budget"]["wall_seconds"] = wall
+    if wall is not None and wall < 1800:   # a budget-scaled run: scale the finalize stage with it
+        d["simplify"]["max_evaluations"] = min(d["simplify"].get("max_evaluations", 30), 10)
+        d["validation"]["top"] = min(d["validation"].get("top", 6), 4)
     return d
 
 
@@ -219,7 +222,9 @@ def run_transfer_seed(search_seed: int, budget: int | None, wall: float | None, 
     finally:
         eng.close()
     search_s = time.time() - t0
-    rec = verify_run(out / d["name"], top=verify_top, executor=executor, with_seeds=search_seed == 0)
+    # every seed is verified under the same config: one shared cache (the AdamW sweeps train once)
+    rec = verify_run(out / d["name"], top=verify_top, executor=executor, with_seeds=search_seed == 0,
+                     cache_dir=ROOT / "runs" / "discovery" / "eval_cache_verify")
     print("\n".join(verify_table(rec)), flush=True)
     return {"search_seed": search_seed, "budget_units": s.used, "evaluations": s.evaluations,
             "search_wall_s": round(search_s, 1), "verify_s": rec["seconds"], "load_before": load0,
@@ -349,7 +354,7 @@ def bandit_table(out: Path) -> str:
     lines.append("")
     for arm, xs in sorted(by.items()):
         sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-        lines.append(f"{arm}: held-out test score over {len(xs)} search seed(s): mean {statistics.mean(xs):+.3f}, "
+        lines.append(f"{arm}: held-out test score over {len(xs)} run(s): mean {statistics.mean(xs):+.3f}, "
                      f"sd {sd:.3f}, min {min(xs):+.3f}, max {max(xs):+.3f}")
     return "\n".join(lines)
 
