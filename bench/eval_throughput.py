@@ -47,10 +47,19 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torch  # noqa: E402
+from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 import dsl  # noqa: E402
 import proxies  # noqa: E402
-from evaluators import Candidate, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid  # noqa: E402
+from evaluators import (  # noqa: E402
+    TUNING_PRESETS,
+    Candidate,
+    LrGrid,
+    RuleEvalConfig,
+    RuleEvaluator,
+    SuccessiveHalving,
+    WdGrid,
+)
 from evaluators.executors import available_cores  # noqa: E402
 
 #: cheap tasks of varied kinds for the tuning comparison (hand-written and generic, val metric)
@@ -153,7 +162,6 @@ def mutants(n: int, seed: int = 0) -> list[str]:
 
 
 def rank_stats(ref: list[float], other: list[float]) -> dict:
-    from scipy.stats import kendalltau, spearmanr
     top = lambda xs, k: set(sorted(range(len(xs)), key=lambda i: -xs[i])[:k])  # noqa: E731
     return {"spearman": float(spearmanr(ref, other)[0]), "kendall": float(kendalltau(ref, other)[0]),
             "top1": top(ref, 1) == top(other, 1), "top5": len(top(ref, 5) & top(other, 5)),
@@ -209,7 +217,6 @@ def tuning(tasks: list[str], n_mutants: int, fidelity: str, only: list[str] | No
 def preset_cost(tasks: list[str], fidelity: str, rule: str) -> None:
     """CPU seconds and copy-steps of one candidate's sweeps on ``tasks`` under today's protocol and each
     of ``evaluators.TUNING_PRESETS`` (the rule is timed as a candidate; its baselines run first)."""
-    from evaluators import TUNING_PRESETS
     program = dsl.get_rule(rule)
     for name, preset in {"today (9 lrs, fixed wd)": {}, **TUNING_PRESETS}.items():
         cfg = RuleEvalConfig(tasks=tasks, executor="inprocess", **preset)

@@ -29,18 +29,12 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from dsl import get_rule  # noqa: E402
 from proxies import ModuleTask, get_task, list_tasks  # noqa: E402
 from proxies.tasks.datasets import digits_images  # noqa: E402
 from proxies.tasks.train import TorchThreads, sweep_threads  # noqa: E402
 
-ADAMW = """def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-8):
-    w = w * (1 - lr * wd)
-    m = interp(g, m, beta1)
-    v = interp(g * g, v, beta2)
-    u = (m / (1 - beta1 ** step)) / (sqrt(v / (1 - beta2 ** step)) + eps)
-    w = w - lr * u
-    return w, m, v
-"""
+ADAMW = get_rule("adamw")  # the library's AdamW, the same text the tests check against torch.optim
 LRS8 = [float(x) for x in np.logspace(-4, -0.5, 8)]
 
 

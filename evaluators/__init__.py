@@ -7,6 +7,10 @@
   is called through (backends in ``search.llm``);
 - ``EvalCache``: results by (fingerprint, fidelity, config hash), in memory and SQLite;
 - ``make_executor("inprocess" | "pool" | "ray", **kw)``: where evaluations run (``Executor.map``).
+
+Modules: ``base`` (the interface and result models), ``rules`` (RuleEvaluator) with ``rule_config``
+(its config, lr / wd grids, presets), ``sweeps`` (what a worker runs) and ``scoring``; ``prompts``;
+``cache``; ``llm``; ``executors/`` (base, inprocess, pool, ray); ``testing`` (misbehaving work).
 """
 from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult
 from .cache import EvalCache

@@ -150,3 +150,12 @@ class Evaluator(abc.ABC):
 
         ``on_result(index, result)``, when given, is called once per candidate as soon as its
         result is final (see the module docstring), before ``evaluate`` returns."""
+
+    def close(self) -> None:  # noqa: B027 - a no-op by default: not every evaluator holds resources
+        """Release what the evaluator holds (workers, cache connections); it is not used after."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -22,6 +22,15 @@ def _default_suite() -> list[str]:
     return list(proxies.DEFAULT_SUITE)
 
 
+def _nonempty_distinct(v: list, empty: str, repeated: str) -> list:
+    """``v`` itself; ValueError(``empty``) when it is empty, ValueError(``repeated``) when a value repeats."""
+    if not v:
+        raise ValueError(empty)
+    if len(set(v)) != len(v):
+        raise ValueError(repeated)
+    return v
+
+
 class LrGrid(BaseModel):
     """A log-spaced learning-rate grid: ``points`` values spanning ``width`` decades around ``center``.
 
@@ -173,20 +182,12 @@ class RuleEvalConfig(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _check_tasks(cls, v):
-        if not v:
-            raise ValueError("at least one task is needed")
-        if len(set(v)) != len(v):
-            raise ValueError(f"tasks are listed twice: {v}")
-        return v
+        return _nonempty_distinct(v, "at least one task is needed", f"tasks are listed twice: {v}")
 
     @field_validator("seeds")
     @classmethod
     def _check_seeds(cls, v):
-        if not v:
-            raise ValueError("at least one seed is needed")
-        if len(set(v)) != len(v):
-            raise ValueError(f"seeds must be distinct, got {v}")
-        return v
+        return _nonempty_distinct(v, "at least one seed is needed", f"seeds must be distinct, got {v}")
 
     @model_validator(mode="after")
     def _check_known_tasks(self):

@@ -129,12 +129,6 @@ class RuleEvaluator(Evaluator):
             self._executor.close()
             self._executor = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def key(self, candidate: Candidate) -> str:
         """The rule's fingerprint (raises DSLError for text that does not parse)."""
         return rule_key(candidate.text)

@@ -6,8 +6,11 @@ import them by name without importing pytest or the tests.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
+
+import torch
 
 
 def square(x: float) -> float:
@@ -45,13 +48,11 @@ def return_unpicklable(_: object = None):
 
 def kill_self(_: object = None) -> None:
     """Die by SIGKILL, as a worker does when the out-of-memory killer picks it."""
-    import signal
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def torch_threads(_: object = None) -> int:
     """torch's intra-op thread count in the process that runs the item."""
-    import torch
     return torch.get_num_threads()
 
 

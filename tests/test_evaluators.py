@@ -23,6 +23,7 @@ from evaluators import (
     Status,
 )
 from evaluators.rules import SweepJob, run_sweep_job
+from search.cli import main
 
 TASKS = ["quadratic", "digits_mlp"]
 GRID = LrGrid.from_range(1e-3, 1e-1, 4)
@@ -248,7 +249,6 @@ def test_cache_round_trips_failed_results_with_nan(tmp_path, batch):
 
 
 def test_cli_eval_prints_the_table_and_plots(tmp_path, capsys):
-    from search.cli import main
     rule = tmp_path / "my_sgd.rule"
     rule.write_text(SGD)
     png = tmp_path / "curves.png"

@@ -13,10 +13,13 @@ import time
 import pytest
 
 import dsl
+from evaluators import PromptEvaluator
 from evaluators import testing as T
 from evaluators.base import Candidate, EvalResult, Status, accepts_on_result
 from evaluators.executors import InProcessExecutor, ProcessPoolExecutor
 from evaluators.rules import LrGrid, RuleEvalConfig, RuleEvaluator
+from proxies.prompts import get_prompt_task
+from search.llm import ScriptedLLM
 
 SGD = "def sgd(w, g, lr):\n    w = w - lr * g\n    return w\n"
 SGD_RENAMED = "def plain(w, g, lr):\n    step_size = lr * 1\n    w = w - step_size * g\n    return w\n"
@@ -163,10 +166,6 @@ def test_pool_reports_the_fast_rule_long_before_the_slow_one_is_killed():
 # ----------------------------------------------------------------------------- the prompt evaluator
 
 def test_prompt_evaluator_reports_cache_hits_and_invalid_prompts_before_the_model_call():
-    from evaluators import PromptEvaluator
-    from proxies.prompts import get_prompt_task
-    from search.llm import ScriptedLLM
-
     calls = []
 
     def model(req):

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from evaluators import (
+    TUNING_PRESETS,
     Candidate,
     EvalResult,
     LrGrid,
@@ -34,11 +35,9 @@ PULL = '''
 import torch
 from proxies import StackedTask
 
-class Pull(StackedTask):
+class Pull(StackedTask):  # metric val_loss, weight decay 0: StackedTask's defaults
     name = "pull"
-    metric_name = "val_loss"
     steps = {"tiny": 150, "small": 300, "full": 600}
-    weight_decay = 0.0
 
     def init(self, seed):
         return {"x": torch.zeros(4) + 0.01 * seed}
@@ -162,7 +161,6 @@ def test_task_clip_bounds_every_task_before_the_mean():
 
 def test_the_budget_preset_trains_less_than_todays_lr_sweep():
     """Tuning wd in the budget preset costs fewer copy-steps than today's lr-only protocol."""
-    from evaluators import TUNING_PRESETS
     cfg = RuleEvalConfig(tasks=["digits_logreg"], executor="inprocess", **TUNING_PRESETS["budget"])
     with RuleEvaluator(cfg) as ev:
         r = ev.evaluate([Candidate(text=SGDW)], "tiny")[0]

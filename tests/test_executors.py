@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -125,8 +126,6 @@ def test_closed_pool_and_unknown_executor_say_what_to_do():
 
 def test_interrupted_map_leaves_a_clean_pool(pool):
     """Ctrl-C during a batch: the busy workers are killed and replaced, the next batch works."""
-    import signal
-
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 

@@ -7,11 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
 import dsl
 from evaluators import Candidate, EvalCache, LrGrid, RuleEvalConfig, RuleEvaluator, Status
 from proxies import SPLITS, get_task, list_tasks
 from proxies.tasks import char_lm, digits, modular
+from search.cli import main
+from search.core import CampaignError, load_campaign
 
 ADAMW = dsl.get_rule("adamw").source()
 SGDM = dsl.get_rule("sgd_momentum").source()
@@ -26,7 +29,6 @@ def test_digits_splits_are_disjoint_sized_and_keep_the_old_validation_set():
     assert len(d["y_train"]) == 1077 and len(d["y_val"]) == 360 and len(d["y_test"]) == 360
     # the 1797 images, each in exactly one split (sklearn digits has a few duplicate images, so compare
     # by position in the seeded permutation rather than by pixel content)
-    from sklearn.datasets import load_digits
     raw = load_digits()
     x = torch.from_numpy((raw.data / 16.0).astype(np.float32))
     perm = np.random.RandomState(0).permutation(len(x))
@@ -139,7 +141,6 @@ def test_evaluator_scores_on_test_and_its_cache_keeps_val_and_test_apart(tmp_pat
 
 
 def test_a_campaign_refuses_to_search_on_the_test_split(tmp_path):
-    from search.core import CampaignError, load_campaign
     f = tmp_path / "leak.toml"
     f.write_text('name = "leak"\nseed_rules = ["sgd_momentum"]\ntasks = ["quadratic"]\n'
                  '[budget]\nevaluations = 4\n[evaluator]\nsplit = "test"\n')
@@ -150,7 +151,6 @@ def test_a_campaign_refuses_to_search_on_the_test_split(tmp_path):
 
 
 def test_cli_eval_split_test_prints_the_test_table(capsys):
-    from search.cli import main
     rc = main(["eval", "sgd_momentum", "--tasks", "digits_logreg,quadratic", "--fidelity", "tiny",
                "--lrs", "1e-2:1:3", "--seeds", "0", "--executor", "inprocess", "--split", "test"])
     cap = capsys.readouterr()
@@ -160,7 +160,6 @@ def test_cli_eval_split_test_prints_the_test_table(capsys):
 
 
 def test_cli_eval_rejects_an_unknown_split():
-    from search.cli import main
     with pytest.raises(SystemExit) as e:
         main(["eval", "sgd_momentum", "--split", "train"])
     assert e.value.code == 2

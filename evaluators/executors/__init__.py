@@ -1,26 +1,11 @@
 """Where evaluations run: in process, in a local process pool, or on Ray.
 
-One small interface, ``Executor.map(fn, items, timeout_s, on_done) -> list[Outcome]``:
-``fn`` is a picklable module-level function, each item one unit of work, and
-every item gets an :class:`Outcome` (a value, or an error / timeout with a
-reason), in order. A failing item never stops the batch. ``on_done(index,
-outcome)``, when given, is called in the calling thread as soon as each item's
-outcome is known (in completion order, exactly once per item, before ``map``
-returns), so a caller can act on (and persist) every finished item at once
-instead of waiting for the whole batch.
-
-Time limits are enforced by killing the worker *process* that runs the item
-(never a thread: a thread stuck in a torch kernel cannot be stopped). The
-standard library's ``concurrent.futures.ProcessPoolExecutor`` cannot kill one
-stuck task without breaking the whole pool, so :class:`ProcessPoolExecutor`
-here is a small pool written over ``multiprocessing`` pipes: one duplex pipe
-per worker, one item in flight per worker, and ``connection.wait`` over the
-pipes and the process sentinels. A worker past its deadline is SIGKILLed and
-replaced; a worker that dies on its own (segfault, ``os._exit``, the OOM
-killer) is reported as an error for the item it held and replaced too.
+Every executor has one call, ``Executor.map(fn, items, timeout_s, on_done) -> list[Outcome]``:
+each item gets an :class:`Outcome` in order and a failing item never stops the batch
+(the contract is in ``base``). Time limits kill the worker *process*, never a thread.
 
 Modules: ``base`` (the interface, :class:`Outcome`, shared helpers), ``inprocess``,
-``pool`` (the killable process pool), ``ray``.
+``pool`` (the killable process pool over ``multiprocessing`` pipes), ``ray``.
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
+
 OutcomeStatus = Literal["ok", "error", "timeout"]
 
 
@@ -53,10 +55,6 @@ def set_torch_threads(n: int) -> None:
     """Pin torch (and the OpenMP/MKL pools it uses) to ``n`` threads in this process."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return
     torch.set_num_threads(n)
 
 

@@ -89,6 +89,19 @@ class _Worker:
         return self.proc.pid
 
 
+def _stop(w: _Worker, grace: float) -> None:
+    """Give ``w``'s process ``grace`` seconds to exit on its own, then SIGKILL it; close its pipe."""
+    if grace > 0:
+        w.proc.join(timeout=grace)
+    if w.proc.is_alive():
+        w.proc.kill()
+    w.proc.join(timeout=10)
+    try:
+        w.conn.close()
+    except OSError:
+        pass
+
+
 def _default_context() -> str:
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
@@ -140,14 +153,9 @@ class ProcessPoolExecutor(Executor):
         while len(self._pool) < self.workers:
             self._pool.append(self._spawn())
 
-    def _replace(self, w: _Worker, kill: bool) -> None:
-        if kill and w.proc.is_alive():
-            w.proc.kill()
-        w.proc.join(timeout=10)
-        try:
-            w.conn.close()
-        except OSError:
-            pass
+    def _replace(self, w: _Worker) -> None:
+        """SIGKILL ``w`` (stuck, dead or interrupted) and put a fresh worker in its place."""
+        _stop(w, grace=0.0)
         i = self._pool.index(w)
         self._pool[i] = self._spawn()
 
@@ -165,14 +173,7 @@ class ProcessPoolExecutor(Executor):
                 pass
         deadline = time.monotonic() + 2.0
         for w in pool:
-            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            if w.proc.is_alive():
-                w.proc.kill()
-                w.proc.join(timeout=5)
-            try:
-                w.conn.close()
-            except OSError:
-                pass
+            _stop(w, grace=max(0.0, deadline - time.monotonic()))
         pool.clear()
 
     def close(self) -> None:
@@ -213,7 +214,7 @@ class ProcessPoolExecutor(Executor):
             for w in self._pool:
                 if w.idx is not None:
                     w.idx = None
-                    self._replace(w, kill=True)
+                    self._replace(w)
             raise
         return [o for o in out]  # type: ignore[misc]
 
@@ -234,7 +235,7 @@ class ProcessPoolExecutor(Executor):
                             done(i, Outcome("error", reason=f"could not reach a worker process: {e}"))
                         else:
                             pending.appendleft(i)
-                        self._replace(w, kill=True)
+                        self._replace(w)
                         continue
                     w.idx, w.started = i, time.monotonic()
                     w.deadline = None if limits[i] is None else w.started + limits[i]
@@ -276,7 +277,7 @@ class ProcessPoolExecutor(Executor):
                                        f"{_describe_exit(w.proc.exitcode)} while evaluating this "
                                        "item; no result was produced")
                     w.idx = None
-                    self._replace(w, kill=True)
+                    self._replace(w)
                     done(i, o)
                 elif w.deadline is not None and now >= w.deadline:
                     pid = w.pid
@@ -285,5 +286,5 @@ class ProcessPoolExecutor(Executor):
                                        f"(pid {pid}) killed")
                     w.idx = None
                     self.killed.append(pid)
-                    self._replace(w, kill=True)
+                    self._replace(w)
                     done(i, o)

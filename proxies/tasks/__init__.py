@@ -5,6 +5,11 @@ Hand-written tasks (``quadratic``, ``rosenbrock``, ``digits_*``, ``char_lm``,
 ``proxies.tasks.families``; a user's own task is named ``"package.module:factory"``
 (``resolve_task``). ``TASK_GROUPS`` suggests disjoint search / validation /
 transfer sets, disjoint in family (``task_family``).
+
+Modules: ``core`` (StackedTask, the RuleTask contract), ``train`` (the stacked loop), ``outcome``
+(SweepOutcome, fidelities, splits, rungs), ``ops`` (stacked layers), the hand-written tasks
+(``quadratic``, ``digits``, ``char_lm``, ``modular``), ``module`` (ModuleTask), ``families`` and
+``datasets`` (its task families and their data), ``registry``, ``errors``.
 """
 from __future__ import annotations
 

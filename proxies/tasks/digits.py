@@ -25,6 +25,8 @@ _DATA: dict[str, torch.Tensor] = {}
 def digits_data() -> dict[str, torch.Tensor]:
     """x_train [1077, 64], y_train, x_val [360, 64], y_val, x_test [360, 64], y_test (cached in-process)."""
     if not _DATA:
+        # imported when the data is first built: sklearn.datasets takes ~1.4 s to import (measured
+        # 2026-12-01 on the 2-core container, after torch) and most processes never build this data
         from sklearn.datasets import load_digits
         d = load_digits()
         x = torch.from_numpy((d.data / 16.0).astype(np.float32))

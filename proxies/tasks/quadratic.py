@@ -31,6 +31,11 @@ def _noise(seed: int, steps: int, dim: int, salt: int) -> torch.Tensor:
 
 
 class _NoisyObjective(StackedTask):
+    """What both sanity tasks share: metric ``loss`` (no data, so no ``val_`` prefix), their step
+    budgets, no weight decay, and the noisy-gradient loss over an ``objective``."""
+    metric_name = "loss"
+    steps = {"tiny": 100, "small": 500, "full": 2000}
+    weight_decay = 0.0
     dim: int = 50
     sigma: float = 0.1
     salt: int = 0
@@ -60,9 +65,6 @@ class Quadratic(_NoisyObjective):
     """
     name = "quadratic"
     description = "ill-conditioned quadratic, dim 50, condition number 1e3, noisy gradients"
-    metric_name = "loss"
-    steps = {"tiny": 100, "small": 500, "full": 2000}
-    weight_decay = 0.0
     dim = 50
     sigma = 0.1
     salt = 11
@@ -97,9 +99,6 @@ class Rosenbrock(_NoisyObjective):
     """
     name = "rosenbrock"
     description = "chained Rosenbrock, dim 10, noisy gradients"
-    metric_name = "loss"
-    steps = {"tiny": 100, "small": 500, "full": 2000}
-    weight_decay = 0.0
     dim = 10
     sigma = 1.0
     salt = 13
