@@ -59,8 +59,9 @@ def _task_cells(r: EvalResult, group: dict[str, str]) -> dict[str, dict]:
 
 def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | None = None,
                seeds: list[int] | None = None, fidelity: str | None = None, executor: str | None = None,
-               with_seeds: bool = True, log=print) -> dict[str, Any]:
-    """Verify a rule run (module docstring); returns what it stores under ``meta.verify``."""
+               with_seeds: bool = True, cache_dir: str | Path | None = None, log=print) -> dict[str, Any]:
+    """Verify a rule run (module docstring); returns what it stores under ``meta.verify``. Results are
+    cached in ``cache_dir`` (default ``<run>/eval_cache_verify``; runs verified alike may share one)."""
     view = RunView(run)
     try:
         if view.kind != "rule":
@@ -93,7 +94,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         group = {t: "validation" for t in val_tasks} | {t: "transfer" for t in xfer}
         d = eval_config_dict(c, None)
         d.update(tasks=all_tasks, seeds=seeds, split="test",
-                 cache_dir=str(Path(view.run_dir) / "eval_cache_verify"))
+                 cache_dir=str(cache_dir or Path(view.run_dir) / "eval_cache_verify"))
         if executor:
             d["executor"] = executor
         cfg = RuleEvalConfig.model_validate(d)

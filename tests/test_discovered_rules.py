@@ -1,0 +1,59 @@
+"""The rules optforge's own campaigns found (dsl.discovered): shipped with provenance, listed, exported."""
+import importlib.util
+
+import pytest
+import torch
+
+import dsl
+from dsl.discovered import DISCOVERED, PROVENANCE
+from search.cli import main
+from search.rules import RuleKind
+
+NAMES = list(DISCOVERED)
+
+
+def test_at_least_one_discovered_rule_is_shipped_with_its_provenance():
+    assert NAMES, "dsl/discovered.py ships the best transferring rule of the discovery campaign"
+    for name in NAMES:
+        src = DISCOVERED[name]
+        assert f"def {name}(" in src
+        for word in ("examples/discovery.toml", "seed", "validation", "verified"):
+            assert word in src.lower(), f"{name}: the docstring names its {word}"
+        p = PROVENANCE[name]
+        assert {"campaign", "search_seed", "validation", "verified", "verified_won", "transfer_tasks"} <= set(p)
+        assert name not in dsl.list_rules()            # the library's list stays the hand-written rules
+        prog = dsl.get_rule(name)                      # ... but the name resolves
+        assert RuleKind().normalize(prog.source()) == prog.source()   # a valid search candidate as shipped
+
+
+def test_rule_list_discovered_puts_the_name_first(capsys):
+    assert main(["rule", "list", "--discovered"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == NAMES
+    assert all("verified" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rule_export_name_writes_a_module_that_trains(name, tmp_path, capsys):
+    out = tmp_path / "opt.py"
+    assert main(["rule", "export", name, "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "examples/discovery.toml" in text            # provenance travels with the code
+    spec = importlib.util.spec_from_file_location("exported_discovered", out)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    class_name = "".join(p[:1].upper() + p[1:] for p in name.split("_"))
+    cls = getattr(mod, class_name)
+    assert issubclass(cls, torch.optim.Optimizer)
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 4))
+    x = torch.randn(32, 8)
+    opt = cls([w], lr=PROVENANCE[name].get("example_lr", 1e-2))
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = (x @ w).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
