@@ -134,3 +134,64 @@ def test_pipelined_run_against_a_slow_served_endpoint(tmp_path):
             proc.terminate()
             proc.wait(timeout=30)
     assert dumps[0] == dumps[1] and dumps[0][2] and hits[0] > 0
+
+
+# A pipelined campaign in its own process, killed with SIGKILL while a batch trains and the next
+# batch's LLM requests are in flight (scripted backend with latency), then resumed.
+DRIVER = """
+import sys
+from search.core import Engine, parse_campaign
+from search.llm import ScriptedLLM
+sys.path.insert(0, {tests!r})
+from test_search_pipeline import campaign, reply
+
+if __name__ == "__main__":
+    c = campaign("killed", budget=40)
+    e = Engine(c, "run", llm=ScriptedLLM(reply, latency_s=0.3), resume="--resume" in sys.argv)
+    try:
+        e.run()
+    finally:
+        e.close()
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_pipelined_generation_then_resume(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    tests = str(Path(__file__).parent)
+    env = {"PYTHONPATH": str(Path(tests).parent), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    for d in ("ref", "cut"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "driver.py").write_text(DRIVER.format(tests=tests))
+    ref = subprocess.run([sys.executable, "driver.py"], cwd=tmp_path / "ref", env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    proc = subprocess.Popen([sys.executable, "driver.py"], cwd=tmp_path / "cut", env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "cut" / "run" / "run.sqlite"
+
+    def evaluations() -> int:
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                return con.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return 0
+    deadline = time.time() + 300
+    while evaluations() < 12 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert evaluations() < 40, "the kill came too late"
+    again = subprocess.run([sys.executable, "driver.py", "--resume"], cwd=tmp_path / "cut", env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert dump(tmp_path / "cut" / "run") == dump(tmp_path / "ref" / "run")
