@@ -226,19 +226,20 @@ def markdown(rows: list[dict], methods: list[str]) -> str:
     if "optforge-demos" in methods:
         methods = list(methods) + ["optforge-demos (start)"]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    out = ["| task | method | test accuracy %, mean (per seed) | task-model calls (search) | prompt-model calls |",
+    out = ["| task | method | test accuracy %, mean (per search seed) | task-model calls (search, mean) "
+           "| prompt-model calls |",
            "|---|---|---|---:|---:|"]
     for t in tasks:
         for m in methods:
             rs = [r for r in rows if r["task"] == t and r["method"] == m]
             if not rs:
                 continue
-            ok = [r for r in rs if r.get("test") is not None]
+            ok = sorted((r for r in rs if r.get("test") is not None), key=lambda r: r.get("seed", 0))
             if not ok:
                 out.append(f"| {t} | {m} | did not run: {rs[0].get('error', '?')[:80]} | | |")
                 continue
             mean = 100 * sum(r["test"] for r in ok) / len(ok)
-            each = " / ".join(f"{100 * r['test']:.1f}" for r in ok)
+            each = ", ".join(f"s{r.get('seed', 0)} {100 * r['test']:.1f}" for r in ok)
             calls = sum(r["task_calls"] for r in ok) / len(ok)
             pcalls = sum(r["prompt_calls"] for r in ok) / len(ok)
             out.append(f"| {t} | {m} | **{mean:.1f}** ({each}) | {calls:.0f} | {pcalls:.0f} |")
