@@ -11,7 +11,8 @@ fidelity ``'validation'``) and, like simplification tries, cost no search units.
 Final ranking (:func:`final_order`): validated candidates first, by validation score; the rest
 by the highest search fidelity reached, then the score there. Scores closer than
 ``[validation] noise`` count as equal (:func:`noise_order`): then the one that beats the
-baseline on more tasks ranks higher, then the smaller program (Occam), then the higher score.
+baseline on more tasks (by more than ``noise`` each) ranks higher, then the smaller program
+(Occam), then the higher score.
 """
 from __future__ import annotations
 
@@ -79,12 +80,13 @@ def final_order(items: Sequence[T], *, level: Callable[[T], int], score: Callabl
                 size: Callable[[T], float], noise: float) -> list[T]:
     """The final ranking (module docstring) of engine individuals or RunView rows alike."""
     validated = [x for x in items if validation(x) is not None]
-    out = noise_order(validated, lambda x: _ok_score(validation(x)), lambda x: validation(x).tasks_won,
+    out = noise_order(validated, lambda x: _ok_score(validation(x)), lambda x: validation(x).tasks_won_by(noise),
                       size, noise)
     rest = [x for x in items if validation(x) is None]
     for lvl in sorted({level(x) for x in rest}, reverse=True):
         group = [x for x in rest if level(x) == lvl]
-        out += noise_order(group, score, lambda x: (r.tasks_won if (r := search_result(x)) is not None else 0),
+        out += noise_order(group, score,
+                           lambda x: (r.tasks_won_by(noise) if (r := search_result(x)) is not None else 0),
                            size, noise)
     return out
 
