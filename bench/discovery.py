@@ -240,7 +240,7 @@ def transfer_table(out: Path) -> str:
     if not rows:
         return "(no transfer-protocol results yet: run --transfer)"
     tasks = rows[0]["verify"]["transfer_tasks"]
-    lines = ["| search seed | units | search s | winner | search | validation | val tasks (test) | "
+    lines = ["| search seed | units | run s (search + finalize) | winner | search | validation | val tasks (test) | "
              + " | ".join(tasks) + " | **verified (transfer) mean** | won |",
              "|---" * (8 + len(tasks)) + "|"]
     ver = []
