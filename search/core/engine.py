@@ -57,6 +57,7 @@ from .operator_choice import Attempt, make_bandit, observations
 from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
 from .plugins import Operator, Strategy
 from .registry import OPERATORS, STRATEGIES, get_kind, load_plugins
+from .selection import rank_individuals
 from .store import DB_NAME, RunStore, StoreError
 from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
@@ -123,6 +124,8 @@ class Engine:
         self.prefetch_hits = 0                    # pipelined: LLM requests answered by a prefetch
         self.evaluator = evaluator if evaluator is not None else self.kind.make_evaluator(campaign, self.run_dir)
         self.fidelities: tuple[str, ...] = tuple(campaign.fidelities or self.evaluator.fidelities)
+        #: scores the simplified winners on the validation tasks (None: no validation stage)
+        self.validator = self.kind.make_validation_evaluator(campaign, self.run_dir)
         self._llm = llm
         self._llm_init_done = llm is not None
         #: LLM usage totals restored from the last checkpoint (a backend's caps span resumes)
@@ -689,7 +692,7 @@ class Engine:
         return self.summary()
 
     def summary(self) -> "RunSummary":
-        top = self.ctx.top(5)
+        top = rank_individuals(self, self.ctx.top(len(self.individuals)))[:5]
         return RunSummary(run_dir=str(self.run_dir), evaluations=self.store.count("evaluations"),
                           used=self.used, generations=self.generation, wall_seconds=self.wall_elapsed(),
                           llm_calls=self.llm_calls, best_id=top[0].id if top else None,
@@ -701,7 +704,7 @@ class Engine:
     def close(self) -> None:
         """Release the evaluator's workers, the LLM backend and the database."""
         self._end_prefetch()
-        for obj in (self.evaluator, self._llm if self._llm_init_done else None):
+        for obj in (self.evaluator, self.validator, self._llm if self._llm_init_done else None):
             closer = getattr(obj, "close", None)
             if callable(closer):
                 try:
