@@ -5,7 +5,8 @@ both the task model and the optimizer (proposer), each algorithm runs as a promp
 the engine (minibatch screening -> dev selection) with the same cap on proposer calls and the
 same evaluation budget; then the best prompt by dev accuracy and the task's plain initial
 prompt are scored on the held-out test split (the run's selected prompt is the top one by dev
-only when it beats the initial prompt by a sign test on the dev examples; both are printed). Printed: a table per task and algorithm (test
+only when it beats the initial prompt by a sign test on the dev examples; both are printed).
+Printed: a table per task and algorithm (test
 accuracy initial -> best, proposer calls, task-model requests, valid-proposal rate, wall
 time); written: results.json and progress.png (best dev accuracy over proposer calls).
 
@@ -30,12 +31,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluators.prompts import PromptEvaluator  # noqa: E402
-from search.core import parse_campaign  # noqa: E402
-from search.core import Engine  # noqa: E402
+from search.core import (
+    Engine,  # noqa: E402
+    RunView,  # noqa: E402
+    parse_campaign,  # noqa: E402
+)
 from search.llm import make_llm  # noqa: E402
-from search.prompts import build_task  # noqa: E402
-from search.prompts import markdown_table, plot_curves, run_row  # noqa: E402
-from search.core import RunView  # noqa: E402
+from search.prompts import (  # noqa: E402
+    build_task,  # noqa: E402
+    markdown_table,
+    plot_curves,
+    run_row,
+)
 
 
 def one_run(task_name: str, alg: str, args, task_llm, out: Path) -> dict:

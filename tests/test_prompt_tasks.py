@@ -3,8 +3,16 @@ import json
 
 import pytest
 
-from proxies.prompts import (Example, PromptTask, format_query, get_prompt_task, list_prompt_tasks,
-                             load_jsonl_task, match, normalize)
+from proxies.prompts import (
+    Example,
+    PromptTask,
+    format_query,
+    get_prompt_task,
+    list_prompt_tasks,
+    load_jsonl_task,
+    match,
+    normalize,
+)
 
 
 def test_at_least_eight_tasks_with_descriptions_and_plain_prompts():

@@ -72,7 +72,8 @@ SENTIMENT_SUBJECTS: list[str] = [
 ]
 SENTIMENT_TEMPLATES: list[str] = [
     "{subj} was {adj}.", "{subj} was really {adj}.", "Honestly, {subj_l} was {adj}.",
-    "I thought {subj_l} was {adj}.", "{subj} was {adj} from start to finish.", "What a {adj} experience; {subj_l} was {adj}.",
+    "I thought {subj_l} was {adj}.", "{subj} was {adj} from start to finish.",
+    "What a {adj} experience; {subj_l} was {adj}.",
 ]
 SENTIMENT_NEGATED: list[str] = [
     "{subj} was not {adj}.", "{subj} was not {adj} at all.", "I would not call {subj_l} {adj}.",
