@@ -96,12 +96,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._error(404, f"no route {self.path}: use /v1/chat/completions")
             return
-        body = self._read_json()
+        body = self._read_recorded()
         if body is None:
             return
         srv = self.server
         with srv.lock:
-            srv.bodies.append(body)
             srv.auth.append(self.headers.get("Authorization"))
             k = srv.chat_count
             srv.chat_count += 1
@@ -113,15 +112,22 @@ class _Handler(BaseHTTPRequestHandler):
             with srv.lock:
                 srv.in_flight -= 1
 
+    def _read_recorded(self) -> dict | None:
+        """The request's JSON body, recorded in ``server.bodies`` (tests read what was sent); None
+        when the body was bad (the error reply is already sent)."""
+        body = self._read_json()
+        if body is not None:
+            with self.server.lock:
+                self.server.bodies.append(body)
+        return body
+
     def _completions(self) -> None:
         """``/v1/completions`` for scoring only: ``echo=true, max_tokens=0, logprobs>=0`` returns
         every prompt token's log-probability (the openai backend's ``logprobs``)."""
-        body = self._read_json()
+        body = self._read_recorded()
         if body is None:
             return
         srv = self.server
-        with srv.lock:
-            srv.bodies.append(body)
         prompts = body.get("prompt")
         prompts = [prompts] if isinstance(prompts, str) else prompts
         scorer = getattr(srv.llm, "token_logprobs", None)
