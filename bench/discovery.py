@@ -27,6 +27,10 @@ score. ``--budget`` / ``--wall`` override the file's budget:
 
     nice python bench/discovery.py --transfer --transfer-seeds 0,1,2 --budget 600 --wall 900
 
+``--transfer-arm bandit_llm`` runs the same protocol with the embedded LLM's operators under the UCB
+operator bandit (issue 14's arm; at most ``--llm-calls`` calls), at the same ``--wall``; its results
+sit next to the random arm's (``transfer_bandit_llm_s<seed>.json``) and the table shows both arms.
+
 Issue 14 protocol (``--bandit-vs-random``): random operators alone against the operator bandit with
 the embedded LLM's operators (``[operators.bandit] algorithm = "ucb"``), at equal wall-clock
 (``--bandit-wall`` seconds of search each; the unit budget is out of reach), one pair per search
@@ -183,14 +187,37 @@ def _table(out: Path) -> str:
 TRANSFER_CAMPAIGN = ROOT / "examples" / "discovery.toml"
 
 
-def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | None, tag: str = "") -> dict:
-    """examples/discovery.toml with its search seed (``random_seed``), budget and run name replaced."""
+TRANSFER_ARMS = ("random", "bandit_llm")
+
+
+def add_bandit_llm(d: dict, algorithm: str = "ucb", llm_calls: int | None = None) -> dict:
+    """Turn a random-only campaign dict into the bandit-with-LLM arm: the embedded LLM's operators
+    under the operator bandit (default floors and ceilings, as shares of time), at most
+    ``llm_calls`` LLM calls when given (then the random operators alone)."""
+    d["llm"] = {}
+    d.setdefault("operators", {})["bandit"] = {"algorithm": algorithm}
+    if llm_calls is not None:
+        d["budget"]["llm_calls"] = llm_calls
+    return d
+
+
+def transfer_stem(arm: str, search_seed: int | str, tag: str = "") -> str:
+    """Name stem of an arm's run and result file (the random arm keeps its original names)."""
+    return f"s{search_seed}{tag}" if arm == "random" else f"{arm}_s{search_seed}{tag}"
+
+
+def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | None, tag: str = "",
+                           arm: str = "random", llm_calls: int | None = None) -> dict:
+    """examples/discovery.toml with its search seed (``random_seed``), budget and run name replaced;
+    random operators alone, or (``arm="bandit_llm"``) with the LLM's operators under the UCB bandit."""
     import tomllib
     d = tomllib.loads(TRANSFER_CAMPAIGN.read_text())
-    d["name"] = f"bench_transfer_s{search_seed}{tag}"
+    d["name"] = f"bench_transfer_{transfer_stem(arm, search_seed, tag)}"
     d["random_seed"] = search_seed
     d.pop("llm", None)
     d.setdefault("operators", {})["llm_share"] = 0.0
+    if arm == "bandit_llm":
+        add_bandit_llm(d, llm_calls=llm_calls)
     # one result cache for every seed's run: the AdamW sweeps (and any rule two seeds both find) train once
     d.setdefault("evaluator", {})["cache_dir"] = str(ROOT / "runs" / "bench_discovery" / "transfer_cache")
     if budget is not None:
@@ -204,14 +231,14 @@ def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | N
 
 
 def run_transfer_seed(search_seed: int, budget: int | None, wall: float | None, out: Path, executor: str,
-                      verify_top: int = 1, tag: str = "") -> dict:
-    """One random-only campaign of the transfer protocol, then ``optforge verify`` of its winner."""
+                      verify_top: int = 1, tag: str = "", arm: str = "random", llm_calls: int | None = None) -> dict:
+    """One campaign (``arm``) of the transfer protocol, then ``optforge verify`` of its winner."""
     import os
 
     from search.core import Engine, parse_campaign
     from search.report import PlainProgress
     from search.rules.verify import verify_run, verify_table
-    d = transfer_campaign_dict(search_seed, budget, wall, tag)
+    d = transfer_campaign_dict(search_seed, budget, wall, tag, arm, llm_calls)
     if executor:
         d["executor"] = executor
     c = parse_campaign(d, f"<bench {d['name']}>")
@@ -227,7 +254,8 @@ def run_transfer_seed(search_seed: int, budget: int | None, wall: float | None, 
     rec = verify_run(out / d["name"], top=verify_top, executor=executor, with_seeds=search_seed == 0,
                      cache_dir=ROOT / "runs" / "discovery" / "eval_cache_verify")
     print("\n".join(verify_table(rec)), flush=True)
-    return {"search_seed": search_seed, "budget_units": s.used, "evaluations": s.evaluations,
+    return {"arm": arm, "search_seed": search_seed, "budget_units": s.used, "evaluations": s.evaluations,
+            "llm_calls": s.llm_calls, "llm_calls_cap": d["budget"].get("llm_calls"),
             "search_wall_s": round(search_s, 1), "verify_s": rec["seconds"], "load_before": load0,
             "load_after": os.getloadavg(), "best_id": s.best_id, "verify": rec,
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -237,35 +265,50 @@ def transfer_table(out: Path) -> str:
     """Markdown: per search seed the winner's search, validation and verified (transfer) scores, then the
     mean and spread over seeds of the verified score (families used neither in search nor validation)."""
     import statistics
-    rows = [json.loads(f.read_text()) for f in sorted(out.glob("transfer_s*.json"))]
+    rows = [dict(json.loads(f.read_text()), arm=arm) for arm in TRANSFER_ARMS
+            for f in sorted(out.glob(f"transfer_{transfer_stem(arm, '*')}.json"))]
     if not rows:
         return "(no transfer-protocol results yet: run --transfer)"
     tasks = rows[0]["verify"]["transfer_tasks"]
-    lines = ["| search seed | units | run s (search + finalize) | winner | search | validation | val tasks (test) | "
-             + " | ".join(tasks) + " | **verified (transfer) mean** | won |",
-             "|---" * (8 + len(tasks)) + "|"]
-    ver = []
+    lines = ["| arm | search seed | units | LLM calls | run s (search + finalize) | winner | search | validation | "
+             "val tasks (test) | " + " | ".join(tasks) + " | **verified (transfer) mean** | won | load |",
+             "|---" * (11 + len(tasks)) + "|"]
+    by: dict[str, list[tuple[float, int, int, float]]] = {}
     for r in rows:
         e = next(x for x in r["verify"]["entries"] if x["kind"] == "candidate")
         cells = [f"{e['tasks'][t]['score']:+.3f}" if e["tasks"].get(t, {}).get("score") is not None else "failed"
                  for t in tasks]
-        ver.append(e["verified"])
-        lines.append(f"| {r['search_seed']} | {r['budget_units']:g} | {r['search_wall_s']:.0f} | #{e['id']} | "
+        by.setdefault(r["arm"], []).append((e["verified"], e["verified_won"], e["verified_n"], r["budget_units"]))
+        lines.append(f"| {r['arm']} | {r['search_seed']} | {r['budget_units']:g} | {r.get('llm_calls', 0)} | "
+                     f"{r['search_wall_s']:.0f} | #{e['id']} | "
                      f"{e['search']:+.3f} | {e['validation']:+.3f} | {e['validation_test']:+.3f} | "
-                     + " | ".join(cells) + f" | **{e['verified']:+.3f}** | {e['verified_won']}/{e['verified_n']} |")
-    sd = statistics.stdev(ver) if len(ver) > 1 else 0.0
-    lines += ["", f"verified transfer score over {len(ver)} search seed(s): mean {statistics.mean(ver):+.3f}, "
-              f"sd {sd:.3f}, min {min(ver):+.3f}, max {max(ver):+.3f} (0 = lr x wd tuned AdamW)"]
+                     + " | ".join(cells) + f" | **{e['verified']:+.3f}** | {e['verified_won']}/{e['verified_n']} | "
+                     f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f} |")
+    lines += ["", "| arm | seeds | verified mean | sd | min | max | tasks won | units trained (mean) |",
+              "|---" * 8 + "|"]
+    for arm, xs in by.items():
+        ver = [x[0] for x in xs]
+        sd = statistics.stdev(ver) if len(ver) > 1 else 0.0
+        lines.append(f"| {arm} | {len(xs)} | **{statistics.mean(ver):+.3f}** | {sd:.3f} | {min(ver):+.3f} | "
+                     f"{max(ver):+.3f} | {sum(x[1] for x in xs)}/{sum(x[2] for x in xs)} | "
+                     f"{statistics.mean(x[3] for x in xs):.0f} |")
+    lines += ["", "verified = mean over the transfer tasks of log(AdamW loss / rule loss), 0 = lr x wd tuned AdamW"]
     return "\n".join(lines)
 
 
 def transfer_main(args) -> int:
-    """``--transfer``: random-only campaigns of examples/discovery.toml over ``--transfer-seeds``."""
+    """``--transfer``: campaigns (``--transfer-arm``) of examples/discovery.toml over ``--transfer-seeds``."""
     out = Path(args.out)
+    llm = args.transfer_arm == "bandit_llm"
+    if llm:
+        warm_llm()
     for seed in [int(x) for x in args.transfer_seeds.split(",")]:
-        print(f"\n=== transfer protocol: search seed {seed}, budget {args.budget} units ===", flush=True)
-        r = run_transfer_seed(seed, args.budget, args.wall, out, args.executor, tag=args.tag)
-        (out / f"transfer_s{seed}{args.tag}.json").write_text(json.dumps(r, indent=2, default=str))
+        print(f"\n=== transfer protocol ({args.transfer_arm}): search seed {seed}, budget {args.budget} units ===",
+              flush=True)
+        r = run_transfer_seed(seed, args.budget, args.wall, out, args.executor, tag=args.tag, arm=args.transfer_arm,
+                              llm_calls=args.llm_calls if llm else None)
+        stem = transfer_stem(args.transfer_arm, seed, args.tag)
+        (out / f"transfer_{stem}.json").write_text(json.dumps(r, indent=2, default=str))
     print(transfer_table(out))
     return 0
 
@@ -283,21 +326,25 @@ def bandit_campaign_dict(arm: str, search_seed: int, wall: float, executor: str,
     d["random_seed"] = search_seed
     d["search"]["patience"] = 200
     if arm == "bandit_llm":
-        d["llm"] = {}
-        d["operators"]["bandit"] = {"algorithm": algorithm}
+        add_bandit_llm(d, algorithm)
     return d
+
+
+def warm_llm() -> None:
+    """Load (and on first use convert) the embedded model once, before any timing."""
+    import subprocess
+    subprocess.run([sys.executable, "-m", "search.cli", "llm", "ping"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def run_bandit_arms(args) -> int:
     """``--bandit-vs-random``: for each search seed, the random-only campaign then the bandit-with-LLM
     one (interleaved, so load drifts hit both), each followed by the held-out test check."""
     import os
-    import subprocess
 
     from search.core import RunStore
     out = Path(args.out)
-    subprocess.run([sys.executable, "-m", "search.cli", "llm", "ping"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)       # the embedded model is converted once, before any timing
+    warm_llm()
     for seed in [int(x) for x in args.bandit_seeds.split(",")]:
         for arm in args.bandit_arms.split(","):
             load0 = os.getloadavg()
@@ -379,6 +426,8 @@ def main() -> int:
     ap.add_argument("--transfer", action="store_true", help="issue 11 protocol: random-only campaigns of "
                     "examples/discovery.toml, one per --transfer-seeds, each verified on transfer tasks")
     ap.add_argument("--transfer-seeds", default="0,1,2", help="search seeds (campaign random_seed) of --transfer")
+    ap.add_argument("--transfer-arm", default="random", choices=TRANSFER_ARMS, help="random operators alone, or "
+                    "the LLM's operators under the UCB operator bandit (capped at --llm-calls calls)")
     ap.add_argument("--transfer-table", action="store_true", help="print the transfer-protocol table and exit")
     ap.add_argument("--bandit-vs-random", action="store_true", help="issue 14: random-only vs bandit-with-LLM "
                     "(embedded model) at equal wall-clock, one pair per --bandit-seeds, held-out test check each")
