@@ -4,8 +4,10 @@ The search screens and promotes on ``search_tasks``; selection on the same tasks
 (a winner tuned to one proxy). So, as the Lion paper's meta-validation did, the funnel ends with
 a stage on *other* tasks: after the search, the top ``[validation] top`` candidates by the
 search's ranking are simplified (exact, then empirically for ``[simplify] top`` of them) and
-the simplified programs are scored on ``validation_tasks``; the final ranking and the run's
-best use those scores. Validation evaluations are recorded with ``phase = 'validation'`` (and
+the simplified programs are scored on ``validation_tasks``, next to the seed rules (``[validation]
+seeds``, default on: a short search whose candidates only overfit the search tasks then ends with
+its seed first, not with a candidate that loses to it on validation); the final ranking and the
+run's best use those scores. Validation evaluations are recorded with ``phase = 'validation'`` (and
 fidelity ``'validation'``) and, like simplification tries, cost no search units.
 
 Final ranking (:func:`final_order`): validated candidates first, by validation score; the rest
@@ -40,6 +42,8 @@ class ValidationConfig(BaseModel):
     top: int = Field(6, ge=0)             # candidates validated (top by the search's ranking)
     fidelity: str | None = None           # default: the highest search fidelity
     noise: float = Field(0.02, ge=0)      # score differences below this are ties (tasks won, size decide)
+    seeds: bool = True                    # validate the seed rules too: a candidate outranks a seed only
+    #                                       by beating it on the validation tasks, not on the search's
 
 
 class VerifyConfig(BaseModel):
@@ -127,6 +131,10 @@ def validate_winners(engine: "Engine") -> list[dict[str, Any]]:
         return []
     fid = cfg.fidelity or engine.fidelities[-1]
     winners = [i for i in engine.ctx.top(cfg.top) if i.score > WORST_SCORE]
+    if cfg.seeds:
+        chosen = {i.id for i in winners}
+        winners += [i for _, i in sorted(engine.ctx.history.items())
+                    if i.operator == "seed" and i.id not in chosen and i.score > WORST_SCORE]
     if not winners:
         return []
     texts = []
