@@ -48,11 +48,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status, accepts_on_result
-from search.llm import LLMConfig, LLMUsage, make_llm
 
 from .campaign import Campaign
 from .checkpoint import restore_run, save_checkpoint
 from .context import Context
+from .engine_llm import LLMGate
+from .engine_operators import OperatorChoice
 from .operator_choice import Attempt, make_bandit, observations
 from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
 from .plugins import Operator, Strategy
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from evaluators.base import Evaluator
 
 
-class Engine:
+class Engine(OperatorChoice, LLMGate):
     """Runs one campaign into one run directory. See the module docstring."""
 
     def __init__(self, campaign: Campaign, run_dir: str | Path | None = None, *, resume: bool = False,
@@ -173,135 +174,6 @@ class Engine:
                 raise KeyError(f"unknown operator {name!r}; known: {sorted(OPERATORS)}")
             self._operators[name] = OPERATORS[name](self.campaign)
         return self._operators[name]
-
-    def operator_mix(self, group: str) -> dict[str, float]:
-        """The campaign's ``random`` or ``llm`` operator weights (> 0), or the kind's defaults."""
-        ops = getattr(self.campaign.operators, group) or (
-            self.kind.default_random_ops if group == "random" else self.kind.default_llm_ops)
-        return {k: w for k, w in ops.items() if w > 0}
-
-    def choose_operator(self, arity: int | None = None) -> str:
-        """Draw an operator: from the bandit's shares (``[operators.bandit]``), or (``fixed``) the
-        LLM group with probability llm_share (when usable), else random."""
-        if self.bandit.adaptive:
-            name = self.bandit.draw(None if arity is None else (lambda n: self.get_operator(n).arity == arity),
-                                    llm_ok=self.llm_available())
-            if name is not None:
-                return name
-        use_llm = self.campaign.operators.llm_share > 0 and self.rng.random() < self.campaign.operators.llm_share
-        groups = ["llm", "random"] if use_llm and self.llm_available() else ["random"]
-        for g in groups:
-            mix = self.operator_mix(g)
-            if arity is not None:
-                mix = {k: w for k, w in mix.items() if self.get_operator(k).arity == arity}
-            if mix:
-                names = sorted(mix)
-                return self.rng.choices(names, weights=[mix[n] for n in names])[0]
-        raise RuntimeError(f"no operator available (arity={arity}); check [operators] in the campaign")
-
-    def choose_for(self, name: str) -> str:
-        """The operator of a slot a strategy planned for ``name`` (prompt algorithms name theirs):
-        ``name`` in ``fixed`` mode, else the bandit's draw among ``name`` and the random operators."""
-        if not self.bandit.adaptive:
-            return name
-        return self.bandit.draw(among=[name, *self.operator_mix("random")], llm_ok=self.llm_available()) or name
-
-    def bandit_llm_ok(self) -> bool:
-        """Whether this generation's shares include the LLM operators (``fixed``: without loading
-        the backend or logging, the shares are only recorded)."""
-        if self.bandit.adaptive:
-            return self.llm_available()
-        cap = self.campaign.budget.llm_calls
-        return (self.campaign.operators.llm_share > 0 and not self.llm_disabled_reason
-                and (cap is None or self.llm_calls < cap))
-
-    def fallback_operator(self, arity: int = 1, rng: random.Random | None = None) -> str:
-        """A random (non-LLM) operator, for LLM slots that produced nothing usable."""
-        mix = {k: w for k, w in self.operator_mix("random").items() if self.get_operator(k).arity <= arity}
-        names = sorted(mix)
-        return (rng or self.rng).choices(names, weights=[mix[n] for n in names])[0]
-
-    # -- LLM -----------------------------------------------------------------------
-    @property
-    def llm(self):
-        if not self._llm_init_done:
-            self._llm_init_done = True
-            try:
-                cfg = LLMConfig.model_validate(self.campaign.llm or {})
-                usage = None
-                if self.resumed_llm_usage is not None:  # totals of the run so far: the backend's caps span resumes
-                    usage = LLMUsage.model_validate(self.resumed_llm_usage)
-                self._llm = make_llm(cfg, cache_dir=self.run_dir / "llm_cache", usage=usage, check=True)
-            except Exception as e:  # the campaign goes on with random operators
-                self._llm = None
-                self.llm_disabled_reason = (f"LLM backend unavailable ({type(e).__name__}: {e}); "
-                                            "continuing with random operators only")
-                self.event("llm_disabled", self.llm_disabled_reason)
-        return self._llm
-
-    def llm_available(self) -> bool:
-        if self.llm_disabled_reason:
-            return False
-        cap = self.campaign.budget.llm_calls
-        if cap is not None and self.llm_calls >= cap:
-            self.llm_disabled_reason = f"LLM call budget spent ({cap} calls)"
-            self.event("llm_disabled", self.llm_disabled_reason)
-            return False
-        return self.llm is not None
-
-    def llm_state(self) -> dict[str, Any]:
-        """The LLM part of a checkpoint: why LLM use stopped (once the backend was built; a backend
-        not built yet is tried again on resume) and the usage totals so far (None without any)."""
-        usage = self._llm.usage if self._llm_init_done and self._llm is not None else None
-        return {"llm_disabled_reason": self.llm_disabled_reason if self._llm_init_done else "",
-                "llm_usage": usage.model_dump(mode="json") if usage is not None else self.resumed_llm_usage}
-
-    def llm_chat(self, requests: list, purpose: str = "") -> list | None:
-        if not requests or not self.llm_available():
-            return None
-        cap = self.campaign.budget.llm_calls
-        if cap is not None:
-            requests = requests[: max(0, cap - self.llm_calls - len(self.capture or ()))]
-        if self.capture is not None:   # a pipelined plan's first pass: sent later, in the background
-            self.capture.extend(requests)
-            return None
-        try:
-            responses = self.prefetch.answer(self.llm, requests) if self.prefetch else self.llm.chat(requests)
-        except Exception as e:  # a backend must not raise, but never crash the campaign
-            responses = None
-            err = f"{type(e).__name__}: {e}"
-        self.llm_calls += len(requests)
-        if responses is None or len(responses) != len(requests):
-            err = err if responses is None else f"backend returned {len(responses)} replies for {len(requests)}"
-            self.stats.llm_errors += len(requests)
-            self._llm_error(err)
-            return None
-        any_ok = False
-        for rq, rs in zip(requests, responses):
-            self.store.add_llm_call(candidate_id=self.next_id, purpose=purpose or rq.purpose,
-                                    request=rq.model_dump_json(), reply=rs.text if not rs.error else None,
-                                    error=rs.error, tokens=rs.prompt_tokens + rs.completion_tokens,
-                                    latency_s=rs.latency_s, cached=rs.cached)
-            if rs.error:
-                self.stats.llm_errors += 1
-            else:
-                any_ok = True
-        if any_ok:
-            self.llm_consecutive_errors = 0
-        else:
-            self._llm_error(responses[0].error or "empty replies", budget_spent=responses[0].budget_spent)
-        return responses
-
-    def _llm_error(self, err: str, budget_spent: bool = False) -> None:
-        self.llm_consecutive_errors += 1
-        self.event("llm_error", err)
-        if budget_spent:   # the backend's own cap (search.llm accounting: ChatResponse.budget_spent)
-            self.llm_disabled_reason = f"LLM backend's budget is spent ({err}); continuing with random operators"
-            self.event("llm_disabled", self.llm_disabled_reason)
-        elif self.llm_consecutive_errors >= self.campaign.llm_ops.max_consecutive_errors:
-            self.llm_disabled_reason = (f"LLM backend failed {self.llm_consecutive_errors} times in a row "
-                                        f"(last: {err}); continuing with random operators")
-            self.event("llm_disabled", self.llm_disabled_reason)
 
     # -- budget --------------------------------------------------------------------
     @property
