@@ -6,7 +6,8 @@
   (``Strategy``) implement; ``registry``: ``register_kind / register_operator /
   register_strategy`` and the lookups (``get_kind``, ``load_plugins``);
 - ``context``: ``Context``, what operators and strategies see of the engine;
-- ``engine``: ``Engine`` (the loop, funnel, novelty check, LLM gating) and ``run_campaign``;
+- ``engine``: ``Engine`` (the loop, funnel, novelty check) and ``run_campaign``; its operator
+  choice (``engine_operators``) and LLM gate (``engine_llm``) are mixins of their own;
   ``checkpoint``: its state after each generation; ``simplify``: empirical simplification of
   the winners (generic over kinds);
 - ``campaign``: the campaign model (pydantic); ``loading``: ``load_campaign`` / ``parse_campaign``
