@@ -39,10 +39,34 @@ def _from_candidates(view: RunView) -> list[dict[str, Any]]:
     return [by[k] for k in sorted(by)]
 
 
+def _children_shares(view: RunView, windows: int = 5) -> dict[str, list[float]]:
+    """Per operator, its share of the children made in each of ``windows`` consecutive spans of
+    generations (one generation's few children would make a noisy series)."""
+    made = sorted((int(c["generation"]), c["operator"]) for c in view.all
+                  if c["operator"] not in ("seed", "simplify") and c["state"] != "simplify")
+    if not made:
+        return {}
+    lo, hi = made[0][0], made[-1][0]
+    span = (hi - lo + 1) / min(windows, hi - lo + 1)
+    counts: list[dict[str, int]] = [{} for _ in range(min(windows, hi - lo + 1))]
+    for g, op in made:
+        w = counts[min(len(counts) - 1, int((g - lo) / span))]
+        w[op] = w.get(op, 0) + 1
+    counts = [w for w in counts if w]
+    return {o: [w.get(o, 0) / sum(w.values()) for w in counts] for o in sorted({o for _, o in made})}
+
+
 def operator_rows(view: RunView) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """(rows, bandit state or None) for a run."""
+    """(rows, bandit state or None) for a run. In ``fixed`` mode the shares shown are the children
+    each operator actually made per generation: a strategy that names its own operators (the prompt
+    algorithms) does not draw from the recorded mix, so the mix would misstate what ran."""
     state = _state(view)
     rows = operator_table(state)
+    if rows and state.get("algorithm") == "fixed":
+        realized = _children_shares(view)
+        for r in rows:
+            r["series"] = realized.get(r["operator"], [])
+            r["share"] = r["series"][-1] if r["series"] else 0.0
     return (rows, state) if rows else (_from_candidates(view), None)
 
 
