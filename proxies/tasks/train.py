@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ from dsl.program import Call, walk
 
 from .outcome import SPLITS, THREADS_ENV, Rung, SweepOutcome
 
-if TYPE_CHECKING:  # the task classes import this module to run their sweeps
-    from .core import StackedTask
+#: a ``proxies.tasks.core.StackedTask``; not imported, since core imports this module to run its
+#: sweeps and the dependency must point one way
+StackedTask = Any
 
 
 def sweep_threads() -> int | None:

@@ -225,3 +225,16 @@ class Campaign(_Strict):
 
     def fidelity_cost(self, fidelity: str) -> float:
         return float(self.budget.fidelity_cost.get(fidelity, 1.0))
+def with_defaults(stored: dict, defaults: dict) -> dict:
+    """A stored campaign dump with the fields it lacks taken from ``defaults`` (nested tables too);
+    a stored None that the model no longer has is dropped. Resuming a run started before a field
+    existed compares that field as its default."""
+    out = dict(defaults)
+    for k, v in stored.items():
+        if isinstance(v, dict) and isinstance(defaults.get(k), dict):
+            out[k] = with_defaults(v, defaults[k])
+        elif v is not None or k in defaults:
+            out[k] = v
+    return out
+
+

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status, accepts_on_result
 
-from .campaign import Campaign
+from .campaign import Campaign, with_defaults
 from .checkpoint import restore_run, save_checkpoint
 from .context import Context
 from .engine_llm import LLMGate
@@ -584,19 +584,6 @@ class Engine(OperatorChoice, LLMGate):
                 except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
                     pass
         self.store.close()
-
-
-def with_defaults(stored: dict, defaults: dict) -> dict:
-    """A stored campaign dump with the fields it lacks taken from ``defaults`` (nested tables too);
-    a stored None that the model no longer has is dropped. Resuming a run started before a field
-    existed compares that field as its default."""
-    out = dict(defaults)
-    for k, v in stored.items():
-        if isinstance(v, dict) and isinstance(defaults.get(k), dict):
-            out[k] = with_defaults(v, defaults[k])
-        elif v is not None or k in defaults:
-            out[k] = v
-    return out
 
 
 def run_campaign(campaign: Campaign, run_dir: str | Path | None = None, **kw: Any) -> RunSummary:

@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status
 
+from .simplify import exact_simplify
+from .types import Individual, InvalidCandidate
+
 if TYPE_CHECKING:
     from .engine import Engine
-    from .types import Individual
 
 #: the phase and the fidelity label of validation evaluations in the run store
 VALIDATION = "validation"
@@ -116,7 +118,6 @@ def rank_rows(rows: Sequence[dict], fidelities: Sequence[str], noise: float) -> 
 def validated_text(engine: "Engine", ind: "Individual") -> str:
     """What a winner is validated (and exported) as: its empirically simplified text when it has
     one, else its exact simplification (same fingerprint)."""
-    from .simplify import exact_simplify
     simp = ind.meta.get("simplified", {}).get("text")
     return simp or exact_simplify(engine, ind.text)
 
@@ -124,7 +125,6 @@ def validated_text(engine: "Engine", ind: "Individual") -> str:
 def validate_winners(engine: "Engine") -> list[dict[str, Any]]:
     """Score the simplified top candidates on the validation tasks (no-op without a validation
     evaluator); sets ``Individual.validation`` and the candidate's ``meta.validation``."""
-    from .types import InvalidCandidate
     ev = getattr(engine, "validator", None)
     cfg = engine.campaign.validation
     if ev is None or cfg.top <= 0:

@@ -31,6 +31,7 @@ from typing import Any
 from evaluators.base import WORST_SCORE, EvalResult, Status
 
 from .selection import rank_rows
+from .types import StoreError
 
 SCHEMA_VERSION = 1
 
@@ -95,10 +96,6 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 DB_NAME = "run.sqlite"
-
-
-class StoreError(RuntimeError):
-    """A run directory or database that cannot be used as asked."""
 
 
 def db_path(run: str | Path) -> Path:

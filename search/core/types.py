@@ -11,8 +11,6 @@ from typing import Any
 
 from evaluators.base import WORST_SCORE, EvalResult, Status
 
-from .store import StoreError
-
 
 @dataclass
 class Individual:
@@ -65,6 +63,10 @@ class Job:
 
 class InvalidCandidate(ValueError):
     """Raised by ``KindPlugin.normalize`` for a proposal that cannot be evaluated."""
+
+
+class StoreError(RuntimeError):
+    """A run directory or database that cannot be used as asked."""
 
 
 class RunExistsError(StoreError):
