@@ -125,7 +125,7 @@ def validated_text(engine: "Engine", ind: "Individual") -> str:
 def validate_winners(engine: "Engine") -> list[dict[str, Any]]:
     """Score the simplified top candidates on the validation tasks (no-op without a validation
     evaluator); sets ``Individual.validation`` and the candidate's ``meta.validation``."""
-    ev = getattr(engine, "validator", None)
+    ev = engine.validator
     cfg = engine.campaign.validation
     if ev is None or cfg.top <= 0:
         return []
