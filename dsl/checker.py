@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import DSLError
+from .interpret import binop, call  # the reference semantics
 from .kinds import input_kinds, statement_kinds
 from .parser import parse
 from .primitives import RESERVED
@@ -142,7 +143,6 @@ def _dead_reason(program: Program, i: int) -> str:
 
 def _constant_trouble(program: Program) -> list[str]:
     """Number-only subexpressions that evaluate to nan/inf (e.g. log(0), 1/0)."""
-    from .interpret import binop, call  # the reference semantics
 
     def value(e: Expr):
         if isinstance(e, Num):

@@ -45,12 +45,14 @@ same code exported modules carry):
 from __future__ import annotations
 
 import inspect
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 
 from .errors import DSLError
+from .fingerprint import fingerprint
 from .foreach import BucketPlan, compile_functional, compile_plan
 from .optim_base import FLAG_DEFAULTS, RuleOptimizer
 from .parser import parse
@@ -81,15 +83,9 @@ def check_hyper_names(program: Program) -> None:
                        f"param-group keys; rename them (e.g. {bad[0]}_)")
 
 
-def fingerprint_of(program: Program) -> str | None:
-    """dsl.fingerprint(program) when that module exists (imported lazily)."""
-    import importlib
-    try:  # the module, not dsl.fingerprint (which dsl/__init__ binds to the function)
-        fp_mod = importlib.import_module(__package__ + ".fingerprint")
-    except ImportError:
-        return None
-    fn = getattr(fp_mod, "fingerprint", None)
-    return None if fn is None else str(fn(program))
+def fingerprint_of(program: Program) -> str:
+    """The program's functional hash (dsl.fingerprint), recorded on compiled classes."""
+    return fingerprint(program)
 
 
 def range_table(program: Program) -> dict[str, tuple[tuple, ...]]:
@@ -156,7 +152,6 @@ def _compiled_runner(plan: BucketPlan, name: str) -> Callable:
     when lr or step change).
 
     Fails early with a clear message where torch.compile cannot work."""
-    import shutil
     if not hasattr(torch, "compile"):
         raise RuntimeError("compile=True needs torch.compile (torch >= 2.0); use compile=False")
     if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):

@@ -31,6 +31,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .interpret import run_rule
+from .parser import parse
 from .program import Program
 
 STEPS = 3
@@ -69,7 +71,6 @@ def _canonical(x: np.ndarray) -> bytes:
 
 def trajectory(program: Program) -> list[np.ndarray]:
     """The hashed numbers: per shape and step, the update w_{t+1} - w_t (float64)."""
-    from .interpret import run_rule
     out = []
     for w0, gs in _inputs():
         w, state = w0, {}
@@ -95,7 +96,6 @@ def _fingerprint(program: Program) -> str:
 def fingerprint(program: Program | str) -> str:
     """Functional hash (16 hex chars) of a program or program text (text is parsed first)."""
     if isinstance(program, str):
-        from .parser import parse
         program = parse(program)
     return _fingerprint(program)
 

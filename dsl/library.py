@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from .discovered import DISCOVERED
+from .parser import parse
 from .program import Program
 
 RULES: dict[str, str] = {
@@ -168,8 +170,6 @@ def list_rules() -> list[str]:
 @cache
 def get_rule(name: str) -> Program:
     """The parsed library rule; ``KeyError`` naming the known rules otherwise."""
-    from .discovered import DISCOVERED
-    from .parser import parse
     if name not in RULES:
         if name in DISCOVERED:   # rules found by optforge's campaigns (dsl.discovered)
             return parse(DISCOVERED[name])

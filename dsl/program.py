@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 
 from .primitives import RESERVED, SCALAR_INPUTS
 
@@ -86,8 +87,7 @@ class Program:
         return sum(count_nodes(s.value) for s in self.body)
 
     def replace(self, **changes) -> "Program":
-        from dataclasses import replace as _replace
-        return _replace(self, **changes)
+        return dataclass_replace(self, **changes)
 
     # -- printing -------------------------------------------------------
     def source(self) -> str:

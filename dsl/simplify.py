@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checker import liveness, validate
+from .interpret import binop, call
 from .kinds import SCALAR, TENSOR, input_kinds
 from .primitives import MAX_DEPTH, MAX_NODES_PER_EXPR, PRIMITIVES, SCALAR_INPUTS
 from .program import Assign, BinOp, Call, Expr, Name, Neg, Num, Program, count_nodes, depth, names_in, substitute, walk
@@ -65,7 +66,6 @@ def _is(e: Expr, v: float) -> bool:
 
 def _fold(e: Expr) -> Expr:
     """Evaluate a number-only node exactly as the reference interpreter would."""
-    from .interpret import binop, call
     if isinstance(e, Neg):
         v = -np.float64(e.operand.value)
     elif isinstance(e, BinOp):

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import random
 
+import llguidance
 import numpy as np
 import pytest
 
 import dsl
 from dsl.library import RULES
 from search.llm.grammar import DEFAULT_NAMES, dsl_grammar_names, dsl_lark_grammar, parse_grammar_names
-
-llguidance = pytest.importorskip("llguidance")
-tokenizers = pytest.importorskip("tokenizers")
 
 EOS = 256
 

@@ -10,7 +10,7 @@ import pytest
 from evaluators.base import EvalResult, Status, TaskResult
 from search.cli.results import show_text
 from search.core import CampaignError, RunView, parse_campaign, run_campaign
-from search.core.selection import noise_order
+from search.core.ranking import noise_order
 from search.rules.tasksets import search_tasks, transfer_tasks, validation_tasks
 from search.rules.verify import holds, verify_run
 

@@ -6,6 +6,7 @@ A bad program prints the ``DSLError`` (with line and column) and exits 1.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 
@@ -88,7 +89,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _docstring(source: str) -> list[str]:
     """The provenance docstring of a discovered rule's source, as lines."""
-    import ast
     fn = ast.parse(source).body[0]
     return (ast.get_docstring(fn) or "").splitlines()
 

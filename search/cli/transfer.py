@@ -3,6 +3,7 @@ verified scores side by side (the transfer gap), with a flag on a winner that do
 from __future__ import annotations
 
 from search.core import RunView
+from search.rules.verify import verdict, verify_table
 
 
 def _s(x: float | None) -> str:
@@ -21,7 +22,6 @@ def validation_lines(row: dict) -> list[str]:
 
 def verification_lines(view: RunView) -> list[str]:
     """The stored ``optforge verify`` table, or how to make one."""
-    from search.rules.verify import verdict, verify_table
     rec = view.verification()
     if rec is None:
         if view.kind == "rule" and view.status == "done":

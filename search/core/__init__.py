@@ -3,13 +3,14 @@
 - ``types``: ``Individual`` (a candidate in the search), ``Proposal`` (an operator's output),
   ``Job`` (a planned child), ``InvalidCandidate``, ``Stats``, ``RunSummary``;
 - ``plugins``: the contracts a kind (``KindPlugin``), an operator (``Operator``) and a strategy
-  (``Strategy``) implement; ``registry``: ``register_kind / register_operator /
-  register_strategy`` and the lookups (``get_kind``, ``load_plugins``);
-- ``context``: ``Context``, what operators and strategies see of the engine;
+  (``Strategy``) implement, ``Context`` (what operators and strategies see of the engine) and
+  ``EngineView`` (what kinds and the helpers below are given); ``registry``: ``register_kind /
+  register_operator / register_strategy`` and the lookups (``get_kind``, ``load_plugins``);
 - ``engine``: ``Engine`` (the loop, funnel, novelty check) and ``run_campaign``; its operator
-  choice (``engine_operators``) and LLM gate (``engine_llm``) are mixins of their own;
-  ``checkpoint``: its state after each generation; ``simplify``: empirical simplification of
-  the winners (generic over kinds);
+  choice (``engine_operators``), LLM gate (``engine_llm``) and checkpoints (``checkpoint``: its
+  state after each generation, resume) are mixins of their own; ``simplify``: empirical
+  simplification of the winners (generic over kinds); ``selection``: the validation stage;
+  ``ranking``: the final ranking (pure) and the ``[validation]`` / ``[verify]`` settings;
 - ``campaign``: the campaign model (pydantic); ``loading``: ``load_campaign`` / ``parse_campaign``
   (TOML -> a validated campaign, kind and plug-in tables included);
 - ``store``: ``RunStore`` (the run's SQLite file) and ``RunView`` (a finished or running run, read-only);
@@ -32,10 +33,9 @@ from .campaign import (
     SearchConfig,
     SimplifyConfig,
 )
-from .context import Context
 from .engine import Engine, run_campaign
 from .loading import load_campaign, parse_campaign
-from .plugins import KindPlugin, Operator, Strategy
+from .plugins import Context, EngineView, KindPlugin, Operator, Strategy
 from .registry import (
     KINDS,
     OPERATORS,
@@ -52,7 +52,7 @@ from .store import DB_NAME, RunStore, RunView, StoreError, db_path
 from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
 __all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig", "OperatorMix", "SearchConfig",
-           "SimplifyConfig", "Context", "Engine", "run_campaign", "load_campaign", "parse_campaign",
+           "SimplifyConfig", "Context", "EngineView", "Engine", "run_campaign", "load_campaign", "parse_campaign",
            "KindPlugin", "Operator", "Strategy", "KINDS", "OPERATORS", "STRATEGIES", "get_kind", "load_plugins",
            "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",
            "RunStore", "RunView",

@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from .bandit import BanditConfig
-from .selection import ValidationConfig, VerifyConfig
+from .ranking import ValidationConfig, VerifyConfig
 
 
 class CampaignError(ValueError):

@@ -1,5 +1,7 @@
 """Checkpoints: the engine's state after each generation, and restoring a run from its store.
 
+A part of :class:`search.core.Engine` (a mixin, like ``engine_operators`` and ``engine_llm``).
+
 A resumed run re-plays its unfinished generation from the last checkpoint (same RNG state) and
 reuses every evaluation that had finished (``engine.replay``), so it ends exactly like an
 uninterrupted run.
@@ -8,15 +10,11 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING
 
 from evaluators.base import EvalResult, Status
 
 from .pipeline import PendingPlan
 from .types import Individual, Stats
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 
 def rng_state(rng: random.Random) -> list:
@@ -28,81 +26,85 @@ def set_rng_state(rng: random.Random, s: list) -> None:
     rng.setstate((s[0], tuple(s[1]), s[2]))
 
 
-def save_checkpoint(engine: "Engine") -> None:
-    """Write the engine's state (RNG, counters, population, strategy and operator state, the operator
-    bandit, a pipelined run's next plan) after a generation."""
-    llm = engine.llm_state()
-    state = {
-        "rng": rng_state(engine.rng), "used": engine.used, "llm_calls": engine.llm_calls,
-        "llm_consecutive_errors": engine.llm_consecutive_errors,
-        "llm_disabled_reason": llm["llm_disabled_reason"],
-        "wall": engine.wall_elapsed(), "since_improvement": engine.since_improvement,
-        "best_key": list(engine.best_key), "seeded": engine.seeded,
-        "population": [i.id for i in engine.population], "strategy": engine.strategy.state,
-        "op_state": engine.op_state, "stats": engine.stats.to_dict(),
-        "operators": engine.bandit.state_dict(),
-        "pending": engine.pending.to_json() if engine.pending is not None else None,
-    }
-    if llm["llm_usage"] is not None:
-        state["llm_usage"] = llm["llm_usage"]
-    engine.store.save_checkpoint(engine.generation, engine.next_id, state)
+class Checkpointing:
+    """Checkpoint and resume of the engine (a mixin of :class:`search.core.Engine`: it reads and
+    restores the loop state ``Engine.__init__`` sets, the store, the strategy and the bandit)."""
+
+    def save_checkpoint(self) -> None:
+        """Write the engine's state (RNG, counters, population, strategy and operator state, the operator
+        bandit, a pipelined run's next plan) after a generation."""
+        llm = self.llm_state()
+        state = {
+            "rng": rng_state(self.rng), "used": self.used, "llm_calls": self.llm_calls,
+            "llm_consecutive_errors": self.llm_consecutive_errors,
+            "llm_disabled_reason": llm["llm_disabled_reason"],
+            "wall": self.wall_elapsed(), "since_improvement": self.since_improvement,
+            "best_key": list(self.best_key), "seeded": self.seeded,
+            "population": [i.id for i in self.population], "strategy": self.strategy.state,
+            "op_state": self.op_state, "stats": self.stats.to_dict(),
+            "operators": self.bandit.state_dict(),
+            "pending": self.pending.to_json() if self.pending is not None else None,
+        }
+        if llm["llm_usage"] is not None:
+            state["llm_usage"] = llm["llm_usage"]
+        self.store.save_checkpoint(self.generation, self.next_id, state)
 
 
-def restore_run(engine: "Engine") -> None:
-    """Rebuild the engine's state from its store: results before the last checkpoint become known,
-    those after it are kept for replay, and the candidates after it are dropped."""
-    ck = engine.store.last_checkpoint()
-    evals = engine.store.evaluations()
-    next_id = ck["next_id"] if ck else 0
-    cands = [c for c in engine.store.candidates() if c["id"] < next_id]
-    by_key_rows: dict[tuple[str, str], dict] = {}
-    for e in evals:
-        if e.get("phase") == "validation":   # re-run by the finalize step (search.core.selection)
-            continue
-        r = EvalResult.model_validate_json(e["result"])
-        if e["candidate_id"] < next_id:
-            engine.known.setdefault(e["key"], {})[e["fidelity"]] = r
-            by_key_rows[(e["key"], e["fidelity"])] = e
-        else:
-            engine.replay[(e["key"], e["fidelity"])] = (r, float(e["cost"]), int(e["seq"]))
-    for c in cands:
-        if c["state"] != "ok":
-            continue
-        ind = Individual(id=c["id"], text=c["canonical"], kind=c["kind"], key=c["key"],
-                         parents=tuple(c["parents"]), operator=c["operator"], generation=c["generation"],
-                         meta=c["meta"])
-        engine.canon_seen.setdefault(ind.text, ind.id)
-        for pid in ind.parents:
-            if pid in engine.individuals:
-                engine.individuals[pid].children += 1
-        for f in engine.fidelities:
-            if f in engine.known.get(ind.key, {}):
-                engine.apply_result(ind, engine.known[ind.key][f])
-    for key, f in by_key_rows:
-        r = engine.known[key][f]
-        if r.status == Status.ok and math.isfinite(r.score):
-            engine.level_scores[engine.fidelities.index(f)].append(float(r.score))
-    engine.store.truncate_after_checkpoint(next_id)
-    engine.next_id = next_id
-    if ck:
-        s = ck["state"]
-        engine.generation = ck["generation"]
-        set_rng_state(engine.rng, s["rng"])
-        engine.used, engine.llm_calls = float(s["used"]), int(s["llm_calls"])
-        engine.llm_consecutive_errors = int(s["llm_consecutive_errors"])
-        if s["llm_disabled_reason"]:
-            engine.llm_disabled_reason = s["llm_disabled_reason"]
-        engine.wall_before = float(s["wall"])
-        engine.since_improvement = float(s["since_improvement"])
-        engine.best_key = (int(s["best_key"][0]), float(s["best_key"][1]))
-        engine.seeded = bool(s["seeded"])
-        engine.population = [engine.individuals[i] for i in s["population"] if i in engine.individuals]
-        engine.strategy.state = s["strategy"]
-        engine.op_state = s["op_state"]
-        engine.stats = Stats(**s["stats"])
-        engine.bandit.load_state_dict(s.get("operators"))       # absent in runs started before the bandit
-        engine.pending = PendingPlan.from_json(s.get("pending"))
-        engine.resumed_llm_usage = s.get("llm_usage")
-    engine.store.set_meta(status="running")
-    engine.event("resumed", f"resumed at generation {engine.generation} with {engine.used:g} budget units used "
-                            f"({len(engine.replay)} finished evaluation(s) of the unfinished generation kept)")
+    def restore_run(self) -> None:
+        """Rebuild the engine's state from its store: results before the last checkpoint become known,
+        those after it are kept for replay, and the candidates after it are dropped."""
+        ck = self.store.last_checkpoint()
+        evals = self.store.evaluations()
+        next_id = ck["next_id"] if ck else 0
+        cands = [c for c in self.store.candidates() if c["id"] < next_id]
+        by_key_rows: dict[tuple[str, str], dict] = {}
+        for e in evals:
+            if e.get("phase") == "validation":   # re-run by the finalize step (search.core.selection)
+                continue
+            r = EvalResult.model_validate_json(e["result"])
+            if e["candidate_id"] < next_id:
+                self.known.setdefault(e["key"], {})[e["fidelity"]] = r
+                by_key_rows[(e["key"], e["fidelity"])] = e
+            else:
+                self.replay[(e["key"], e["fidelity"])] = (r, float(e["cost"]), int(e["seq"]))
+        for c in cands:
+            if c["state"] != "ok":
+                continue
+            ind = Individual(id=c["id"], text=c["canonical"], kind=c["kind"], key=c["key"],
+                             parents=tuple(c["parents"]), operator=c["operator"], generation=c["generation"],
+                             meta=c["meta"])
+            self.canon_seen.setdefault(ind.text, ind.id)
+            for pid in ind.parents:
+                if pid in self.individuals:
+                    self.individuals[pid].children += 1
+            for f in self.fidelities:
+                if f in self.known.get(ind.key, {}):
+                    self.apply_result(ind, self.known[ind.key][f])
+        for key, f in by_key_rows:
+            r = self.known[key][f]
+            if r.status == Status.ok and math.isfinite(r.score):
+                self.level_scores[self.fidelities.index(f)].append(float(r.score))
+        self.store.truncate_after_checkpoint(next_id)
+        self.next_id = next_id
+        if ck:
+            s = ck["state"]
+            self.generation = ck["generation"]
+            set_rng_state(self.rng, s["rng"])
+            self.used, self.llm_calls = float(s["used"]), int(s["llm_calls"])
+            self.llm_consecutive_errors = int(s["llm_consecutive_errors"])
+            if s["llm_disabled_reason"]:
+                self.llm_disabled_reason = s["llm_disabled_reason"]
+            self.wall_before = float(s["wall"])
+            self.since_improvement = float(s["since_improvement"])
+            self.best_key = (int(s["best_key"][0]), float(s["best_key"][1]))
+            self.seeded = bool(s["seeded"])
+            self.population = [self.individuals[i] for i in s["population"] if i in self.individuals]
+            self.strategy.state = s["strategy"]
+            self.op_state = s["op_state"]
+            self.stats = Stats(**s["stats"])
+            self.bandit.load_state_dict(s.get("operators"))       # absent in runs started before the bandit
+            self.pending = PendingPlan.from_json(s.get("pending"))
+            self.resumed_llm_usage = s.get("llm_usage")
+        self.store.set_meta(status="running")
+        self.event("resumed", f"resumed at generation {self.generation} with {self.used:g} budget units used "
+                                f"({len(self.replay)} finished evaluation(s) of the unfinished generation kept)")

@@ -31,11 +31,9 @@ finished, without retraining it. The engine's own state (budget used, best, stal
 updated in the batch's order once the batch is done, whichever order results arrived in, so a
 resumed run ends exactly like an uninterrupted one.
 
-Final ranking: the highest fidelity reached first, then the score at it (``rank_key``).
-
-Plug-in contracts: ``search.core.plugins`` (kinds, operators, strategies); registries:
-``search.core.registry``; what operators and strategies see: ``search.core.context``;
-checkpoints: ``search.core.checkpoint``.
+Final ranking: ``search.core.ranking``. Plug-in contracts: ``search.core.plugins`` (kinds,
+operators, strategies, the ``Context`` they see, the ``EngineView`` helpers are given);
+registries: ``search.core.registry``; mixins: ``checkpoint``, ``engine_operators``, ``engine_llm``.
 """
 from __future__ import annotations
 
@@ -45,35 +43,36 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status, accepts_on_result
+from evaluators.base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, accepts_on_result
+from evaluators.llm import LLM
 
 from .campaign import Campaign, with_defaults
-from .checkpoint import restore_run, save_checkpoint
-from .context import Context
+from .checkpoint import Checkpointing
 from .engine_llm import LLMGate
 from .engine_operators import OperatorChoice
 from .operator_choice import Attempt, make_bandit, observations
 from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
-from .plugins import Operator, Strategy
+from .plugins import Context, Operator, Strategy
 from .registry import OPERATORS, STRATEGIES, get_kind, load_plugins
-from .selection import rank_individuals
+from .selection import rank_individuals, validate_winners
+from .simplify import simplify_winners
 from .store import DB_NAME, RunStore, StoreError
 from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
-if TYPE_CHECKING:
-    from evaluators.base import Evaluator
 
-
-class Engine(OperatorChoice, LLMGate):
+class Engine(OperatorChoice, LLMGate, Checkpointing):
     """Runs one campaign into one run directory. See the module docstring."""
 
     def __init__(self, campaign: Campaign, run_dir: str | Path | None = None, *, resume: bool = False,
-                 fresh: bool = False, evaluator: "Evaluator | None" = None, llm: Any = None,
+                 fresh: bool = False, evaluator: Evaluator | None = None, llm: LLM | None = None,
                  progress: Progress | None = None, base_dir: str | Path = "."):
         if resume and fresh:
             raise ValueError("choose one of resume and fresh")
+        if llm is not None and not isinstance(llm, LLM):
+            raise TypeError(f"llm must be an evaluators.LLM backend (search.llm.make_llm builds one), "
+                            f"not {type(llm).__name__}")
         load_plugins(campaign.plugins)
         self.campaign = campaign
         self.kind = get_kind(campaign.kind)
@@ -154,7 +153,7 @@ class Engine(OperatorChoice, LLMGate):
         self.done_reason = ""
         self.used_at_start = 0.0
         if resume:
-            restore_run(self)
+            self.restore_run()
             #: budget units used before this session (the live view's throughput counts this session)
             self.used_at_start = self.used
         else:
@@ -485,8 +484,6 @@ class Engine(OperatorChoice, LLMGate):
         self.event("seeded", f"{len(evaluated)} seed(s) evaluated",
                    scores={i.meta.get("seed", str(i.id)): i.score for i in evaluated})
 
-    # -- checkpoints -----------------------------------------------------------------
-
     # -- main loop -------------------------------------------------------------------
     def step(self) -> list[Individual]:
         """One generation: plan, make children, funnel-evaluate, survive, update the operator
@@ -507,7 +504,7 @@ class Engine(OperatorChoice, LLMGate):
             jobs = self.strategy.plan(self.ctx, n) if n > 0 else []
             children = self._make_children(jobs)
         if self.campaign.search.pipeline:
-            plan_ahead(self, children, first_id)
+            self.pending, self.prefetch = plan_ahead(self, children, first_id)
         evaluated = self._funnel(children)
         self.population = self.strategy.survive(self.ctx, self.population, evaluated)
         patience = self.campaign.search.patience
@@ -518,7 +515,7 @@ class Engine(OperatorChoice, LLMGate):
             self.event("restart", f"no improvement for {patience} units: population restarted from #{best.id}",
                        best=best.id)
         self.bandit.observe(observations(self, self.attempts))
-        save_checkpoint(self)
+        self.save_checkpoint()
         return evaluated
 
     def _end_prefetch(self) -> None:
@@ -537,7 +534,7 @@ class Engine(OperatorChoice, LLMGate):
                 _ = self.llm  # load the backend now: a setup problem is reported at start-up
             if not self.seeded:
                 self._seed()
-                save_checkpoint(self)
+                self.save_checkpoint()
             while self.budget_left >= min(self.campaign.fidelity_cost(self.fidelities[0]), 1e-9) - 1e-9 \
                     and self._affordable(self.fidelities[0], 1) > 0:
                 if self._out_of_time():
@@ -563,6 +560,14 @@ class Engine(OperatorChoice, LLMGate):
                 self.progress.stop(self)
         return self.summary()
 
+    def simplify_winners(self) -> list[dict]:
+        """Empirical simplification of the top candidates (search.core.simplify)."""
+        return simplify_winners(self)
+
+    def validate_winners(self) -> list[dict[str, Any]]:
+        """The validation stage on the (simplified) winners (search.core.selection)."""
+        return validate_winners(self)
+
     def summary(self) -> "RunSummary":
         top = rank_individuals(self, self.ctx.top(len(self.individuals)))[:5]
         return RunSummary(run_dir=str(self.run_dir), evaluations=self.store.count("evaluations"),
@@ -577,12 +582,12 @@ class Engine(OperatorChoice, LLMGate):
         """Release the evaluator's workers, the LLM backend and the database."""
         self._end_prefetch()
         for obj in (self.evaluator, self.validator, self._llm if self._llm_init_done else None):
-            closer = getattr(obj, "close", None)
-            if callable(closer):
-                try:
-                    closer()
-                except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
-                    pass
+            if obj is None:
+                continue
+            try:
+                obj.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
+                pass
         self.store.close()
 
 

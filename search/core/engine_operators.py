@@ -8,10 +8,6 @@ the LLM gate (:class:`search.core.engine_llm.LLMGate`), and draws with the engin
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 
 
 class OperatorChoice:

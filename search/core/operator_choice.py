@@ -12,15 +12,12 @@ with ``cost = "units"``, its evaluation units plus ``llm_call_units`` for an LLM
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from evaluators.base import WORST_SCORE
 
 from .bandit import MIN_COST, Observation, OperatorBandit
+from .plugins import EngineView
 from .types import Individual
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 
 @dataclass
@@ -33,14 +30,14 @@ class Attempt:
     seconds: float = 0.0          # operator time (LLM wait included), this proposal's share
 
 
-def make_bandit(engine: "Engine") -> OperatorBandit:
+def make_bandit(engine: EngineView) -> OperatorBandit:
     """The campaign's bandit over its operators (``fixed`` mode keeps today's mix)."""
     c = engine.campaign
     return OperatorBandit(c.operators.bandit, engine.operator_mix("random"), engine.operator_mix("llm"),
                           llm_share=c.operators.llm_share, seed=c.random_seed)
 
 
-def observations(engine: "Engine", attempts: list[Attempt]) -> list[Observation]:
+def observations(engine: EngineView, attempts: list[Attempt]) -> list[Observation]:
     """The bandit observations of one generation's attempts (after its funnel), in order."""
     cfg = engine.bandit.config
     screen = engine.fidelities[0]

@@ -35,13 +35,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .context import Context
+from .plugins import Context, EngineView
 from .types import Individual, Job
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 
 @dataclass
@@ -71,7 +68,7 @@ class PendingPlan:
 class FrozenContext(Context):
     """The engine as a pipelined generation's operators see it (see the module docstring)."""
 
-    def __init__(self, engine: "Engine", plan: PendingPlan):
+    def __init__(self, engine: EngineView, plan: PendingPlan):
         super().__init__(engine)
         self.plan = plan
         self._streams: dict[str, random.Random] = {}
@@ -176,29 +173,28 @@ class Prefetch:
         return out, waited
 
 
-def plan_ahead(engine: "Engine", children: list[Individual], first_id: int) -> None:
+def plan_ahead(engine: EngineView, children: list[Individual],
+               first_id: int) -> tuple[PendingPlan | None, Prefetch | None]:
     """Plan the next generation now (before ``children`` train) and send its first-round LLM
-    requests in the background; sets ``engine.pending`` and ``engine.prefetch``."""
-    engine.pending = None
+    requests in the background: (the plan, its running prefetch), or Nones when there is nothing
+    to plan (the budget left after ``children`` buys no child, or the strategy plans none)."""
     c0 = engine.campaign.fidelity_cost(engine.fidelities[0])
     left = engine.budget_left - c0 * len(children)
     n = max(0, min(engine.campaign.search.batch_size, int(math.floor(left / c0 + 1e-9))))
     if n <= 0:
-        return      # the next generation is planned when it starts, with the budget then left
+        return None, None   # the next generation is planned when it starts, with the budget then left
     nxt = engine.generation + 1
     engine.bandit.begin_generation(nxt, engine.bandit_llm_ok())
     jobs = engine.strategy.plan(engine.ctx, n)
     if not jobs:
-        return
+        return None, None
     plan = PendingPlan(nxt, [(j.operator, [p.id for p in j.parents]) for j in jobs], engine.rng.getrandbits(62),
                        first_id, [i.id for i in engine.population])
-    engine.pending = plan
     requests = capture_requests(engine, plan, jobs)
-    if requests:
-        engine.prefetch = Prefetch(engine.llm, requests).start()
+    return plan, (Prefetch(engine.llm, requests).start() if requests else None)
 
 
-def capture_requests(engine: "Engine", plan: PendingPlan, jobs: list[Job]) -> list[Any]:
+def capture_requests(engine: EngineView, plan: PendingPlan, jobs: list[Job]) -> list[Any]:
     """First pass: run the plan's LLM operators on its frozen context, collecting their
     requests instead of sending them (the operators' own proposals are discarded)."""
     ctx = FrozenContext(engine, plan)

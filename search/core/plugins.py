@@ -31,24 +31,27 @@ Everything an operator or strategy needs is on ``Context``: the campaign, the ki
 the seeded ``rng`` (use only this one: it is checkpointed, which makes runs reproducible and
 resumable), the population, the history of evaluated individuals, ``fitness(ind)``,
 ``top(k)``, ``llm_chat``, ``event``.
+
+``Context`` lives here because the contracts and it name each other; so does ``EngineView``, the
+part of the engine that ``KindPlugin.finalize`` and the core's helper modules (simplify,
+selection, pipeline, operator_choice) are given. With both here, no module of ``search.core``
+imports the engine module (the package ``__init__`` aside): its imports form no circle.
 """
 from __future__ import annotations
 
 import abc
+import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from evaluators.base import EvalResult, Evaluator
+from evaluators.llm import LLM
+
+from .bandit import OperatorBandit
 from .campaign import Campaign
-from .selection import validate_winners
-from .simplify import simplify_winners
+from .store import RunStore
 from .types import Individual, Job, Proposal
-
-if TYPE_CHECKING:
-    from evaluators.base import Evaluator
-
-    from .context import Context
-    from .engine import Engine
 
 
 class Operator(abc.ABC):
@@ -60,7 +63,7 @@ class Operator(abc.ABC):
     kinds: tuple[str, ...] = ()
 
     @abc.abstractmethod
-    def propose(self, ctx: "Context", parent_groups: list[list[Individual]]) -> list[Proposal]:
+    def propose(self, ctx: Context, parent_groups: list[list[Individual]]) -> list[Proposal]:
         """One Proposal per parent group, in order."""
 
 
@@ -73,15 +76,15 @@ class Strategy(abc.ABC):
         self.state: dict[str, Any] = {}
 
     @abc.abstractmethod
-    def plan(self, ctx: "Context", n: int) -> list[Job]:
+    def plan(self, ctx: Context, n: int) -> list[Job]:
         """Up to ``n`` jobs for the next generation."""
 
     @abc.abstractmethod
-    def survive(self, ctx: "Context", population: list[Individual],
+    def survive(self, ctx: Context, population: list[Individual],
                 children: list[Individual]) -> list[Individual]:
         """The next population (evaluated children are given in creation order)."""
 
-    def restart(self, ctx: "Context", best: Individual) -> list[Individual]:
+    def restart(self, ctx: Context, best: Individual) -> list[Individual]:
         """Population after a stall: the best alone (children refill it)."""
         return [best]
 
@@ -108,7 +111,7 @@ class KindPlugin(abc.ABC):
             raise ValueError(f"[{self.name}] table given but kind {self.name!r} takes no options")
 
     @abc.abstractmethod
-    def make_evaluator(self, campaign: Campaign, run_dir: Path) -> "Evaluator":
+    def make_evaluator(self, campaign: Campaign, run_dir: Path) -> Evaluator:
         ...
 
     @abc.abstractmethod
@@ -164,15 +167,149 @@ class KindPlugin(abc.ABC):
         (``optforge export --rank 1`` exports it); default: None, the ranking decides."""
         return None
 
-    def finalize(self, engine: "Engine") -> Any:
+    def finalize(self, engine: EngineView) -> Any:
         """After the search (budget spent): default = empirical simplification of the winners
         (``[simplify]``); prompt campaigns score their top prompts on the test split instead."""
         out = None
         if engine.campaign.simplify.enabled and engine.campaign.simplify.top > 0:
-            out = simplify_winners(engine)
-        validate_winners(engine)   # after simplification: the simplified programs are validated
+            out = engine.simplify_winners()
+        engine.validate_winners()   # after simplification: the simplified programs are validated
         return out
 
-    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path) -> "Evaluator | None":
+    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path) -> Evaluator | None:
         """The evaluator of the funnel's validation stage (search.core.selection); None: no stage."""
         return None
+
+
+class EngineView(Protocol):
+    """The engine as the plug-ins and the core's helper modules see it (``search.core.Engine``
+    implements it). Annotating with this instead of ``Engine`` keeps ``search.core`` free of import
+    circles: the engine imports its helpers, none of them imports the engine."""
+
+    campaign: Campaign
+    kind: KindPlugin
+    ctx: Context
+    strategy: Strategy
+    rng: random.Random                        # the run's one seeded RNG (checkpointed)
+    store: RunStore
+    evaluator: Evaluator
+    validator: Evaluator | None               # the validation stage's evaluator (None: no stage)
+    fidelities: tuple[str, ...]
+    generation: int
+    population: list[Individual]
+    individuals: dict[int, Individual]        # everything evaluated, by id
+    known: dict[str, dict[str, EvalResult]]   # evaluator key -> fidelity -> result
+    replay: dict[tuple[str, str], tuple[EvalResult, float, int]]
+    op_state: dict[str, Any]                  # operators' free state (checkpointed)
+    bandit: OperatorBandit
+    eval_charge: dict[int, list[float]]       # id -> [training seconds, units] this generation
+    capture: list | None                      # pipelined: LLM requests collected instead of sent
+
+    @property
+    def budget_left(self) -> float: ...
+
+    @property
+    def llm(self) -> LLM | None: ...
+
+    def event(self, kind: str, message: str, **data: Any) -> None: ...
+
+    def get_operator(self, name: str) -> Operator: ...
+
+    def operator_mix(self, group: str) -> dict[str, float]: ...
+
+    def choose_operator(self, arity: int | None = None) -> str: ...
+
+    def choose_for(self, name: str) -> str: ...
+
+    def bandit_llm_ok(self) -> bool: ...
+
+    def llm_available(self) -> bool: ...
+
+    def llm_chat(self, requests: list, purpose: str = "") -> list | None: ...
+
+    def score_variant(self, text: str, key: str, parent: Individual, fidelity: str, step: str) -> Individual:
+        """Score a variant of ``parent`` (simplification): recorded, cached, no search units."""
+        ...
+
+    def simplify_winners(self) -> list[dict]: ...
+
+    def validate_winners(self) -> list[dict[str, Any]]: ...
+
+
+class Context:
+    """The engine's state as seen by operators and strategies."""
+
+    def __init__(self, engine: EngineView):
+        self._e = engine
+
+    # read-only views
+    @property
+    def campaign(self) -> Campaign:
+        return self._e.campaign
+
+    @property
+    def kind(self) -> KindPlugin:
+        return self._e.kind
+
+    @property
+    def rng(self) -> random.Random:
+        return self._e.rng
+
+    @property
+    def population(self) -> list[Individual]:
+        return self._e.population
+
+    @property
+    def history(self) -> dict[int, Individual]:
+        """Every individual with at least one result, by id."""
+        return self._e.individuals
+
+    @property
+    def fidelities(self) -> tuple[str, ...]:
+        return self._e.fidelities
+
+    @property
+    def generation(self) -> int:
+        return self._e.generation
+
+    @property
+    def evaluator(self) -> Evaluator:
+        return self._e.evaluator
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Free JSON-able state for operators (checkpointed)."""
+        return self._e.op_state
+
+    def fitness(self, ind: Individual) -> float:
+        """Selection fitness: score at the highest fidelity reached, or at the screen level."""
+        if self.campaign.search.selection_fidelity == "screen":
+            return ind.screen_score
+        return ind.score
+
+    def top(self, k: int, pool: Sequence[Individual] | None = None) -> list[Individual]:
+        """The k best (final ranking) among ``pool`` (default: everything evaluated)."""
+        items = [i for i in (pool if pool is not None else self.history.values())
+                 if i.level >= 0 and i.operator != "simplify"]
+        return sorted(items, key=lambda i: (i.rank_key(), -i.id), reverse=True)[:k]
+
+    def choose_operator(self, arity: int | None = None) -> str:
+        return self._e.choose_operator(arity)
+
+    def choose_for(self, name: str) -> str:
+        """The operator for a slot planned for ``name``: ``name`` itself, or with an operator bandit
+        (``[operators.bandit]``) its draw among ``name`` and the random operators."""
+        return self._e.choose_for(name)
+
+    def operator(self, name: str) -> Operator:
+        return self._e.get_operator(name)
+
+    def llm_available(self) -> bool:
+        return self._e.llm_available()
+
+    def llm_chat(self, requests: list, purpose: str = "") -> list | None:
+        """Send chat requests through the campaign's LLM; None when LLM use is over."""
+        return self._e.llm_chat(requests, purpose)
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        self._e.event(kind, message, **data)

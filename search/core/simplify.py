@@ -14,19 +14,14 @@ winner's candidate row gets ``meta.simplified`` (text, score, steps).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from evaluators.base import WORST_SCORE, Candidate, Status
 
-from .types import InvalidCandidate
-
-if TYPE_CHECKING:
-    from .engine import Engine
-    from .types import Individual
+from .plugins import EngineView
+from .types import Individual, InvalidCandidate
 
 
-def _score_text(engine: "Engine", text: str, parent: "Individual", fidelity: str,
-                spent: list[int], desc: str) -> "Individual | None":
+def _score_text(engine: EngineView, text: str, parent: Individual, fidelity: str,
+                spent: list[int], desc: str) -> Individual | None:
     """Evaluate ``text`` at ``fidelity`` (reusing any known result); None if invalid/over cap."""
     try:
         canon = engine.kind.normalize(text)
@@ -44,7 +39,7 @@ def _score_text(engine: "Engine", text: str, parent: "Individual", fidelity: str
     return ind if fidelity in ind.results else None
 
 
-def exact_simplify(engine: "Engine", text: str) -> str:
+def exact_simplify(engine: EngineView, text: str) -> str:
     """The kind's exact simplification, kept only when the key (fingerprint) is unchanged."""
     ex = engine.kind.simplify_exact(text)
     if ex == text:
@@ -63,7 +58,7 @@ def exact_simplify(engine: "Engine", text: str) -> str:
     return canon
 
 
-def simplify_one(engine: "Engine", winner: "Individual", spent: list[int]) -> dict:
+def simplify_one(engine: EngineView, winner: Individual, spent: list[int]) -> dict:
     """Simplify one winner; returns the record stored in its ``meta.simplified``."""
     cfg = engine.campaign.simplify
     kind = engine.kind
@@ -98,7 +93,7 @@ def simplify_one(engine: "Engine", winner: "Individual", spent: list[int]) -> di
     return record
 
 
-def simplify_winners(engine: "Engine") -> list[dict]:
+def simplify_winners(engine: EngineView) -> list[dict]:
     """Simplify the top ``simplify.top`` individuals of a finished search."""
     spent = [0]
     out = []

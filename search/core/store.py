@@ -30,7 +30,7 @@ from typing import Any
 
 from evaluators.base import WORST_SCORE, EvalResult, Status
 
-from .selection import rank_rows
+from .ranking import rank_rows
 from .types import StoreError
 
 SCHEMA_VERSION = 1

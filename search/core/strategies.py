@@ -27,8 +27,7 @@ from deap import base, tools
 from evaluators.base import WORST_SCORE
 
 from .campaign import Campaign
-from .context import Context
-from .plugins import Strategy
+from .plugins import Context, Strategy
 from .registry import register_strategy
 from .types import Individual, Job
 

@@ -24,6 +24,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+import llguidance
+import llguidance.hf
+import llguidance.numpy as llnp
 import numpy as np
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
@@ -40,21 +43,18 @@ def _executor():
     global _EXECUTOR
     with _EXEC_LOCK:
         if _EXECUTOR is None:
-            import llguidance
             _EXECUTOR = llguidance.LLExecutor()
         return _EXECUTOR
 
 
 def ll_tokenizer(hf_tokenizer, n_vocab: int):
     """The llguidance view of a fast Hugging Face tokenizer (about 1 s: cache the result)."""
-    import llguidance.hf
     return llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=n_vocab)
 
 
 def compile_grammar(ll_tok, lark: str):
     """A fresh ``LLMatcher`` for ``lark``; raises ValueError with llguidance's message if the
     grammar is invalid."""
-    import llguidance
     m = llguidance.LLMatcher(ll_tok, llguidance.LLMatcher.grammar_from_lark(lark), log_level=0)
     if m.is_error():
         raise ValueError(f"invalid grammar: {m.get_error()}")
@@ -117,8 +117,6 @@ class GrammarLogitsProcessor(LogitsProcessor):
         self.bitmask = np.full((len(self.matchers), (vocab_size + 31) // 32), -1, dtype=np.int32)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        import llguidance.numpy as llnp
-
         if self.prompt_len is None:
             self.prompt_len = input_ids.shape[1]
         else:

@@ -51,8 +51,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from .base import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
+from .constrain import GrammarLogitsProcessor, RowSampler, RowStopper
 from .grammar import request_grammar
 from .local_model import LoadedModel, default_model_path, load_model, resolve_model
 
@@ -118,7 +120,6 @@ def _common_prefix(prompts: list[list[int]]) -> int:
 def _prefix_cache(lm: LoadedModel, prefix: list[int], rows: int):
     """Keys/values of ``prefix`` (one forward pass over one row), repeated for ``rows`` rows,
     and the logits after its last token."""
-    from transformers import DynamicCache
     cache = DynamicCache(config=lm.model.config)
     ids = torch.tensor([prefix], dtype=torch.long, device=lm.device)
     out = lm.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True,
@@ -246,9 +247,7 @@ class LocalLLM(LLM):
         return responses
 
     def _generate(self, lm: LoadedModel, batch: list[_Row]) -> None:
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        from .constrain import GrammarLogitsProcessor, RowSampler, RowStopper
 
         # Shared prefix (the chat template, a system prompt, the same prompt for n samples): its
         # keys/values are computed once, for one row, and repeated for every row. Layout per row:

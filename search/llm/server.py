@@ -49,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pydantic import ValidationError
 
 from .base import LLM, ChatRequest, ChatResponse
+from .openai_backend import PROGRAM_SCHEMA
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -234,7 +235,6 @@ _GRAMMAR_ERRORS = ("ValueError: invalid grammar",)
 
 def _is_program_schema(rf) -> bool:
     """Is ``response_format`` optforge's update-rule schema (decoded with the DSL grammar)?"""
-    from .openai_backend import PROGRAM_SCHEMA
     if not isinstance(rf, dict) or rf.get("type") != "json_schema":
         return False
     js = rf.get("json_schema") or {}

@@ -3,19 +3,16 @@ and the sign test that decides whether the best prompt replaces the initial one.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from evaluators.base import Candidate, Status
 from proxies.prompts import match
-from search.core import Individual
+from search.core import EngineView, Individual, RunView
 
 from .options import prompt_options
 
-if TYPE_CHECKING:
-    from search.core import Engine, RunView
 
-
-def finalize_prompt_run(engine: "Engine") -> dict[str, Any]:
+def finalize_prompt_run(engine: EngineView) -> dict[str, Any]:
     """Score the top ``test_top`` prompts (ranked on dev) and the initial prompt on the test split.
 
     Results go into each candidate's ``meta["test"]`` (accuracy, per-example scores) and into the
@@ -108,6 +105,6 @@ def _strict_accuracy(preds: list[str] | None, examples) -> float | None:
     return sum(match(p, ex.targets, "normalized") for p, ex in zip(preds, examples)) / len(examples)
 
 
-def prompt_final(view: "RunView") -> dict[str, Any] | None:
+def prompt_final(view: RunView) -> dict[str, Any] | None:
     """The run's ``prompt_final`` record (None before the search finished)."""
     return view.store.get_meta("prompt_final")

@@ -4,20 +4,17 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from evaluators import PromptEvaluator
 from proxies.prompts import decode_prompt, encode_prompt, sample_demos
-from search.core import Campaign, InvalidCandidate, KindPlugin, RunStore, db_path, register_kind
+from search.core import Campaign, EngineView, InvalidCandidate, KindPlugin, RunStore, RunView, db_path, register_kind
 from search.llm import LLMConfig, make_llm
 
 from .final import finalize_prompt_run, prompt_final
 from .options import ALGORITHM_STRATEGY, PromptOptions, build_task, prompt_options
 from .show import demonstration_pairs, prompt_report_sections, prompt_show_lines
 from .text import clean_prompt
-
-if TYPE_CHECKING:
-    from search.core import Engine
 
 
 class PromptKind(KindPlugin):
@@ -111,7 +108,7 @@ class PromptKind(KindPlugin):
         else:
             out.write_text(text.rstrip() + "\n")
 
-    def finalize(self, engine: "Engine") -> dict[str, Any]:
+    def finalize(self, engine: EngineView) -> dict[str, Any]:
         return finalize_prompt_run(engine)
 
     def selected_id(self, view: Any) -> int | None:
@@ -129,7 +126,6 @@ class PromptKind(KindPlugin):
 
 def _demonstrations(run: str | Path, idx: tuple[int, ...]) -> list[dict[str, Any]]:
     """The train examples at ``idx`` of the run's task."""
-    from search.core import RunView
     view = RunView(run)
     try:
         return demonstration_pairs(view.campaign, idx)

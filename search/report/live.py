@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -21,13 +21,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from evaluators.base import WORST_SCORE
-from search.core import Progress
-
-if TYPE_CHECKING:
-    from search.core import Engine
+from search.core import Engine, Progress
 
 
-def snapshot(engine: "Engine") -> dict:
+def snapshot(engine: Engine) -> dict:
     """The numbers both views print."""
     top = engine.ctx.top(1)
     best = top[0] if top else None
@@ -70,12 +67,12 @@ class PlainProgress(Progress):
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def start(self, engine: "Engine") -> None:
+    def start(self, engine: Engine) -> None:
         c = engine.campaign
         self._print(f"[optforge] campaign {c.name!r} ({c.kind}) -> {engine.run_dir} | budget "
                     f"{c.budget.evaluations} evals | fidelities {', '.join(engine.fidelities)}")
 
-    def update(self, engine: "Engine") -> None:
+    def update(self, engine: Engine) -> None:
         s = snapshot(engine)
         now = time.monotonic()
         new_best = s["best_id"] != self._best_id
@@ -89,7 +86,7 @@ class PlainProgress(Progress):
     def log(self, message: str) -> None:
         self._print(f"[optforge] {message}")
 
-    def stop(self, engine: "Engine") -> None:
+    def stop(self, engine: Engine) -> None:
         self._print("[optforge] " + _line(snapshot(engine)))
 
 
@@ -101,7 +98,7 @@ class RichProgress(Progress):
         self.live = None
         self.events: list[str] = []
 
-    def _render(self, engine: "Engine"):
+    def _render(self, engine: Engine):
         s = snapshot(engine)
         t = Table.grid(padding=(0, 2))
         t.add_row("evaluations", f"{s['used']:g} / {s['budget']}  (left {s['left']:g}, generation {s['generation']})")
@@ -123,19 +120,19 @@ class RichProgress(Progress):
             parts.append(escape("\n".join(self.events[-4:])))
         return Panel(Group(*parts), title=f"optforge: {engine.campaign.name}")
 
-    def start(self, engine: "Engine") -> None:
+    def start(self, engine: Engine) -> None:
         self._engine = engine
         self.live = Live(self._render(engine), console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
 
-    def update(self, engine: "Engine") -> None:
+    def update(self, engine: Engine) -> None:
         if self.live is not None:
             self.live.update(self._render(engine))
 
     def log(self, message: str) -> None:
         self.events.append(message[:200])
 
-    def stop(self, engine: "Engine") -> None:
+    def stop(self, engine: Engine) -> None:
         if self.live is not None:
             self.live.update(self._render(engine))
             self.live.stop()

@@ -1,0 +1,97 @@
+"""The final ranking: validated candidates first, then the search's best, noise-aware ties.
+
+Pure functions over any items (engine individuals or RunView rows), and the ``[validation]`` /
+``[verify]`` settings. ``search.core.selection`` runs the validation stage that fills in the
+scores this ranks by; the campaign model and the run store use these without the engine.
+
+Final ranking (:func:`final_order`): validated candidates first, by validation score; the rest
+by the highest search fidelity reached, then the score there. Scores closer than
+``[validation] noise`` count as equal (:func:`noise_order`): then the one that beats the
+baseline on more tasks (by more than ``noise`` each) ranks higher, then the smaller program
+(Occam), then the higher score.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluators.base import WORST_SCORE, EvalResult, Status
+
+#: the phase and the fidelity label of validation evaluations in the run store
+VALIDATION = "validation"
+
+T = TypeVar("T")
+
+
+class ValidationConfig(BaseModel):
+    """``[validation]``: the funnel's last stage, on ``validation_tasks`` (see module docstring)."""
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(6, ge=0)             # candidates validated (top by the search's ranking)
+    fidelity: str | None = None           # default: the highest search fidelity
+    noise: float = Field(0.02, ge=0)      # score differences below this are ties (tasks won, size decide)
+    seeds: bool = True                    # validate the seed rules too: a candidate outranks a seed only
+    #                                       by beating it on the validation tasks, not on the search's
+
+
+class VerifyConfig(BaseModel):
+    """``[verify]``: what ``optforge verify RUN`` re-scores (reporting only, never selection)."""
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[str] | None = None        # transfer tasks; None: the transfer group, minus used families
+    seeds: list[int] | None = None        # None: two training seeds the search never used
+    top: int = Field(3, ge=1)
+    fidelity: str | None = None           # default: the validation (else highest search) fidelity
+
+
+def noise_order(items: Sequence[T], score: Callable[[T], float], won: Callable[[T], int],
+                size: Callable[[T], float], noise: float) -> list[T]:
+    """``items`` best first: repeatedly take, among those within ``noise`` of the best score left,
+    the one with most tasks won, then the smallest size, then the highest score (then the input
+    order). With ``noise = 0`` this is plain best-score-first with those tie-breaks."""
+    rest = sorted(items, key=lambda x: -score(x))     # stable: equal scores keep the input order
+    out: list[T] = []
+    while rest:
+        top = score(rest[0])
+        band = 0
+        while band < len(rest) and score(rest[band]) >= top - noise - 1e-12:
+            band += 1
+        j = max(range(band), key=lambda k: (won(rest[k]), -size(rest[k]), score(rest[k]), -k))
+        out.append(rest.pop(j))
+    return out
+
+
+def ok_score(r: EvalResult | None) -> float:
+    if r is None or r.status != Status.ok or not r.score == r.score:
+        return WORST_SCORE
+    return float(r.score)
+
+
+def final_order(items: Sequence[T], *, level: Callable[[T], int], score: Callable[[T], float],
+                search_result: Callable[[T], EvalResult | None], validation: Callable[[T], EvalResult | None],
+                size: Callable[[T], float], noise: float) -> list[T]:
+    """The final ranking (module docstring) of engine individuals or RunView rows alike."""
+    validated = [x for x in items if validation(x) is not None]
+    out = noise_order(validated, lambda x: ok_score(validation(x)), lambda x: validation(x).tasks_won_by(noise),
+                      size, noise)
+    rest = [x for x in items if validation(x) is None]
+    for lvl in sorted({level(x) for x in rest}, reverse=True):
+        group = [x for x in rest if level(x) == lvl]
+        out += noise_order(group, score,
+                           lambda x: (r.tasks_won_by(noise) if (r := search_result(x)) is not None else 0),
+                           size, noise)
+    return out
+
+
+def rank_rows(rows: Sequence[dict], fidelities: Sequence[str], noise: float) -> list[dict]:
+    """RunView rows (``level``, ``score``, ``results``, ``validation``, ``meta``) in final order."""
+    return final_order(
+        sorted(rows, key=lambda c: c["id"]), level=lambda c: c["level"], score=lambda c: c["score"],
+        search_result=lambda c: c["results"].get(fidelities[c["level"]]) if c["level"] >= 0 else None,
+        validation=lambda c: c.get("validation"), size=lambda c: float(c["meta"].get("size", 0)), noise=noise)
+
+
+
+__all__ = ["VALIDATION", "ValidationConfig", "VerifyConfig", "noise_order", "ok_score", "final_order", "rank_rows"]
