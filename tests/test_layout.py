@@ -169,3 +169,15 @@ def test_no_private_names_across_modules(name):
 def test_modules_stay_small():
     big = {m: n for m, f in MODULES.items() if (n := len(f.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+SCRIPTS = sorted(str(p.relative_to(ROOT)) for d in ("tests", "bench") for p in (ROOT / d).glob("*.py"))
+
+
+@pytest.mark.parametrize("path", SCRIPTS)
+def test_tests_and_benchmarks_use_public_names(path):
+    tree = ast.parse((ROOT / path).read_text())
+    private = [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+               and n.module.split(".")[0] in PACKAGES for a in n.names
+               if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not private, f"{path} imports private names {private}"

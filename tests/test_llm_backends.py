@@ -23,6 +23,7 @@ from search.llm import (
     ScriptedLLM,
     make_llm,
 )
+from search.llm.constrain import RowSampler, draw_token
 from search.llm.server import OpenAICompatServer
 
 
@@ -399,10 +400,9 @@ def test_backoff_doubles_is_jittered_capped_and_honours_retry_after():
 
 
 def test_row_sampler_draws_follow_the_distribution_and_the_nucleus():
-    from search.llm.constrain import RowSampler, _draw
     g = torch.Generator().manual_seed(1)
     w = torch.tensor([0.1, 0.0, 0.6, 0.3])
-    counts = torch.bincount(torch.tensor([_draw(w, g) for _ in range(4000)]), minlength=4).double() / 4000
+    counts = torch.bincount(torch.tensor([draw_token(w, g) for _ in range(4000)]), minlength=4).double() / 4000
     assert counts[1] == 0 and torch.allclose(counts, w.double(), atol=0.03)
     # top_p = 0.5 keeps only the most likely token here; top_p = 1 also samples the others
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.1] + [0.0] * 509]).clamp_min(1e-30)).repeat(2, 1)

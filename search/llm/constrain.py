@@ -172,7 +172,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
         return bool((word >> (token % 32)) & 1)
 
 
-def _draw(weights: torch.Tensor, generator: torch.Generator) -> int:
+def draw_token(weights: torch.Tensor, generator: torch.Generator) -> int:
     """Index drawn with probability proportional to ``weights`` (>= 0, not all 0): one uniform
     number from ``generator`` and the inverse of the cumulative sum. Same result as
     ``torch.multinomial(weights, 1)`` in distribution, several times faster for a whole
@@ -222,9 +222,9 @@ class RowSampler(LogitsProcessor):
                 if float(sp.sum()) < p and sp.numel() < probs.numel():
                     sp, si = torch.sort(probs, descending=True)
                 keep = torch.cumsum(sp, dim=-1) - sp < p  # smallest prefix reaching p (always >= 1)
-                chosen.append(int(si[keep][_draw(sp[keep], self.generators[r])]))
+                chosen.append(int(si[keep][draw_token(sp[keep], self.generators[r])]))
             else:
-                chosen.append(_draw(probs, self.generators[r]))
+                chosen.append(draw_token(probs, self.generators[r]))
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(scores.shape[0], device=scores.device),
             torch.as_tensor(chosen, device=scores.device)] = 0.0
