@@ -74,6 +74,8 @@ class LLM(abc.ABC):
     """A chat model. Implementations: ``local``, ``openai``, ``scripted``."""
 
     name: str = "llm"
+    #: the backend a wrapper (cache, accounting) forwards to; None for a backend itself
+    inner: LLM | None = None
 
     @abc.abstractmethod
     def chat(self, requests: list[ChatRequest]) -> list[ChatResponse]:
@@ -84,6 +86,35 @@ class LLM(abc.ABC):
         raise NotImplementedError(f"backend {self.name} does not support log-probability scoring")
 
     # -- optional hooks (wrappers forward them to the backend they wrap) -------------------
+    def backend(self) -> LLM:
+        """The backend under any wrappers (``inner`` followed to the end)."""
+        llm, seen = self, 0
+        while llm.inner is not None and seen < 8:
+            llm, seen = llm.inner, seen + 1
+        return llm
+
+    def render_chat(self, messages: list[Message]) -> str | None:
+        """The text the model reads for ``messages`` (its chat template, the assistant turn
+        opened) when the backend knows it (local models), for ``logprobs``; None otherwise."""
+        return self.inner.render_chat(messages) if self.inner is not None else None
+
+    def scores_tokens(self) -> bool:
+        """Whether ``token_logprobs`` works (a local model: every token's log-probability)."""
+        return self.inner.scores_tokens() if self.inner is not None else False
+
+    def token_logprobs(self, texts: list[str]) -> list[tuple[list[str], list[float | None], list[int]]]:
+        """Per text: its tokens, each token's log-probability (None for the first), their offsets."""
+        if self.inner is not None:
+            return self.inner.token_logprobs(texts)
+        raise NotImplementedError(f"backend {self.name} cannot score tokens")
+
+    def grammar_support(self) -> str | None:
+        """None when ``chat`` decodes under a request's ``grammar``, else why it cannot (a backend
+        that ignored a grammar would hand back unconstrained text as if it were constrained)."""
+        if self.inner is not None:
+            return self.inner.grammar_support()
+        return f"its backend {self.name!r} does not constrain decoding"
+
     def identity(self) -> dict:
         """What makes this backend's replies what they are (backend, endpoint, model): part of
         every cache key, so a cache never serves one model's replies for another's."""
@@ -93,11 +124,9 @@ class LLM(abc.ABC):
     def usage(self):
         """Token/call/cost totals (``search.llm.accounting.LLMUsage``) when an accounting wrapper
         is in the stack, else None."""
-        inner = getattr(self, "inner", None)
-        return inner.usage if isinstance(inner, LLM) else None
+        return self.inner.usage if self.inner is not None else None
 
     def close(self) -> None:
         """Release connections, thread pools and files (idempotent)."""
-        inner = getattr(self, "inner", None)
-        if isinstance(inner, LLM):
-            inner.close()
+        if self.inner is not None:
+            self.inner.close()

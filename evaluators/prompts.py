@@ -87,7 +87,7 @@ class PromptEvaluator(Evaluator):
         self.demo_placement = demo_placement
         self.task = task
         self.llm = llm
-        self.llm_id = llm_id or getattr(llm, "name", type(llm).__name__)
+        self.llm_id = llm_id or llm.name
         self.minibatch_size = min(minibatch_size, len(task.dev))
         self.minibatch_seed = minibatch_seed
         self.max_prompt_chars = max_prompt_chars
@@ -270,10 +270,10 @@ class PromptEvaluator(Evaluator):
         capitalizing does not decide the class.
         """
         labels = list(self.task.labels)
-        render = _find_render_chat(self.llm)
         try:
-            if render is not None:
-                prompts, sep = [render(q) for q in queries], ""
+            rendered = [self.llm.render_chat(q) for q in queries]
+            if all(r is not None for r in rendered):
+                prompts, sep = rendered, ""
             else:   # plain text: the turns one after another
                 prompts, sep = ["\n\n".join(m.content for m in q if m.role != "system") for q in queries], " "
             variants = [v for lab in labels for v in (sep + lab, sep + lab.capitalize())]
@@ -297,17 +297,6 @@ class PromptEvaluator(Evaluator):
         tokens = sum(len(p.split()) + len(variants) for p in prompts)
         self.tokens += tokens
         return preds, tokens, "label log-probabilities"
-
-
-def _find_render_chat(llm: LLM):
-    """The backend's ``render_chat`` through cache/accounting wrappers (their ``inner``), or None."""
-    seen = 0
-    while llm is not None and seen < 8:
-        fn = getattr(llm, "render_chat", None)
-        if fn is not None:
-            return fn
-        llm, seen = getattr(llm, "inner", None), seen + 1
-    return None
 
 
 def _logaddexp(a: float, b: float) -> float:

@@ -181,6 +181,12 @@ class LocalLLM(LLM):
             size = -1
         return {"backend": "local", "model": self.gguf or self.folder.name, "size": size}
 
+    def scores_tokens(self) -> bool:
+        return True
+
+    def grammar_support(self) -> str | None:
+        return None     # llguidance masks every decoding step
+
     def render_chat(self, messages: list[Message]) -> str:
         """The prompt text the model sees for ``messages`` (its chat template, with the
         assistant turn opened); useful with ``logprobs``."""

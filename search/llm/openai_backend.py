@@ -143,6 +143,14 @@ class OpenAILLM(LLM):
         self._rng_lock = threading.Lock()
         self.attempts = 0        # HTTP attempts made (retries included), for tests and logs
 
+    def grammar_support(self) -> str | None:
+        """Lark grammars are forwarded only in a ``grammar_field`` (a JSON-schema grammar would be
+        dropped by the endpoint without a word), and only until the endpoint refuses one."""
+        if self.structured == "grammar" and self.structured_refused is None:
+            return None
+        return ("the served openai backend has no grammar_field to forward a grammar in "
+                "(set llm.grammar_field, e.g. \"guided_grammar\" for vLLM)")
+
     def identity(self) -> dict:
         return {"backend": "openai", "base_url": self.base_url, "model": self.model, "structured": self.structured}
 

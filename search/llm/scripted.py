@@ -110,6 +110,9 @@ class ScriptedLLM(LLM):
         self.calls = 0
         self._lock = threading.Lock()
 
+    def grammar_support(self) -> str | None:
+        return None     # the reply function gets the grammar (tests script what a constrained model writes)
+
     def identity(self) -> dict:
         return {"backend": "scripted", "source": self.source_name}
 

@@ -131,8 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         prompts = body.get("prompt")
         prompts = [prompts] if isinstance(prompts, str) else prompts
-        scorer = getattr(srv.llm, "token_logprobs", None)
-        if scorer is None:
+        if not srv.llm.scores_tokens():
             self._error(404, "this server's backend cannot score text (/v1/completions needs a local model)")
             return
         if not (body.get("echo") and body.get("max_tokens") == 0 and body.get("logprobs") is not None
@@ -142,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             with srv.llm_lock:
-                scored = scorer(prompts)
+                scored = srv.llm.token_logprobs(prompts)
         except Exception as e:  # noqa: BLE001
             self._error(400, f"scoring failed: {type(e).__name__}: {e}")
             return
@@ -243,26 +242,11 @@ def _is_program_schema(rf) -> bool:
 
 
 def grammar_support(llm: LLM) -> str | None:
-    """None when ``llm`` enforces a request's ``grammar`` while decoding, else why it cannot.
-
-    The local backend applies it with llguidance; the scripted backend hands it to its reply
-    function (tests script what a constrained model writes); the openai backend forwards Lark
-    grammars only when it has a ``grammar_field`` (it would silently drop a JSON-schema grammar).
-    Other backends declare ``enforces_grammar = True``. Cache / accounting wrappers are looked
-    through (their ``inner``).
-    """
-    seen = 0
-    while getattr(llm, "inner", None) is not None and seen < 8:
-        llm, seen = llm.inner, seen + 1
-    name = getattr(llm, "name", "")
-    if getattr(llm, "enforces_grammar", False) or name in ("local", "scripted"):
-        return None
-    if name == "openai":
-        if getattr(llm, "structured", None) == "grammar" and getattr(llm, "structured_refused", None) is None:
-            return None
-        return ("the served openai backend has no grammar_field to forward a grammar in "
-                "(set llm.grammar_field, e.g. \"guided_grammar\" for vLLM)")
-    return f"its backend {name or type(llm).__name__!r} does not constrain decoding"
+    """None when ``llm`` enforces a request's ``grammar`` while decoding, else why it cannot
+    (``LLM.grammar_support``: the local backend applies it with llguidance, the scripted one hands
+    it to its reply function, the openai one forwards Lark grammars only in a ``grammar_field``;
+    cache / accounting wrappers ask the backend they wrap)."""
+    return llm.grammar_support()
 
 
 class _Batcher:
