@@ -139,7 +139,7 @@ def print_result(result, label: str, fidelity: str, baseline: str, console=None,
 
 def plot_curves(result, path: str, baseline: str) -> Path:
     """Held-out metric over training: the rule vs tuned baseline, one panel per task (PNG)."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.4 s of import, only where a figure is drawn (see search.report.figures)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tasks = [tr for tr in result.tasks.values() if tr.curve]

@@ -134,7 +134,7 @@ def _thin(curve: list[tuple[int, float | None]]) -> list[tuple[int, float | None
 
 def plot_curves(rows: Sequence[dict[str, Any]]):
     """One panel per task: best dev accuracy over proposer calls, one line per optimizer."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.4 s of import, only where a figure is drawn (see search.report.figures)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tasks = list(dict.fromkeys(r["task"] for r in rows))

@@ -138,7 +138,7 @@ def build_html(view: RunView, top_n: int = 5) -> str:
 
 
 def write_report(run: str | Path, out: str | Path | None = None, top_n: int = 5) -> Path:
-    import matplotlib
+    import matplotlib  # lazy: ~0.4 s of import, only where a figure is drawn (see search.report.figures)
     matplotlib.use("Agg")
     view = RunView(run)
     try:

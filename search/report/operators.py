@@ -96,7 +96,7 @@ def plot_shares(state: dict[str, Any] | None) -> str | None:
     hist = (state or {}).get("history") or []
     if len(hist) < 2:
         return None
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: ~0.4 s of import, only where a figure is drawn (see search.report.figures)
     names = sorted({k for _g, sh in hist for k in sh})
     gens = [g for g, _sh in hist]
     fig, ax = plt.subplots(figsize=(9, 3.2))
