@@ -1,15 +1,16 @@
 """The update-rule DSL: parse, check, simplify, fingerprint, compile to torch.optim, export."""
-from .checker import CheckReport, DeadStatement, check, check_source
+from .checker import CheckReport, DeadStatement, check, check_source, liveness
 from .compile import to_optimizer
-from .discovered import DISCOVERED, list_discovered
+from .discovered import DISCOVERED, PROVENANCE, list_discovered, provenance_line
 from .errors import DSLError
 from .export import export_python
 from .fingerprint import fingerprint
 from .interpret import run_rule
-from .library import get_rule, list_rules
+from .kinds import SCALAR, TENSOR, input_kinds, statement_kinds
+from .library import RULES, get_rule, list_rules
 from .optim_base import RuleOptimizer
 from .parser import parse
-from .primitives import PRIMITIVES, RESERVED, reference_text
+from .primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS, reference_text
 from .program import (
     Arg,
     Assign,
@@ -22,19 +23,24 @@ from .program import (
     Num,
     Program,
     children,
+    format_expr,
     get_at,
+    names_in,
     nodes,
     replace_at,
     replace_node,
     statement_nodes,
+    substitute,
+    walk,
     with_children,
 )
 from .ranges import Range, hyper_ranges
 from .simplify import simplify
 
 __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Expr", "Name", "Neg", "Num",
-           "PRIMITIVES", "RESERVED", "reference_text", "run_rule",
-           "CheckReport", "DeadStatement", "check", "check_source", "simplify", "fingerprint",
-           "get_rule", "list_rules", "DISCOVERED", "list_discovered", "to_optimizer", "export_python",
-           "RuleOptimizer", "Range", "hyper_ranges",
-           "NodePath", "children", "with_children", "nodes", "get_at", "replace_at", "statement_nodes", "replace_node"]
+           "PRIMITIVES", "RESERVED", "reference_text", "run_rule", "CheckReport", "DeadStatement", "check",
+           "check_source", "simplify", "fingerprint", "get_rule", "list_rules", "DISCOVERED", "list_discovered",
+           "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges", "NodePath", "children",
+           "with_children", "nodes", "get_at", "replace_at", "statement_nodes", "replace_node", "liveness",
+           "PROVENANCE", "provenance_line", "SCALAR", "TENSOR", "input_kinds", "statement_kinds", "RULES",
+           "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk"]

@@ -12,7 +12,7 @@ Modules: ``base`` (the interface and result models), ``rules`` (RuleEvaluator) w
 (its config, lr / wd grids, presets), ``sweeps`` (what a worker runs) and ``scoring``; ``prompts``;
 ``cache``; ``llm``; ``executors/`` (base, inprocess, pool, ray); ``testing`` (misbehaving work).
 """
-from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult
+from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult, accepts_on_result
 from .cache import EvalCache
 from .executors import Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor, make_executor
 from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
@@ -20,8 +20,8 @@ from .prompts import PromptEvaluator
 from .rules import TUNING_PRESETS, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
 from .scoring import log_ratio, mean_score, tasks_won
 
-__all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult",
-           "RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "log_ratio",
-           "mean_score", "tasks_won", "EvalCache",
-           "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
-           "make_executor", "LLM", "ChatRequest", "ChatResponse", "LLMSetupError", "Message"]
+__all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult", "RuleEvaluator",
+           "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "log_ratio", "mean_score",
+           "tasks_won", "EvalCache", "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor",
+           "ProcessPoolExecutor", "RayExecutor", "make_executor", "LLM", "ChatRequest", "ChatResponse",
+           "LLMSetupError", "Message", "accepts_on_result"]

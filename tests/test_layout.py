@@ -7,6 +7,7 @@ or a function-level import counts as much as a top-level one.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,27 @@ def test_tests_and_benchmarks_use_public_names(path):
                and n.module.split(".")[0] in PACKAGES for a in n.names
                if a.name.startswith("_") and not a.name.startswith("__")]
     assert not private, f"{path} imports private names {private}"
+
+
+def _package_names(module: str) -> set[str]:
+    """Names the packages above ``module`` (and ``module`` itself, if a package) list in ``__all__``."""
+    parts = module.split(".")
+    upto = len(parts) + (1 if MODULES[module].name == "__init__.py" else 0)
+    out: set[str] = set()
+    for i in range(1, upto):
+        out |= set(importlib.import_module(".".join(parts[:i])).__all__)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_what_crosses_rooms_is_named_in_a_package_init(name):
+    unnamed = []
+    for raw, _, node in _imports(name, MODULES[name]):
+        target = _project(raw)
+        if not isinstance(node, ast.ImportFrom) or target is None or _room(target) == _room(name):
+            continue
+        have = _package_names(target)
+        unnamed += [f"{raw}.{a.name}" for a in node.names          # a submodule is no name to list
+                    if raw != f"{target.rpartition('.')[0]}.{a.name}" and f"{raw}.{a.name}" not in MODULES
+                    and a.name not in have]
+    assert not unnamed, f"{name} uses {sorted(set(unnamed))}, not named in any package __init__'s __all__"

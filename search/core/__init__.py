@@ -49,12 +49,13 @@ from .registry import (
     run_kind,
 )
 from .store import DB_NAME, RunStore, RunView, StoreError, db_path
+from .strategies import pareto_front
 from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
 __all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig", "OperatorMix", "SearchConfig",
            "SimplifyConfig", "Context", "EngineView", "Engine", "run_campaign", "load_campaign", "parse_campaign",
            "KindPlugin", "Operator", "Strategy", "KINDS", "OPERATORS", "STRATEGIES", "get_kind", "load_plugins",
            "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",
-           "RunStore", "RunView",
-           "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Progress", "Proposal", "RunExistsError",
-           "RunSummary", "Stats", "BanditConfig", "BanditError", "OperatorBandit", "operator_table", "share_points"]
+           "RunStore", "RunView", "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Progress",
+           "Proposal", "RunExistsError", "RunSummary", "Stats", "BanditConfig", "BanditError", "OperatorBandit",
+           "operator_table", "share_points", "pareto_front"]
