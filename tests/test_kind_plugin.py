@@ -1,10 +1,13 @@
 """A kind that is not the project's own (tests/toy_kind.py) runs through campaign, engine, show and export."""
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from search import KINDS, CampaignError, load_campaign
 from search.cli import main
+from search.core import Engine, EngineView
 
 TOY = """
 name = "toy"
@@ -60,3 +63,23 @@ def test_a_plugin_kind_table_is_parsed_by_its_own_model(tmp_path):
     f.write_text(TOY.replace('kind = "toy"', 'kind = "rule"'))
     with pytest.raises(CampaignError, match=r"\[toy\] table given in a 'rule' campaign"):
         load_campaign(f)
+
+
+
+def test_the_engine_has_everything_engine_view_promises(tmp_path):
+    """``EngineView`` (what kinds and the core's helpers are given) is honest about ``Engine``."""
+    f = tmp_path / "toy.toml"
+    f.write_text(TOY)
+    eng = Engine(load_campaign(f), tmp_path / "run")
+    try:
+        members = {n for n, v in vars(EngineView).items()
+                   if not n.startswith("_") and (callable(v) or isinstance(v, property))}
+        promised = set(EngineView.__annotations__) | members
+        assert {"campaign", "kind", "store", "score_variant", "budget_left", "llm"} <= promised
+        missing = sorted(n for n in promised if not (hasattr(Engine, n) or n in vars(eng)))
+        assert not missing, f"Engine lacks {missing}"
+        for n in members - {"budget_left", "llm"}:   # same parameters: a caller typed against the view works
+            view_params = list(inspect.signature(getattr(EngineView, n)).parameters)
+            assert view_params == list(inspect.signature(getattr(Engine, n)).parameters), n
+    finally:
+        eng.close()
