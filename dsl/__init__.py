@@ -1,4 +1,16 @@
-"""The update-rule DSL: parse, check, simplify, fingerprint, compile to torch.optim, export."""
+"""The update-rule DSL: parse, check, simplify, fingerprint, compile to torch.optim, export.
+
+The language: ``program`` (the immutable AST, canonical source, tree traversal and node
+replacement), ``primitives`` (the callable table), ``kinds`` (scalar-vs-tensor inference),
+``errors`` (``DSLError``). Reading a rule: ``parser`` (``parse``: Python syntax through ``ast``,
+never executed - the security boundary for LLM text) and ``checker`` (abstract execution:
+kinds, dead code, numeric trouble). Meaning: ``interpret`` (the reference interpreter),
+``simplify`` (same update, smaller), ``fingerprint`` (hash of the function computed). Running:
+``compile`` (``to_optimizer``: a torch.optim class over ``optim_base.RuleOptimizer``, built by the
+multi-tensor compiler in ``foreach/``), ``ranges`` (argument checks), ``export`` (a standalone
+module that needs only torch). Rules: ``library`` (known rules, the search's seeds) and
+``discovered`` (rules optforge's own campaigns found, with their verification).
+"""
 from .checker import CheckReport, DeadStatement, check, check_source, liveness
 from .compile import to_optimizer
 from .discovered import DISCOVERED, PROVENANCE, list_discovered, provenance_line

@@ -1,5 +1,11 @@
 """Prompt tasks (instruction-induction format): generated tasks, user JSONL tasks, normalization,
-few-shot candidates (instruction + train demonstrations)."""
+few-shot candidates (instruction + train demonstrations).
+
+``core``: ``PromptTask`` and ``Example``, the query format, answer normalization and metrics;
+``generated``: the project's own seeded tasks; ``user``: a task from a JSONL file; ``demos``:
+candidates as instruction + train-split demonstrations (encode, decode, edit, cross over);
+``words``: the small word lists the generators draw from.
+"""
 from .core import METRICS, Example, PromptTask, first_line, format_query, match, normalize
 from .demos import (
     DEMO_EDITS,

@@ -5,8 +5,11 @@
 - ``llm``: ``optforge llm ping | serve`` (check or serve an LLM backend);
 - ``run``: ``optforge run CAMPAIGN.toml`` (run or resume a campaign);
 - ``results``: ``optforge show | export | report RUN`` (read a run);
+- ``verify``: ``optforge verify RUN`` (re-score the top rules on test splits, unseen seeds and
+  transfer tasks); ``transfer``: the lines ``show`` prints for validation and verification;
+- ``errors``: ``CLIError``, the one error path (a message that says what to fix, exit status 1);
 - ``main``: the parser (``build_parser``) and the entry point ``main`` (the console script
-  ``optforge = search.cli:main``; ``python -m search.cli`` runs it too).
+  ``optforge = search.cli:main``; ``python -m search.cli`` runs it too, through ``__main__``).
 """
 from .main import build_parser, main
 

@@ -3,7 +3,13 @@
 Backends: ``local`` (embedded transformers model, the default), ``openai`` (any
 OpenAI-compatible endpoint), ``scripted`` (replies from a file or function). Wrappers:
 ``CachedLLM`` (SQLite request cache, replay) and ``BudgetedLLM`` (usage, cost, caps).
-Heavy modules (torch, transformers, openai) are imported only when a backend is built.
+Heavy modules (transformers, openai) are imported only when a backend is built.
+
+``base``: the interface (defined in ``evaluators.llm``, re-exported); ``factory``: ``LLMConfig``
+and ``make_llm``; ``local`` (generation) and ``local_model`` (finding and loading the embedded
+GGUF model); ``constrain``: per-row grammar masks, seeded sampling and stops for ``generate``;
+``grammar``: the DSL as a Lark grammar; ``openai_backend``; ``scripted``; ``cache``;
+``accounting``; ``server``: an OpenAI-compatible HTTP server in front of any backend.
 """
 from .accounting import EXHAUSTED, BudgetedLLM, LLMBudgetExhausted, LLMCaps, LLMUsage, UsageTotals
 from .base import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
