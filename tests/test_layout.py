@@ -206,3 +206,15 @@ def test_what_crosses_rooms_is_named_in_a_package_init(name):
                     if raw != f"{target.rpartition('.')[0]}.{a.name}" and f"{raw}.{a.name}" not in MODULES
                     and a.name not in have]
     assert not unnamed, f"{name} uses {sorted(set(unnamed))}, not named in any package __init__'s __all__"
+
+
+@pytest.mark.parametrize("path", SCRIPTS)
+def test_scripts_import_only_names_that_exist(path):
+    """A benchmark is not run by the tests: a name it imports that moved would go unnoticed."""
+    missing = []
+    for n in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module and n.module.split(".")[0] in PACKAGES:
+            mod = importlib.import_module(n.module)
+            missing += [f"{n.module}.{a.name}" for a in n.names
+                        if not hasattr(mod, a.name) and f"{n.module}.{a.name}" not in MODULES]
+    assert not missing, f"{path} imports names that do not exist: {missing}"

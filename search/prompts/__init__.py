@@ -45,7 +45,16 @@ Modules: ``options`` (the ``[prompt]`` table, the task), ``kind`` (``PromptKind`
 sign test), ``show`` (show / report lines), ``compare`` (several runs side by side).
 Importing the package registers the kind, its operators and its strategies.
 """
-from .compare import CompareError, calls_curve, compare_text, load_rows, run_row, write_compare_report
+from .compare import (
+    CompareError,
+    calls_curve,
+    compare_text,
+    load_rows,
+    markdown_table,
+    plot_curves,
+    run_row,
+    write_compare_report,
+)
 from .final import dev_sign_test, finalize_prompt_run, prompt_final, sign_test_p
 from .kind import PromptKind
 from .operators import (
@@ -62,7 +71,8 @@ from .options import ALGORITHM_STRATEGY, LLM_OPERATOR, PromptOptions, build_task
 from .show import best_dev_curve, prompt_report_sections, prompt_show_lines
 from .strategies import OPRO, DemoSearch, EvoPromptDE, EvoPromptGA, Rewrite
 
-__all__ = ["CompareError", "calls_curve", "compare_text", "load_rows", "run_row", "write_compare_report",
+__all__ = ["CompareError", "calls_curve", "compare_text", "load_rows", "markdown_table", "plot_curves", "run_row",
+           "write_compare_report",
            "dev_sign_test", "finalize_prompt_run", "prompt_final", "sign_test_p", "PromptKind", "DEOperator",
            "EditOperator", "GAOperator", "OPROOperator", "ParaphraseOperator", "RewriteOperator",
            "ALGORITHM_STRATEGY", "LLM_OPERATOR", "PromptOptions", "build_task", "prompt_options", "best_dev_curve",
