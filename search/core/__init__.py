@@ -6,9 +6,10 @@
   (``Strategy``) implement, ``Context`` (what operators and strategies see of the engine) and
   ``EngineView`` (what kinds and the helpers below are given); ``registry``: ``register_kind /
   register_operator / register_strategy`` and the lookups (``get_kind``, ``load_plugins``);
-- ``engine``: ``Engine`` (the loop, funnel, novelty check) and ``run_campaign``; its operator
-  choice (``engine_operators``), LLM gate (``engine_llm``) and checkpoints (``checkpoint``: its
-  state after each generation, resume) are mixins of their own; ``simplify``: empirical
+- ``engine``: ``Engine`` (the loop, novelty check) and ``run_campaign``; its funnel (``funnel``:
+  evaluation at each fidelity, promotion), operator choice (``engine_operators``), LLM gate
+  (``engine_llm``) and checkpoints (``checkpoint``: its state after each generation, resume) are
+  mixins of their own; ``simplify``: empirical
   simplification of the winners (generic over kinds); ``selection``: the validation stage;
   ``ranking``: the final ranking (pure) and the ``[validation]`` / ``[verify]`` settings;
 - ``campaign``: the campaign model (pydantic); ``loading``: ``load_campaign`` / ``parse_campaign``

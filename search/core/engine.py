@@ -33,7 +33,8 @@ resumed run ends exactly like an uninterrupted one.
 
 Final ranking: ``search.core.ranking``. Plug-in contracts: ``search.core.plugins`` (kinds,
 operators, strategies, the ``Context`` they see, the ``EngineView`` helpers are given);
-registries: ``search.core.registry``; mixins: ``checkpoint``, ``engine_operators``, ``engine_llm``.
+registries: ``search.core.registry``; mixins: ``funnel`` (evaluation and promotion), ``checkpoint``,
+``engine_operators``, ``engine_llm``.
 """
 from __future__ import annotations
 
@@ -41,17 +42,17 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evaluators.base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, accepts_on_result
+from evaluators.base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status
 from evaluators.llm import LLM
 
 from .campaign import Campaign, with_defaults
 from .checkpoint import Checkpointing
 from .engine_llm import LLMGate
 from .engine_operators import OperatorChoice
+from .funnel import Funnel
 from .operator_choice import Attempt, make_bandit, observations
 from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
 from .plugins import Context, Operator, Strategy
@@ -62,7 +63,7 @@ from .store import DB_NAME, RunStore, StoreError
 from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
 
-class Engine(OperatorChoice, LLMGate, Checkpointing):
+class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
     """Runs one campaign into one run directory. See the module docstring."""
 
     def __init__(self, campaign: Campaign, run_dir: str | Path | None = None, *, resume: bool = False,
@@ -232,154 +233,6 @@ class Engine(OperatorChoice, LLMGate, Checkpointing):
         if ind.rank_key() > self.best_key and ind.score > WORST_SCORE:
             self.best_key = ind.rank_key()
             self.since_improvement = 0.0
-
-    # -- evaluation ------------------------------------------------------------------
-    def score_variant(self, text: str, key: str, parent: Individual, fidelity: str, step: str) -> Individual:
-        """Record ``text`` (canonical, with its evaluator key) as a simplification try of ``parent``
-        and evaluate it at ``fidelity`` outside the search budget (phase ``simplify``); a known
-        result is reused. Used by the empirical simplification of winners (search.core.simplify)."""
-        ind = self._make_individual(text, key, Proposal(text, "simplify", (parent.id,), meta={"step": step}),
-                                    state="simplify")
-        self._evaluate([ind], fidelity, phase="simplify")
-        return ind
-
-    def _evaluate(self, inds: list[Individual], fidelity: str, phase: str = "search") -> list[Individual]:
-        """Evaluate at one fidelity (cache, replay, or the evaluator); returns those with a result.
-
-        Each key is trained at most once per fidelity: a child whose key already has a result
-        (an earlier candidate, or a twin in this batch) reuses it at no cost. Each new result is
-        written to the store as soon as the evaluator reports it (see "Durability" above); the
-        engine's counters are updated afterwards, in the order of ``inds``.
-        """
-        lvl = self.fidelities.index(fidelity)
-        search = phase == "search"     # the simplify phase has its own cap and costs no search units
-        cost = self.campaign.fidelity_cost(fidelity) if search else 0.0
-        done: list[Individual] = []
-        waiting: list[Individual] = []     # keys not known yet, in order
-        for ind in inds:
-            if fidelity in self.known.get(ind.key, {}):
-                self.apply_result(ind, self.known[ind.key][fidelity])
-                self.stats.reused += 1
-                done.append(ind)
-            else:
-                waiting.append(ind)
-        unique: dict[str, Individual] = {}
-        for ind in waiting:
-            unique.setdefault(ind.key, ind)
-        firsts = list(unique.values())
-        if search:
-            firsts = firsts[: self._affordable(fidelity, len(unique))]
-        got: dict[int, tuple[EvalResult, float]] = {}   # individual id -> (result, cost)
-        fresh = []
-        for ind in firsts:
-            rep = self.replay.pop((ind.key, fidelity), None)
-            if rep is not None:                        # finished before a kill: reuse, count as then
-                r, c, _seq = rep
-                got[ind.id] = (r, c)
-            else:
-                fresh.append(ind)
-        if fresh:
-            written: dict[int, EvalResult] = {}        # index in fresh -> result in the store
-
-            def on_result(j: int, r: EvalResult) -> None:
-                """Persist one finished evaluation at once (its own transaction)."""
-                if j in written or not 0 <= j < len(fresh):
-                    return
-                r = r if r.fidelity == fidelity else r.model_copy(update={"fidelity": fidelity})
-                try:
-                    self._write_evaluation(fresh[j], r, fidelity, cost, phase)
-                except Exception:  # noqa: BLE001 - retried below once the batch is back (raises then)
-                    return
-                written[j] = r
-
-            results = self._run_evaluator(fresh, fidelity, on_result)
-            for j, (ind, r) in enumerate(zip(fresh, results)):
-                if j in written:
-                    r = written[j]                     # what the store holds
-                else:
-                    self._write_evaluation(ind, r, fidelity, cost, phase)
-                got[ind.id] = (r, cost)
-        fresh_ids = {i.id for i in fresh}
-        for ind in firsts:                             # in the batch's order, however results arrived
-            r, c = got[ind.id]
-            if search:                                 # what this child cost (the operator bandit's reward)
-                charge = self.eval_charge.setdefault(ind.id, [0.0, 0.0])
-                charge[0] += float(r.seconds)
-                charge[1] += c
-            self.used += c
-            self.since_improvement += c
-            self._store_known(ind, r, lvl, search)
-            done.append(ind)
-            if self.progress is not None and ind.id in fresh_ids:
-                self.progress.update(self)
-        chosen = {i.id for i in firsts}
-        for ind in waiting:                            # twins of a key evaluated just now
-            if ind.id not in chosen and fidelity in self.known.get(ind.key, {}):
-                self.apply_result(ind, self.known[ind.key][fidelity])
-                self.stats.reused += 1
-                done.append(ind)
-        done.sort(key=lambda i: i.id)
-        return done
-
-    def _write_evaluation(self, ind: Individual, r: EvalResult, fidelity: str, cost: float, phase: str) -> None:
-        """One finished evaluation into the store, in its own transaction (``seq``: arrival order)."""
-        seq = self.store.count("evaluations")
-        self.store.add_evaluation(seq=seq, candidate_id=ind.id, key=ind.key, fidelity=fidelity,
-                                  result_json=r.model_dump_json(), score=float(r.score),
-                                  status=str(r.status.value), cost=cost, seconds=float(r.seconds),
-                                  phase=phase)
-
-    def _store_known(self, ind: Individual, r: EvalResult, lvl: int, search: bool = True) -> None:
-        self.known.setdefault(ind.key, {})[r.fidelity] = r
-        self.apply_result(ind, r)
-        if search:
-            if r.status == Status.ok and math.isfinite(r.score):
-                self.level_scores[lvl].append(float(r.score))
-            self._observe(ind)
-
-    def _run_evaluator(self, inds: list[Individual], fidelity: str,
-                       on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
-        """The evaluator's results for ``inds``; ``on_result(index, result)`` as each one is final
-        (evaluators without the streaming argument report nothing early: the caller writes after)."""
-        cands = [Candidate(kind=self.campaign.kind, text=i.text, meta={"id": i.id}) for i in inds]
-        try:
-            if on_result is not None and accepts_on_result(self.evaluator):
-                results = self.evaluator.evaluate(cands, fidelity, on_result=on_result)
-            else:
-                results = self.evaluator.evaluate(cands, fidelity)
-            if len(results) != len(cands):
-                raise RuntimeError(f"evaluator returned {len(results)} results for {len(cands)} candidates")
-        except Exception as e:  # an evaluator must not raise for a bad candidate; keep going anyway
-            self.event("evaluator_error", f"{type(e).__name__}: {e}")
-            results = [EvalResult(key=i.key, fidelity=fidelity, status=Status.error,
-                                  reason=f"evaluator raised {type(e).__name__}: {e}") for i in inds]
-        return [r if r.fidelity == fidelity else r.model_copy(update={"fidelity": fidelity}) for r in results]
-
-    def _promote(self, inds: list[Individual], lvl: int) -> list[Individual]:
-        """Those in the top promote_fraction of all ok scores seen at level ``lvl``."""
-        scores = sorted(self.level_scores[lvl])
-        if not scores:
-            return []
-        frac = self.campaign.funnel.promote_fraction
-        k = max(1, int(math.ceil(frac * len(scores))))
-        threshold = scores[-k]
-        return [i for i in inds if self.fidelities[lvl] in i.results
-                and i.results[self.fidelities[lvl]].status == Status.ok
-                and i.results[self.fidelities[lvl]].score >= threshold]
-
-    def _funnel(self, children: list[Individual], *, promote_all: bool = False) -> list[Individual]:
-        """Screen at the cheapest fidelity, promote the best to the next ones. Returns the evaluated."""
-        evaluated = self._evaluate(children, self.fidelities[0])
-        current = evaluated
-        for lvl in range(1, len(self.fidelities)):
-            if promote_all:
-                up = [i for i in current if i.results[self.fidelities[lvl - 1]].status == Status.ok]
-            else:
-                up = self._promote(current, lvl - 1)
-            if not up:
-                break
-            current = self._evaluate(up, self.fidelities[lvl])
-        return evaluated
 
     # -- children --------------------------------------------------------------------
     def _novel(self, p: Proposal, batch_keys: set[str], last_try: bool) -> tuple[Individual | None, str]:
