@@ -108,8 +108,8 @@ def contenders(args):
         c["DSL AdamW untiled"] = lambda ps: with_tile(DslAdamW, 0)(ps, **kw)
         c["DSL Lion untiled"] = lambda ps: with_tile(DslLion, 0)(ps, **kw)
     if args.alloc:  # temporaries in fresh tensors every step (no scratch buffers, no tiles)
-        c["DSL AdamW alloc"] = lambda ps: type("A", (DslAdamW,), {"_uses_scratch": False})(ps, **kw)
-        c["DSL Lion alloc"] = lambda ps: type("L", (DslLion,), {"_uses_scratch": False})(ps, **kw)
+        c["DSL AdamW alloc"] = lambda ps: type("A", (DslAdamW,), {"N_SCRATCH": 0, "ELEMENTWISE": False})(ps, **kw)
+        c["DSL Lion alloc"] = lambda ps: type("L", (DslLion,), {"N_SCRATCH": 0, "ELEMENTWISE": False})(ps, **kw)
     for t in [int(x) for x in args.tiles.split(",") if x.strip()]:
         c[f"DSL AdamW tile={t}"] = lambda ps, t=t: with_tile(DslAdamW, t)(ps, **kw)
     if args.export:

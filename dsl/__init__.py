@@ -36,7 +36,6 @@ from .program import (
     Program,
     children,
     format_expr,
-    get_at,
     names_in,
     nodes,
     replace_at,
@@ -53,6 +52,6 @@ __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Ex
            "PRIMITIVES", "RESERVED", "reference_text", "run_rule", "CheckReport", "DeadStatement", "check",
            "check_source", "simplify", "fingerprint", "get_rule", "list_rules", "DISCOVERED", "list_discovered",
            "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges", "NodePath", "children",
-           "with_children", "nodes", "get_at", "replace_at", "statement_nodes", "replace_node", "liveness",
+           "with_children", "nodes", "replace_at", "statement_nodes", "replace_node", "liveness",
            "PROVENANCE", "provenance_line", "SCALAR", "TENSOR", "input_kinds", "statement_kinds", "RULES",
            "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk"]

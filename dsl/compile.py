@@ -59,12 +59,11 @@ from .parser import parse
 from .program import Program
 from .ranges import hyper_ranges
 
-__all__ = ["to_optimizer", "DSLOptimizer", "rule_program", "check_hyper_names", "range_table", "fingerprint_of"]
+__all__ = ["to_optimizer", "DSLOptimizer", "rule_program", "check_hyper_names", "range_table"]
 
 #: param-group keys the optimizer itself uses; a hyperparameter may not take these names.
 GROUP_KEYS = ("params", "lr", "weight_decay", "rule", "fingerprint")
-_FORBIDDEN_HYPER = set(GROUP_KEYS) | {"self", "closure", "foreach", "fused", "capturable",
-                                       "differentiable", "maximize", "param_names", "initial_lr"}
+_FORBIDDEN_HYPER = set(GROUP_KEYS) | set(FLAG_DEFAULTS) | {"self", "closure", "param_names", "initial_lr"}
 
 
 def rule_program(program_or_source: Program | str) -> Program:
@@ -83,11 +82,6 @@ def check_hyper_names(program: Program) -> None:
                        f"param-group keys; rename them (e.g. {bad[0]}_)")
 
 
-def fingerprint_of(program: Program) -> str:
-    """The program's functional hash (dsl.fingerprint), recorded on compiled classes."""
-    return fingerprint(program)
-
-
 def range_table(program: Program) -> dict[str, tuple[tuple, ...]]:
     """The argument checks of the rule's optimizer (dsl.ranges) as plain tuples."""
     return {k: tuple(r.as_tuple() for r in rs) for k, rs in hyper_ranges(program).items()}
@@ -103,16 +97,13 @@ class DSLOptimizer(RuleOptimizer):
     _program: Program
     _plan: BucketPlan
     _run: Callable
-    _uses_scratch: bool = True  # False for the torch.compile'd runner
     _fingerprint: str | None = None
-    _fingerprint_done: bool = False
 
     @classmethod
-    def fingerprint(cls) -> str | None:
-        """The rule's functional fingerprint, computed once per class (None if unavailable)."""
-        if not cls._fingerprint_done:
-            cls._fingerprint = fingerprint_of(cls._program)
-            cls._fingerprint_done = True
+    def fingerprint(cls) -> str:
+        """The rule's functional fingerprint (dsl.fingerprint), computed once per class."""
+        if cls._fingerprint is None:
+            cls._fingerprint = fingerprint(cls._program)
         return cls._fingerprint
 
     @classmethod
@@ -127,14 +118,7 @@ class DSLOptimizer(RuleOptimizer):
         type(self)._run(W, G, states, scalars, scratch)
 
     def _apply_tiled(self, W, G, states, scalars, scratch, tile) -> None:
-        done = type(self)._plan.run_tiled(W, G, states, scalars, scratch, tile)
-        assert done, "the caller checked that the plan is elementwise and the tensors contiguous"
-
-    def _n_scratch(self) -> int:
-        return type(self)._plan.n_scratch if self._uses_scratch else 0
-
-    def _elementwise(self) -> bool:
-        return self._uses_scratch and type(self)._plan.elementwise
+        type(self)._plan.run_tiled(W, G, states, scalars, scratch, tile)
 
 
 _CACHE: OrderedDict[tuple[str, str, bool], type] = OrderedDict()  # the last classes made, by rule
@@ -192,7 +176,7 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
            + ".\nState per parameter: step" + "".join(f", {s}" for s in program.state_names) + ".\n")
     cls = type(name, (DSLOptimizer,), {
         "_program": program, "_plan": plan, "_run": staticmethod(run), "__doc__": doc,
-        "_uses_scratch": not compile, "program": program,
+        "program": program,
         "RULE": program.source(), "HYPERPARAMETERS": dict(program.hyperparams),
         "STATE": tuple(program.state_names), "RANGES": range_table(program),
         "N_SCRATCH": plan.n_scratch if not compile else 0, "ELEMENTWISE": plan.elementwise and not compile,

@@ -25,7 +25,8 @@ import re
 import numpy as np
 
 from . import optim_base
-from .compile import check_hyper_names, fingerprint_of, range_table, rule_program
+from .compile import check_hyper_names, range_table, rule_program
+from .fingerprint import fingerprint
 from .foreach import compile_plan
 from .optim_base import FLAG_DEFAULTS
 from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, PRIMITIVES, ROW_EPS
@@ -374,7 +375,7 @@ def export_python(program: Program | str, class_name: str) -> str:
     sc_ret_float = ", ".join(f"float({n})" for n in sc_returned) + ("," if len(sc_returned) == 1 else "")
     sc_unpack = f"    {sc_ret} = scalars\n" if sc_returned else ""
     scalar_pass = ", ".join(r(n) for n in scalar_inputs)
-    fp = fingerprint_of(program)
+    fp = fingerprint(program)
 
     init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
                          + [f"{h}={v!r}" for h, v in hyper.items()]

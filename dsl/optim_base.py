@@ -202,7 +202,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         hyper = tuple(cls.HYPERPARAMETERS)
         for group in self.param_groups:
             one_by_one = group.get("foreach") is False
-            buckets = {}  # same device, dtype and step count (and parameter, for foreach=False)
+            live = []  # (param, grad, state) of the parameters with a gradient
             for p in group["params"]:
                 g = p.grad
                 if g is None:
@@ -215,7 +215,12 @@ class RuleOptimizer(torch.optim.Optimizer):
                     state["step"] = torch.tensor(0.0, dtype=step_dtype())
                     for n in names:
                         state[n] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+                live.append((p, g, state))
+            if not live:
+                continue
+            torch._foreach_add_([s["step"] for _, _, s in live], 1.0)   # one call per group, as torch.optim
+            buckets = {}  # same device, dtype and step count (and parameter, for foreach=False)
+            for p, g, state in live:
                 w, bufs = p, [state[n] for n in names]
                 if torch.is_complex(p):  # as torch.optim: the rule sees the real view
                     w, g = torch.view_as_real(p), torch.view_as_real(g)
@@ -229,8 +234,6 @@ class RuleOptimizer(torch.optim.Optimizer):
                 for lst, t in zip(b[2], bufs):
                     lst.append(t)
                 b[3].append(p)
-            if not buckets:
-                continue
             env = {"lr": _number(group["lr"]), "wd": _number(group["weight_decay"])}
             for h in hyper:
                 env[h] = _number(group[h])
@@ -245,14 +248,15 @@ class RuleOptimizer(torch.optim.Optimizer):
         """The rule on one bucket: tile by tile on CPU for elementwise rules, else the whole
         bucket with temporaries in reused scratch tensors (CPU, 4- and 8-byte dtypes: fresh
         multi-MB tensors page-fault on every step; 2-byte ones measured faster allocating)."""
+        cls = type(self)
         scalars = self._scalars(env)
         on_cpu, wide = W[0].device.type == "cpu", W[0].element_size() >= 4
-        tile = self._tile if self._elementwise() else 0
+        tile = self._tile if cls.ELEMENTWISE else 0
         if on_cpu and tile and wide and sum(t.numel() for t in W) > 2 * tile \
                 and all(t.is_contiguous() for lst in (W, G, *states) for t in lst):
             self._apply_tiled(W, G, states, scalars, self._tile_scratch(W[0], tile), tile)
             return
-        n = self._n_scratch()
+        n = cls.N_SCRATCH
         scratch = self._scratch_for(P, W, n) if on_cpu and n and wide else None
         self._apply(W, G, states, scalars, scratch)
 
@@ -268,12 +272,6 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _apply_tiled(self, W, G, states, scalars, scratch, tile):
         """The rule on contiguous lists one tile of ``tile`` elements at a time."""
         raise NotImplementedError
-
-    def _n_scratch(self):
-        return type(self).N_SCRATCH
-
-    def _elementwise(self):
-        return type(self).ELEMENTWISE
 
     # -- reused buffers (not part of the state_dict) ---------------------------------------------
     def _scratch_for(self, P, W, n):
@@ -295,7 +293,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         store = self.__dict__.setdefault("_tile_bufs", {})
         key = (like.device, like.dtype)
         bufs = store.get(key)
-        n = self._n_scratch()
+        n = type(self).N_SCRATCH
         if bufs is None or len(bufs) < n or (n and bufs[0].numel() < tile):
             bufs = store[key] = [torch.empty(tile, dtype=like.dtype, device=like.device) for _ in range(n)]
         return bufs

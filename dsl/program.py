@@ -109,14 +109,8 @@ class Program:
 def walk(e: Expr) -> Iterator[Expr]:
     """Pre-order traversal of an expression."""
     yield e
-    if isinstance(e, BinOp):
-        yield from walk(e.left)
-        yield from walk(e.right)
-    elif isinstance(e, Neg):
-        yield from walk(e.operand)
-    elif isinstance(e, Call):
-        for a in e.args:
-            yield from walk(a)
+    for c in children(e):
+        yield from walk(c)
 
 
 def names_in(e: Expr) -> set[str]:
@@ -128,13 +122,7 @@ def count_nodes(e: Expr) -> int:
 
 
 def depth(e: Expr) -> int:
-    if isinstance(e, BinOp):
-        return 1 + max(depth(e.left), depth(e.right))
-    if isinstance(e, Neg):
-        return 1 + depth(e.operand)
-    if isinstance(e, Call):
-        return 1 + max((depth(a) for a in e.args), default=0)
-    return 1
+    return 1 + max((depth(c) for c in children(e)), default=0)
 
 
 def substitute(e: Expr, mapping: dict[str, Expr]) -> Expr:
@@ -177,13 +165,6 @@ def nodes(e: Expr, path: NodePath = ()) -> Iterator[tuple[NodePath, Expr]]:
     yield path, e
     for k, c in enumerate(children(e)):
         yield from nodes(c, path + (k,))
-
-
-def get_at(e: Expr, path: NodePath) -> Expr:
-    """The node of ``e`` at ``path``."""
-    for k in path:
-        e = children(e)[k]
-    return e
 
 
 def replace_at(e: Expr, path: NodePath, new: Expr) -> Expr:

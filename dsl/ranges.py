@@ -24,11 +24,11 @@ hyperparameter that is NaN. A range here is a plain tuple ``(lo, hi, lo_open, hi
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 from .library import RANGES, library_name
+from .optim_base import in_range
 from .program import BinOp, Call, Name, Program, walk
 
 __all__ = ["Range", "parse_range", "hyper_ranges", "BASE_RANGES"]
@@ -47,19 +47,7 @@ class Range:
     why: str
 
     def contains(self, v: float) -> bool:
-        if math.isnan(v):
-            return False
-        lo = -math.inf if self.lo is None else self.lo
-        hi = math.inf if self.hi is None else self.hi
-        if self.lo is None and not self.lo_open:
-            lo_ok = True
-        else:
-            lo_ok = v > lo if self.lo_open else v >= lo
-        if self.hi is None and not self.hi_open:
-            hi_ok = True
-        else:
-            hi_ok = v < hi if self.hi_open else v <= hi
-        return lo_ok and hi_ok
+        return in_range(v, self.lo, self.hi, self.lo_open, self.hi_open)
 
     def as_tuple(self) -> tuple:
         return (self.lo, self.hi, self.lo_open, self.hi_open, self.why)

@@ -36,7 +36,7 @@ from dsl_cases import (
 
 def _without_scratch(Opt):
     """The class with temporaries allocated per step (the path non-CPU devices take)."""
-    return type(Opt.__name__, (Opt,), {"_uses_scratch": False})
+    return type(Opt.__name__, (Opt,), {"N_SCRATCH": 0, "ELEMENTWISE": False})
 
 
 @pytest.mark.parametrize("scratch", [True, False])

@@ -67,7 +67,7 @@ class BucketPlan:
         return all(ins.kind == T and ins.op != "matrix" for ins in self.instrs)
 
     def run_tiled(self, W: list[torch.Tensor], G: list[torch.Tensor], states: list[list[torch.Tensor]],
-                  scalar_inputs: Sequence[float], scratch: list[torch.Tensor], tile: int) -> bool:
+                  scalar_inputs: Sequence[float], scratch: list[torch.Tensor], tile: int) -> None:
         """``run`` one cache-sized tile at a time (elementwise plans, contiguous tensors; CPU).
 
         A foreach plan makes one pass over memory per instruction (AdamW: 8). On CPU with
@@ -78,16 +78,10 @@ class BucketPlan:
         ``scratch``: ``n_scratch`` flat tensors of at least ``tile`` elements (the bucket's
         dtype and device), the temporaries of every tile: memory ``n_scratch * tile``
         instead of ``n_scratch`` copies of the parameters. The same instructions on the
-        same elements: bit-identical to ``run``. Returns False, doing nothing, where it
-        does not apply (reductions or matrix primitives; non-contiguous tensors).
+        same elements: bit-identical to ``run``. The caller checks that it applies
+        (``elementwise``, contiguous tensors; RuleOptimizer._update does).
         """
-        if not self.elementwise or len(scratch) < self.n_scratch:
-            return False
         arrays = [W, G, *states]
-        for lst in arrays:
-            for t in lst:
-                if not t.is_contiguous():
-                    return False
         sv = self.scalars(scalar_inputs)
         flat = [[t.view(-1) for t in lst] for lst in arrays]
         scratch = [sc.view(-1) for sc in scratch[:self.n_scratch]]
@@ -124,7 +118,6 @@ class BucketPlan:
                     pieces, filled = [], 0
         if pieces:
             flush()
-        return True
 
     def describe(self) -> str:
         return "\n".join(self.listing)
