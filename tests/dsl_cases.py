@@ -6,12 +6,14 @@ statement, for the checker and simplify tests). ``Problem`` is a noisy diagonal
 quadratic; ``run_reference`` steps the interpreter, ``run_compiled`` a compiled optimizer;
 ``programs`` draws random rules for property tests.
 """
+import importlib.util
 import io
+from pathlib import Path
 
 import torch
 from hypothesis import strategies as st
 
-from dsl import run_rule
+from dsl import export_python, run_rule
 from dsl.library import RULES
 from support import ADAMW
 
@@ -160,6 +162,22 @@ def roundtrip(sd):
     torch.save(sd, buf)
     buf.seek(0)
     return torch.load(buf, weights_only=True)
+
+
+def load_module(path: Path):
+    """Import the Python file at ``path`` (an exported optimizer module) under its stem's name."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_export(src_or_prog, class_name, tmp_path, module_name=None):
+    """``export_python``'s module for a rule, written under ``tmp_path`` and imported: (class, text)."""
+    text = export_python(src_or_prog, class_name)
+    path = Path(tmp_path) / f"{module_name or 'exported_' + class_name.lower()}.py"
+    path.write_text(text)
+    return getattr(load_module(path), class_name), text
 
 
 RULE_SOURCES = {"adamw_own": ADAMW, "lion_own": LION, "muonish": MUONISH,

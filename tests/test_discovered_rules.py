@@ -1,11 +1,11 @@
 """The rules optforge's own campaigns found (dsl.discovered): shipped with provenance, listed, exported."""
-import importlib.util
 
 import pytest
 import torch
 
 import dsl
 from dsl.discovered import DISCOVERED, PROVENANCE
+from dsl_cases import load_module
 from search.cli import main
 from search.rules import RuleKind
 
@@ -39,9 +39,7 @@ def test_rule_export_name_writes_a_module_that_trains(name, tmp_path, capsys):
     assert main(["rule", "export", name, "-o", str(out)]) == 0
     text = out.read_text()
     assert "examples/discovery.toml" in text            # provenance travels with the code
-    spec = importlib.util.spec_from_file_location("exported_discovered", out)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_module(out)
     class_name = "".join(p[:1].upper() + p[1:] for p in name.split("_"))
     cls = getattr(mod, class_name)
     assert issubclass(cls, torch.optim.Optimizer)

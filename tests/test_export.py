@@ -2,7 +2,6 @@
 trajectory; checkpoints move between the two classes."""
 import ast
 import importlib.util
-import io
 import subprocess
 import sys
 
@@ -21,23 +20,14 @@ from dsl_cases import (
     RULE_SOURCES,
     Problem,
     assert_close_all,
+    load_export,
     programs,
+    roundtrip,
     run_compiled,
     run_reference,
 )  # `duplicates` pairs this name list with test_compile.py's: both import the shared cases, deliberate
 
 OPTFORGE_PACKAGES = ("dsl", "evaluators", "proxies", "search")
-
-
-def load_export(src_or_prog, class_name, tmp_path, module_name=None):
-    text = export_python(src_or_prog, class_name)
-    module_name = module_name or f"exported_{class_name.lower()}"
-    path = tmp_path / f"{module_name}.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return getattr(mod, class_name), text
 
 
 def _trajectory(Opt, prob, steps, **kw):
@@ -136,13 +126,6 @@ def test_export_imports_without_optforge(tmp_path):
     assert got == pytest.approx([0.9, 1.1, 1.0], abs=1e-6)  # w - lr * sign(g)
 
 
-def _roundtrip(sd):
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
 @pytest.mark.parametrize("first_compiled", [True, False])
 def test_state_dict_moves_between_compiled_and_exported(first_compiled, tmp_path):
     steps, half = 60, 25
@@ -156,7 +139,7 @@ def test_state_dict_moves_between_compiled_and_exported(first_compiled, tmp_path
     run_compiled(o1, params, prob, 0, half)
     params2 = [p.detach().clone().requires_grad_() for p in params]
     o2 = Second(params2)
-    o2.load_state_dict(_roundtrip(o1.state_dict()))
+    o2.load_state_dict(roundtrip(o1.state_dict()))
     assert o2.param_groups[0]["weight_decay"] == 0.1
     got = run_compiled(o2, params2, prob, half, steps)
     assert_close_all(got, want, rtol=1e-12, atol=1e-12)

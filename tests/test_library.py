@@ -12,6 +12,7 @@ import torch
 
 import dsl
 from dsl import get_rule, list_rules, run_rule
+from dsl_cases import load_export
 
 STEPS = 300
 SHAPES = [(6,), (5, 4), (3, 2, 2)]
@@ -258,15 +259,7 @@ def _run_optimizer_class(Opt, lr, wd, steps=STEPS):
 
 
 def _load_exported(name, tmp_path):
-    import importlib.util
-
-    from dsl.export import export_python
-    path = tmp_path / f"lib_export_{name}.py"
-    path.write_text(export_python(get_rule(name), "Exported"))
-    spec = importlib.util.spec_from_file_location(f"lib_export_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.Exported
+    return load_export(get_rule(name), "Exported", tmp_path, f"lib_export_{name}")[0]
 
 
 @pytest.mark.parametrize("name", list_rules())

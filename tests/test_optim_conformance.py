@@ -11,8 +11,6 @@ sparse gradients refused. Numbers: against torch.optim for the rules it has, aga
 hand-written reference for Lion, in float32 and float64 (bfloat16 where torch has the feature).
 """
 import copy
-import importlib.util
-import io
 import math
 
 import pytest
@@ -20,6 +18,7 @@ import torch
 
 import dsl
 from dsl.library import RANGES
+from dsl_cases import load_export, roundtrip
 
 RULES = dsl.list_rules()
 KINDS = ("compiled", "exported")
@@ -38,12 +37,7 @@ def make_class(rule: str, kind: str, export_dir) -> type:
         return dsl.to_optimizer(dsl.get_rule(rule))
     if rule not in _EXPORTED:
         class_name = "".join(p.capitalize() for p in rule.split("_"))
-        path = export_dir / f"conf_{rule}.py"
-        path.write_text(dsl.export_python(dsl.get_rule(rule), class_name))
-        spec = importlib.util.spec_from_file_location(f"conf_{rule}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        _EXPORTED[rule] = getattr(mod, class_name)
+        _EXPORTED[rule] = load_export(dsl.get_rule(rule), class_name, export_dir, f"conf_{rule}")[0]
     return _EXPORTED[rule]
 
 
@@ -78,13 +72,6 @@ def run(opt, params, t0, t1, seed=0, scheduler=None):
         if scheduler is not None:
             scheduler.step()
     return [p.detach().clone() for p in params]
-
-
-def roundtrip(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
 
 
 def assert_same_state_dict(a, b):
@@ -451,12 +438,7 @@ def test_discovered_rules_get_derived_ranges(kind, export_dir, tmp_path):
     if kind == "compiled":
         Opt = dsl.to_optimizer(src)
     else:
-        path = tmp_path / "found_opt.py"
-        path.write_text(dsl.export_python(src, "Found"))
-        spec = importlib.util.spec_from_file_location("found_opt", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        Opt = mod.Found
+        Opt = load_export(src, "Found", tmp_path, "found_opt")[0]
     p = make_params()
     with pytest.raises(ValueError, match=r"invalid b 1\.2: must be in \[0, 1\] \(used as interp's weight\)"):
         Opt(p, b=1.2)

@@ -1,13 +1,13 @@
 """A real client: Hugging Face ``transformers.Trainer`` trains a tiny GPT-2 (built from a config,
 nothing downloaded) with an exported optimizer and an LR scheduler, checkpoints, and a second
 Trainer resumes from the checkpoint with the same losses as the uninterrupted run."""
-import importlib.util
 import os
 
 import pytest
 import torch
 
 import dsl
+from dsl_cases import load_export
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -43,12 +43,7 @@ class LossLog(transformers.TrainerCallback):
 
 
 def load_exported(rule, class_name, tmp_path):
-    path = tmp_path / f"{class_name.lower()}_opt.py"
-    path.write_text(dsl.export_python(dsl.get_rule(rule), class_name))
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return getattr(mod, class_name)
+    return load_export(dsl.get_rule(rule), class_name, tmp_path, f"{class_name.lower()}_opt")[0]
 
 
 def make_trainer(Opt, out_dir, log):
