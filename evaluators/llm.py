@@ -86,13 +86,6 @@ class LLM(abc.ABC):
         raise NotImplementedError(f"backend {self.name} does not support log-probability scoring")
 
     # -- optional hooks (wrappers forward them to the backend they wrap) -------------------
-    def backend(self) -> LLM:
-        """The backend under any wrappers (``inner`` followed to the end)."""
-        llm, seen = self, 0
-        while llm.inner is not None and seen < 8:
-            llm, seen = llm.inner, seen + 1
-        return llm
-
     def render_chat(self, messages: list[Message]) -> str | None:
         """The text the model reads for ``messages`` (its chat template, the assistant turn
         opened) when the backend knows it (local models), for ``logprobs``; None otherwise."""

@@ -12,7 +12,7 @@ import pytest
 import dsl
 from search.cli import main
 from search.llm import ChatRequest, LLMConfig, Message, ScriptedLLM, make_backend, make_llm
-from search.llm.server import OpenAICompatServer, grammar_support
+from search.llm.server import OpenAICompatServer
 
 PROGRAM = "def r(w, g, lr):\n    w = w - lr * g\n    return w\n"
 
@@ -57,7 +57,7 @@ def test_update_rule_schema_is_decoded_with_the_dsl_grammar_and_wrapped():
 def test_a_backend_that_cannot_enforce_grammars_refuses_them_clearly():
     with OpenAICompatServer(ScriptedLLM(grammar_echo)) as upstream:
         inner = openai_llm(upstream.url)             # no grammar_field: it could not forward a grammar
-        assert grammar_support(inner) is not None and grammar_support(ScriptedLLM(["x"])) is None
+        assert inner.grammar_support() is not None and ScriptedLLM(["x"]).grammar_support() is None
         with OpenAICompatServer(inner) as proxy:
             client = make_llm(LLMConfig(backend="openai", model="m", base_url=proxy.url, api_key="k",
                                         max_retries=0))
@@ -68,7 +68,7 @@ def test_a_backend_that_cannot_enforce_grammars_refuses_them_clearly():
             assert "cannot be enforced" in client.inner.structured_refused
             assert "grammar_field" in client.inner.structured_refused
         forwarding = openai_llm(upstream.url, grammar_field="guided_grammar")
-        assert grammar_support(forwarding) is None
+        assert forwarding.grammar_support() is None
         with OpenAICompatServer(forwarding) as proxy:   # a Lark grammar is passed on upstream
             r = openai_llm(proxy.url, grammar_field="guided_grammar").chat([rq("mutate", grammar="dsl")])[0]
             assert r.error is None and r.text == PROGRAM and upstream.bodies[-1]["guided_grammar"].startswith("start:")

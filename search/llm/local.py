@@ -35,9 +35,9 @@ more threads than idle cores every step waits on descheduled threads: on the 2-c
 development container, shared with training workers, one thread was ~10x faster than
 two. ``threads=None`` keeps torch's process-wide setting.
 
-**Imports.** transformers (and ``.constrain``, which needs it and llguidance) is imported when
-a model is loaded or a grammar compiled, not with this module: it costs most of a second
-(see ``factory.make_backend``), and the CLI imports this package for every verb.
+**Imports.** transformers and llguidance (through ``.constrain``) are imported with this
+module, which is itself imported only when a local backend is built (``factory.make_backend``:
+transformers costs most of a second, and the CLI imports ``search.llm`` for every verb).
 
 **Seeds.** Sample ``i`` of a request (``i`` counted from ``sample_offset``) is drawn with
 seed ``seed + i`` (``seed`` None means 0) from its own generator: the same request gives
@@ -253,8 +253,6 @@ class LocalLLM(LLM):
         return responses
 
     def _generate(self, lm: LoadedModel, batch: list[_Row]) -> None:
-
-
         # Shared prefix (the chat template, a system prompt, the same prompt for n samples): its
         # keys/values are computed once, for one row, and repeated for every row. Layout per row:
         # [prefix][left padding][rest of the prompt]; positions come from the attention mask, so
@@ -334,7 +332,6 @@ class LocalLLM(LLM):
         batches, one forward pass each, computing only the last positions' logits
         (``logits_to_keep``).
         """
-
         if len(prompts) != len(completions):
             raise ValueError(f"logprobs: {len(prompts)} prompts but {len(completions)} completion lists")
         lm = self.warmup()
@@ -399,7 +396,6 @@ class LocalLLM(LLM):
         the first token, character offset of each token). What an OpenAI-compatible
         ``/v1/completions`` call with ``echo=True, logprobs=0, max_tokens=0`` returns; the
         server (``optforge llm serve``) answers such calls with it."""
-
         lm = self.warmup()
         tok = lm.tokenizer
         enc = [tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]

@@ -22,7 +22,7 @@ constrains decoding (the local one, with llguidance) then only writes text that 
 optforge's own update-rule schema (``{"program": string}``, named ``update_rule``, what the
 openai backend sends for DSL proposals) is decoded with the DSL grammar instead, and the
 program comes back wrapped in that JSON object: a JSON schema alone would let the model put
-any string in ``program``. Whether a backend can enforce grammars is :func:`grammar_support`;
+any string in ``program``. Whether a backend can enforce grammars is ``LLM.grammar_support()``;
 a structured request to a server whose backend cannot is refused with HTTP 400 saying why
 (the openai backend then asks again without it and relies on its repair loop), never
 answered with unconstrained text. ``structured=True`` / ``False`` overrides the check.
@@ -171,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, str(e))
             return
         if grammar is not None and srv.structured is not True:
-            why = (grammar_support(srv.llm) if srv.structured is None
+            why = (srv.llm.grammar_support() if srv.structured is None
                    else "this server is set not to support it")
             if why is not None:
                 self._error(400, f"structured output cannot be enforced: {why}. Send the request without "
@@ -239,14 +239,6 @@ def _is_program_schema(rf) -> bool:
     js = rf.get("json_schema") or {}
     return js.get("schema") == PROGRAM_SCHEMA or (js.get("name") == "update_rule" and isinstance(
         js.get("schema"), dict) and set(js["schema"].get("properties") or {}) == {"program"})
-
-
-def grammar_support(llm: LLM) -> str | None:
-    """None when ``llm`` enforces a request's ``grammar`` while decoding, else why it cannot
-    (``LLM.grammar_support``: the local backend applies it with llguidance, the scripted one hands
-    it to its reply function, the openai one forwards Lark grammars only in a ``grammar_field``;
-    cache / accounting wrappers ask the backend they wrap)."""
-    return llm.grammar_support()
 
 
 class _Batcher:

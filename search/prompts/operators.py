@@ -44,6 +44,15 @@ def _seen_instructions(ctx: Context, demos: tuple[int, ...]) -> set[str]:
     return out
 
 
+def _seen_for(ctx: Context, demos: tuple[int, ...], cache: dict[tuple[int, ...], set[str]]) -> set[str]:
+    """The duplicate keys a new instruction under ``demos`` must avoid (``_seen_instructions``, or
+    every prompt's key without demonstrations), computed once per ``propose`` call and demo set;
+    the caller adds what it proposes to the returned set."""
+    if demos not in cache:
+        cache[demos] = _seen_instructions(ctx, demos) if demos else _seen(ctx)
+    return cache[demos]
+
+
 class _PromptLLMOp(Operator):
     """Builds one proposer request per parent group, sends them as one batch, parses each reply."""
     uses_llm = True
@@ -66,8 +75,7 @@ class _PromptLLMOp(Operator):
         for k, g in enumerate(parent_groups):
             parents = tuple(i.id for i in g)
             demos = decode_prompt(g[0].text)[1]
-            seen = seen_by.setdefault(demos, _seen_instructions(ctx, demos)) if demos else \
-                seen_by.setdefault((), _seen(ctx))
+            seen = _seen_for(ctx, demos, seen_by)
             r = resps[k] if k < len(resps) else None
             if r is None:
                 out.append(Proposal(None, self.name, parents, reason="no LLM reply (LLM unavailable or its "
@@ -159,7 +167,7 @@ class EditOperator(Operator):
         out = []
         for g in parent_groups:
             instr, demos = decode_prompt(g[0].text)
-            seen = seen_by.setdefault(demos, _seen_instructions(ctx, demos) if demos else _seen(ctx))
+            seen = _seen_for(ctx, demos, seen_by)
             p = ops.fallback_edit(instr, ctx.rng, seen, max_chars=self.o.max_prompt_chars)
             if p.ok:
                 seen.add(ops.normalize_key(p.text))
