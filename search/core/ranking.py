@@ -51,15 +51,16 @@ def noise_order(items: Sequence[T], score: Callable[[T], float], won: Callable[[
     """``items`` best first: repeatedly take, among those within ``noise`` of the best score left,
     the one with most tasks won, then the smallest size, then the highest score (then the input
     order). With ``noise = 0`` this is plain best-score-first with those tie-breaks."""
-    rest = sorted(items, key=lambda x: -score(x))     # stable: equal scores keep the input order
+    # (score, won, size, item), each computed once; stable sort: equal scores keep the input order
+    rest = sorted(((score(x), won(x), size(x), x) for x in items), key=lambda t: -t[0])
     out: list[T] = []
     while rest:
-        top = score(rest[0])
+        top = rest[0][0]
         band = 0
-        while band < len(rest) and score(rest[band]) >= top - noise - 1e-12:
+        while band < len(rest) and rest[band][0] >= top - noise - 1e-12:
             band += 1
-        j = max(range(band), key=lambda k: (won(rest[k]), -size(rest[k]), score(rest[k]), -k))
-        out.append(rest.pop(j))
+        j = max(range(band), key=lambda k: (rest[k][1], -rest[k][2], rest[k][0], -k))
+        out.append(rest.pop(j)[3])
     return out
 
 

@@ -263,7 +263,8 @@ class RunView:
     Each entry of ``individuals`` is the candidate row plus ``results`` (fidelity ->
     EvalResult), ``level`` (index of the highest fidelity with a result) and ``score`` (the
     score there; failures count as the worst score). Ranking is the engine's: highest
-    fidelity reached first, then the score.
+    fidelity reached first, then the score. Everything is read once, when the view is made
+    (a view of a running run is a snapshot), so ``ranked()`` ranks once and keeps the order.
     """
 
     def __init__(self, run: str | Path):
@@ -305,11 +306,15 @@ class RunView:
                     c["score"] = r.score if r.status == Status.ok and r.score == r.score else WORST_SCORE
             if c["state"] == "ok" and c["level"] >= 0:
                 self.individuals.append(c)
+        self._ranked: list[dict] | None = None
 
     def ranked(self) -> list[dict]:
-        """The engine's final ranking (search.core.selection): validated candidates first."""
-        noise = float((self.campaign.get("validation") or {}).get("noise", 0.0))
-        return rank_rows(self.individuals, self.fidelities, noise)
+        """The engine's final ranking (search.core.selection): validated candidates first (a new list
+        each call; the ranking is computed on the first)."""
+        if self._ranked is None:
+            noise = float((self.campaign.get("validation") or {}).get("noise", 0.0))
+            self._ranked = rank_rows(self.individuals, self.fidelities, noise)
+        return list(self._ranked)
 
     def verification(self) -> dict | None:
         """The last ``optforge verify`` of this run (search.rules.verify), or None."""
