@@ -51,13 +51,27 @@ shared benchmark lock when other work runs), then print the tables:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
+import platform
+import statistics
+import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import dsl  # noqa: E402
+from evaluators import TUNING_PRESETS, Candidate, RuleEvalConfig, RuleEvaluator  # noqa: E402
+from search.core import Engine, RunStore, parse_campaign, run_campaign  # noqa: E402
+from search.report import PlainProgress  # noqa: E402
+from search.rules import verify_run, verify_table  # noqa: E402
 
 SEARCH_TASKS = ["digits_logreg", "digits_mlp"]
 HELDOUT_TASKS = ["digits_logreg", "digits_mlp", "char_lm"]
@@ -65,7 +79,7 @@ HELDOUT_SEEDS = [1, 2]
 HELDOUT_SPLIT = "test"
 LR_GRID = {"center": 0.01, "width": 4.0, "points": 9}
 #: the tuning every recorded result of this bench used (the campaign default is the cheaper "budget")
-THOROUGH = {"wd_grid": {"values": [0.0, 1e-3, 1e-2, 1e-1, 1.0]}, "halving": {"rungs": [[0.3, 5]]}}
+THOROUGH = copy.deepcopy(TUNING_PRESETS["thorough"])   # a copy: the preset's dicts are shared
 
 
 def campaign_dict(name: str, budget: int, wall: float, llm_share: float, executor: str,
@@ -88,8 +102,6 @@ def campaign_dict(name: str, budget: int, wall: float, llm_share: float, executo
 
 
 def run_search(d: dict, out: Path) -> dict:
-    from search.core import Engine, parse_campaign
-    from search.report import PlainProgress
     c = parse_campaign(d, f"<bench {d['name']}>")
     t0 = time.time()
     eng = Engine(c, out / d["name"], fresh=True, progress=PlainProgress(every_s=20))
@@ -111,8 +123,6 @@ def run_search(d: dict, out: Path) -> dict:
 
 def heldout(rules: dict[str, str], executor: str, split: str = HELDOUT_SPLIT) -> dict:
     """Scores vs tuned AdamW on unseen seeds (and an unseen task) on ``split``, small fidelity."""
-    from evaluators.base import Candidate
-    from evaluators.rules import RuleEvalConfig, RuleEvaluator
     ev = RuleEvaluator(RuleEvalConfig(tasks=HELDOUT_TASKS, seeds=HELDOUT_SEEDS, lr_grid=LR_GRID,
                                       executor=executor, split=split))
     try:
@@ -210,7 +220,6 @@ def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | N
                            arm: str = "random", llm_calls: int | None = None) -> dict:
     """examples/discovery.toml with its search seed (``random_seed``), budget and run name replaced;
     random operators alone, or (``arm="bandit_llm"``) with the LLM's operators under the UCB bandit."""
-    import tomllib
     d = tomllib.loads(TRANSFER_CAMPAIGN.read_text())
     d["name"] = f"bench_transfer_{transfer_stem(arm, search_seed, tag)}"
     d["random_seed"] = search_seed
@@ -233,22 +242,14 @@ def transfer_campaign_dict(search_seed: int, budget: int | None, wall: float | N
 def run_transfer_seed(search_seed: int, budget: int | None, wall: float | None, out: Path, executor: str,
                       verify_top: int = 1, tag: str = "", arm: str = "random", llm_calls: int | None = None) -> dict:
     """One campaign (``arm``) of the transfer protocol, then ``optforge verify`` of its winner."""
-    import os
 
-    from search.core import Engine, parse_campaign
-    from search.report import PlainProgress
-    from search.rules.verify import verify_run, verify_table
     d = transfer_campaign_dict(search_seed, budget, wall, tag, arm, llm_calls)
     if executor:
         d["executor"] = executor
     c = parse_campaign(d, f"<bench {d['name']}>")
     load0 = os.getloadavg()
     t0 = time.time()
-    eng = Engine(c, out / d["name"], fresh=True, progress=PlainProgress(every_s=60))
-    try:
-        s = eng.run()
-    finally:
-        eng.close()
+    s = run_campaign(c, out / d["name"], fresh=True, progress=PlainProgress(every_s=60))
     search_s = time.time() - t0
     # every seed is verified under the same config: one shared cache (the AdamW sweeps train once)
     rec = verify_run(out / d["name"], top=verify_top, executor=executor, with_seeds=search_seed == 0,
@@ -264,7 +265,6 @@ def run_transfer_seed(search_seed: int, budget: int | None, wall: float | None, 
 def transfer_table(out: Path) -> str:
     """Markdown: per search seed the winner's search, validation and verified (transfer) scores, then the
     mean and spread over seeds of the verified score (families used neither in search nor validation)."""
-    import statistics
     rows = [dict(json.loads(f.read_text()), arm=arm) for arm in TRANSFER_ARMS
             for f in sorted(out.glob(f"transfer_{transfer_stem(arm, '*')}.json"))]
     if not rows:
@@ -332,7 +332,6 @@ def bandit_campaign_dict(arm: str, search_seed: int, wall: float, executor: str,
 
 def warm_llm() -> None:
     """Load (and on first use convert) the embedded model once, before any timing."""
-    import subprocess
     subprocess.run([sys.executable, "-m", "search.cli", "llm", "ping"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
 
@@ -340,9 +339,7 @@ def warm_llm() -> None:
 def run_bandit_arms(args) -> int:
     """``--bandit-vs-random``: for each search seed, the random-only campaign then the bandit-with-LLM
     one (interleaved, so load drifts hit both), each followed by the held-out test check."""
-    import os
 
-    from search.core import RunStore
     out = Path(args.out)
     warm_llm()
     for seed in [int(x) for x in args.bandit_seeds.split(",")]:
@@ -376,7 +373,6 @@ def run_bandit_arms(args) -> int:
 
 def bandit_table(out: Path) -> str:
     """Markdown: per arm and search seed, then mean and spread of the held-out test score."""
-    import statistics
     rows = [json.loads(f.read_text()) for f in sorted(out.glob("bandit_*_s*.json"))]
     if not rows:
         return "(no --bandit-vs-random results yet)"
@@ -393,7 +389,7 @@ def bandit_table(out: Path) -> str:
         score = next(v for k, v in h.items() if not k.startswith("_"))["score"]
         by.setdefault(variant(r), []).append(score)
         sh = r.get("operators") or {}
-        llm = lambda d: sum(v for k, v in (d or {}).items() if k.startswith("llm_"))  # noqa: E731
+        llm = lambda d: sum(v for k, v in (d or {}).items() if k.startswith("llm_"))
         share = "-" if r["arm"] == "random" else \
             f"{100 * llm(sh.get('first')):.0f}% -> {100 * llm(sh.get('last')):.0f}%"
         lines.append(f"| {variant(r)} | {r['search_seed']} | {r['wall_cap_s']:g} | {c['budget_units']:g} | "
@@ -452,12 +448,8 @@ def main() -> int:
         return 0
     if args.bandit_vs_random:
         return run_bandit_arms(args)
-    import os
-    import platform
 
-    import torch
 
-    import dsl
     plans = [("sgdm_random", 0.0), ("sgdm_llm", args.llm_share)]
     if args.no_llm or args.only == "random":
         plans = plans[:1]

@@ -46,12 +46,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import torch  # noqa: E402
-from scipy.stats import kendalltau, spearmanr  # noqa: E402
+import torch
+from scipy.stats import kendalltau, spearmanr
 
-import dsl  # noqa: E402
-import proxies  # noqa: E402
-from evaluators import (  # noqa: E402
+import dsl
+import proxies
+from evaluators import (
     TUNING_PRESETS,
     Candidate,
     LrGrid,
@@ -60,7 +60,7 @@ from evaluators import (  # noqa: E402
     SuccessiveHalving,
     WdGrid,
 )
-from evaluators.executors import available_cores  # noqa: E402
+from evaluators.executors import available_cores
 
 #: cheap tasks of varied kinds for the tuning comparison (hand-written and generic, val metric)
 TUNING_TASKS = ["quadratic", "digits_mlp", "digits_ae", "cancer_bce", "diabetes_reg"]
@@ -153,7 +153,7 @@ def mutants(n: int, seed: int = 0) -> list[str]:
             src = head + "\n" + body
         try:
             key = str(dsl.fingerprint(dsl.parse(src)))
-        except Exception:  # noqa: BLE001 - a mutant that does not parse is skipped
+        except Exception:
             continue
         if key not in seen:
             seen.add(key)
@@ -162,7 +162,7 @@ def mutants(n: int, seed: int = 0) -> list[str]:
 
 
 def rank_stats(ref: list[float], other: list[float]) -> dict:
-    top = lambda xs, k: set(sorted(range(len(xs)), key=lambda i: -xs[i])[:k])  # noqa: E731
+    top = lambda xs, k: set(sorted(range(len(xs)), key=lambda i: -xs[i])[:k])
     return {"spearman": float(spearmanr(ref, other)[0]), "kendall": float(kendalltau(ref, other)[0]),
             "top1": top(ref, 1) == top(other, 1), "top5": len(top(ref, 5) & top(other, 5)),
             # the full grid's score of this protocol's pick, below the full grid's best

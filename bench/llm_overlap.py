@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from search.core import Engine, parse_campaign  # noqa: E402
+
 
 def rule_replies(n: int = 64) -> list[str]:
     """Valid DSL programs (Adam/RMSprop-like, distinct constants) for the scripted endpoint."""
@@ -66,7 +68,6 @@ def start_server(latency: float, replies: Path) -> tuple[subprocess.Popen, str]:
 
 
 def run_one(name: str, d: dict, out: Path) -> dict:
-    from search.core import Engine, parse_campaign
     c = parse_campaign(d, f"<bench {name}>")
     t0 = time.perf_counter()
     eng = Engine(c, out / name, fresh=True)

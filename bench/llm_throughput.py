@@ -30,11 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dsl  # noqa: E402
-from dsl.library import RULES  # noqa: E402
-from search.llm import ChatRequest, Message, dsl_grammar_names  # noqa: E402
-from search.llm.local import LocalLLM  # noqa: E402
-from search.rules.llm_ops import SYSTEM  # noqa: E402
+import torch
+
+import dsl
+from dsl.library import RULES
+from search.llm import ChatRequest, Message, dsl_grammar_names
+from search.llm.local import LocalLLM
+from search.rules.llm_ops import SYSTEM, extract_candidates
 
 TOPICS = ["the sea", "a mountain", "a city at night", "a forest", "the desert", "a library", "a train journey",
           "winter", "a market", "the moon", "a river", "a storm", "a garden", "an old house", "a bridge", "autumn"]
@@ -85,14 +87,6 @@ def label_scoring(llm: LocalLLM, queries: int) -> float:
     return time.perf_counter() - t0
 
 
-def extract(text: str) -> list[str]:
-    try:
-        from search.rules.llm_ops import extract_candidates
-        return extract_candidates(text)
-    except ImportError:  # fall back to the text itself
-        return [text]
-
-
 def valid_rate(llm: LocalLLM, parent_name: str, proposals: int, grammar: bool, max_tokens: int):
     parent = dsl.parse(RULES[parent_name])
     system = ("You are an expert in deep-learning optimization. You write optimizer update rules in a small "
@@ -111,13 +105,13 @@ def valid_rate(llm: LocalLLM, parent_name: str, proposals: int, grammar: bool, m
     ok, changed, reasons = 0, 0, {}
     for text in r.texts:
         progs = []
-        for c in extract(text):
+        for c in extract_candidates(text):
             try:
                 progs.append(dsl.parse(c))
                 break
             except dsl.DSLError as e:
                 reasons[str(e).split(":")[-1].strip()[:60]] = reasons.get(str(e).split(":")[-1].strip()[:60], 0) + 1
-        if not extract(text):
+        if not extract_candidates(text):
             reasons["no code in the reply"] = reasons.get("no code in the reply", 0) + 1
         if progs:
             ok += 1
@@ -142,7 +136,6 @@ def main() -> int:
     ap.add_argument("--show", action="store_true", help="print the proposals")
     args = ap.parse_args()
 
-    import torch
     llm = LocalLLM(args.model, batch_size=16, threads=None if args.threads == 0 else args.threads,
                    prefix_sharing=not args.no_prefix_sharing)
     t0 = time.perf_counter()

@@ -30,15 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluators.prompts import PromptEvaluator  # noqa: E402
+from evaluators.prompts import PromptEvaluator
 from search.core import (
-    Engine,  # noqa: E402
-    RunView,  # noqa: E402
-    parse_campaign,  # noqa: E402
+    Engine,
+    RunView,
+    parse_campaign,
 )
-from search.llm import make_llm  # noqa: E402
-from search.prompts import (  # noqa: E402
-    build_task,  # noqa: E402
+from search.llm import make_llm
+from search.prompts import (
+    build_task,
     markdown_table,
     plot_curves,
     run_row,
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         plot_curves(rows).savefig(out / "progress.png", dpi=90)
         print(f"\nwrote {out / 'results.json'} and {out / 'progress.png'}; compare the runs with "
               f"'optforge show {out}/*-*' or 'optforge report {out}/*-* -o {out}/report.html'")
-    except Exception as e:  # noqa: BLE001 - the table is the result
+    except Exception as e:
         print(f"(no plot: {e})")
     return 0
 

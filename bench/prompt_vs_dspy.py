@@ -47,7 +47,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proxies.prompts import PromptTask, generate_task, match  # noqa: E402
+from proxies.prompts import PromptTask, generate_task, match
+from search.core import Engine, parse_campaign
+from search.llm import OpenAICompatServer
+from search.llm.local import LocalLLM
 
 DSPY_METHODS = ("dspy-zero", "dspy-labeled", "dspy-bootstrap", "dspy-bootstrap-rs", "dspy-copro", "dspy-mipro")
 OPTFORGE_METHODS = ("optforge-ga", "optforge-de", "optforge-opro", "optforge-demos", "optforge-ga-demos")
@@ -60,7 +63,6 @@ class Servers:
     """A task-model server and a prompt-model server on localhost in front of one backend."""
 
     def __init__(self, llm) -> None:
-        from search.llm.server import OpenAICompatServer
         lock = threading.Lock()
         self.task = OpenAICompatServer(llm, model_name="smollm2-task", llm_lock=lock).start()
         self.prompt = OpenAICompatServer(llm, model_name="smollm2-prompt", llm_lock=lock).start()
@@ -73,10 +75,6 @@ class Servers:
         self.prompt.stop()
 
 
-def task_splits(name: str, sizes: dict[str, int], task_seed: int = 0) -> PromptTask:
-    return generate_task(name, seed=task_seed, sizes=sizes)
-
-
 def metric_of(task: PromptTask) -> str:
     return "normalized" if task.metric == "label" else "contains"
 
@@ -85,7 +83,7 @@ def metric_of(task: PromptTask) -> str:
 
 def run_dspy(method: str, task: PromptTask, servers: Servers, seed: int, args) -> dict[str, Any]:
     """One DSPy optimizer on ``task``; returns test accuracy, call counts, what it learned."""
-    import dspy
+    import dspy  # here: DSPy is the optional `.[bench]` extra, needed only by the dspy-* methods
     metric = metric_of(task)
     task_lm = dspy.LM("openai/smollm2-task", api_base=servers.task.url, api_key="none", temperature=0.0,
                       max_tokens=args.dspy_max_tokens, cache=False, num_retries=1)
@@ -145,7 +143,7 @@ def run_dspy(method: str, task: PromptTask, servers: Servers, seed: int, args) -
     def one(i: int) -> None:
         try:
             preds[i] = getattr(prog(input=test[i].input), "output", "") or ""
-        except Exception as e:  # noqa: BLE001 - an unparsable reply scores 0
+        except Exception as e:
             preds[i] = f"<error: {type(e).__name__}>"
 
     with ThreadPoolExecutor(threads) as pool:
@@ -160,17 +158,16 @@ def run_dspy(method: str, task: PromptTask, servers: Servers, seed: int, args) -
 
 # ------------------------------------------------------------------------------ optforge
 
-def run_optforge(method: str, task_name: str, sizes: dict[str, int], servers: Servers, seed: int, args,
+def run_optforge(method: str, task: PromptTask, sizes: dict[str, int], servers: Servers, seed: int, args,
                  out: Path) -> dict[str, Any]:
     """One optforge prompt campaign on the engine, task model and proposer over HTTP."""
-    from search.core import Engine, parse_campaign
-    alg = method.removeprefix("optforge-").removesuffix("-demos") or "ga"
-    alg = "demos" if method == "optforge-demos" else alg
+    task_name = task.name
+    alg = method.removeprefix("optforge-").removesuffix("-demos")   # "optforge-demos" -> "demos"
     with_demos = method.endswith("demos")
     run_dir = out / f"{task_name}-{method}-s{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     mb = args.minibatch
-    n_dev = len(generate_task(task_name, sizes=sizes).dev)
+    n_dev = len(task.dev)
     openai = {"backend": "openai", "api_key": "none", "concurrency": args.threads, "max_retries": 1}
     prompt: dict[str, Any] = {
         "task": task_name, "algorithm": alg, "sizes": sizes, "minibatch": mb, "max_tokens": args.max_tokens,
@@ -199,16 +196,12 @@ def run_optforge(method: str, task_name: str, sizes: dict[str, int], servers: Se
     wall = time.perf_counter() - t0
     t_calls1, p_calls1 = servers.calls()
     tested = final.get("tested") or []
-    test_calls = len(tested) * sizes_test(task_name, sizes)
+    test_calls = len(tested) * len(task.test)
     top = final.get("top_by_dev") or {}
     return {"method": method, "test": top.get("test"), "task_calls": t_calls1 - t_calls0 - test_calls,
             "prompt_calls": p_calls1 - p_calls0, "test_calls": test_calls, "search_s": wall,
             "instruction": top.get("text"), "initial_test": (final.get("initial") or {}).get("test"),
             "run": str(run_dir)}
-
-
-def sizes_test(task_name: str, sizes: dict[str, int]) -> int:
-    return len(generate_task(task_name, sizes=sizes).test)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -276,7 +269,6 @@ def main(argv=None) -> int:
     sizes = {"train": args.train, "dev": args.dev, "test": args.test}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from search.llm.local import LocalLLM
     servers = Servers(LocalLLM())
     rows: list[dict] = []
     failed: dict[str, dict[str, str]] = {}
@@ -285,7 +277,7 @@ def main(argv=None) -> int:
     try:
         for seed in args.seeds:   # every task once before the next seed: a cut-short run still covers them
             for t in args.tasks:
-                task = task_splits(t, sizes)
+                task = generate_task(t, seed=0, sizes=sizes)
                 print(f"# seed {seed}: {task.summary()}; initial {task.initial_prompt!r}", flush=True)
                 for m in args.methods:
                     if m in failed.get(t, {}):   # a method that cannot run with this model is tried once per task
@@ -294,8 +286,8 @@ def main(argv=None) -> int:
                         continue
                     try:
                         r = (run_dspy(m, task, servers, seed, args) if m.startswith("dspy")
-                             else run_optforge(m, t, sizes, servers, seed, args, out))
-                    except Exception as e:  # noqa: BLE001 - one method failing must not end the benchmark
+                             else run_optforge(m, task, sizes, servers, seed, args, out))
+                    except Exception as e:
                         first = (str(e).strip().splitlines() or [""])[0]
                         r = {"method": m, "test": None, "error": f"{type(e).__name__}: {first}"}
                         failed.setdefault(t, {})[m] = f"failed with seed {seed} ({type(e).__name__})"

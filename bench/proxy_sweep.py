@@ -29,10 +29,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from dsl import get_rule  # noqa: E402
-from proxies import ModuleTask, get_task, list_tasks  # noqa: E402
-from proxies.tasks.datasets import digits_images  # noqa: E402
-from proxies.tasks.train import TorchThreads, sweep_threads  # noqa: E402
+from dsl import get_rule
+from proxies import ModuleTask, get_task, list_tasks
+from proxies.tasks.datasets import digits_images
+from proxies.tasks.train import TorchThreads, sweep_threads
 
 ADAMW = get_rule("adamw")  # the library's AdamW, the same text the tests check against torch.optim
 LRS8 = [float(x) for x in np.logspace(-4, -0.5, 8)]

@@ -25,10 +25,12 @@ AdamW and fused AdamW.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dsl import export_python, get_rule, to_optimizer  # noqa: E402
+from dsl import export_python, get_rule, to_optimizer
 
 # the library's rules (dsl.library), the same text the tests check against torch.optim
 ADAMW = get_rule("adamw")
@@ -113,8 +115,6 @@ def contenders(args):
     for t in [int(x) for x in args.tiles.split(",") if x.strip()]:
         c[f"DSL AdamW tile={t}"] = lambda ps, t=t: with_tile(DslAdamW, t)(ps, **kw)
     if args.export:
-        import importlib.util
-        import tempfile
         path = Path(tempfile.mkdtemp()) / "exported_adamw.py"
         path.write_text(export_python(ADAMW, "ExportedAdamW"))
         spec = importlib.util.spec_from_file_location("exported_adamw", path)
