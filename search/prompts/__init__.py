@@ -67,7 +67,7 @@ from .operators import (
     ParaphraseOperator,
     RewriteOperator,
 )
-from .options import ALGORITHM_STRATEGY, LLM_OPERATOR, PromptOptions, build_task, prompt_options
+from .options import ALGORITHM_STRATEGY, LLM_OPERATOR, PromptOptions, build_task, campaign_task, prompt_options
 from .show import best_dev_curve, prompt_report_sections, prompt_show_lines
 from .strategies import OPRO, DemoSearch, EvoPromptDE, EvoPromptGA, Rewrite
 
@@ -75,6 +75,7 @@ __all__ = ["CompareError", "calls_curve", "compare_text", "load_rows", "markdown
            "write_compare_report",
            "dev_sign_test", "finalize_prompt_run", "prompt_final", "sign_test_p", "PromptKind", "DEOperator",
            "EditOperator", "GAOperator", "OPROOperator", "ParaphraseOperator", "RewriteOperator",
-           "ALGORITHM_STRATEGY", "LLM_OPERATOR", "PromptOptions", "build_task", "prompt_options", "best_dev_curve",
+           "ALGORITHM_STRATEGY", "LLM_OPERATOR", "PromptOptions", "build_task", "campaign_task", "prompt_options",
+           "best_dev_curve",
            "prompt_report_sections", "prompt_show_lines", "OPRO", "EvoPromptDE", "EvoPromptGA", "Rewrite",
            "DemoCrossOperator", "DemoEditOperator", "DemoSearch"]

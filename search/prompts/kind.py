@@ -12,7 +12,7 @@ from search.core import Campaign, EngineView, InvalidCandidate, KindPlugin, RunS
 from search.llm import LLMConfig, make_llm
 
 from .final import finalize_prompt_run, prompt_final
-from .options import ALGORITHM_STRATEGY, PromptOptions, build_task, prompt_options
+from .options import ALGORITHM_STRATEGY, PromptOptions, campaign_task, prompt_options
 from .show import demonstration_pairs, prompt_report_sections, prompt_show_lines
 from .text import clean_prompt
 
@@ -26,7 +26,7 @@ class PromptKind(KindPlugin):
     def validate(self, campaign: Campaign) -> None:
         super().validate(campaign)
         o: PromptOptions = campaign.options
-        build_task(o, Path(campaign.source_path).parent if campaign.source_path else ".")  # fail early
+        campaign_task(campaign)  # fail early
         wanted = ALGORITHM_STRATEGY[o.algorithm]
         if "strategy" in campaign.search.model_fields_set and campaign.search.strategy != wanted:
             if campaign.search.strategy in ALGORITHM_STRATEGY.values():
@@ -45,7 +45,7 @@ class PromptKind(KindPlugin):
 
     def make_evaluator(self, campaign: Campaign, run_dir: Path) -> "PromptEvaluator":
         o = prompt_options(campaign)
-        task = build_task(o, Path(campaign.source_path).parent if campaign.source_path else ".")
+        task = campaign_task(campaign)
         cfg = LLMConfig.model_validate(o.task_model or {})
         llm = make_llm(cfg, cache_dir=Path(run_dir) / "task_llm_cache")
         llm_id = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
@@ -55,7 +55,7 @@ class PromptKind(KindPlugin):
 
     def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
         o = prompt_options(campaign)
-        task = build_task(o, Path(campaign.source_path).parent if campaign.source_path else ".")
+        task = campaign_task(campaign)
         seeds = [("initial", task.initial_prompt)] + [(f"seed{i + 1}", s) for i, s in enumerate(o.seed_prompts)]
         if o.demos:   # k train demonstrations per seed prompt, drawn with the campaign's seed
             rng = random.Random(f"demos:{campaign.random_seed}")

@@ -83,3 +83,9 @@ def prompt_options(campaign: Campaign) -> PromptOptions:
         o = PromptOptions.model_validate(campaign.table or {})
         campaign.set_options(o)
     return o
+
+
+def campaign_task(campaign: Campaign) -> PromptTask:
+    """The task of a prompt campaign: :func:`build_task` on its ``[prompt]`` table, a relative
+    ``task_file`` resolved next to the campaign file."""
+    return build_task(prompt_options(campaign), Path(campaign.source_path).parent if campaign.source_path else ".")

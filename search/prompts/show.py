@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html as _html
-from pathlib import Path
 from typing import Any
 
 from evaluators.base import Status
@@ -12,13 +11,13 @@ from search.report.figures import png
 
 from .compare import calls_curve
 from .final import prompt_final
-from .options import build_task, prompt_options
+from .options import campaign_task
 
 
 def demonstration_pairs(campaign: dict, idx: tuple[int, ...] | list[int]) -> list[dict[str, Any]]:
     """The train examples at ``idx`` of a run's task, rebuilt from its stored campaign."""
     c = parse_campaign(campaign)
-    task = build_task(prompt_options(c), Path(c.source_path).parent if c.source_path else ".")
+    task = campaign_task(c)
     return [{"index": i, "input": task.train[i].input, "output": task.train[i].output}
             for i in idx if 0 <= i < len(task.train)]
 
