@@ -18,8 +18,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from evaluators.base import WORST_SCORE
-from search.core import KindPlugin, RunView, UnknownKindError, run_kind
+from search.core import KindPlugin, RunView, UnknownKindError, fmt_score, run_kind
 from search.prompts import CompareError, compare_text, write_compare_report
 from search.report import operator_lines, simplified_text, write_report
 
@@ -35,11 +34,6 @@ def resolve_run(spec: str) -> Path:
             return cand
     raise CLIError(f"{spec}: no run found (expected a run directory with run.sqlite, e.g. runs/demo; "
                      "start one with 'optforge run CAMPAIGN.toml')")
-
-
-def fmt_score(s: float | None) -> str:
-    """A score as shown by the CLI ("failed" for a failed evaluation)."""
-    return "failed" if s is None or s <= WORST_SCORE else f"{s:+.4f}"
 
 
 # -- show -----------------------------------------------------------------------------

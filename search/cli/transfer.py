@@ -2,12 +2,8 @@
 verified scores side by side (the transfer gap), with a flag on a winner that does not hold."""
 from __future__ import annotations
 
-from search.core import RunView
+from search.core import RunView, fmt_score
 from search.rules.verify import verdict, verify_table
-
-
-def _s(x: float | None) -> str:
-    return "-" if x is None else ("failed" if x <= -1e8 else f"{x:+.4f}")
 
 
 def validation_lines(row: dict) -> list[str]:
@@ -15,9 +11,10 @@ def validation_lines(row: dict) -> list[str]:
     v = row.get("validation")
     if v is None:
         return []
-    per = ", ".join(f"{t} {_s(tr.score if tr.status.value == 'ok' else None)}" for t, tr in v.tasks.items())
-    return [f"    validation {_s(v.score if v.status.value == 'ok' else None)} ({v.tasks_won}/{v.tasks_scored} "
-            f"tasks won vs tuned AdamW): {per}"]
+    per = ", ".join(f"{t} {fmt_score(tr.score if tr.status.value == 'ok' else None, '-')}"
+                    for t, tr in v.tasks.items())
+    score = fmt_score(v.score if v.status.value == "ok" else None, "-")
+    return [f"    validation {score} ({v.tasks_won}/{v.tasks_scored} tasks won vs tuned AdamW): {per}"]
 
 
 def verification_lines(view: RunView) -> list[str]:

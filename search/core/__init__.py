@@ -11,7 +11,8 @@
   (``engine_llm``) and checkpoints (``checkpoint``: its state after each generation, resume) are
   mixins of their own; ``simplify``: empirical
   simplification of the winners (generic over kinds); ``selection``: the validation stage;
-  ``ranking``: the final ranking (pure) and the ``[validation]`` / ``[verify]`` settings;
+  ``ranking``: the final ranking (pure), the ``[validation]`` / ``[verify]`` settings and a score as
+  shown (``fmt_score``, ``fmt_won``);
 - ``campaign``: the campaign model (pydantic); ``loading``: ``load_campaign`` / ``parse_campaign``
   (TOML -> a validated campaign, kind and plug-in tables included);
 - ``store``: ``RunStore`` (the run's SQLite file) and ``RunView`` (a finished or running run, read-only);
@@ -37,6 +38,7 @@ from .campaign import (
 from .engine import Engine, run_campaign
 from .loading import load_campaign, parse_campaign
 from .plugins import Context, EngineView, KindPlugin, Operator, Strategy
+from .ranking import fmt_score, fmt_won
 from .registry import (
     KINDS,
     OPERATORS,
@@ -59,4 +61,4 @@ __all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig"
            "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",
            "RunStore", "RunView", "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Progress",
            "Proposal", "RunExistsError", "RunSummary", "Stats", "BanditConfig", "BanditError", "OperatorBandit",
-           "operator_table", "share_points", "pareto_front"]
+           "operator_table", "share_points", "pareto_front", "fmt_score", "fmt_won"]

@@ -1,8 +1,9 @@
 """The final ranking: validated candidates first, then the search's best, noise-aware ties.
 
-Pure functions over any items (engine individuals or RunView rows), and the ``[validation]`` /
-``[verify]`` settings. ``search.core.selection`` runs the validation stage that fills in the
-scores this ranks by; the campaign model and the run store use these without the engine.
+Pure functions over any items (engine individuals or RunView rows), the ``[validation]`` /
+``[verify]`` settings, and a score as shown (:func:`fmt_score`, :func:`fmt_won`: CLI, report, rules).
+``search.core.selection`` runs the validation stage that fills in the scores this ranks by; the
+campaign model and the run store use these without the engine.
 
 Final ranking (:func:`final_order`): validated candidates first, by validation score; the rest
 by the highest search fidelity reached, then the score there. Scores closer than
@@ -70,6 +71,19 @@ def ok_score(r: EvalResult | None) -> float:
     return float(r.score)
 
 
+def fmt_score(s: float | None, none: str = "failed") -> str:
+    """A score as shown (``+0.1234``): ``failed`` at ``WORST_SCORE`` (or below), ``none`` for no score."""
+    if s is None:
+        return none
+    return "failed" if s <= WORST_SCORE else f"{s:+.4f}"
+
+
+def fmt_won(entry: dict, key: str) -> str:
+    """A verification entry's tasks won, ``<key>_won/<key>_n`` (``-`` when it has no such tasks)."""
+    n = entry.get(key + "_n")
+    return f"{entry.get(key + '_won')}/{n}" if n else "-"
+
+
 def final_order(items: Sequence[T], *, level: Callable[[T], int], score: Callable[[T], float],
                 search_result: Callable[[T], EvalResult | None], validation: Callable[[T], EvalResult | None],
                 size: Callable[[T], float], noise: float) -> list[T]:
@@ -95,4 +109,5 @@ def rank_rows(rows: Sequence[dict], fidelities: Sequence[str], noise: float) -> 
 
 
 
-__all__ = ["VALIDATION", "ValidationConfig", "VerifyConfig", "noise_order", "ok_score", "final_order", "rank_rows"]
+__all__ = ["VALIDATION", "ValidationConfig", "VerifyConfig", "noise_order", "ok_score", "fmt_score", "fmt_won",
+           "final_order", "rank_rows"]

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import html
 
-from search.core import RunView
+from search.core import RunView, fmt_score, fmt_won
 
 
 def _f(x: float | None) -> str:
-    return "-" if x is None else ("failed" if x <= -1e8 else f"{x:+.4f}")
-
-
-def _won(e: dict, key: str) -> str:
-    n = e.get(key + "_n")
-    return f"{e.get(key + '_won')}/{n}" if n else "-"
+    """A score cell ("-" for none)."""
+    return fmt_score(x, "-")
 
 
 def transfer_sections(view: RunView) -> list[str]:
@@ -41,10 +37,10 @@ def transfer_sections(view: RunView) -> list[str]:
             flag = "" if e["kind"] == "seed" else ("yes" if e.get("holds") else
                                                     "<b style='color:#b00'>NO: does not hold</b>")
             rows.append(f"<tr><td>{html.escape(e['label'])}</td><td>{_f(e.get('search'))}</td>"
-                        f"<td>{_won(e, 'search')}</td><td>{_f(e.get('validation'))}</td>"
-                        f"<td>{_won(e, 'validation')}</td><td>{_f(e.get('validation_test'))}</td>"
-                        f"<td>{_won(e, 'validation_test')}</td><td><b>{_f(e.get('verified'))}</b></td>"
-                        f"<td>{_won(e, 'verified')}</td><td>{flag}</td></tr>")
+                        f"<td>{fmt_won(e, 'search')}</td><td>{_f(e.get('validation'))}</td>"
+                        f"<td>{fmt_won(e, 'validation')}</td><td>{_f(e.get('validation_test'))}</td>"
+                        f"<td>{fmt_won(e, 'validation_test')}</td><td><b>{_f(e.get('verified'))}</b></td>"
+                        f"<td>{fmt_won(e, 'verified')}</td><td>{flag}</td></tr>")
         tasks = list(rec["entries"][0]["tasks"]) if rec["entries"] else []
         per = ["<tr><th>rule</th>" + "".join(f"<th>{html.escape(t)}</th>" for t in tasks) + "</tr>"]
         for e in rec["entries"]:

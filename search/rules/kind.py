@@ -26,7 +26,7 @@ from dsl import library
 from dsl.checker import liveness
 from dsl.export import export_python
 from evaluators import RuleEvalConfig, RuleEvaluator
-from search.core import Campaign, Individual, InvalidCandidate, KindPlugin, register_kind
+from search.core import Campaign, Individual, InvalidCandidate, KindPlugin, fmt_score, register_kind
 
 from .ablations import rule_ablations
 from .mutations import DEFAULT_WEIGHTS
@@ -175,20 +175,17 @@ class RuleKind(KindPlugin):
             return []
         best = ranked[0]
         fid = view.fidelities[best["level"]]
-
-        def fmt(s: float | None) -> str:
-            return "failed" if s is None or not s > -1e8 else f"{s:+.4f}"
-
         cells = []
         for x in view.individuals:
             if x["operator"] != "seed":
                 continue
             r = x["results"].get(fid)
             cells.append(f"{x['meta'].get('seed', '#' + str(x['id']))} "
-                         f"{fmt(r.score if r is not None and r.status.value == 'ok' else None)}")
+                         f"{fmt_score(r.score if r is not None and r.status.value == 'ok' else None)}")
         out = []
         if cells:
-            out.append(f"seed rules at {fid}: {', '.join(cells)}; best found {fmt(best['score'])} (#{best['id']})")
+            out.append(f"seed rules at {fid}: {', '.join(cells)}; best found {fmt_score(best['score'])} "
+                       f"(#{best['id']})")
         out.append("scores: mean over tasks of log(tuned AdamW loss / tuned rule loss); 0 = tuned AdamW, "
                    "+0.1 = about 10% lower loss")
         out.append(f"next: optforge export {view.run_dir} --rank 1 -o best_rule.py  (standalone torch optimizer)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from evaluators import Candidate, RuleEvalConfig, RuleEvaluator
 from evaluators.base import WORST_SCORE, EvalResult, Status
-from search.core import Campaign, RunStore, RunView, db_path
+from search.core import Campaign, RunStore, RunView, db_path, fmt_score, fmt_won
 
 from .kind import RuleKind, eval_config_dict, rule_text
 from .tasksets import search_tasks, transfer_tasks, validation_tasks
@@ -156,13 +156,10 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
     return rec
 
 
-def _f(x: float | None) -> str:
-    return "   -   " if x is None else ("failed " if x <= WORST_SCORE else f"{x:+.4f}")
-
-
-def _won(e: dict, key: str) -> str:
-    n = e.get(key + "_n")
-    return f"{e.get(key + '_won')}/{n}" if n else "-"
+def _cell(x: float | None) -> str:
+    """A score cell of the text table: "-" and "failed" padded to a score's width (7)."""
+    s = fmt_score(x, "-")
+    return f"{s:^7}" if x is None or x <= WORST_SCORE else s
 
 
 def verdict(rec: dict[str, Any]) -> str:
@@ -174,14 +171,14 @@ def verdict(rec: dict[str, Any]) -> str:
     n, won, m = e.get("validation_test_n", 0), e.get("validation_test_won", 0), e.get("validation_test")
     if n and 2 * won > n:
         head = (f"winner {e['label']} beats tuned AdamW on {won} of its {n} validation tasks on the test split "
-                f"(mean {_f(m).strip()})")
+                f"(mean {fmt_score(m, '-')})")
     elif n:
         head = (f"this run found no rule that beats tuned AdamW on most of its validation tasks on the test "
-                f"split: its winner {e['label']} wins {won} of {n} (mean {_f(m).strip()})")
+                f"split: its winner {e['label']} wins {won} of {n} (mean {fmt_score(m, '-')})")
     else:
         head = f"winner {e['label']}"
     if rec["transfer_tasks"]:
-        head += (f"; on the {len(rec['transfer_tasks'])} transfer tasks it scores {_f(e.get('verified')).strip()} "
+        head += (f"; on the {len(rec['transfer_tasks'])} transfer tasks it scores {fmt_score(e.get('verified'), '-')} "
                  f"and wins {e.get('verified_won')}: " + ("it holds" if e.get("holds") else "it does NOT hold"))
     return head
 
@@ -195,10 +192,10 @@ def verify_table(rec: dict[str, Any]) -> list[str]:
            f"{'VERIFIED':>9} {'won':>5}  holds?"]
     for e in rec["entries"]:
         flag = "" if e["kind"] == "seed" else ("yes" if e.get("holds") else "NO: does not hold")
-        out.append(f"{e['label']:<22} {_f(e.get('search')):>8} {_won(e, 'search'):>5}  "
-                   f"{_f(e.get('validation')):>10} {_won(e, 'validation'):>5}  "
-                   f"{_f(e.get('validation_test')):>10} {_won(e, 'validation_test'):>5}  "
-                   f"{_f(e.get('verified')):>9} {_won(e, 'verified'):>5}  {flag}")
+        out.append(f"{e['label']:<22} {_cell(e.get('search')):>8} {fmt_won(e, 'search'):>5}  "
+                   f"{_cell(e.get('validation')):>10} {fmt_won(e, 'validation'):>5}  "
+                   f"{_cell(e.get('validation_test')):>10} {fmt_won(e, 'validation_test'):>5}  "
+                   f"{_cell(e.get('verified')):>9} {fmt_won(e, 'verified'):>5}  {flag}")
     out.append("per task (score = clipped log(tuned AdamW metric / tuned rule metric); tuned lr / wd, rule vs AdamW):")
     tasks = list(rec["entries"][0]["tasks"]) if rec["entries"] else []
     for e in rec["entries"]:
@@ -209,7 +206,7 @@ def verify_table(rec: dict[str, Any]) -> list[str]:
             wd = f"/{x['wd']:.2g}" if x.get("wd") is not None else ""
             blr = f"{x['baseline_lr']:.2g}" if x.get("baseline_lr") else "-"
             bwd = f"/{x['baseline_wd']:.2g}" if x.get("baseline_wd") is not None else ""
-            cells.append(f"{t} {_f(x.get('score')).strip()} ({lr}{wd} vs {blr}{bwd})")
+            cells.append(f"{t} {fmt_score(x.get('score'), '-')} ({lr}{wd} vs {blr}{bwd})")
         out.append(f"  {e['label']}: " + "; ".join(cells))
     return out
 
