@@ -77,6 +77,14 @@ class LrGrid(BaseModel):
         return cls(center=math.sqrt(lo * hi), width=math.log10(hi / lo), points=points)
 
 
+def wd_axis(values: list[float] | tuple[float, ...], relative: bool, task_wd: float) -> list[float]:
+    """The weight decays a wd grid of ``values`` tunes on a task whose own weight decay is ``task_wd``:
+    ``values`` as given, or with ``relative`` their products with ``task_wd`` (distinct, ascending)."""
+    if not relative:
+        return list(values)
+    return sorted({float(x) * float(task_wd) for x in values})
+
+
 class WdGrid(BaseModel):
     """Weight decays tuned next to the learning rate: the tuning grid is lr_grid x wd_grid, every
     point one copy (per seed) of the same vectorized run, for the candidate and the baseline alike.
@@ -102,9 +110,7 @@ class WdGrid(BaseModel):
 
     def wds(self, task_wd: float) -> list[float]:
         """The grid for a task whose own weight decay is ``task_wd`` (ascending)."""
-        if not self.relative:
-            return list(self.values)
-        return sorted({float(x) * float(task_wd) for x in self.values})
+        return wd_axis(self.values, self.relative, task_wd)
 
 
 class SuccessiveHalving(BaseModel):
@@ -252,5 +258,5 @@ def rule_key(source_or_program: str | dsl.Program) -> str:
         return "src:" + hashlib.sha256(prog.source().encode()).hexdigest()[:32]
 
 
-__all__ = ["LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "RuleEvalConfig", "baseline_source",
-           "library_source", "rule_key"]
+__all__ = ["LrGrid", "WdGrid", "wd_axis", "SuccessiveHalving", "TUNING_PRESETS", "RuleEvalConfig",
+           "baseline_source", "library_source", "rule_key"]

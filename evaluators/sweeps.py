@@ -20,6 +20,9 @@ from pydantic import BaseModel, Field
 import dsl
 import proxies
 
+from .executors import error_reason
+from .rule_config import wd_axis
+
 
 def _f(x) -> float | None:
     x = float(x)
@@ -138,7 +141,7 @@ class SweepJob:
         """The sweep's grid points for a task: (lrs, wds), lr-major; wds None without a wd grid."""
         if self.wd_grid is None:
             return list(self.lrs), None
-        axis = sorted({w * task_wd for w in self.wd_grid}) if self.wd_relative else list(self.wd_grid)
+        axis = wd_axis(self.wd_grid, self.wd_relative, task_wd)
         return [lr for lr in self.lrs for _ in axis], [w for _ in self.lrs for w in axis]
 
 
@@ -186,9 +189,7 @@ def _run_tasks(job: SweepJob, program: dsl.Program, out: list[SweepSummary]) -> 
             if summary.task != name:             # a spec task named itself: results go by the spec
                 summary = summary.model_copy(update={"task": name})
         except Exception as e:  # noqa: BLE001 - reported as this task's error
-            text = str(e).strip()
-            summary = SweepSummary(task=name, lrs=list(job.lrs), seeds=list(job.seeds),
-                                   error=f"{type(e).__name__}: {text}" if text else type(e).__name__,
+            summary = SweepSummary(task=name, lrs=list(job.lrs), seeds=list(job.seeds), error=error_reason(e),
                                    seconds=time.perf_counter() - t0)
         out.append(summary)
         if job.stop_on_failure and summary.failed:
