@@ -43,18 +43,26 @@ def encode(text: str) -> np.ndarray:
     return np.fromiter((_INDEX.get(c, other) for c in text), dtype=np.int64, count=len(text))
 
 
+def stdlib_path(module: str) -> str:
+    """The source file of the standard-library module ``module`` ("json/__init__": a package's)."""
+    return os.path.join(sysconfig.get_paths()["stdlib"], *module.split("/")) + ".py"
+
+
+def stdlib_source(module: str, corpus: str = "char_lm corpus", needs: str = "this task needs") -> str:
+    """The source text of the standard-library module ``module``. Unreadable: a RuntimeError
+    "``corpus``: cannot read the stdlib source PATH (why); ``needs`` a Python installation with
+    its .py standard library sources"."""
+    path = stdlib_path(module)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as e:
+        raise RuntimeError(f"{corpus}: cannot read the stdlib source {path} ({e}); {needs} "
+                           "a Python installation with its .py standard library sources") from e
+
+
 def _read(modules: tuple[str, ...]) -> str:
-    root = sysconfig.get_paths()["stdlib"]
-    parts = []
-    for m in modules:
-        path = os.path.join(root, *m.split("/")) + ".py"
-        try:
-            with open(path, encoding="utf-8") as f:
-                parts.append(f.read())
-        except OSError as e:
-            raise RuntimeError(f"char_lm corpus: cannot read the stdlib source {path} ({e}); this task "
-                               "needs a Python installation with its .py standard library sources") from e
-    return "\n".join(parts)
+    return "\n".join(stdlib_source(m) for m in modules)
 
 
 def corpus() -> dict[str, torch.Tensor]:

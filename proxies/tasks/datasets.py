@@ -8,13 +8,11 @@ Tabular features are standardized with the training split's mean and std.
 from __future__ import annotations
 
 import ast
-import os
-import sysconfig
 
 import numpy as np
 import torch
 
-from .char_lm import encode
+from .char_lm import encode, stdlib_path, stdlib_source
 from .digits import digits_data
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -89,13 +87,12 @@ DOC_TEST = ("datetime", "ipaddress", "optparse")
 
 
 def _docstrings(module: str) -> str:
-    path = os.path.join(sysconfig.get_paths()["stdlib"], *module.split("/")) + ".py"
+    corpus, needs = "docstring corpus", "the text tasks need"
     try:
-        with open(path, encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-    except (OSError, SyntaxError) as e:
-        raise RuntimeError(f"docstring corpus: cannot read the stdlib source {path} ({e}); the text tasks "
-                           "need a Python installation with its .py standard library sources") from e
+        tree = ast.parse(stdlib_source(module, corpus, needs))
+    except SyntaxError as e:
+        raise RuntimeError(f"{corpus}: cannot read the stdlib source {stdlib_path(module)} ({e}); {needs} "
+                           "a Python installation with its .py standard library sources") from e
     docs = [ast.get_docstring(n) for n in ast.walk(tree)
             if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
     return "\n\n".join(d for d in docs if d)
