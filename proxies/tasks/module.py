@@ -37,7 +37,7 @@ from torch.func import functional_call, vmap
 
 from .core import StackedTask
 from .errors import TaskDefinitionError
-from .ops import stacked_order
+from .ops import seed_of, stacked_order
 
 Split = tuple[torch.Tensor, torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -99,7 +99,7 @@ class ModuleTask(StackedTask):
 
     def _build(self, seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((int(seed) * 1_000_003 + self.salt) % (2**63 - 1))
+            torch.manual_seed(seed_of(seed, self.salt))
             m = self._model()
         if not isinstance(m, nn.Module):
             raise TaskDefinitionError(f"task {self.name!r}: model() returned {type(m).__name__}, "
@@ -113,9 +113,10 @@ class ModuleTask(StackedTask):
 
     @property
     def template(self) -> nn.Module:
-        """The module ``functional_call`` runs (its own parameter values are never used)."""
+        """The module ``functional_call`` runs (its own parameter values are never used); in train
+        mode except inside ``evaluate``."""
         if self._template is None:
-            self._template = self._build(0)
+            self._template = self._build(0).train()
             self._buffers = {k: v.detach() for k, v in self._template.named_buffers()}
             self._randomness = "different" if _has_dropout(self._template) else "error"
         return self._template
@@ -138,7 +139,7 @@ class ModuleTask(StackedTask):
 
     def loss(self, p, ctx, t):
         x, y = self.data["train"]
-        self.template.train()
+        self.template  # noqa: B018 - built on first use: sets _buffers and _randomness, read below
         if ctx.order is not None:
             idx = ctx.order[t]                              # [K, batch]
             x, y = x[idx], y[idx]

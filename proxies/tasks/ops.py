@@ -11,9 +11,14 @@ import numpy as np
 import torch
 
 
+def seed_of(seed: int, salt: int) -> int:
+    """The torch seed of (seed, salt): tasks salt their streams so they do not share numbers."""
+    return (int(seed) * 1_000_003 + salt) % (2**63 - 1)
+
+
 def gen(seed: int, salt: int) -> torch.Generator:
-    """A torch Generator for (seed, salt): tasks salt their streams so they do not share numbers."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + salt) % (2**63 - 1))
+    """A torch Generator seeded with ``seed_of(seed, salt)``."""
+    return torch.Generator().manual_seed(seed_of(seed, salt))
 
 
 def normal(g: torch.Generator, *shape: int, std: float) -> torch.Tensor:
