@@ -118,7 +118,8 @@ def edit_demos(demos: Sequence[int], n_train: int, rng: random.Random, *, op: st
     set comes back unchanged with the description "none".
     """
     d = list(demos)
-    unused = [i for i in range(n_train) if i not in set(d)]
+    used = set(d)
+    unused = [i for i in range(n_train) if i not in used]
     possible = [o for o in DEMO_EDITS if (o == "add" and unused and len(d) < max_demos)
                 or (o == "drop" and d) or (o == "replace" and d and unused) or (o == "reorder" and len(d) >= 2)]
     if not possible:

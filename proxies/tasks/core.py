@@ -149,6 +149,3 @@ class StackedTask(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} steps={self.steps}>"
-
-
-# -- helpers ---------------------------------------------------------------------

@@ -206,7 +206,7 @@ def run_sweep(task: StackedTask, program: Program | str, lrs: Sequence[float], s
     """
     program, lrs, seeds, hyper = _check_inputs(task, program, lrs, seeds, fidelity, hyper, split)
     wd_list = _check_wds(wds, lrs)
-    rung_list = _check_rungs(rungs, len(lrs))
+    rung_list = _check_rungs(rungs)
     with TorchThreads(sweep_threads()):
         return _train(task, program, lrs, seeds, fidelity, hyper, split, wd_list, rung_list)
 
@@ -224,7 +224,7 @@ def _check_wds(wds, lrs: list[float]) -> list[float] | None:
     return wds
 
 
-def _check_rungs(rungs, n_points: int) -> list[Rung]:
+def _check_rungs(rungs) -> list[Rung]:
     out = []
     for r in rungs or ():
         r = r if isinstance(r, Rung) else Rung(*r)
