@@ -145,7 +145,7 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
         chosen = kind.selected_id(view) if rank == 1 else None
         if chosen is not None and chosen != x["id"]:   # e.g. a prompt run that kept its initial prompt
             x = next((c for c in ranked if c["id"] == chosen), x)
-        text = x["meta"].get("simplified", {}).get("text") or kind.simplify_exact(x["text"])
+        text = simplified_text(kind, x)
         fid = view.fidelities[x["level"]]
         info = {"run": str(view.run_dir), "candidate": x["id"], "rank": rank, "fidelity": fid,
                 "score": x["score"], "operator": x["operator"]}
