@@ -75,7 +75,7 @@ class Funnel:
                     return
                 r = r if r.fidelity == fidelity else r.model_copy(update={"fidelity": fidelity})
                 try:
-                    self._write_evaluation(fresh[j], r, fidelity, cost, phase)
+                    self.store.add_result(fresh[j].id, fresh[j].key, r, fidelity=fidelity, cost=cost, phase=phase)
                 except Exception:  # noqa: BLE001 - retried below once the batch is back (raises then)
                     return
                 written[j] = r
@@ -85,7 +85,7 @@ class Funnel:
                 if j in written:
                     r = written[j]                     # what the store holds
                 else:
-                    self._write_evaluation(ind, r, fidelity, cost, phase)
+                    self.store.add_result(ind.id, ind.key, r, fidelity=fidelity, cost=cost, phase=phase)
                 got[ind.id] = (r, cost)
         fresh_ids = {i.id for i in fresh}
         for ind in firsts:                             # in the batch's order, however results arrived
@@ -108,14 +108,6 @@ class Funnel:
                 done.append(ind)
         done.sort(key=lambda i: i.id)
         return done
-
-    def _write_evaluation(self, ind: Individual, r: EvalResult, fidelity: str, cost: float, phase: str) -> None:
-        """One finished evaluation into the store, in its own transaction (``seq``: arrival order)."""
-        seq = self.store.count("evaluations")
-        self.store.add_evaluation(seq=seq, candidate_id=ind.id, key=ind.key, fidelity=fidelity,
-                                  result_json=r.model_dump_json(), score=float(r.score),
-                                  status=str(r.status.value), cost=cost, seconds=float(r.seconds),
-                                  phase=phase)
 
     def _store_known(self, ind: Individual, r: EvalResult, lvl: int, search: bool = True) -> None:
         self.known.setdefault(ind.key, {})[r.fidelity] = r

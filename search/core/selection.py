@@ -71,11 +71,7 @@ def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
     out = []
     for ind, text, r in zip(winners, texts, results):
         key = ev.key(Candidate(kind=engine.campaign.kind, text=text))
-        seq = engine.store.count("evaluations")
-        engine.store.add_evaluation(seq=seq, candidate_id=ind.id, key=key, fidelity=VALIDATION,
-                                    result_json=r.model_dump_json(), score=float(r.score),
-                                    status=str(r.status.value), cost=0.0, seconds=float(r.seconds),
-                                    phase=VALIDATION)
+        engine.store.add_result(ind.id, key, r, fidelity=VALIDATION, cost=0.0, phase=VALIDATION)
         ind.validation = r
         rec = {"text": text, "score": ok_score(r), "tasks_won": r.tasks_won, "tasks": r.tasks_scored,
                "fidelity": fid, "search_score": ind.score}

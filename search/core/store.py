@@ -179,6 +179,13 @@ class RunStore:
                       (seq, candidate_id, key, fidelity, score, status, cost, seconds, result_json, phase,
                        time.time()))
 
+    def add_result(self, candidate_id: int, key: str, r: EvalResult, *, fidelity: str, cost: float,
+                   phase: str) -> None:
+        """One finished evaluation (:meth:`add_evaluation` of ``r``); its ``seq`` is the arrival order."""
+        self.add_evaluation(seq=self.count("evaluations"), candidate_id=candidate_id, key=key, fidelity=fidelity,
+                            result_json=r.model_dump_json(), score=float(r.score), status=str(r.status.value),
+                            cost=cost, seconds=float(r.seconds), phase=phase)
+
     def add_llm_call(self, *, candidate_id: int | None, purpose: str, request: str, reply: str | None,
                      error: str | None, tokens: int, latency_s: float, cached: bool) -> None:
         with self.tx() as c:
