@@ -54,6 +54,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .types import rng_state, set_rng_state
+
 Algorithm = Literal["fixed", "ucb", "thompson"]
 
 
@@ -350,8 +352,7 @@ class OperatorBandit:
 
     # -- checkpoint -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        v, internal, gauss = self.rng.getstate()
-        return {"algorithm": self.config.algorithm, "rng": [v, list(internal), gauss],
+        return {"algorithm": self.config.algorithm, "rng": rng_state(self.rng),
                 "arms": {k: asdict(a) for k, a in sorted(self.arms.items())},
                 "history": [[g, dict(sh)] for g, sh in self.history], "current": dict(self.current),
                 "cost": self.config.cost}
@@ -359,8 +360,7 @@ class OperatorBandit:
     def load_state_dict(self, s: dict[str, Any] | None) -> None:
         if not s:
             return
-        r = s["rng"]
-        self.rng.setstate((r[0], tuple(r[1]), r[2]))
+        set_rng_state(self.rng, s["rng"])
         self.arms = {k: Arm(**v) for k, v in s["arms"].items()}
         self.history = [list(h) for h in s["history"]]
         self.current = dict(s.get("current") or {})

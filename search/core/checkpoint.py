@@ -9,21 +9,11 @@ uninterrupted run.
 from __future__ import annotations
 
 import math
-import random
 
 from evaluators.base import EvalResult, Status
 
 from .pipeline import PendingPlan
-from .types import Individual, Stats
-
-
-def rng_state(rng: random.Random) -> list:
-    v, internal, gauss = rng.getstate()
-    return [v, list(internal), gauss]
-
-
-def set_rng_state(rng: random.Random, s: list) -> None:
-    rng.setstate((s[0], tuple(s[1]), s[2]))
+from .types import Individual, Stats, rng_state, set_rng_state
 
 
 class Checkpointing:

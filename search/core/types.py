@@ -1,11 +1,13 @@
 """The search's data: candidates in the population, what operators propose, planned jobs, counters.
 
 Plain dataclasses shared by the engine, the plug-in contracts (``search.core.plugins``) and
-every kind, operator and strategy.
+every kind, operator and strategy; and an RNG's state as JSON (the engine's and the operator
+bandit's checkpoints).
 """
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +107,17 @@ class RunSummary:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, default=str)
+
+
+def rng_state(rng: random.Random) -> list:
+    """``rng``'s state as a JSON list (``set_rng_state`` restores it)."""
+    v, internal, gauss = rng.getstate()
+    return [v, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, s: list) -> None:
+    """Restore a state saved by ``rng_state`` (after a JSON round trip)."""
+    rng.setstate((s[0], tuple(s[1]), s[2]))
 
 
 class Progress:
