@@ -60,7 +60,17 @@ from .registry import OPERATORS, STRATEGIES, get_kind, load_plugins
 from .selection import rank_individuals, validate_winners
 from .simplify import simplify_winners
 from .store import DB_NAME, RunStore, StoreError
-from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
+from .types import (
+    Individual,
+    InvalidCandidate,
+    Job,
+    Progress,
+    Proposal,
+    RunExistsError,
+    RunSummary,
+    Stats,
+    jobs_by_operator,
+)
 
 
 class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
@@ -254,22 +264,15 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
         Each proposal is recorded in ``self.attempts`` with its share of the operator call's wall
         time. ``ctx``: a pipelined generation's frozen context (own RNG stream per operator)."""
         ctx = ctx or self.ctx
-        stream = getattr(ctx, "use_stream", None)
-        by_op: dict[str, list[int]] = {}
-        for j, job in enumerate(jobs):
-            by_op.setdefault(job.operator, []).append(j)
         proposals: list[Proposal | None] = [None] * len(jobs)
         seconds = [0.0] * len(jobs)
-        for name in sorted(by_op, key=lambda n: by_op[n][0]):
-            idx = by_op[name]
-            if stream is not None:
-                stream(name)
+        for name, idx in jobs_by_operator(jobs):
+            ctx.use_stream(name)
             t0 = time.perf_counter()
             out = self.get_operator(name).propose(ctx, [[p for p in jobs[j].parents] for j in idx])
             for j, p in zip(idx, out):
                 proposals[j], seconds[j] = p, (time.perf_counter() - t0) / len(idx)
-        if stream is not None:
-            stream("retry")
+        ctx.use_stream("retry")
         children: list[Individual] = []
         batch_keys: set[str] = set()
         for job, p, secs in zip(jobs, proposals, seconds):

@@ -62,7 +62,7 @@ class LLMGate:
             self.capture.extend(requests)
             return None
         try:
-            responses = self.prefetch.answer(self.llm, requests) if self.prefetch else self.llm.chat(requests)
+            responses = self.prefetch.answer(requests) if self.prefetch else self.llm.chat(requests)
         except Exception as e:  # a backend must not raise, but never crash the campaign
             responses = None
             err = f"{type(e).__name__}: {e}"

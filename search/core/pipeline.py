@@ -33,12 +33,11 @@ from __future__ import annotations
 import math
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .plugins import Context, EngineView
-from .types import Individual, Job
+from .types import Individual, Job, jobs_by_operator
 
 
 @dataclass
@@ -109,53 +108,45 @@ class Prefetch:
     """LLM requests sent in a background thread; ``take`` answers the identical ones."""
     llm: Any
     requests: list[Any]
-    responses: list[Any] | None = None
-    error: str = ""
-    seconds: float = 0.0
+    responses: list[Any] | None = None   # None: the call failed (the second pass asks the backend again)
     used: int = 0                 # requests answered from it
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> "Prefetch":
         def work() -> None:
-            t0 = time.perf_counter()
             try:
                 out = self.llm.chat(self.requests)
                 self.responses = list(out) if out is not None and len(out) == len(self.requests) else None
-                if self.responses is None:
-                    self.error = "backend returned no or a wrong number of replies"
-            except Exception as e:  # noqa: BLE001 - answered by the backend again in the second pass
-                self.error = f"{type(e).__name__}: {e}"
-            self.seconds = time.perf_counter() - t0
+            except Exception:  # noqa: BLE001 - answered by the backend again in the second pass
+                self.responses = None
 
         self._thread = threading.Thread(target=work, name="optforge-llm-prefetch", daemon=True)
         self._thread.start()
         return self
 
-    def wait(self) -> float:
-        """Block until the background call is done; returns the seconds spent waiting."""
-        t0 = time.perf_counter()
+    def wait(self) -> None:
+        """Block until the background call is done."""
         if self._thread is not None:
             self._thread.join()
-        return time.perf_counter() - t0
 
-    def answer(self, llm: Any, requests: list[Any]) -> list[Any]:
-        """Replies to ``requests``: the prefetched ones, the others from ``llm`` now (in order)."""
-        got, _waited = self.take(requests)
+    def answer(self, requests: list[Any]) -> list[Any]:
+        """Replies to ``requests``: the prefetched ones, the others from the backend now (in order)."""
+        got = self.take(requests)
         rest = [k for k, r in enumerate(got) if r is None]
         if rest:
-            more = llm.chat([requests[k] for k in rest])
+            more = self.llm.chat([requests[k] for k in rest])
             if more is None or len(more) != len(rest):
                 return more   # the engine reports the backend's failure
             for k, r in zip(rest, more):
                 got[k] = r
         return got
 
-    def take(self, requests: list[Any]) -> tuple[list[Any | None], float]:
-        """(response or None per request, seconds waited): a request is answered when it equals
-        a prefetched one (same JSON); each prefetched reply is used once."""
-        waited = self.wait()
+    def take(self, requests: list[Any]) -> list[Any | None]:
+        """The response or None per request (after :meth:`wait`): a request is answered when it
+        equals a prefetched one (same JSON); each prefetched reply is used once."""
+        self.wait()
         if self.responses is None:
-            return [None] * len(requests), waited
+            return [None] * len(requests)
         pool: dict[str, list[int]] = {}
         for k, rq in enumerate(self.requests):
             pool.setdefault(rq.model_dump_json(), []).append(k)
@@ -170,7 +161,7 @@ class Prefetch:
                 out.append(r if ok else None)
             else:
                 out.append(None)
-        return out, waited
+        return out
 
 
 def plan_ahead(engine: EngineView, children: list[Individual],
@@ -198,18 +189,15 @@ def capture_requests(engine: EngineView, plan: PendingPlan, jobs: list[Job]) -> 
     """First pass: run the plan's LLM operators on its frozen context, collecting their
     requests instead of sending them (the operators' own proposals are discarded)."""
     ctx = FrozenContext(engine, plan)
-    by_op: dict[str, list[int]] = {}
-    for j, job in enumerate(jobs):
-        by_op.setdefault(job.operator, []).append(j)
     captured: list[Any] = []
     engine.capture = captured
     try:
-        for name in sorted(by_op, key=lambda n: by_op[n][0]):
+        for name, idx in jobs_by_operator(jobs):
             op = engine.get_operator(name)
             if not op.uses_llm:
                 continue     # random operators have their own streams: skipping them shifts nothing
             ctx.use_stream(name)
-            op.propose(ctx, [list(jobs[j].parents) for j in by_op[name]])
+            op.propose(ctx, [list(jobs[j].parents) for j in idx])
     finally:
         engine.capture = None
     return captured

@@ -255,6 +255,11 @@ class Context:
     def rng(self) -> random.Random:
         return self._e.rng
 
+    def use_stream(self, name: str) -> None:
+        """Draw from RNG stream ``name`` (an operator's name, or "retry") from now on. A no-op here: the
+        engine's one RNG serves every operator; a pipelined generation's context (search.core.pipeline)
+        gives each its own."""
+
     @property
     def population(self) -> list[Individual]:
         return self._e.population

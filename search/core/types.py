@@ -1,8 +1,8 @@
 """The search's data: candidates in the population, what operators propose, planned jobs, counters.
 
 Plain dataclasses shared by the engine, the plug-in contracts (``search.core.plugins``) and
-every kind, operator and strategy; and an RNG's state as JSON (the engine's and the operator
-bandit's checkpoints).
+every kind, operator and strategy; planned jobs grouped by operator (``jobs_by_operator``); and an
+RNG's state as JSON (the engine's and the operator bandit's checkpoints).
 """
 from __future__ import annotations
 
@@ -61,6 +61,15 @@ class Job:
     """A planned child: which operator, which parents (len == operator arity)."""
     operator: str
     parents: list[Individual]
+
+
+def jobs_by_operator(jobs: list[Job]) -> list[tuple[str, list[int]]]:
+    """(operator, the indices of its jobs) per operator of ``jobs``, in the order of each one's first job:
+    an operator is called once per generation, with all its slots."""
+    by_op: dict[str, list[int]] = {}
+    for j, job in enumerate(jobs):
+        by_op.setdefault(job.operator, []).append(j)
+    return list(by_op.items())
 
 
 class InvalidCandidate(ValueError):
