@@ -43,7 +43,7 @@ def parse_campaign(data: dict[str, Any], where: str = "<campaign>") -> Campaign:
         registry.load_plugins(c.plugins)
     except ImportError as e:
         raise CampaignError(f"{where}: plugins: cannot import {e.name or e}: {e}") from None
-    kind = registry.KINDS.get(c.kind) if c.kind in registry.KINDS else registry.get_kind(c.kind, missing_ok=True)
+    kind = registry.get_kind(c.kind, missing_ok=True)
     if kind is None:
         raise CampaignError(f"{where}: kind: unknown candidate kind {c.kind!r}; known: "
                             f"{sorted(registry.KINDS)} (a plug-in module registers more)")
