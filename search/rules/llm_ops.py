@@ -32,8 +32,17 @@ from typing import Any
 
 import dsl
 from dsl.primitives import SCALAR_INPUTS
-from evaluators.base import WORST_SCORE, EvalResult
-from search.core import Campaign, Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
+from evaluators.base import EvalResult
+from search.core import (
+    Campaign,
+    Context,
+    Individual,
+    InvalidCandidate,
+    Operator,
+    Proposal,
+    fmt_score,
+    register_operator,
+)
 from search.llm import ChatRequest, Message
 from search.llm.grammar import EXTRA_TEMPS, dsl_grammar_names
 
@@ -97,10 +106,6 @@ def extract_program(text: str, normalize) -> tuple[str | None, str]:
     return None, first_err
 
 
-def _fmt_score(s: float) -> str:
-    return "failed" if s <= WORST_SCORE else f"{s:+.4f}"
-
-
 def describe_result(r: EvalResult | None) -> str:
     """One line per task: metric vs tuned AdamW, tuned lr, relative score."""
     if r is None:
@@ -112,7 +117,7 @@ def describe_result(r: EvalResult | None) -> str:
         base = f", AdamW {t.baseline:.4g}" if t.baseline is not None else ""
         lr = f", lr {t.best_lr:.3g}" if t.best_lr is not None else ""
         st = "" if t.status.value == "ok" else f" [{t.status.value}: {t.reason[:80]}]"
-        lines.append(f"  {name}: {t.metric_name} {t.metric:.4g}{base}{lr}, score {_fmt_score(t.score)}{st}")
+        lines.append(f"  {name}: {t.metric_name} {t.metric:.4g}{base}{lr}, score {fmt_score(t.score)}{st}")
     return "\n".join(lines)
 
 
@@ -125,7 +130,7 @@ def _best_result(ind: Individual, fidelities: Sequence[str]) -> EvalResult | Non
 
 def _program_block(ind: Individual, ctx: Context, with_metrics: bool) -> str:
     r = _best_result(ind, ctx.fidelities)
-    head = f"score {_fmt_score(ind.score)}" + (f" at fidelity '{r.fidelity}'" if r else "")
+    head = f"score {fmt_score(ind.score)}" + (f" at fidelity '{r.fidelity}'" if r else "")
     body = f"```python\n{ind.text.rstrip()}\n```"
     if with_metrics:
         return f"{head}\nper task:\n{describe_result(r)}\n{body}"
