@@ -392,10 +392,6 @@ def export_python(program: Program | str, class_name: str) -> str:
         helpers = "\n\n" + helpers
     fe_body = "\n".join("    " + ln for ln in fe_lines)
 
-    # The template's _run_tiled is a deliberate copy of dsl.foreach.BucketPlan.run_tiled's tiling
-    # loop, in the exported module's terms (foreach_apply on lists of views, not register
-    # closures): an exported file depends only on torch, so it cannot import optforge's runtime.
-    # Change both together (tests/test_export.py: the tiled step is bit-identical to the untiled one).
     return f'''"""{class_name}: a torch.optim optimizer exported by optforge from this update rule:
 
 {rule_block}
@@ -478,40 +474,12 @@ def foreach_update({fe_sig}):
 
 
 def _run_tiled(lists, scratch, scalars, tile):
-    """foreach_apply one tile of ``tile`` elements at a time (CPU, elementwise rules).
-
-    Each foreach call is one pass over memory; on large tensors every pass streams from
-    DRAM. Cut into flat pieces packed into tiles, all the calls run on one tile before the
-    next, so the intermediate passes stay in cache. Same operations on the same elements:
-    the result is identical to one foreach_apply on the whole lists. ``lists``: the
-    parameters, gradients and state buffers (contiguous); ``scratch``: N_SCRATCH flat
-    tensors of ``tile`` elements."""
-    flat = [[t.view(-1) for t in lst] for lst in lists]
-    pieces, filled = [], 0
-
-    def run():
-        views = [[fl[i][a:b] for i, a, b in pieces] for fl in flat]
-        sviews = []
-        for sc in scratch:
-            vs, o = [], 0
-            for _, a, b in pieces:
-                vs.append(sc[o:o + b - a])
-                o += b - a
-            sviews.append(vs)
+    """foreach_apply one tile of ``tile`` elements at a time (CPU, elementwise rules; see
+    tile_views below): each foreach call is one pass over memory, and on large tensors every
+    pass streams from DRAM; tile by tile the intermediate passes stay in cache. Same operations
+    on the same elements: identical to one foreach_apply on the whole lists."""
+    for views, sviews in tile_views(lists, scratch, tile):
         foreach_apply(*views, sviews, scalars)
-
-    for i, t in enumerate(lists[0]):
-        n, a = t.numel(), 0
-        while a < n:
-            b = min(n, a + tile - filled)
-            pieces.append((i, a, b))
-            filled += b - a
-            a = b
-            if filled >= tile:
-                run()
-                pieces, filled = [], 0
-    if pieces:
-        run()
 
 
 # ---- the torch.optim side: optforge's dsl/optim_base.py, verbatim (shared with dsl.to_optimizer) ----

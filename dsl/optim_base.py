@@ -48,6 +48,41 @@ def step_dtype():
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
+def tile_views(lists, scratch, tile):
+    """Per tile of ``tile`` elements: (views of each list's tensors, views of each scratch tensor).
+
+    The tensors of ``lists`` (parameters, gradients, state buffers: contiguous, the first list
+    sets the sizes) are cut into flat pieces packed into tiles, so an elementwise step can run
+    tile by tile with its intermediate passes in cache (CPU, large tensors). ``scratch``: flat
+    tensors of at least ``tile`` elements, viewed in the same pieces. Both the compiled plans
+    (dsl.foreach's ``run_tiled``) and exported modules step through this."""
+    flat = [[t.view(-1) for t in lst] for lst in lists]
+    pieces, filled = [], 0
+
+    def views():
+        sviews = []
+        for sc in scratch:
+            vs, o = [], 0
+            for _, a, b in pieces:
+                vs.append(sc[o:o + b - a])
+                o += b - a
+            sviews.append(vs)
+        return [[fl[i][a:b] for i, a, b in pieces] for fl in flat], sviews
+
+    for i, t in enumerate(lists[0]):
+        n, a = t.numel(), 0
+        while a < n:
+            b = min(n, a + tile - filled)
+            pieces.append((i, a, b))
+            filled += b - a
+            a = b
+            if filled >= tile:
+                yield views()
+                pieces, filled = [], 0
+    if pieces:
+        yield views()
+
+
 def interval_text(lo, hi, lo_open, hi_open):
     lo_s = "-inf" if lo is None else f"{lo:g}"
     hi_s = "inf" if hi is None else f"{hi:g}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..interpret import call as _ref_call
+from ..optim_base import tile_views
 from ..program import Program
 from .graph import Graph, T
 from .lowering import UNARY, Instr
@@ -81,43 +82,17 @@ class BucketPlan:
         same elements: bit-identical to ``run``. The caller checks that it applies
         (``elementwise``, contiguous tensors; RuleOptimizer._update does).
         """
-        arrays = [W, G, *states]
         sv = self.scalars(scalar_inputs)
-        flat = [[t.view(-1) for t in lst] for lst in arrays]
         scratch = [sc.view(-1) for sc in scratch[:self.n_scratch]]
         n_regs, ops = self.n_regs, self.ops_scratch
-        pieces: list[tuple[int, int, int]] = []
-        filled = 0
-
-        def flush() -> None:
-            R: list = [None] * (n_regs + len(scratch))
-            for k, fl in enumerate(flat):
-                R[k] = [fl[i][a:b] for i, a, b in pieces]
-            for k, sc in enumerate(scratch):
-                views, o = [], 0
-                for _, a, b in pieces:
-                    views.append(sc[o:o + b - a])
-                    o += b - a
-                R[n_regs + k] = views
+        for views, sviews in tile_views([W, G, *states], scratch, tile):
+            R: list = [None] * (n_regs + len(sviews))
+            R[:len(views)] = views
+            R[n_regs:] = sviews
             for fn, free in ops:
                 fn(R, sv)
                 for r in free:
                     R[r] = None
-
-        # dsl/export.py writes this loop again into each exported module (its _run_tiled), on
-        # purpose: an exported optimizer depends only on torch, not on this package. Change both.
-        for i, t in enumerate(W):
-            n, a = t.numel(), 0
-            while a < n:
-                b = min(n, a + tile - filled)
-                pieces.append((i, a, b))
-                filled += b - a
-                a = b
-                if filled >= tile:
-                    flush()
-                    pieces, filled = [], 0
-        if pieces:
-            flush()
 
     def describe(self) -> str:
         return "\n".join(self.listing)
