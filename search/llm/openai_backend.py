@@ -5,6 +5,11 @@ retries with exponential backoff (``backoff_s * 2**attempt``, jittered, capped a
 ``backoff_max_s``; a ``Retry-After`` header is honoured up to the cap) on rate limits
 (429), server errors (5xx, 408, 409), timeouts, connection errors and malformed replies.
 Other 4xx answers (bad key, unknown model) are not retried: the error says what to set.
+Why not the client's own retries (``max_retries`` of ``openai.OpenAI``): they cover only transport
+failures and retryable status codes, while this loop must also retry a 200 whose body is garbage
+(no content, an unparseable structured reply), drop structured-output fields at once when a server
+refuses them (not counted as a retry), and count every HTTP attempt per request for the accounting;
+one loop for all of these keeps a single backoff schedule and a single ``attempts`` count.
 
 Log-probabilities of given completions (``logprobs``) use ``/v1/completions`` with
 ``echo``, where the server has it (vLLM, OpenAI's completion models, ``optforge llm serve``
