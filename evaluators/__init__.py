@@ -9,7 +9,8 @@
 - ``make_executor("inprocess" | "pool" | "ray", **kw)``: where evaluations run (``Executor.map``).
 
 Modules: ``base`` (the interface and result models), ``rules`` (RuleEvaluator) with ``rule_config``
-(its config, lr / wd grids, presets), ``sweeps`` (what a worker runs) and ``scoring``; ``prompts``;
+(its config, lr / wd grids, presets), ``sweeps`` (what a worker runs) and ``scoring``; ``stats``
+(intervals and verdicts: ``estimate``, ``describe``); ``prompts``;
 ``cache``; ``llm``; ``executors/`` (base, inprocess, pool, ray); ``testing`` (misbehaving work).
 """
 from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult, accepts_on_result
@@ -19,9 +20,20 @@ from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
 from .prompts import PromptEvaluator
 from .rules import TUNING_PRESETS, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
 from .scoring import log_ratio, mean_score, tasks_won
+from .stats import (
+                    VERDICTS,
+                    Estimate,
+                    StatsError,
+                    TaskEstimate,
+                    describe,
+                    estimate,
+                    estimate_results,
+                    per_seed_log_ratios,
+)
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult", "RuleEvaluator",
            "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "log_ratio", "mean_score",
            "tasks_won", "EvalCache", "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor",
            "ProcessPoolExecutor", "RayExecutor", "make_executor", "LLM", "ChatRequest", "ChatResponse",
-           "LLMSetupError", "Message", "accepts_on_result"]
+           "LLMSetupError", "Message", "accepts_on_result", "VERDICTS", "Estimate", "TaskEstimate", "StatsError",
+           "estimate", "estimate_results", "describe", "per_seed_log_ratios"]
