@@ -21,14 +21,14 @@ from .prompts import PromptEvaluator
 from .rules import TUNING_PRESETS, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
 from .scoring import log_ratio, mean_score, tasks_won
 from .stats import (
-                    VERDICTS,
-                    Estimate,
-                    StatsError,
-                    TaskEstimate,
-                    describe,
-                    estimate,
-                    estimate_results,
-                    per_seed_log_ratios,
+    VERDICTS,
+    Estimate,
+    StatsError,
+    TaskEstimate,
+    describe,
+    estimate,
+    estimate_results,
+    per_seed_log_ratios,
 )
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult", "RuleEvaluator",
