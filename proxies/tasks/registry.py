@@ -12,6 +12,7 @@ found through a ``sys.path`` entry added at run time is found there too.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -80,7 +81,9 @@ def resolve_task(spec: str) -> StackedTask:
     elif spec in _FACTORIES:
         task = _FACTORIES[spec]()
     else:
-        raise UnknownTaskError(spec, f"unknown rule task; known tasks: {', '.join(_FACTORIES)} (or name "
+        near = difflib.get_close_matches(spec, list(_FACTORIES), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise UnknownTaskError(spec, f"unknown rule task{hint}; known tasks: {', '.join(_FACTORIES)} (or name "
                                "your own as 'package.module:factory')")
     _INSTANCES[spec] = task
     return task

@@ -53,6 +53,7 @@ from .registry import (
 )
 from .store import DB_NAME, RunStore, RunView, StoreError, db_path
 from .strategies import pareto_front
+from .suggest import close_names, did_you_mean
 from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
 __all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig", "OperatorMix", "SearchConfig",
@@ -61,4 +62,4 @@ __all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig"
            "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",
            "RunStore", "RunView", "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Progress",
            "Proposal", "RunExistsError", "RunSummary", "Stats", "BanditConfig", "BanditError", "OperatorBandit",
-           "operator_table", "share_points", "pareto_front", "fmt_score", "fmt_won"]
+           "operator_table", "share_points", "pareto_front", "fmt_score", "fmt_won", "close_names", "did_you_mean"]

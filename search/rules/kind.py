@@ -26,7 +26,15 @@ from dsl import library
 from dsl.checker import liveness
 from dsl.export import export_python
 from evaluators import RuleEvalConfig, RuleEvaluator
-from search.core import Campaign, Individual, InvalidCandidate, KindPlugin, fmt_score, register_kind
+from search.core import (
+    Campaign,
+    Individual,
+    InvalidCandidate,
+    KindPlugin,
+    did_you_mean,
+    fmt_score,
+    register_kind,
+)
 
 from .ablations import rule_ablations
 from .mutations import DEFAULT_WEIGHTS
@@ -84,8 +92,8 @@ def rule_text(entry: str, base: Path | None = None) -> tuple[str, str]:
         p = base / p
     if p.is_file():
         return p.stem, p.read_text(encoding="utf-8")
-    raise ValueError(f"seed_rules: {entry!r} is neither a library rule ({', '.join(library.RULES)}) "
-                     f"nor a readable file")
+    raise ValueError(f"seed_rules: {entry!r} is neither a library rule nor a readable file"
+                     f"{did_you_mean(entry, library.RULES)}; library rules: {', '.join(library.RULES)}")
 
 
 class RuleKind(KindPlugin):
@@ -124,10 +132,14 @@ class RuleKind(KindPlugin):
     def make_evaluator(self, campaign: Campaign, run_dir: Path):
         return RuleEvaluator(RuleEvalConfig.model_validate(eval_config_dict(campaign, run_dir)))
 
-    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path):
-        """The same protocol on ``validation_tasks`` (search.rules.tasksets); None without them."""
+    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path, search_evaluator=None):
+        """The same protocol on ``validation_tasks`` and fresh seeds (search.rules.tasksets); None without
+        them. It runs on the search evaluator's executor (one process pool per run, not two)."""
         d = validation_config_dict(eval_config_dict(campaign, run_dir), campaign)
-        return None if d is None else RuleEvaluator(RuleEvalConfig.model_validate(d))
+        if d is None:
+            return None
+        shared = search_evaluator.executor if isinstance(search_evaluator, RuleEvaluator) else None
+        return RuleEvaluator(RuleEvalConfig.model_validate(d), executor=shared)
 
     def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
         base = Path(campaign.source_path).parent if campaign.source_path else None
