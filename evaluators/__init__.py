@@ -10,13 +10,14 @@
 
 Modules: ``base`` (the interface and result models), ``rules`` (RuleEvaluator) with ``rule_config``
 (its config, lr / wd grids, presets), ``sweeps`` (what a worker runs) and ``scoring``; ``stats``
-(intervals and verdicts: ``estimate``, ``describe``); ``prompts``;
+(intervals and verdicts: ``estimate``, ``describe``); ``noise`` (AdamW-vs-AdamW noise floors); ``prompts``;
 ``cache``; ``llm``; ``executors/`` (base, inprocess, pool, ray); ``testing`` (misbehaving work).
 """
 from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskResult, accepts_on_result
 from .cache import EvalCache
 from .executors import Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor, make_executor
 from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
+from .noise import NOISY_ABOVE, NoiseError, NoiseFloor, noise_floors
 from .prompts import PromptEvaluator
 from .rules import TUNING_PRESETS, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
 from .scoring import log_ratio, mean_score, tasks_won
@@ -36,4 +37,5 @@ __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "Tas
            "tasks_won", "EvalCache", "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor",
            "ProcessPoolExecutor", "RayExecutor", "make_executor", "LLM", "ChatRequest", "ChatResponse",
            "LLMSetupError", "Message", "accepts_on_result", "VERDICTS", "Estimate", "TaskEstimate", "StatsError",
-           "estimate", "estimate_results", "describe", "per_seed_log_ratios"]
+           "estimate", "estimate_results", "describe", "per_seed_log_ratios", "NoiseFloor", "NoiseError",
+           "noise_floors", "NOISY_ABOVE"]

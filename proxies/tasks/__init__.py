@@ -13,6 +13,8 @@ Modules: ``core`` (StackedTask, the RuleTask contract), ``train`` (the stacked l
 """
 from __future__ import annotations
 
+from . import bank
+from .bank_spec import BankSpecError
 from .char_lm import CharLM
 from .core import RuleTask, StackedTask
 from .digits import DigitsLogReg, DigitsMLP
@@ -22,7 +24,16 @@ from .modular import ModularAddition
 from .module import ModuleTask
 from .outcome import FIDELITIES, SPLITS, Rung, SweepOutcome
 from .quadratic import Quadratic, Rosenbrock
-from .registry import check_disjoint, get_task, is_task_spec, list_tasks, register_task, resolve_task, task_family
+from .registry import (
+    check_disjoint,
+    get_task,
+    is_task_spec,
+    list_tasks,
+    register_task,
+    register_task_prefix,
+    resolve_task,
+    task_family,
+)
 from .train import curve_steps, run_sweep
 
 for _cls, _family in ((Quadratic, "quadratic"), (Rosenbrock, "rosenbrock"), (DigitsLogReg, "digits_mlp"),
@@ -30,6 +41,7 @@ for _cls, _family in ((Quadratic, "quadratic"), (Rosenbrock, "rosenbrock"), (Dig
     register_task(_cls.name, _cls, _family)
 for _name, (_factory, _family) in FAMILIES.items():
     register_task(_name, _factory, _family)
+register_task_prefix("bank", bank.build_task, bank.bank_family)
 
 #: The default tasks of a campaign: one per family (the sanity tier, generalization on
 #: real data, a transformer LM, and the grokking setting).
@@ -46,6 +58,6 @@ TASK_GROUPS: dict[str, list[str]] = {
 __all__ = ["FIDELITIES", "SPLITS", "Rung", "RuleTask", "StackedTask", "ModuleTask", "SweepOutcome",
            "DEFAULT_SUITE", "TASK_GROUPS", "get_task", "resolve_task", "list_tasks", "register_task",
            "task_family", "check_disjoint", "is_task_spec", "TaskLoadError", "TaskOverlapError", "UnknownTaskError",
-           "TaskDefinitionError",
+           "TaskDefinitionError", "register_task_prefix", "bank", "BankSpecError",
            "run_sweep", "curve_steps", "Quadratic", "Rosenbrock", "DigitsLogReg", "DigitsMLP", "CharLM",
            "ModularAddition"]
