@@ -14,7 +14,8 @@ Modules: ``core`` (StackedTask, the RuleTask contract), ``train`` (the stacked l
 from __future__ import annotations
 
 from . import bank
-from .bank_spec import BankSpecError
+from .bank import bank_families, bank_family, build_model, draw_seed, reparameterize, sample_tasks, split_families
+from .bank_spec import BankSpecError, format_spec, is_bank_spec, parse_spec
 from .char_lm import CharLM
 from .core import RuleTask, StackedTask
 from .digits import DigitsLogReg, DigitsMLP
@@ -59,5 +60,7 @@ __all__ = ["FIDELITIES", "SPLITS", "Rung", "RuleTask", "StackedTask", "ModuleTas
            "DEFAULT_SUITE", "TASK_GROUPS", "get_task", "resolve_task", "list_tasks", "register_task",
            "task_family", "check_disjoint", "is_task_spec", "TaskLoadError", "TaskOverlapError", "UnknownTaskError",
            "TaskDefinitionError", "register_task_prefix", "bank", "BankSpecError",
+           "bank_families", "bank_family", "build_model", "draw_seed", "reparameterize", "sample_tasks",
+           "split_families", "format_spec", "is_bank_spec", "parse_spec",
            "run_sweep", "curve_steps", "Quadratic", "Rosenbrock", "DigitsLogReg", "DigitsMLP", "CharLM",
            "ModularAddition"]

@@ -24,6 +24,8 @@ from .outcome import FIDELITIES
 _FACTORIES: dict[str, Callable[[], StackedTask]] = {}
 _FAMILY: dict[str, str] = {}
 _INSTANCES: dict[str, StackedTask] = {}
+#: spec prefixes with their own resolver (``"bank"``: the sampled task bank): prefix -> (build, family)
+_PREFIXES: dict[str, tuple[Callable[[str], StackedTask], Callable[[str], str]]] = {}
 
 
 def register_task(name: str, factory: Callable[[], StackedTask], family: str | None = None) -> None:
@@ -37,13 +39,23 @@ def register_task(name: str, factory: Callable[[], StackedTask], family: str | N
     _FAMILY[name] = family or name
 
 
+def register_task_prefix(prefix: str, build: Callable[[str], StackedTask], family: Callable[[str], str]) -> None:
+    """Names ``"<prefix>:..."`` are built by ``build(name)`` (not imported as ``module:factory``);
+    ``family(name)`` gives their family. Used by the sampled task bank (``bank:<family>/...``)."""
+    _PREFIXES[prefix] = (build, family)
+
+
 def list_tasks() -> list[str]:
     """Names of every registered (built-in) rule task."""
     return list(_FACTORIES)
 
 
 def task_family(name: str) -> str:
-    """The family of a registered task (a spec task is its own family)."""
+    """The family of a registered task (a prefixed spec's comes from its prefix; a spec task is its
+    own family)."""
+    prefix = name.partition(":")[0] if ":" in name else None
+    if prefix in _PREFIXES:
+        return _PREFIXES[prefix][1](name)
     return _FAMILY.get(name, name)
 
 
@@ -76,7 +88,9 @@ def resolve_task(spec: str) -> StackedTask:
                             f"{type(spec).__name__} {spec!r}")
     if spec in _INSTANCES:
         return _INSTANCES[spec]
-    if is_task_spec(spec):
+    if spec.partition(":")[0] in _PREFIXES and ":" in spec:
+        task = _PREFIXES[spec.partition(":")[0]][0](spec)
+    elif is_task_spec(spec):
         task = _load_spec(spec)
     elif spec in _FACTORIES:
         task = _FACTORIES[spec]()
@@ -146,4 +160,5 @@ def _check_task(spec: str, task: StackedTask) -> None:
         raise TaskLoadError(spec, f"its weight_decay must be a number >= 0, got {wd!r}")
 
 
-__all__ = ["register_task", "list_tasks", "task_family", "check_disjoint", "is_task_spec", "resolve_task", "get_task"]
+__all__ = ["register_task", "register_task_prefix",
+           "list_tasks", "task_family", "check_disjoint", "is_task_spec", "resolve_task", "get_task"]
