@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 
+from . import check, llm, results, rule, run, verify
 from . import eval as eval_verb
-from . import llm, results, rule, run, verify
 from .errors import EXIT_USER_ERROR, CLIError
 
 #: The verb groups, in the order ``optforge --help`` lists them.
-VERB_MODULES = (rule, eval_verb, llm, run, results, verify)
+VERB_MODULES = (rule, eval_verb, llm, check, run, results, verify)
+
+
+def _version() -> str:
+    """The installed distribution's version (the source tree's when run uninstalled)."""
+    try:
+        return metadata.version("optforge")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed; pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optforge", description="Discover optimizers and prompts with "
                                      "evolution and LLMs.")
+    parser.add_argument("--version", action="version", version=f"optforge {_version()}")
     sub = parser.add_subparsers(dest="verb", required=True)
     for mod in VERB_MODULES:
         mod.register(sub)

@@ -14,6 +14,7 @@ import dsl
 from dsl.discovered import DISCOVERED, PROVENANCE, provenance_line
 from dsl.export import export_python
 from dsl.library import RULES
+from search.core import did_you_mean
 
 from .errors import CLIError
 
@@ -33,7 +34,8 @@ def _load(spec: str) -> tuple[dsl.Program, str]:
         text, origin = DISCOVERED[spec], f"discovered rule {spec!r}"
     else:
         found = f"; discovered: {', '.join(DISCOVERED)}" if DISCOVERED else ""
-        raise CLIError(f"{spec}: no such file, and not a library rule (library rules: {', '.join(RULES)}{found})")
+        raise CLIError(f"{spec}: no such file, and not a library rule{did_you_mean(spec, [*RULES, *DISCOVERED])} "
+                       f"(library rules: {', '.join(RULES)}{found})")
     try:
         return dsl.parse(text), origin
     except dsl.DSLError as e:
