@@ -39,6 +39,7 @@ from functools import cache
 from .discovered import DISCOVERED
 from .parser import parse
 from .program import Program
+from .zoo import ZOO_RANGES, ZOO_RULES
 
 RULES: dict[str, str] = {
     "sgd": """\
@@ -160,6 +161,10 @@ RANGES: dict[str, dict[str, str]] = {
     "muon": {"momentum": "[0, 1)"},
     "muon_scaled": {"momentum": "[0, 1)"},
 }
+
+# the modern optimizer zoo (dsl.zoo: each rule's reference and what it takes to match it)
+RULES.update(ZOO_RULES)
+RANGES.update(ZOO_RANGES)
 
 
 def list_rules() -> list[str]:
