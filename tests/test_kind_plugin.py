@@ -52,7 +52,7 @@ def test_a_plugin_kind_runs_shows_and_exports(tmp_path, capsys):
     assert sum(a == b for a, b in zip(text, "search")) == round(6 * score)
 
     assert main(["report", str(run)]) == 0
-    assert (run / "report.html").read_text().count("<img") >= 1
+    assert (run / "report.html").read_text().count("class=\"plotly-graph-div\"") >= 1
 
 
 def test_a_plugin_kind_table_is_parsed_by_its_own_model(tmp_path):

@@ -1,23 +1,38 @@
-"""The report's figures, each returned as an inline ``<img>`` (``png``), or None when there is nothing to draw.
+"""The report's interactive figures (plotly), each a ``go.Figure`` or None when there is nothing to draw.
 
-``matplotlib.pyplot`` is imported inside the functions that draw: it costs 0.3-0.46 s of
-import (measured 2026-12-01 on the 2-core container, over the ~1 s torch + dsl import every
-CLI verb pays), and only ``optforge report`` and plots need it.
+The page embeds plotly.js itself (``plotly_js``), so a report opens without a network. Every point
+of a candidate carries a hover label (``Hover``): its id, operator, generation, scores per fidelity
+and per task, and its simplified source, or the reason it failed. The chosen winner (the first of
+the run's final ranking, the candidate ``optforge export`` writes) is marked with a star.
+
+``png`` stays for kinds that draw their own matplotlib figures (``KindPlugin.report_sections``).
 """
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
+from typing import Any
 
-from evaluators.base import WORST_SCORE
-from search.core import RunView
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from evaluators.base import WORST_SCORE, EvalResult
+from search.core import KindPlugin, RunView
 from search.core.strategies import pareto_front
+
+#: Marker of the chosen winner in every figure (and the trace name the tests look for).
+WINNER = "chosen winner"
+_TEXT = "%{text}<extra></extra>"   # hover: the point's label, no trace-name box
+_WINNER_MARKER = {"symbol": "star", "size": 18, "color": "#d62728", "line": {"color": "black", "width": 1}}
 
 
 def png(fig) -> str:
     """A matplotlib figure as an inline ``<img>`` (base64 PNG); closes the figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: ~0.4 s of import, only where a kind draws with it
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -29,115 +44,231 @@ def ok_score(score: float) -> bool:
     return score > WORST_SCORE and math.isfinite(score)
 
 
-def plot_progress(view: RunView, score_label: str = "score") -> str | None:
-    import matplotlib.pyplot as plt
+def simplified_text(kind: KindPlugin, c: dict) -> str:
+    """What show and report print for a stored candidate: its empirically simplified text when the
+    run simplified it, else the kind's exact simplification (the raw text if that fails)."""
+    s = c["meta"].get("simplified")
+    if s:
+        return s["text"]
+    try:
+        return kind.simplify_exact(c["text"])
+    except ValueError:  # e.g. a DSLError: show the raw text instead
+        return c["text"]
+
+
+def plotly_js() -> str:
+    """plotly.js (minified, ~4.6 MB) from the installed plotly package: the page needs no network."""
+    return get_plotlyjs()
+
+
+def to_div(fig: go.Figure, name: str) -> str:
+    """A figure as an HTML ``<div id="plot-<name>">`` plus the script that draws it (plotly.js must
+    already be on the page)."""
+    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=f"plot-{name}",
+                       config={"displaylogo": False, "responsive": True})
+
+
+def failure_text(r: Any) -> str:
+    """Why an evaluation (``EvalResult``) failed: its status and reason, or its first failed task's."""
+    reason = r.reason or next((f"{t}: {tr.reason}" for t, tr in r.tasks.items() if tr.reason), "")
+    status = str(r.status.value)
+    if not reason:
+        return status
+    return reason if reason.startswith(status) else f"{status}: {reason}"
+
+
+def hover_code(text: str, max_lines: int = 30) -> str:
+    """Source text as a hover label: HTML-escaped, lines joined by ``<br>``, indentation kept
+    (no-break spaces: SVG text collapses ordinary ones)."""
+    lines = text.rstrip("\n").split("\n")
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"... ({len(lines) - max_lines} more lines)"]
+    out = []
+    for ln in lines:
+        stripped = ln.lstrip(" ")
+        out.append("\u00a0" * (len(ln) - len(stripped)) + html.escape(stripped, quote=False))
+    return "<br>".join(out)
+
+
+class Hover:
+    """Hover labels of a run's candidates, built once per candidate (simplifying is not free)."""
+
+    def __init__(self, view: RunView, kind: KindPlugin):
+        self.view, self.kind = view, kind
+        self._cache: dict[int, str] = {}
+
+    def source(self, c: dict) -> str:
+        return simplified_text(self.kind, c)
+
+    def __call__(self, cid: int) -> str:
+        if cid not in self._cache:
+            c = self.view.by_id.get(cid)
+            self._cache[cid] = f"#{cid} (not in the store)" if c is None else self._label(c)
+        return self._cache[cid]
+
+    def _label(self, c: dict) -> str:
+        head = f"<b>#{c['id']}</b> {html.escape(c['operator'])}, generation {c['generation']}"
+        scores, per = [], ""
+        for f, r in c.get("results", {}).items():
+            scores.append(f"{html.escape(f)} {r.score:+.4f}" if r.ok and ok_score(r.score)
+                          else f"{html.escape(f)} {html.escape(failure_text(r))}")
+            per = ", ".join(f"{html.escape(t)} {tr.score:+.3f}" if tr.status.value == "ok"
+                            else f"{html.escape(t)} {tr.status.value}" for t, tr in r.tasks.items())
+        lines = [head, "score: " + ("; ".join(scores) or "not evaluated")]
+        if per:
+            lines.append("per task (highest fidelity): " + per)
+        return "<br>".join(lines) + "<br><br>" + hover_code(self.source(c))
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = 420) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, hovermode="closest",
+                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend_font_size=11,
+                      hoverlabel={"align": "left", "font": {"family": "monospace", "size": 11}})
+    return fig
+
+
+def progress_figure(view: RunView, hover: Hover, winner: dict | None, score_label: str = "score") -> go.Figure | None:
+    """Every search evaluation's score (x: its order), the running best per fidelity, failed
+    evaluations on a strip below the lowest score, and the chosen winner."""
     evs = [e for e in view.evaluations if e["phase"] == "search"]
     if not evs:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    oks = [e["score"] for e in evs if ok_score(e["score"])]
+    lo, hi = (min(oks), max(oks)) if oks else (0.0, 0.0)
+    floor = lo - 0.08 * max(hi - lo, 1e-3)
+    fig = go.Figure()
+    results = _results_by_seq(view)
     for f in view.fidelities:
-        pts = [(k, e["score"]) for k, e in enumerate(evs) if e["fidelity"] == f and ok_score(e["score"])]
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        best, run = [], -math.inf
-        for y in ys:
-            run = max(run, y)
-            best.append(run)
-        sc = ax.scatter(xs, ys, s=8, alpha=0.35)
-        ax.step(xs, best, where="post", color=sc.get_facecolor()[0][:3], label=f"best at {f}")
-    ax.axhline(0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("evaluation #")
-    ax.set_ylabel(score_label)
-    ax.legend(fontsize=8)
-    ax.set_title("best score over evaluations")
-    return png(fig)
+        pts = [(k + 1, e) for k, e in enumerate(evs) if e["fidelity"] == f]
+        good = [(x, e) for x, e in pts if ok_score(e["score"])]
+        bad = [(x, e) for x, e in pts if not ok_score(e["score"])]
+        if good:
+            xs = [x for x, _ in good]
+            fig.add_trace(go.Scatter(x=xs, y=[e["score"] for _, e in good], mode="markers", name=f"scores at {f}",
+                                     marker={"size": 6, "opacity": 0.55},
+                                     text=[hover(e["candidate_id"]) for _, e in good], hovertemplate=_TEXT))
+            best, run = [], -math.inf
+            for _, e in good:
+                run = max(run, e["score"])
+                best.append(run)
+            fig.add_trace(go.Scatter(x=xs, y=best, mode="lines", line_shape="hv", name=f"best at {f}",
+                                     hoverinfo="skip"))
+        if bad:
+            text = [f"<b>#{e['candidate_id']}</b> failed at {html.escape(f)}: "
+                    f"{html.escape(failure_text(results[e['seq']]))}" for _, e in bad]
+            fig.add_trace(go.Scatter(x=[x for x, _ in bad], y=[floor] * len(bad), mode="markers",
+                                     name=f"failed at {f} ({len(bad)})", marker={"symbol": "x", "size": 7},
+                                     text=text, hovertemplate=_TEXT))
+    if winner is not None and winner["level"] >= 0:
+        fid = view.fidelities[winner["level"]]
+        at = [(k + 1, e) for k, e in enumerate(evs) if e["key"] == winner["key"] and e["fidelity"] == fid]
+        if at:
+            x, e = at[0]
+            fig.add_trace(go.Scatter(x=[x], y=[e["score"] if ok_score(e["score"]) else floor], mode="markers",
+                                     name=f"{WINNER} #{winner['id']}", marker=_WINNER_MARKER,
+                                     text=[hover(winner["id"])], hovertemplate=_TEXT))
+    fig.add_hline(y=0, line={"color": "grey", "width": 1, "dash": "dot"})
+    return _layout(fig, "score of every search evaluation (0 = the baseline)", "evaluation #", score_label)
 
 
-def plot_distribution(view: RunView) -> str | None:
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    any_ = False
+def _results_by_seq(view: RunView) -> dict[int, EvalResult]:
+    """The failed evaluations' results by ``seq`` (for their reasons)."""
+    return {e["seq"]: EvalResult.model_validate_json(e["result"]) for e in view.evaluations
+            if not ok_score(e["score"])}
+
+
+def distribution_figure(view: RunView) -> go.Figure | None:
+    """Histogram of the search scores per fidelity (failed evaluations counted in the title)."""
+    fig = go.Figure()
     for f in view.fidelities:
         ys = [e["score"] for e in view.evaluations if e["fidelity"] == f and e["phase"] == "search"
               and ok_score(e["score"])]
         if ys:
-            any_ = True
-            ax.hist(ys, bins=30, alpha=0.5, label=f"{f} ({len(ys)})")
-    if not any_:
-        plt.close(fig)
+            fig.add_trace(go.Histogram(x=ys, name=f"{f} ({len(ys)})", opacity=0.6, nbinsx=30))
+    if not fig.data:
         return None
-    n_fail = sum(1 for e in view.evaluations if not ok_score(e["score"]))
-    ax.set_xlabel("score")
-    ax.set_ylabel("count")
-    ax.set_title(f"score distribution (failed evaluations not shown: {n_fail})")
-    ax.legend(fontsize=8)
-    return png(fig)
+    n_fail = sum(1 for e in view.evaluations if e["phase"] == "search" and not ok_score(e["score"]))
+    fig.update_layout(barmode="overlay")
+    return _layout(fig, f"score distribution (failed evaluations, not shown: {n_fail})", "score", "count", 340)
 
 
-def plot_pareto(view: RunView) -> str | None:
-    import matplotlib.pyplot as plt
+def pareto_figure(view: RunView, hover: Hover, winner: dict | None) -> go.Figure | None:
+    """Score at the highest fidelity reached vs program size (colour: state tensors); the Pareto
+    front over (score up, size down, states down) is ringed."""
     inds = [c for c in view.individuals if ok_score(c["score"]) and "size" in c["meta"]]
     if not inds:
         return None
-    top_level = max(c["level"] for c in inds)
     pts = [(c["score"], float(c["meta"]["size"]), float(c["meta"].get("n_state", 0))) for c in inds]
-    front = set(pareto_front(pts, (1.0, -1.0, -1.0)))
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    sc = ax.scatter([p[1] for p in pts], [p[0] for p in pts], c=[p[2] for p in pts], cmap="viridis", s=14,
-                    alpha=0.6)
-    fx = sorted((pts[k][1], pts[k][0]) for k in front)
-    ax.scatter([x for x, _ in fx], [y for _, y in fx], facecolors="none", edgecolors="red", s=60,
-               label="Pareto front (score, size, states)")
-    fig.colorbar(sc, ax=ax, label="state tensors")
-    ax.set_xlabel("program size (expression nodes)")
-    ax.set_ylabel("score at highest fidelity reached")
-    ax.set_title(f"score vs size ({len(inds)} rules; top fidelity {view.fidelities[top_level]})")
-    ax.legend(fontsize=8)
-    return png(fig)
+    front = sorted(pareto_front(pts, (1.0, -1.0, -1.0)), key=lambda k: pts[k][1])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[p[1] for p in pts], y=[p[0] for p in pts], mode="markers", name="rules",
+                             marker={"size": 8, "opacity": 0.65, "color": [p[2] for p in pts], "colorscale": "Viridis",
+                                     "colorbar": {"title": "state tensors"}, "showscale": True},
+                             text=[hover(c["id"]) for c in inds], hovertemplate=_TEXT))
+    fig.add_trace(go.Scatter(x=[pts[k][1] for k in front], y=[pts[k][0] for k in front], mode="markers+lines",
+                             name="Pareto front (score, size, states)",
+                             line={"color": "red", "width": 1, "dash": "dot"},
+                             marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "red", "width": 2}},
+                             text=[hover(inds[k]["id"]) for k in front], hovertemplate=_TEXT))
+    if winner is not None and ok_score(winner["score"]) and "size" in winner["meta"]:
+        fig.add_trace(go.Scatter(x=[float(winner["meta"]["size"])], y=[winner["score"]], mode="markers",
+                                 name=f"{WINNER} #{winner['id']}", marker=_WINNER_MARKER,
+                                 text=[hover(winner["id"])], hovertemplate=_TEXT))
+    top = max(c["level"] for c in inds)
+    fig.update_layout(legend={"orientation": "h", "y": -0.2})
+    return _layout(fig, f"score vs size ({len(inds)} rules; top fidelity {view.fidelities[top]})",
+                   "program size (expression nodes)", "score at highest fidelity reached")
 
 
-def plot_curves(view: RunView, k: int = 3) -> str | None:
-    import matplotlib.pyplot as plt
-    top = [c for c in view.ranked() if ok_score(c["score"])][:k]
+def _curve_hover(who: str, task: str) -> str:
+    return f"{html.escape(who)} {html.escape(task)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>"
+
+
+def curves_figure(view: RunView, top: list[dict]) -> go.Figure | None:
+    """Loss (the task's metric) over training steps of the ``top`` candidates and tuned AdamW, one
+    panel per task of the first candidate's highest fidelity; log y where the values span > 50x."""
+    top = [c for c in top if ok_score(c["score"])]
     if not top:
         return None
     fid = view.fidelities[top[0]["level"]]
-    tasks = [t for t in top[0]["results"][fid].tasks]
+    tasks = list(top[0]["results"][fid].tasks)
     if not tasks:
         return None
-    n = len(tasks)
-    cols = min(n, 2)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.3 * rows), squeeze=False)
-    drawn = False
-    for ax, t in zip(axes.flat, tasks):
+    cols = min(len(tasks), 2)
+    rows = math.ceil(len(tasks) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{t} ({fid})" for t in tasks])
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+    for i, t in enumerate(tasks):
+        row, col = i // cols + 1, i % cols + 1
+        vals: list[float] = []
         base_done = False
-        for c in top:
+        for j, c in enumerate(top):
             r = c["results"].get(fid)
             tr = r.tasks.get(t) if r else None
             if tr is None or not tr.curve:
                 continue
-            steps = tr.extra.get("curve_steps") or list(range(len(tr.curve)))
-            ax.plot(steps[: len(tr.curve)], tr.curve, label=f"#{c['id']} ({tr.score:+.3f}, lr {tr.best_lr:.2g})")
-            drawn = True
-            if not base_done and tr.extra.get("baseline_curve"):
-                bs = tr.extra.get("baseline_curve_steps") or list(range(len(tr.extra["baseline_curve"])))
-                ax.plot(bs[: len(tr.extra["baseline_curve"])], tr.extra["baseline_curve"], "k--",
-                        label=f"tuned AdamW (lr {tr.extra.get('baseline_lr') or float('nan'):.2g})")
+            steps = (tr.extra.get("curve_steps") or list(range(len(tr.curve))))[: len(tr.curve)]
+            lr = f", lr {tr.best_lr:.2g}" if tr.best_lr else ""
+            fig.add_trace(go.Scatter(x=steps, y=tr.curve, mode="lines", name=f"#{c['id']} ({tr.score:+.3f}{lr})",
+                                     legendgroup=f"c{c['id']}", showlegend=i == 0, line={"color": palette[j % 6]},
+                                     hovertemplate=_curve_hover(f"#{c['id']}", t)), row=row, col=col)
+            vals += [v for v in tr.curve if v == v and v > 0]
+            base = tr.extra.get("baseline_curve")
+            if not base_done and base:
+                bs = (tr.extra.get("baseline_curve_steps") or list(range(len(base))))[: len(base)]
+                blr = tr.extra.get("baseline_lr")
+                fig.add_trace(go.Scatter(x=bs, y=base, mode="lines",
+                                         name="tuned AdamW" + (f" (lr {blr:.2g})" if blr else ""),
+                                         legendgroup="adamw", showlegend=i == 0,
+                                         line={"color": "black", "dash": "dash"},
+                                         hovertemplate=_curve_hover("tuned AdamW", t)), row=row, col=col)
+                vals += [v for v in base if v == v and v > 0]
                 base_done = True
-        ax.set_title(f"{t} ({fid})")
-        ax.set_xlabel("step")
-        ax.set_ylabel(top[0]["results"][fid].tasks[t].metric_name)
-        vals = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
         if vals and max(vals) / max(min(vals), 1e-30) > 50:
-            ax.set_yscale("log")
-        if ax.get_lines():
-            ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    if not drawn:
-        plt.close(fig)
+            fig.update_yaxes(type="log", row=row, col=col)
+        fig.update_yaxes(title_text=top[0]["results"][fid].tasks[t].metric_name, row=row, col=col)
+        fig.update_xaxes(title_text="step", row=row, col=col)
+    if not fig.data:
         return None
-    fig.tight_layout()
-    return png(fig)
+    fig.update_layout(height=330 * rows + 80, margin={"l": 60, "r": 20, "t": 60, "b": 40}, hovermode="closest")
+    return fig

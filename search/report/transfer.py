@@ -3,13 +3,33 @@ gap, search.core.selection and ``optforge verify``), with the winners that do no
 from __future__ import annotations
 
 import html
+from typing import Any
 
+from evaluators import Estimate, StatsError, describe
 from search.core import RunView, fmt_score, fmt_won
 
 
 def _f(x: float | None) -> str:
     """A score cell ("-" for none)."""
     return fmt_score(x, "-")
+
+
+def _ci(ci: Any) -> str:
+    """`` [lo, hi]`` of a stored interval, or "" (runs verified before intervals were stored)."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or None in ci:
+        return ""
+    return f" <span class='ci'>[{ci[0]:+.3f}, {ci[1]:+.3f}]</span>"
+
+
+def verdict_text(entry: dict[str, Any]) -> str:
+    """The stored estimate in evaluators.stats' one wording (``describe``), or "-" without one."""
+    est = entry.get("estimate")
+    if not est:
+        return "-"
+    try:
+        return describe(Estimate.from_json(est))
+    except (StatsError, KeyError, TypeError, ValueError):
+        return "-"
 
 
 def transfer_sections(view: RunView) -> list[str]:
@@ -31,7 +51,8 @@ def transfer_sections(view: RunView) -> list[str]:
     rec = view.verification()
     if rec:
         head = ("<tr><th>rule</th><th>search</th><th>won</th><th>validation</th><th>won</th><th>validation tasks "
-                "(test split)</th><th>won</th><th>verified (transfer)</th><th>won</th><th>holds?</th></tr>")
+                "(test split)</th><th>won</th><th>verified (transfer) [interval]</th><th>won</th><th>holds?</th>"
+                "<th>verdict</th></tr>")
         rows = []
         for e in rec["entries"]:
             flag = "" if e["kind"] == "seed" else ("yes" if e.get("holds") else
@@ -39,8 +60,10 @@ def transfer_sections(view: RunView) -> list[str]:
             rows.append(f"<tr><td>{html.escape(e['label'])}</td><td>{_f(e.get('search'))}</td>"
                         f"<td>{fmt_won(e, 'search')}</td><td>{_f(e.get('validation'))}</td>"
                         f"<td>{fmt_won(e, 'validation')}</td><td>{_f(e.get('validation_test'))}</td>"
-                        f"<td>{fmt_won(e, 'validation_test')}</td><td><b>{_f(e.get('verified'))}</b></td>"
-                        f"<td>{fmt_won(e, 'verified')}</td><td>{flag}</td></tr>")
+                        f"<td>{fmt_won(e, 'validation_test')}</td>"
+                        f"<td><b>{_f(e.get('verified'))}</b>{_ci(e.get('ci'))}</td>"
+                        f"<td>{fmt_won(e, 'verified')}</td><td>{flag}</td>"
+                        f"<td class='verdict'>{html.escape(verdict_text(e))}</td></tr>")
         tasks = list(rec["entries"][0]["tasks"]) if rec["entries"] else []
         per = ["<tr><th>rule</th>" + "".join(f"<th>{html.escape(t)}</th>" for t in tasks) + "</tr>"]
         for e in rec["entries"]:
@@ -50,13 +73,17 @@ def transfer_sections(view: RunView) -> list[str]:
                 tuned = (f"<br><small>lr {c['lr']:.2g} wd {c['wd']:.2g} vs AdamW lr {c['baseline_lr']:.2g} wd "
                          f"{c['baseline_wd']:.2g}</small>" if c.get("lr") and c.get("wd") is not None
                          and c.get("baseline_lr") and c.get("baseline_wd") is not None else "")
-                cells.append(f"<td>{_f(c.get('score'))}{tuned}</td>")
+                noise = c.get("noise")
+                floor = f"<br><small>noise floor {noise:.3f}</small>" if isinstance(noise, (int, float)) else ""
+                cells.append(f"<td>{_f(c.get('score'))}{_ci(c.get('ci'))}{tuned}{floor}</td>")
             per.append(f"<tr><td>{html.escape(e['label'])}</td>" + "".join(cells) + "</tr>")
         out.append(
             "<h2>Transfer gap: search, validation and verified scores</h2>"
             f"<p>Verified on the test splits with unseen training seeds {rec['seeds']} at {rec['fidelity']}; "
             f"validation tasks {html.escape(', '.join(rec['validation_tasks']) or '-')}; transfer tasks (used "
             f"neither by the search nor the validation) {html.escape(', '.join(rec['transfer_tasks']) or '-')}. "
-            "A winner holds when its verified mean beats tuned AdamW and it wins most transfer tasks.</p>"
+            "A winner holds when its verified mean beats tuned AdamW and it wins most transfer tasks; the verdict "
+            "adds the interval: it holds when the whole 95% interval (bootstrap over tasks, then seeds) lies "
+            "above 0 and more than half the tasks are won beyond their noise floor.</p>"
             f"<table>{head}{''.join(rows)}</table><h3>Per task (tuned lr / wd)</h3><table>{''.join(per)}</table>")
     return out
