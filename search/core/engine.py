@@ -38,6 +38,7 @@ registries: ``search.core.registry``; mixins: ``funnel`` (evaluation and promoti
 """
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import shutil
@@ -136,7 +137,11 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
         self.evaluator = evaluator if evaluator is not None else self.kind.make_evaluator(campaign, self.run_dir)
         self.fidelities: tuple[str, ...] = tuple(campaign.fidelities or self.evaluator.fidelities)
         #: scores the simplified winners on the validation tasks (None: no validation stage)
-        self.validator = self.kind.make_validation_evaluator(campaign, self.run_dir)
+        #: (it shares the search's workers; a plug-in kind's older two-argument hook is still called)
+        make_val = self.kind.make_validation_evaluator
+        self.validator = (make_val(campaign, self.run_dir, search_evaluator=self.evaluator)
+                          if "search_evaluator" in inspect.signature(make_val).parameters
+                          else make_val(campaign, self.run_dir))
         self._llm = llm
         self._llm_init_done = llm is not None
         #: LLM usage totals restored from the last checkpoint (a backend's caps span resumes)

@@ -176,8 +176,10 @@ class KindPlugin(abc.ABC):
         engine.validate_winners()   # after simplification: the simplified programs are validated
         return out
 
-    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path) -> Evaluator | None:
-        """The evaluator of the funnel's validation stage (search.core.selection); None: no stage."""
+    def make_validation_evaluator(self, campaign: Campaign, run_dir: Path,
+                                  search_evaluator: Evaluator | None = None) -> Evaluator | None:
+        """The evaluator of the funnel's validation stage (search.core.selection); None: no stage.
+        ``search_evaluator``: the search's, whose workers (process pool) the stage should reuse."""
         return None
 
 

@@ -15,7 +15,11 @@ Tables
   triggered it and its phase (``search``, or ``simplify`` for the winners' simplification,
   which costs 0 search units). Unique on (key, fidelity): a fingerprint is never trained twice.
 - ``llm_calls``: each LLM request/reply (purpose, request JSON, reply, error, tokens, latency).
-- ``checkpoints``: engine state after each generation (RNG state, population, counters).
+- ``checkpoints``: the engine's state after its last generation (RNG state, population, counters);
+  only the last row is read, so each new one replaces the one before (same transaction).
+- ``checkpoint_history``: the operator bandit's share history, one row per entry, appended as it
+  grows; a checkpoint row holds the number of entries it covers. Together these keep the file
+  linear in the run's length (a row per generation holding the whole history was quadratic).
 - ``events``: a log (restarts, LLM disabled, simplification steps, ...).
 """
 from __future__ import annotations
@@ -86,6 +90,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     state TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoint_history (pos INTEGER PRIMARY KEY, entry TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     t REAL NOT NULL,
@@ -110,6 +115,7 @@ class RunStore:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = db_path(path)
         self.readonly = readonly
+        self._hist_written: int | None = None   # checkpoint_history rows known written (None: not read yet)
         if readonly:
             if not self.path.is_file():
                 raise StoreError(f"no run database at {self.path} (expected a run directory made by "
@@ -200,9 +206,29 @@ class RunStore:
                       (time.time(), kind, message, json.dumps(data or {}, sort_keys=True, default=str)))
 
     def save_checkpoint(self, generation: int, next_id: int, state: dict) -> None:
+        """Write ``state`` as the run's checkpoint, replacing the previous one in the same transaction.
+
+        The operator bandit's history (``state["operators"]["history"]``, one entry per generation)
+        goes to ``checkpoint_history``: only the entries not written yet, plus the last written one
+        (the bandit may still revise its latest entry), so a checkpoint costs O(1) rows, not O(run)."""
+        ops = state.get("operators")
+        hist = ops.get("history") if isinstance(ops, dict) else None
+        if hist is not None:
+            state = dict(state)
+            state["operators"] = {k: v for k, v in ops.items() if k != "history"} | {"history_rows": len(hist)}
         with self.tx() as c:
-            c.execute("INSERT INTO checkpoints(generation, next_id, state, created) VALUES (?,?,?,?)",
-                      (generation, next_id, json.dumps(state, sort_keys=True), time.time()))
+            if hist is not None:
+                if self._hist_written is None:
+                    self._hist_written = int(c.execute("SELECT COUNT(*) FROM checkpoint_history").fetchone()[0])
+                start = max(0, min(self._hist_written, len(hist)) - 1)
+                c.execute("DELETE FROM checkpoint_history WHERE pos >= ?", (len(hist),))
+                c.executemany("INSERT OR REPLACE INTO checkpoint_history(pos, entry) VALUES (?, ?)",
+                              [(i, json.dumps(hist[i], sort_keys=True)) for i in range(start, len(hist))])
+            cur = c.execute("INSERT INTO checkpoints(generation, next_id, state, created) VALUES (?,?,?,?)",
+                            (generation, next_id, json.dumps(state, sort_keys=True), time.time()))
+            c.execute("DELETE FROM checkpoints WHERE id < ?", (cur.lastrowid,))
+        if hist is not None:
+            self._hist_written = len(hist)
 
     def truncate_after_checkpoint(self, next_id: int) -> None:
         """Forget the proposals of an unfinished generation (it is re-run identically on resume).
@@ -215,10 +241,17 @@ class RunStore:
 
     # -- reads ------------------------------------------------------------------------
     def last_checkpoint(self) -> dict | None:
+        """The last checkpoint, its operator history put back in place (rows of older runs hold it inline)."""
         row = self.conn.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             return None
-        return {"generation": row["generation"], "next_id": row["next_id"], "state": json.loads(row["state"])}
+        state = json.loads(row["state"])
+        ops = state.get("operators")
+        if isinstance(ops, dict) and "history_rows" in ops:
+            n = int(ops.pop("history_rows"))
+            ops["history"] = [json.loads(r[0]) for r in self.conn.execute(
+                "SELECT entry FROM checkpoint_history WHERE pos < ? ORDER BY pos", (n,))]
+        return {"generation": row["generation"], "next_id": row["next_id"], "state": state}
 
     def candidates(self, *, state: str | None = None) -> list[dict]:
         q = "SELECT * FROM candidates" + (" WHERE state=?" if state else "") + " ORDER BY id"
@@ -252,7 +285,7 @@ class RunStore:
         return [dict(r) for r in self.conn.execute("SELECT * FROM llm_calls ORDER BY id").fetchall()]
 
     def count(self, table: str) -> int:
-        assert table in ("candidates", "evaluations", "llm_calls", "checkpoints", "events")
+        assert table in ("candidates", "evaluations", "llm_calls", "checkpoints", "checkpoint_history", "events")
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     def used_budget(self) -> float:
