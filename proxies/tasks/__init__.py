@@ -8,7 +8,8 @@ transfer sets, disjoint in family (``task_family``).
 
 Modules: ``core`` (StackedTask, the RuleTask contract), ``train`` (the stacked loop), ``outcome``
 (SweepOutcome, fidelities, splits, rungs), ``ops`` (stacked layers), the hand-written tasks
-(``quadratic``, ``digits``, ``char_lm``, ``modular``), ``module`` (ModuleTask), ``families`` and
+(``quadratic``, ``digits``, ``char_lm``, ``modular``), ``lm_ladder`` (the GPT ladder ``lm_s`` /
+``lm_m`` / ``lm_l``), ``module`` (ModuleTask), ``families`` and
 ``datasets`` (its task families and their data), ``registry``, ``errors``.
 """
 from __future__ import annotations
@@ -21,6 +22,9 @@ from .core import RuleTask, StackedTask
 from .digits import DigitsLogReg, DigitsMLP
 from .errors import TaskDefinitionError, TaskLoadError, TaskOverlapError, UnknownTaskError
 from .families import FAMILIES
+from .lm_ladder import RUNGS as LM_RUNGS
+from .lm_ladder import LadderLM
+from .lm_ladder import factory as _lm_factory
 from .modular import ModularAddition
 from .module import ModuleTask
 from .outcome import FIDELITIES, SPLITS, Rung, SweepOutcome
@@ -43,6 +47,10 @@ for _cls, _family in ((Quadratic, "quadratic"), (Rosenbrock, "rosenbrock"), (Dig
 for _name, (_factory, _family) in FAMILIES.items():
     register_task(_name, _factory, _family)
 register_task_prefix("bank", bank.build_task, bank.bank_family)
+# the language-model ladder: one family per rung, so a campaign can screen on lm_s and validate on
+# lm_m (transfer across scale on the same corpus; see proxies.tasks.lm_ladder)
+for _name in LM_RUNGS:
+    register_task(_name, _lm_factory(_name), _name)
 
 #: The default tasks of a campaign: one per family (the sanity tier, generalization on
 #: real data, a transformer LM, and the grokking setting).
@@ -63,4 +71,4 @@ __all__ = ["FIDELITIES", "SPLITS", "Rung", "RuleTask", "StackedTask", "ModuleTas
            "bank_families", "bank_family", "build_model", "draw_seed", "reparameterize", "sample_tasks",
            "split_families", "format_spec", "is_bank_spec", "parse_spec",
            "run_sweep", "curve_steps", "Quadratic", "Rosenbrock", "DigitsLogReg", "DigitsMLP", "CharLM",
-           "ModularAddition"]
+           "ModularAddition", "LadderLM", "LM_RUNGS"]
