@@ -51,12 +51,14 @@ from .registry import (
     register_strategy,
     run_kind,
 )
+from .simplify import simplify_one
 from .store import DB_NAME, RunStore, RunView, StoreError, db_path
 from .strategies import pareto_front
 from .suggest import close_names, did_you_mean
 from .types import Individual, InvalidCandidate, Job, Progress, Proposal, RunExistsError, RunSummary, Stats
 
-__all__ = ["Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig", "OperatorMix", "SearchConfig",
+__all__ = ["simplify_one",
+           "Budget", "Campaign", "CampaignError", "FunnelConfig", "LLMOpsConfig", "OperatorMix", "SearchConfig",
            "SimplifyConfig", "Context", "EngineView", "Engine", "run_campaign", "load_campaign", "parse_campaign",
            "KindPlugin", "Operator", "Strategy", "KINDS", "OPERATORS", "STRATEGIES", "get_kind", "load_plugins",
            "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",

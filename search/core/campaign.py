@@ -147,6 +147,32 @@ class SimplifyConfig(_Strict):
     digits: list[int] = Field(default_factory=lambda: [1, 2, 3])  # significant digits tried
 
 
+class BankConfig(_Strict):
+    """``[bank]``: train on procedurally sampled tasks (``proxies.sample_tasks``) instead of a fixed list.
+
+    ``families`` (default: every bank family installed) are split, by family and seeded by the
+    campaign's ``random_seed``, into search, validation and test families (or give
+    ``search_families`` / ``validation_families`` / ``test_families`` yourself). Each generation
+    draws ``per_generation`` fresh search tasks (seeded by campaign seed and generation: a resumed
+    run redraws the same); the ``validation`` and ``test`` banks are fixed per campaign and recorded
+    in the run. Task scores are aggregated with ``aggregate``. Every ``track_every`` generations the
+    current best is scored on the validation bank at ``track_fidelity`` (default: the cheapest);
+    search fitness rising while validation falls over the last ``overfit_window`` of those points is
+    reported as a ``meta_overfitting`` event. Named ``search_tasks`` / ``validation_tasks`` are
+    added to the bank's."""
+    families: list[str] | None = None
+    search_families: list[str] | None = None
+    validation_families: list[str] | None = None
+    test_families: list[str] | None = None
+    per_generation: int = Field(3, ge=1)
+    validation: int = Field(4, ge=1)
+    test: int = Field(4, ge=0)
+    aggregate: Literal["iqm", "mean"] = "iqm"
+    track_every: int = Field(5, ge=0)        # 0: no validation tracking
+    track_fidelity: str | None = None
+    overfit_window: int = Field(4, ge=2)
+
+
 class Campaign(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: str = "rule"
@@ -174,6 +200,7 @@ class Campaign(_Strict):
     simplify: SimplifyConfig = Field(default_factory=SimplifyConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)   # ``optforge verify`` (reporting only)
+    bank: BankConfig | None = None           # sampled training tasks (rules; search.rules.tasksets)
     run_dir: str | None = None               # default runs/<name>/
     plugins: list[str] = Field(default_factory=list)  # modules imported first (they register things)
     #: the ``[<kind>]`` table as given (parsed by the kind plugin's ``options_model``)

@@ -327,6 +327,7 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
 
     # -- seeds ---------------------------------------------------------------------
     def _seed(self) -> None:
+        self.kind.begin_generation(self)
         seeds = self.kind.seed_texts(self.campaign)
         inds = []
         for label, text in seeds:
@@ -351,6 +352,7 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
         bandit, checkpoint. Pipelined (``search.pipeline``): this generation was planned during
         the previous one, and the next is planned (its LLM requests sent) before this one trains."""
         self.generation += 1
+        self.kind.begin_generation(self)
         self.attempts, self.eval_charge = [], {}
         first_id = self.next_id
         if self.pending is not None:
@@ -376,6 +378,7 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
             self.event("restart", f"no improvement for {patience} units: population restarted from #{best.id}",
                        best=best.id)
         self.bandit.observe(observations(self, self.attempts))
+        self.kind.end_generation(self)
         self.save_checkpoint()
         return evaluated
 

@@ -176,6 +176,13 @@ class KindPlugin(abc.ABC):
         engine.validate_winners()   # after simplification: the simplified programs are validated
         return out
 
+    def begin_generation(self, engine: EngineView) -> None:  # noqa: B027 - a no-op by default
+        """Called as each generation starts (generation 0: before the seeds are evaluated), e.g. to
+        change what the evaluator trains on (rules with ``[bank]``: fresh sampled tasks); default none."""
+
+    def end_generation(self, engine: EngineView) -> None:  # noqa: B027 - a no-op by default
+        """Called after each generation's survivors are chosen, before its checkpoint; default none."""
+
     def make_validation_evaluator(self, campaign: Campaign, run_dir: Path,
                                   search_evaluator: Evaluator | None = None) -> Evaluator | None:
         """The evaluator of the funnel's validation stage (search.core.selection); None: no stage.

@@ -25,7 +25,7 @@ import proxies
 from dsl import library
 from dsl.checker import liveness
 from dsl.export import export_python
-from evaluators import RuleEvalConfig, RuleEvaluator
+from evaluators import WORST_SCORE, RuleEvalConfig, RuleEvaluator
 from search.core import (
     Campaign,
     Individual,
@@ -34,11 +34,22 @@ from search.core import (
     did_you_mean,
     fmt_score,
     register_kind,
+    simplify_one,
 )
 
 from .ablations import rule_ablations
+from .bank_eval import BankEvaluator
+from .bank_track import track_validation
 from .mutations import DEFAULT_WEIGHTS
-from .tasksets import check_task_sets, search_tasks, validation_config_dict, with_tuning_defaults
+from .tasksets import (
+    BankPlan,
+    bank_plan,
+    check_task_sets,
+    search_tasks,
+    validation_config_dict,
+    validation_tasks,
+    with_tuning_defaults,
+)
 
 
 def moves_without_lr(program, steps: int = 3) -> bool:
@@ -71,7 +82,8 @@ def eval_config_dict(c: Campaign, run_dir: Path | None) -> dict[str, Any]:
                          "\"val\" (remove the field); report a finished run's rules on test with "
                          "`optforge eval RULE --split test`")
     d = with_tuning_defaults(d)
-    d["tasks"] = search_tasks(c)
+    plan = bank_plan(c)
+    d["tasks"] = search_tasks(c) if plan is None else plan.generation_tasks(0)
     if c.eval_seeds is not None:
         d["seeds"] = list(c.eval_seeds)
     if c.lrs is not None:
@@ -130,16 +142,73 @@ class RuleKind(KindPlugin):
         del cfg
 
     def make_evaluator(self, campaign: Campaign, run_dir: Path):
-        return RuleEvaluator(RuleEvalConfig.model_validate(eval_config_dict(campaign, run_dir)))
+        cfg = RuleEvalConfig.model_validate(eval_config_dict(campaign, run_dir))
+        plan = bank_plan(campaign)
+        return RuleEvaluator(cfg) if plan is None else BankEvaluator(cfg, plan.aggregate)
 
     def make_validation_evaluator(self, campaign: Campaign, run_dir: Path, search_evaluator=None):
         """The same protocol on ``validation_tasks`` and fresh seeds (search.rules.tasksets); None without
         them. It runs on the search evaluator's executor (one process pool per run, not two)."""
-        d = validation_config_dict(eval_config_dict(campaign, run_dir), campaign)
+        plan = bank_plan(campaign)
+        d = validation_config_dict(eval_config_dict(campaign, run_dir), campaign, plan)
         if d is None:
             return None
-        shared = search_evaluator.executor if isinstance(search_evaluator, RuleEvaluator) else None
-        return RuleEvaluator(RuleEvalConfig.model_validate(d), executor=shared)
+        shared = (search_evaluator.executor if isinstance(search_evaluator, (RuleEvaluator, BankEvaluator))
+                  else None)
+        cfg = RuleEvalConfig.model_validate(d)
+        return RuleEvaluator(cfg, executor=shared) if plan is None else BankEvaluator(cfg, plan.aggregate, shared)
+
+    # -- the sampled task bank ([bank]; search.rules.tasksets) ---------------------------------
+    def run_plan(self, engine) -> BankPlan | None:
+        """The run's bank plan: the one recorded in the run (``meta.bank``), recorded now when absent,
+        so a resumed run keeps its validation and test banks. Points the validator at its bank."""
+        plan = bank_plan(engine.campaign)
+        if plan is None:
+            return None
+        stored = engine.store.get_meta("bank")
+        if stored is None:
+            engine.store.set_meta(bank=plan.to_json())
+            engine.event("bank", f"task bank: search families {', '.join(plan.search_families) or '-'} "
+                         f"({plan.per_generation} fresh tasks per generation); validation bank "
+                         f"{', '.join(plan.validation)}; test bank {', '.join(plan.test) or '-'}",
+                         **plan.to_json())
+        else:
+            plan = BankPlan.from_json(stored)
+        if isinstance(engine.validator, BankEvaluator):
+            engine.validator.set_tasks(validation_tasks(engine.campaign, plan))
+        return plan
+
+    def begin_generation(self, engine) -> None:
+        """Bank campaigns: train this generation on its own draw (seeded by campaign seed and generation)."""
+        plan = self.run_plan(engine)
+        if plan is not None and isinstance(engine.evaluator, BankEvaluator):
+            engine.evaluator.set_tasks(plan.generation_tasks(engine.generation))
+
+    def end_generation(self, engine) -> None:
+        """Bank campaigns: the current best on the validation bank at ``[bank] track_every`` (bank_track)."""
+        b = engine.campaign.bank
+        if b is not None:
+            track_validation(engine, b.track_every, b.track_fidelity, b.overfit_window)
+
+    def finalize(self, engine) -> Any:
+        """As every kind's, but in a bank campaign each winner's simplification tries train on the
+        tasks of the generation that scored the winner (a score is comparable only on the same tasks)."""
+        plan = self.run_plan(engine)
+        if plan is None or not isinstance(engine.evaluator, BankEvaluator):
+            return super().finalize(engine)
+        cfg = engine.campaign.simplify
+        out = None
+        if cfg.enabled and cfg.top > 0:
+            spent, out = [0], []
+            for ind in engine.ctx.top(cfg.top):
+                if ind.score <= WORST_SCORE or engine.fidelities[ind.level] not in ind.results:
+                    continue
+                engine.evaluator.set_tasks(plan.generation_tasks(ind.generation))
+                out.append(simplify_one(engine, ind, spent))
+            engine.event("simplified", f"{len(out)} winner(s) simplified with {spent[0]} evaluation(s) "
+                         "(each on its own generation's tasks)")
+        engine.validate_winners()
+        return out
 
     def seed_texts(self, campaign: Campaign) -> list[tuple[str, str]]:
         base = Path(campaign.source_path).parent if campaign.source_path else None

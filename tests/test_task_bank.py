@@ -1,0 +1,186 @@
+"""The sampled task bank: specs, sampling, re-parameterization, family splits, bank campaigns."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import dsl
+import proxies
+from proxies.tasks import build_model, format_spec, parse_spec, reparameterize
+from search.core import DB_NAME, Campaign, Engine, RunStore
+from search.rules.bank_eval import iqm
+from search.rules.bank_track import overfitting, slope
+from search.rules.tasksets import bank_plan, check_task_sets, transfer_tasks, validation_tasks
+
+FAMS = ["mlp", "conv", "sequence", "autoencoder", "regression", "memorization"]
+
+
+def test_sampling_is_deterministic_per_seed():
+    a = proxies.sample_tasks(FAMS, 8, seed=3)
+    assert a == proxies.sample_tasks(FAMS, 8, seed=3)
+    assert a != proxies.sample_tasks(FAMS, 8, seed=4)
+    assert len(set(a)) == 8
+    # every family is drawn once before any repeats
+    assert {proxies.bank_family(t) for t in a[:6]} == set(FAMS)
+
+
+@pytest.mark.parametrize("family", FAMS)
+def test_specs_round_trip_and_resolve(family):
+    rng = random.Random(11)
+    for _ in range(5):
+        spec = proxies.sample_tasks([family], 1, rng.randrange(10**6))[0]
+        fam, values = parse_spec(spec)
+        assert fam == family and format_spec(fam, values) == spec
+        task = proxies.resolve_task(spec)
+        assert task.name == spec and proxies.task_family(spec) == family
+        assert task.steps["small"] == values["h"] and task.steps["tiny"] < task.steps["small"] < task.steps["full"]
+
+
+def test_non_canonical_specs_parse_to_the_canonical_name():
+    fam, v = parse_spec("bank:memorization/c=4,n=256,w=8.0,bs=32,h=50,seed=1")
+    assert format_spec(fam, v) == "bank:memorization/n=256,c=4,w=8,bs=32,h=50,seed=1"
+
+
+@pytest.mark.parametrize("spec, what", [
+    ("bank:nope/x=1", "unknown bank family"),
+    ("bank:memorization/n=256,c=4,w=8,bs=32,seed=1", "missing h"),
+    ("bank:memorization/n=256,c=4,w=8,bs=32,h=50,seed=1,d=3", "do(es) not apply"),
+    ("bank:memorization/n=256,c=4,w=8,bs=32,h=abc,seed=1", "expected an integer"),
+    ("bank:memorization/n=1,c=4,w=8,bs=32,h=50,seed=1", "must lie in"),
+    ("bank:mlp/data=iris,w=16,depth=2,act=tanh,norm=none,bs=16,h=100,rp=1,seed=0", "rp=1 needs"),
+])
+def test_bad_specs_say_what_is_wrong(spec, what):
+    with pytest.raises(proxies.BankSpecError) as e:
+        proxies.resolve_task(spec)
+    assert what in str(e.value) and isinstance(e.value, proxies.TaskLoadError)
+
+
+def _inputs(spec: str) -> torch.Tensor:
+    return proxies.resolve_task(spec).data["val"][0][:64]
+
+
+@pytest.mark.parametrize("spec0", [
+    "bank:mlp/data=gauss,d=8,c=3,sep=1,noise=0,w=32,depth=3,act=relu,norm=none,bs=32,h=60,rp=0,seed=5",
+    "bank:mlp/data=gauss,d=8,c=3,sep=1,noise=0,w=32,depth=2,act=gelu,norm=layer,bs=32,h=60,rp=0,seed=5",
+    "bank:regression/data=teacher,d=4,noise=0.1,w=16,depth=2,act=tanh,norm=batch,bs=32,h=60,rp=0,seed=2",
+    "bank:conv/data=protos,c=4,noise=0.3,ch=4,depth=2,act=relu,norm=none,bs=32,h=60,rp=0,seed=1",
+    "bank:autoencoder/data=lowrank,d=16,r=2,noise=0.05,w=16,z=2,act=relu,bs=32,h=60,rp=0,seed=3",
+])
+def test_reparameterization_keeps_the_function_and_changes_the_weights(spec0):
+    spec1 = spec0.replace("rp=0,", "rp=1,")
+    x = _inputs(spec0)
+    m0, m1 = build_model(spec0, seed=4).eval(), build_model(spec1, seed=4).eval()
+    tol = 2e-3 if "norm=layer" in spec0 or "norm=batch" in spec0 else 1e-5   # the norms' epsilon
+    with torch.no_grad():
+        torch.testing.assert_close(m1(x), m0(x), rtol=tol, atol=tol)
+    w0, w1 = dict(m0.named_parameters()), dict(m1.named_parameters())
+    changed = [k for k in w0 if not torch.allclose(w0[k], w1[k])]
+    assert changed, "the re-parameterization changed no weight"
+    # the task's own initial parameters carry the re-parameterization too
+    p0, p1 = proxies.resolve_task(spec0).init(4), proxies.resolve_task(spec1).init(4)
+    assert any(not torch.allclose(p0[k], p1[k]) for k in p0)
+
+
+def test_reparameterize_skips_what_it_cannot_keep_exact():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    before = [p.clone() for p in m.parameters()]
+    assert reparameterize(m, 1.0, torch.Generator().manual_seed(0)) == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+
+def test_bank_tasks_train_through_the_stacked_path():
+    spec = "bank:memorization/n=256,c=4,w=8,bs=32,h=60,seed=1"
+    out = proxies.resolve_task(spec).sweep(dsl.get_rule("adamw"), [1e-2, 1e-1], [0, 1], "tiny")
+    assert out.final.shape == (2, 2) and out.task == spec
+    assert (out.curves[:, :, -1] < out.curves[:, :, 0]).all()      # it learns
+
+
+def test_families_split_disjointly():
+    split = proxies.split_families(FAMS, seed=0, n_validation=2, n_test=1)
+    parts = [set(split[k]) for k in ("search", "validation", "test")]
+    assert sum(map(len, parts)) == len(FAMS) and set().union(*parts) == set(FAMS)
+    assert [len(p) for p in parts] == [3, 2, 1]
+    assert split == proxies.split_families(FAMS, seed=0, n_validation=2, n_test=1)
+    with pytest.raises(proxies.BankSpecError, match="cannot be split"):
+        proxies.split_families(["mlp", "conv"], seed=0, n_validation=1, n_test=1)
+
+
+def _campaign(**bank) -> Campaign:
+    return Campaign.model_validate({
+        "name": "bank", "seed_rules": ["adamw", "sgd_momentum"], "search_tasks": ["quadratic"],
+        "fidelities": ["tiny"], "eval_seeds": [0, 1], "executor": "inprocess",
+        "evaluator": {"lr_grid": {"values": [1e-2, 1e-1]}, "wd_grid": False, "halving": False},
+        "budget": {"evaluations": 4}, "search": {"batch_size": 2, "population": 4},
+        "simplify": {"enabled": False}, "validation": {"fidelity": "tiny", "top": 1},
+        "bank": {"families": ["memorization", "regression", "autoencoder"], "per_generation": 1,
+                 "validation": 1, "test": 1, "track_every": 1, "overfit_window": 2} | bank})
+
+
+def test_bank_plan_splits_by_family_and_keeps_named_tasks():
+    c = _campaign()
+    plan = bank_plan(c)
+    fams = [plan.search_families, plan.validation_families, plan.test_families]
+    assert all(len(f) == 1 for f in fams) and len({f[0] for f in fams}) == 3
+    assert plan == bank_plan(c)
+    assert [proxies.bank_family(t) for t in plan.validation] == plan.validation_families
+    assert transfer_tasks(c) == plan.test and validation_tasks(c) == plan.validation
+    g1 = plan.generation_tasks(1)
+    assert g1[0] == "quadratic" and g1 == plan.generation_tasks(1) and g1 != plan.generation_tasks(2)
+    check_task_sets(c)
+    bad = _campaign(search_families=["memorization"], validation_families=["memorization"],
+                    test_families=["regression"])
+    with pytest.raises(ValueError, match="shares memorization"):
+        bank_plan(bad)
+    with pytest.raises(ValueError, match="unknown bank family 'mlpp'"):
+        bank_plan(_campaign(families=["mlpp", "conv", "mlp"]))
+
+
+def test_a_campaign_mixing_named_and_bank_tasks_runs_and_resumes_with_the_same_banks(tmp_path):
+    c = _campaign()
+    plan = bank_plan(c)
+    eng = Engine(c, tmp_path / "run")
+    try:
+        assert eng.evaluator.tasks == plan.generation_tasks(0)
+        eng.run()
+        # each generation trained on its own draw (named task first)
+        assert eng.generation >= 1 and eng.evaluator.tasks == plan.generation_tasks(eng.generation)
+        ok = {i.generation: i for i in eng.individuals.values() if "tiny" in i.results and i.results["tiny"].ok}
+        assert len(ok) >= 2
+        for g, ind in ok.items():
+            assert set(ind.results["tiny"].tasks) == set(plan.generation_tasks(g))
+        recorded = eng.store.get_meta("bank")
+        track = eng.store.get_meta("bank_track")
+        kinds = {e["kind"] for e in eng.store.events()}
+    finally:
+        eng.close()
+    assert recorded["validation"] == plan.validation and recorded["test"] == plan.test
+    assert track and all(p["validation_score"] is not None for p in track)
+    assert {"bank", "bank_validation"} <= kinds
+    # a resumed run (more budget) keeps the recorded banks, even when sampling would now differ
+    store = RunStore(tmp_path / "run" / DB_NAME)
+    store.set_meta(bank=recorded | {"validation": recorded["validation"][:1], "test": ["quadratic"]})
+    store.close()
+    c2 = c.model_copy(update={"budget": c.budget.model_copy(update={"evaluations": 6})})
+    eng = Engine(c2, tmp_path / "run", resume=True)
+    try:
+        assert eng.kind.run_plan(eng).test == ["quadratic"]
+        assert eng.validator.tasks == recorded["validation"][:1]
+        eng.run()
+        assert eng.store.get_meta("bank")["test"] == ["quadratic"]
+        assert len(eng.store.get_meta("bank_track")) > len(track)
+    finally:
+        eng.close()
+
+
+def test_iqm_and_the_overfitting_flag():
+    assert iqm([1.0, 2.0, 3.0]) == 2.0
+    assert iqm([-10.0, 1.0, 2.0, 50.0]) == 1.5           # floor(4/4) = 1 dropped from each end
+    assert slope([1, 2, 3], [0.0, 1.0, 2.0]) == pytest.approx(1.0)
+    rising_falling = [{"generation": g, "search_score": 0.1 * g, "validation_score": -0.1 * g} for g in range(4)]
+    assert overfitting(rising_falling, 3)[0]
+    both_rising = [p | {"validation_score": 0.05 * p["generation"]} for p in rising_falling]
+    assert not overfitting(both_rising, 3)[0]
+    assert not overfitting(rising_falling[:2], 3)[0]      # too few points
