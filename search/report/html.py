@@ -24,7 +24,7 @@ import numpy as np
 from deap import tools
 
 from evaluators import WORST_SCORE, EvalResult, StatsError, estimate_results
-from search.core import KindPlugin, RunView, run_kind
+from search.core import KindPlugin, RunView, fmt_score, run_kind
 
 from .failures import failure_sections
 from .figures import (
@@ -134,8 +134,12 @@ def _summary(view: RunView, winner: dict | None) -> str:
     rec = view.verification()
     entry = next((e for e in (rec or {}).get("entries", []) if e.get("kind") == "candidate"), None)
     if entry is not None:
-        rows.append(["verified", f"{html.escape(entry['label'])}: <span class='verdict'>"
-                     f"{html.escape(verdict_text(entry))}</span>"])
+        verdict = verdict_text(entry)
+        old = ("" if verdict != "-" else f" (verified {fmt_score(entry.get('verified'), '-')}, "
+               f"{'holds' if entry.get('holds') else 'does not hold'}; no interval stored: verified before "
+               "intervals were)")
+        rows.append(["verified", f"{html.escape(entry['label'])}: <span class='verdict'>{html.escape(verdict)}"
+                     f"</span>{old}"])
     elif view.kind == "rule":
         rows.append(["verified", "not yet (<code>optforge verify RUN</code> re-scores the top rules on unseen "
                      "tasks and seeds)"])

@@ -75,7 +75,9 @@ def transfer_sections(view: RunView) -> list[str]:
                          and c.get("baseline_lr") and c.get("baseline_wd") is not None else "")
                 noise = c.get("noise")
                 floor = f"<br><small>noise floor {noise:.3f}</small>" if isinstance(noise, (int, float)) else ""
-                cells.append(f"<td>{_f(c.get('score'))}{_ci(c.get('ci'))}{tuned}{floor}</td>")
+                failed = (f"<span class='failed'>failed: {html.escape(c.get('reason') or c['status'])}</span>"
+                          if c.get("status") not in (None, "ok") else "")
+                cells.append(f"<td>{failed or _f(c.get('score'))}{_ci(c.get('ci'))}{tuned}{floor}</td>")
             per.append(f"<tr><td>{html.escape(e['label'])}</td>" + "".join(cells) + "</tr>")
         out.append(
             "<h2>Transfer gap: search, validation and verified scores</h2>"
