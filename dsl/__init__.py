@@ -13,7 +13,7 @@ module that needs only torch). Rules: ``library`` (known rules, the search's see
 """
 from .checker import CheckReport, DeadStatement, check, check_source, liveness
 from .compile import to_optimizer
-from .discovered import DISCOVERED, PROVENANCE, list_discovered, provenance_line
+from .discovered import DISCOVERED, PROVENANCE, RETIRED, list_discovered, provenance_line
 from .errors import DSLError
 from .export import export_python
 from .fingerprint import fingerprint
@@ -53,5 +53,5 @@ __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Ex
            "check_source", "simplify", "fingerprint", "get_rule", "list_rules", "DISCOVERED", "list_discovered",
            "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges", "NodePath", "children",
            "with_children", "nodes", "replace_at", "statement_nodes", "replace_node", "liveness",
-           "PROVENANCE", "provenance_line", "SCALAR", "TENSOR", "input_kinds", "statement_kinds", "RULES",
+           "PROVENANCE", "RETIRED", "provenance_line", "SCALAR", "TENSOR", "input_kinds", "statement_kinds", "RULES",
            "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk"]

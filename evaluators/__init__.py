@@ -17,7 +17,7 @@ from .base import WORST_SCORE, Candidate, EvalResult, Evaluator, Status, TaskRes
 from .cache import EvalCache
 from .executors import Executor, InProcessExecutor, Outcome, ProcessPoolExecutor, RayExecutor, make_executor
 from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
-from .noise import NOISY_ABOVE, NoiseError, NoiseFloor, noise_floors
+from .noise import NOISY_ABOVE, NoiseError, NoiseFloor, default_cache_path, noise_floors
 from .prompts import PromptEvaluator
 from .rules import TUNING_PRESETS, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
 from .scoring import log_ratio, mean_score, tasks_won
@@ -38,4 +38,4 @@ __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "Tas
            "ProcessPoolExecutor", "RayExecutor", "make_executor", "LLM", "ChatRequest", "ChatResponse",
            "LLMSetupError", "Message", "accepts_on_result", "VERDICTS", "Estimate", "TaskEstimate", "StatsError",
            "estimate", "estimate_results", "describe", "per_seed_log_ratios", "NoiseFloor", "NoiseError",
-           "noise_floors", "NOISY_ABOVE"]
+           "noise_floors", "NOISY_ABOVE", "default_cache_path"]

@@ -22,11 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .cache import EvalCache
 from .rule_config import RuleEvalConfig
 from .scoring import METRIC_FLOOR
 from .sweeps import SweepJob, SweepSummary, run_sweep_job
@@ -115,19 +118,26 @@ def _key(cfg: RuleEvalConfig, task: str, fidelity: str, n_seeds: int, replicates
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def default_cache_path() -> Path:
+    """Where noise floors persist by default: ``$OPTFORGE_CACHE`` or ``~/.cache/optforge/eval_cache.sqlite``."""
+    env = os.environ.get("OPTFORGE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "optforge" / "eval_cache.sqlite"
+
+
 def noise_floors(ev, fidelity: str, tasks: Sequence[str] | None = None, *, n_seeds: int | None = None,
-                 replicates: int = 4) -> dict[str, NoiseFloor]:
-    """The noise floor of each task under ``ev`` (a ``RuleEvaluator``)'s protocol, cached in its cache;
-    missing ones are measured in one executor batch. ``n_seeds`` defaults to the evaluator's seed count.
-    Raises :class:`NoiseError` for a task whose baseline sweep failed."""
+                 replicates: int = 4, cache: EvalCache | None = None) -> dict[str, NoiseFloor]:
+    """The noise floor of each task under ``ev`` (a ``RuleEvaluator``)'s protocol, cached in ``cache``
+    (default: the evaluator's); missing ones are measured in one executor batch. ``n_seeds`` defaults
+    to the evaluator's seed count. Raises :class:`NoiseError` for a task whose baseline sweep failed."""
     cfg: RuleEvalConfig = ev.config
+    cache = cache if cache is not None else ev.cache
     n = int(n_seeds or len(cfg.seeds))
     if n < 1 or replicates < 1:
         raise ValueError(f"need n_seeds >= 1 and replicates >= 1, got {n} and {replicates}")
     tasks = list(tasks or cfg.tasks)
     out: dict[str, NoiseFloor] = {}
     for t in tasks:
-        blob = ev.cache.get_blob("noise", _key(cfg, t, fidelity, n, replicates))
+        blob = cache.get_blob("noise", _key(cfg, t, fidelity, n, replicates))
         if blob is not None:
             out[t] = NoiseFloor.from_json(blob)
     missing = [t for t in tasks if t not in out]
@@ -143,10 +153,10 @@ def noise_floors(ev, fidelity: str, tasks: Sequence[str] | None = None, *, n_see
                 raise NoiseError(f"the {cfg.baseline} sweep for task {t}'s noise floor failed: {o.status}: {o.reason}")
             f = floor_from_sweep(o.value[0].model_copy(update={"task": t}), fidelity, n, replicates, cfg.clip,
                                  cfg.split, cfg.baseline)
-            ev.cache.put_blob("noise", _key(cfg, t, fidelity, n, replicates), f.to_json())
+            cache.put_blob("noise", _key(cfg, t, fidelity, n, replicates), f.to_json())
             out[t] = f
     return {t: out[t] for t in tasks}
 
 
-__all__ = ["NoiseFloor", "NoiseError", "noise_floors", "floor_from_sweep", "tuned_metrics", "noise_seeds",
-           "NOISE_SEED_BASE", "NOISY_ABOVE", "FLOOR_Z"]
+__all__ = ["NoiseFloor", "NoiseError", "noise_floors", "default_cache_path", "floor_from_sweep", "tuned_metrics",
+           "noise_seeds", "NOISE_SEED_BASE", "NOISY_ABOVE", "FLOOR_Z"]

@@ -152,7 +152,8 @@ def test_a_campaign_refuses_to_search_on_the_test_split(tmp_path):
 
 def test_cli_eval_split_test_prints_the_test_table(capsys):
     rc = main(["eval", "sgd_momentum", "--tasks", "digits_logreg,quadratic", "--fidelity", "tiny",
-               "--lrs", "1e-2:1:3", "--seeds", "0", "--executor", "inprocess", "--split", "test"])
+               "--lrs", "1e-2:1:3", "--seeds", "0", "--executor", "inprocess", "--split", "test",
+               "--noise-replicates", "0"])
     cap = capsys.readouterr()
     assert rc == 0
     assert "held-out test split" in cap.out and "test_loss" in cap.out and "overall score" in cap.out
