@@ -11,7 +11,7 @@ the context, the batch and the number of steps change:
 |---|---|---|---|---|---|---|---|
 | lm_s | 48 | 2 | 2 | 32 | 8 | ~66 k | 40 / 150 / 500 |
 | lm_m | 96 | 2 | 4 | 64 | 8 | ~0.24 M | 100 / 300 / 1000 |
-| lm_l | 128 | 4 | 4 | 64 | 16 | ~0.82 M | 100 / 500 / 2000 |
+| lm_l | 128 | 4 | 4 | 64 | 16 | ~0.82 M | 150 / 500 / 2000 |
 
 Learning-rate schedule (the task's, equal for every rule): linear warm-up over the first 10% of
 the steps to the swept lr, then cosine decay to 10% of it at the last step, i.e. the multiplier
@@ -61,7 +61,7 @@ class LadderRung:
 RUNGS: dict[str, LadderRung] = {r.name: r for r in (
     LadderRung("lm_s", d_model=48, n_layer=2, n_head=2, ctx=32, batch=8, tiny=40, small=150, full=500, salt=61),
     LadderRung("lm_m", d_model=96, n_layer=2, n_head=4, ctx=64, batch=8, tiny=100, small=300, full=1000, salt=62),
-    LadderRung("lm_l", d_model=128, n_layer=4, n_head=4, ctx=64, batch=16, tiny=100, small=500, full=2000,
+    LadderRung("lm_l", d_model=128, n_layer=4, n_head=4, ctx=64, batch=16, tiny=150, small=500, full=2000,
                salt=63),
 )}
 
