@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch
 import dsl
 import proxies
 from proxies.tasks import build_model, format_spec, parse_spec, reparameterize
-from search.core import DB_NAME, Campaign, Engine, RunStore
+from search.core import DB_NAME, Campaign, Engine, RunStore, load_campaign
 from search.rules.bank_eval import iqm
 from search.rules.bank_track import overfitting, slope
 from search.rules.tasksets import bank_plan, check_task_sets, transfer_tasks, validation_tasks
@@ -184,3 +185,13 @@ def test_iqm_and_the_overfitting_flag():
     both_rising = [p | {"validation_score": 0.05 * p["generation"]} for p in rising_falling]
     assert not overfitting(both_rising, 3)[0]
     assert not overfitting(rising_falling[:2], 3)[0]      # too few points
+
+
+def test_the_discovery_campaign_starts_from_the_zoo_and_uses_the_bank():
+    c = load_campaign(Path(__file__).resolve().parents[1] / "examples" / "discovery.toml")
+    assert {"adamw", "muon"} <= set(c.seed_rules) and c.bank is not None
+    plan = bank_plan(c)
+    fams = [set(plan.search_families), set(plan.validation_families), set(plan.test_families)]
+    assert all(fams) and not (fams[0] & fams[1] or fams[0] & fams[2] or fams[1] & fams[2])
+    assert len(plan.validation) == 4 and transfer_tasks(c) == plan.test and len(plan.test) >= 3
+    check_task_sets(c)

@@ -173,6 +173,16 @@ class BankConfig(_Strict):
     overfit_window: int = Field(4, ge=2)
 
 
+class LoggingConfig(_Strict):
+    """``[logging]``: what a run writes for other tools (search.core.events). ``events.jsonl`` and
+    ``hall_of_fame.csv`` are always written; TensorBoard event files when ``tensorboard`` is true (into
+    ``tensorboard_dir``, default ``<run dir>/tensorboard``). Changing these never changes a run's results,
+    so a resumed run may change them."""
+    tensorboard: bool = False
+    tensorboard_dir: str | None = None
+    hall_of_fame: int = Field(50, ge=1)   # rows of hall_of_fame.csv
+
+
 class Campaign(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: str = "rule"
@@ -200,6 +210,7 @@ class Campaign(_Strict):
     simplify: SimplifyConfig = Field(default_factory=SimplifyConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)   # ``optforge verify`` (reporting only)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)   # events.jsonl, hall of fame, TensorBoard
     bank: BankConfig | None = None           # sampled training tasks (rules; search.rules.tasksets)
     run_dir: str | None = None               # default runs/<name>/
     plugins: list[str] = Field(default_factory=list)  # modules imported first (they register things)

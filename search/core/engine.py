@@ -53,6 +53,7 @@ from .campaign import Campaign, with_defaults
 from .checkpoint import Checkpointing
 from .engine_llm import LLMGate
 from .engine_operators import OperatorChoice
+from .events import RunLog
 from .funnel import Funnel
 from .operator_choice import Attempt, make_bandit, observations
 from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
@@ -113,7 +114,8 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
                 # fields added to the campaign model since the run started compare as their defaults
                 stored = with_defaults(stored, Campaign.model_validate(
                     {"name": campaign.name, "kind": campaign.kind}).model_dump(mode="json"))
-                changed = sorted(k for k in set(now) | set(stored) if k != "budget" and now.get(k) != stored.get(k))
+                changed = sorted(k for k in set(now) | set(stored) if k not in ("budget", "logging")
+                                 and now.get(k) != stored.get(k))
                 if changed:
                     self.store.close()
                     raise StoreError(
@@ -122,7 +124,9 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
                         "or use --fresh to start over")
                 if now.get("budget") != stored.get("budget"):
                     self.store.set_meta(campaign=now)
-        self.progress = progress
+        log = campaign.logging   # events.jsonl, hall_of_fame.csv, TensorBoard (search.core.events)
+        self.progress: Progress = RunLog(progress, self.run_dir, tensorboard=log.tensorboard_dir or log.tensorboard,
+                                         hall_of_fame=log.hall_of_fame)
         self.rng = random.Random(campaign.random_seed)
         self.ctx = Context(self)
         self.strategy: Strategy = STRATEGIES[campaign.search.strategy](campaign)
