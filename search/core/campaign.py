@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from .bandit import BanditConfig
+from .race import Mode, RaceConfig
 from .ranking import ValidationConfig, VerifyConfig
 
 
@@ -99,6 +100,10 @@ class FunnelConfig(_Strict):
     included). Seed rules are evaluated at every level.
     """
     promote_fraction: float = Field(0.25, gt=0, le=1)
+    # "race": those promoted to the top fidelity then race the incumbent on more seeds ([funnel.race],
+    # search.core.race); "quantile": the promotion rule above alone
+    mode: Mode = "quantile"
+    race: RaceConfig = Field(default_factory=RaceConfig)
 
 
 class OperatorMix(_Strict):

@@ -70,7 +70,12 @@ class Checkpointing:
             for f in self.fidelities:
                 if f in self.known.get(ind.key, {}):
                     self.apply_result(ind, self.known[ind.key][f])
+            race = ind.meta.get("race")
+            if race and ind.level == len(self.fidelities) - 1:   # its top score is its race's (search.core.race)
+                ind.score = float(race["score"])
         for key, f in by_key_rows:
+            if f not in self.fidelities:                         # a race's seed block
+                continue
             r = self.known[key][f]
             if r.status == Status.ok and math.isfinite(r.score):
                 self.level_scores[self.fidelities.index(f)].append(float(r.score))

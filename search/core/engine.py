@@ -58,6 +58,7 @@ from .funnel import Funnel
 from .operator_choice import Attempt, make_bandit, observations
 from .pipeline import FrozenContext, PendingPlan, Prefetch, plan_ahead
 from .plugins import Context, Operator, Strategy
+from .ranking import VALIDATION, ok_score
 from .registry import OPERATORS, STRATEGIES, get_kind, load_plugins
 from .selection import rank_individuals, validate_winners
 from .simplify import simplify_winners
@@ -441,8 +442,11 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
         return RunSummary(run_dir=str(self.run_dir), evaluations=self.store.count("evaluations"),
                           used=self.used, generations=self.generation, wall_seconds=self.wall_elapsed(),
                           llm_calls=self.llm_calls, best_id=top[0].id if top else None,
-                          best_score=top[0].score if top else WORST_SCORE,
-                          best_fidelity=self.fidelities[top[0].level] if top else None,
+                          # a validated best is scored by its fresh validation estimate, never its search score
+                          best_score=(top[0].score if not top or top[0].validation is None
+                                      else ok_score(top[0].validation)) if top else WORST_SCORE,
+                          best_fidelity=(VALIDATION if top[0].validation is not None
+                                         else self.fidelities[top[0].level]) if top else None,
                           best_text=top[0].text if top else "", done_reason=self.done_reason,
                           stats=self.stats.to_dict())
 

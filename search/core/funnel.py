@@ -12,9 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from evaluators.base import Candidate, EvalResult, Status, accepts_on_result
+from evaluators.base import Candidate, EvalResult, Evaluator, Status, accepts_on_result
 
+from .race import race, race_score
 from .types import Individual, Proposal
+
+
+class RaceError(ValueError):
+    """A race the campaign's kind cannot run (it has no evaluators for more seeds)."""
+
+
+def block_label(fidelity: str, block: int) -> str:
+    """The stored fidelity of seed block ``block`` (> 0) of a race at ``fidelity``."""
+    return f"{fidelity}@{block}"
 
 
 class Funnel:
@@ -31,22 +41,28 @@ class Funnel:
         self._evaluate([ind], fidelity, phase="simplify")
         return ind
 
-    def _evaluate(self, inds: list[Individual], fidelity: str, phase: str = "search") -> list[Individual]:
+    def _evaluate(self, inds: list[Individual], fidelity: str, phase: str = "search",
+                  block: int = 0) -> list[Individual]:
         """Evaluate at one fidelity (cache, replay, or the evaluator); returns those with a result.
 
         Each key is trained at most once per fidelity: a child whose key already has a result
         (an earlier candidate, or a twin in this batch) reuses it at no cost. Each new result is
         written to the store as soon as the evaluator reports it (see "Durability" above); the
-        engine's counters are updated afterwards, in the order of ``inds``.
+        engine's counters are updated afterwards, in the order of ``inds``. ``block > 0``: seed block
+        ``block`` of a race (search.core.race), stored as fidelity ``<fidelity>@<block>``, phase
+        ``race``, at the fidelity's cost; it leaves the individuals' own results alone.
         """
         lvl = self.fidelities.index(fidelity)
-        search = phase == "search"     # the simplify phase has its own cap and costs no search units
+        search = phase in ("search", "race")   # the simplify phase has its own cap and costs no search units
         cost = self.campaign.fidelity_cost(fidelity) if search else 0.0
+        if block:
+            fidelity = block_label(fidelity, block)
         done: list[Individual] = []
         waiting: list[Individual] = []     # keys not known yet, in order
         for ind in inds:
             if fidelity in self.known.get(ind.key, {}):
-                self.apply_result(ind, self.known[ind.key][fidelity])
+                if not block:
+                    self.apply_result(ind, self.known[ind.key][fidelity])
                 self.stats.reused += 1
                 done.append(ind)
             else:
@@ -80,7 +96,7 @@ class Funnel:
                     return
                 written[j] = r
 
-            results = self._run_evaluator(fresh, fidelity, on_result)
+            results = self._run_evaluator(fresh, fidelity, on_result, block)
             for j, (ind, r) in enumerate(zip(fresh, results)):
                 if j in written:
                     r = written[j]                     # what the store holds
@@ -103,7 +119,8 @@ class Funnel:
         chosen = {i.id for i in firsts}
         for ind in waiting:                            # twins of a key evaluated just now
             if ind.id not in chosen and fidelity in self.known.get(ind.key, {}):
-                self.apply_result(ind, self.known[ind.key][fidelity])
+                if not block:
+                    self.apply_result(ind, self.known[ind.key][fidelity])
                 self.stats.reused += 1
                 done.append(ind)
         done.sort(key=lambda i: i.id)
@@ -111,6 +128,8 @@ class Funnel:
 
     def _store_known(self, ind: Individual, r: EvalResult, lvl: int, search: bool = True) -> None:
         self.known.setdefault(ind.key, {})[r.fidelity] = r
+        if r.fidelity not in self.fidelities:        # a race block: the race reads it from known
+            return
         self.apply_result(ind, r)
         if search:
             if r.status == Status.ok and math.isfinite(r.score):
@@ -118,15 +137,20 @@ class Funnel:
             self._observe(ind)
 
     def _run_evaluator(self, inds: list[Individual], fidelity: str,
-                       on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
+                       on_result: Callable[[int, EvalResult], None] | None = None,
+                       block: int = 0) -> list[EvalResult]:
         """The evaluator's results for ``inds``; ``on_result(index, result)`` as each one is final
-        (evaluators without the streaming argument report nothing early: the caller writes after)."""
+        (evaluators without the streaming argument report nothing early: the caller writes after).
+        ``block > 0``: the kind's evaluator of that seed block, at the fidelity ``fidelity`` names."""
         cands = [Candidate(kind=self.campaign.kind, text=i.text, meta={"id": i.id}) for i in inds]
+        ev, run_fid = self.evaluator, fidelity
         try:
-            if on_result is not None and accepts_on_result(self.evaluator):
-                results = self.evaluator.evaluate(cands, fidelity, on_result=on_result)
+            if block:
+                ev, run_fid = self._block_evaluator(block), fidelity.rsplit("@", 1)[0]
+            if on_result is not None and accepts_on_result(ev):
+                results = ev.evaluate(cands, run_fid, on_result=on_result)
             else:
-                results = self.evaluator.evaluate(cands, fidelity)
+                results = ev.evaluate(cands, run_fid)
             if len(results) != len(cands):
                 raise RuntimeError(f"evaluator returned {len(results)} results for {len(cands)} candidates")
         except Exception as e:  # an evaluator must not raise for a bad candidate; keep going anyway
@@ -148,9 +172,13 @@ class Funnel:
                 and i.results[self.fidelities[lvl]].score >= threshold]
 
     def _funnel(self, children: list[Individual], *, promote_all: bool = False) -> list[Individual]:
-        """Screen at the cheapest fidelity, promote the best to the next ones. Returns the evaluated."""
+        """Screen at the cheapest fidelity, promote the best to the next ones; with ``[funnel] mode =
+        "race"`` those that reach the top fidelity then race the incumbent. Returns the evaluated."""
+        top = self.ctx.top(1)
+        incumbent = top[0] if top and top[0].level == len(self.fidelities) - 1 else None
         evaluated = self._evaluate(children, self.fidelities[0])
         current = evaluated
+        reached = len(self.fidelities) == 1
         for lvl in range(1, len(self.fidelities)):
             if promote_all:
                 up = [i for i in current if i.results[self.fidelities[lvl - 1]].status == Status.ok]
@@ -159,4 +187,59 @@ class Funnel:
             if not up:
                 break
             current = self._evaluate(up, self.fidelities[lvl])
+            reached = lvl == len(self.fidelities) - 1
+        if reached and self.campaign.funnel.mode == "race" and self.campaign.funnel.race.blocks > 1:
+            self._race(current, incumbent)
         return evaluated
+
+    # -- racing (search.core.race) ---------------------------------------------------------
+    def _block_evaluator(self, block: int) -> Evaluator:
+        """The kind's evaluator of seed block ``block`` (made once); RaceError when the kind has none."""
+        cache = self.__dict__.setdefault("_block_evaluators", {})
+        if block not in cache:
+            ev = self.kind.block_evaluator(self.evaluator, block)
+            if ev is None:
+                raise RaceError(f"[funnel] mode = \"race\" needs more seeds, and the {self.campaign.kind!r} kind "
+                                "cannot evaluate on other seeds (KindPlugin.block_evaluator); use mode = \"quantile\"")
+            cache[block] = ev
+        return cache[block]
+
+    def race_blocks(self, ind: Individual) -> list[EvalResult]:
+        """``ind``'s results at the top fidelity, block 0 (its own result) first, as far as they go."""
+        fid = self.fidelities[-1]
+        known = self.known.get(ind.key, {})
+        out = [ind.results[fid]] if fid in ind.results else []
+        b = 1
+        while out and block_label(fid, b) in known:
+            out.append(known[block_label(fid, b)])
+            b += 1
+        return out
+
+    def _race(self, contenders: list[Individual], incumbent: Individual | None) -> None:
+        """Race the individuals that reached the top fidelity (search.core.race); their top score becomes
+        the mean over their blocks (``meta.race``: blocks, score, the block count when dropped)."""
+        fid = self.fidelities[-1]
+        cfg = self.campaign.funnel.race
+        try:
+            self._block_evaluator(1)
+        except RaceError as e:
+            if not self.__dict__.setdefault("_race_refused", False):
+                self._race_refused = True
+                self.event("race", f"{e}; promoting without racing")
+            return
+
+        def evaluate(inds: list[Individual], b: int) -> None:
+            n = self._affordable(fid, len(inds))
+            if n:
+                self._evaluate(inds[:n], fid, phase="race", block=b)
+
+        clip = getattr(getattr(self.evaluator, "config", None), "clip", None)   # RuleEvalConfig.clip
+        out = race(contenders, incumbent, self.race_blocks, evaluate, cfg, clip, ident=lambda i: i.id)
+        for ind in {i.id: i for i in contenders + ([incumbent] if incumbent else [])}.values():
+            blocks = self.race_blocks(ind)
+            if len(blocks) < 2 and ind.id not in out.dropped:
+                continue
+            ind.score = race_score(blocks)
+            ind.meta["race"] = {"blocks": len(blocks), "score": ind.score, "dropped": out.dropped.get(ind.id)}
+            self.store.update_candidate_meta(ind.id, ind.meta)
+            self._observe(ind)

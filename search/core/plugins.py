@@ -183,6 +183,12 @@ class KindPlugin(abc.ABC):
     def end_generation(self, engine: EngineView) -> None:  # noqa: B027 - a no-op by default
         """Called after each generation's survivors are chosen, before its checkpoint; default none."""
 
+    def block_evaluator(self, evaluator: Evaluator, block: int) -> Evaluator | None:
+        """An evaluator like ``evaluator`` (the search's) on seed block ``block`` >= 1: the same protocol
+        on as many other training seeds (``[funnel] mode = "race"``, search.core.race); None: this
+        kind cannot (racing is then refused)."""
+        return None
+
     def make_validation_evaluator(self, campaign: Campaign, run_dir: Path,
                                   search_evaluator: Evaluator | None = None) -> Evaluator | None:
         """The evaluator of the funnel's validation stage (search.core.selection); None: no stage.

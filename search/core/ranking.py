@@ -35,6 +35,27 @@ class ValidationConfig(BaseModel):
     noise: float = Field(0.02, ge=0)      # score differences below this are ties (tasks won, size decide)
     seeds: bool = True                    # validate the seed rules too: a candidate outranks a seed only
     #                                       by beating it on the validation tasks, not on the search's
+    # training seeds of the stage; None: fresh ones the search never used (:meth:`fresh_seeds`)
+    eval_seeds: list[int] | None = None
+
+    def fresh_seeds(self, search_seeds: Sequence[int]) -> list[int]:
+        """The validation stage's training seeds: ``eval_seeds``, or as many as the search uses (at least
+        2) starting 100 above the search's highest, so that neither the search's seeds nor the ones
+        ``optforge verify`` takes by default (the next after the search's) are reused. Selecting on
+        the seeds that produced a candidate's search score would carry its luck (the winner's curse)
+        into the final ranking. ValueError when ``eval_seeds`` shares a seed with the search."""
+        used = sorted({int(s) for s in search_seeds})
+        if self.eval_seeds is not None:
+            if not self.eval_seeds or len(set(self.eval_seeds)) != len(self.eval_seeds):
+                raise ValueError(f"validation.eval_seeds: give distinct seeds, got {self.eval_seeds}")
+            shared = sorted(set(self.eval_seeds) & set(used))
+            if shared:
+                raise ValueError(f"validation.eval_seeds: {shared} also train the search (seeds {used}); the "
+                                 "validation stage must use seeds the search never saw. Pick others, or "
+                                 "remove the field for fresh ones")
+            return list(self.eval_seeds)
+        start = (max(used) if used else 0) + 100
+        return list(range(start, start + max(2, len(used))))
 
 
 class VerifyConfig(BaseModel):

@@ -6,17 +6,26 @@ a stage on *other* tasks: after the search, the top ``[validation] top`` candida
 search's ranking are simplified (exact, then empirically for ``[simplify] top`` of them) and
 the simplified programs are scored on ``validation_tasks``, next to the seed rules (``[validation]
 seeds``, default on: a short search whose candidates only overfit the search tasks then ends with
-its seed first, not with a candidate that loses to it on validation); the final ranking and the
-run's best use those scores. Validation evaluations are recorded with ``phase = 'validation'`` (and
-fidelity ``'validation'``) and, like simplification tries, cost no search units. The ordering
-itself is pure and lives in ``search.core.ranking``.
+its seed first, not with a candidate that loses to it on validation).
+
+The winner's curse: the best of many noisy search scores is biased upwards (it was chosen
+*because* its noise was favourable). So the stage re-estimates each candidate on training seeds
+the search never used (``[validation] eval_seeds``, default fresh ones: ``ValidationConfig.
+fresh_seeds``), and the final ranking and the run's best use only these fresh estimates, never
+the search's own scores, whenever the stage ran. Each candidate's ``meta.validation`` record
+keeps the fresh score, its interval (``evaluators.estimate`` over the per-seed paired log ratios:
+``estimate``, the ``Estimate.to_json()`` dict; None when the evaluator reports no paired seeds)
+and the search score it replaced. Validation evaluations are recorded with ``phase = 'validation'``
+(and fidelity ``'validation'``), run on the search evaluator's workers, and cost no search units.
+The ordering itself is pure and lives in ``search.core.ranking``.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from evaluators.base import WORST_SCORE, Candidate
+from evaluators import StatsError, estimate_results
+from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status
 
 from .plugins import EngineView
 from .ranking import VALIDATION, final_order, ok_score
@@ -39,6 +48,19 @@ def validated_text(engine: EngineView, ind: Individual) -> str:
     one, else its exact simplification (same fingerprint)."""
     simp = ind.meta.get("simplified", {}).get("text")
     return simp or exact_simplify(engine, ind.text)
+
+
+def fresh_estimate(ev: object, r: EvalResult) -> dict[str, Any] | None:
+    """``evaluators.estimate`` of a validation result's ok tasks (per-seed paired log ratios, clipped
+    as the evaluator clips task scores) as its ``to_json()`` dict; None without paired seeds."""
+    tasks = {t: tr for t, tr in r.tasks.items() if tr.status == Status.ok}
+    if r.status != Status.ok or not tasks:
+        return None
+    clip = getattr(getattr(ev, "config", None), "clip", None)   # RuleEvalConfig.clip; other kinds: none
+    try:
+        return estimate_results(tasks, clip=clip).to_json()
+    except StatsError:
+        return None
 
 
 def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
@@ -74,7 +96,7 @@ def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
         engine.store.add_result(ind.id, key, r, fidelity=VALIDATION, cost=0.0, phase=VALIDATION)
         ind.validation = r
         rec = {"text": text, "score": ok_score(r), "tasks_won": r.tasks_won, "tasks": r.tasks_scored,
-               "fidelity": fid, "search_score": ind.score}
+               "fidelity": fid, "search_score": ind.score, "estimate": fresh_estimate(ev, r)}
         ind.meta["validation"] = rec
         engine.store.update_candidate_meta(ind.id, ind.meta)
         out.append(rec | {"id": ind.id})
@@ -85,4 +107,4 @@ def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["rank_individuals", "validated_text", "validate_winners"]
+__all__ = ["rank_individuals", "validated_text", "validate_winners", "fresh_estimate"]

@@ -344,6 +344,9 @@ class RunView:
                     r = res[f]
                     c["level"] = lvl
                     c["score"] = r.score if r.status == Status.ok and r.score == r.score else WORST_SCORE
+            race = c["meta"].get("race") if c["state"] == "ok" else None
+            if race and c["level"] == len(self.fidelities) - 1:    # raced: the mean over its seed blocks
+                c["score"] = float(race["score"])
             if c["state"] == "ok" and c["level"] >= 0:
                 self.individuals.append(c)
         self._ranked: list[dict] | None = None

@@ -146,6 +146,17 @@ class RuleKind(KindPlugin):
         plan = bank_plan(campaign)
         return RuleEvaluator(cfg) if plan is None else BankEvaluator(cfg, plan.aggregate)
 
+    def block_evaluator(self, evaluator, block: int):
+        """Seed block ``block`` of a race (``[funnel] mode = "race"``): the search's protocol on as many
+        other seeds, from 1000 above the search's highest (clear of the validation stage's and
+        verify's), on the same workers and cache."""
+        if type(evaluator) is not RuleEvaluator:
+            return None
+        seeds = list(evaluator.config.seeds)
+        start = max(seeds) + 1000 + (block - 1) * len(seeds)
+        cfg = evaluator.config.model_copy(update={"seeds": list(range(start, start + len(seeds)))})
+        return RuleEvaluator(cfg, executor=evaluator.executor, cache=evaluator.cache)
+
     def make_validation_evaluator(self, campaign: Campaign, run_dir: Path, search_evaluator=None):
         """The same protocol on ``validation_tasks`` and fresh seeds (search.rules.tasksets); None without
         them. It runs on the search evaluator's executor (one process pool per run, not two)."""
