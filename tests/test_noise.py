@@ -54,3 +54,20 @@ def test_noise_floors_are_measured_and_cached(tmp_path):
         assert time.perf_counter() - t0 < 1.0 and ev2.trained == 0
     assert {k: v.to_json() for k, v in again.items()} == {k: v.to_json() for k, v in floors.items()}
     assert NOISE_SEED_BASE > max(cfg.seeds)
+
+
+def test_cli_noise_json_then_cached(tmp_path, capsys):
+    from search.cli import main
+    argv = ["noise", "--tasks", "quadratic", "--fidelity", "tiny", "--executor", "inprocess", "--seeds", "2",
+            "--replicates", "2", "--cache", str(tmp_path / "n.sqlite"), "--json"]
+    assert main(argv) == 0
+    d = __import__("json").loads(capsys.readouterr().out)
+    f = d["tasks"]["quadratic"]
+    assert d["n_seeds"] == 2 and len(f["replicates"]) == 2 and f["noisy"] == (f["floor"] > d["noisy_above"])
+    t0 = time.perf_counter()
+    assert main(argv[:-1]) == 0                          # cached: no training, the table
+    assert time.perf_counter() - t0 < 2.0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("quadratic") and f"{f['floor']:.3f}" in out
+    assert main(["noise", "--tasks", "", "--fidelity", "tiny"]) == 1
+    assert "--tasks" in capsys.readouterr().err

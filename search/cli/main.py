@@ -6,12 +6,12 @@ import argparse
 import sys
 from importlib import metadata
 
-from . import check, llm, results, rule, run, verify
+from . import check, llm, noise, results, rule, run, verify
 from . import eval as eval_verb
 from .errors import EXIT_USER_ERROR, CLIError
 
 #: The verb groups, in the order ``optforge --help`` lists them.
-VERB_MODULES = (rule, eval_verb, llm, check, run, results, verify)
+VERB_MODULES = (rule, eval_verb, noise, llm, check, run, results, verify)
 
 
 def _version() -> str:
