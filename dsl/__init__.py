@@ -1,7 +1,9 @@
 """The update-rule DSL: parse, check, simplify, fingerprint, compile to torch.optim, export.
 
 The language: ``program`` (the immutable AST, canonical source, tree traversal and node
-replacement), ``primitives`` (the callable table), ``kinds`` (scalar-vs-tensor inference),
+replacement), ``primitives`` (the callable table), ``kinds`` (shape kinds: scalar, tensor, row,
+col, rowmat, colmat, ...; ``extensions`` says whether a rule needs the per-parameter path),
+``shaped`` (the runtime of rules using shapes, on the m x n view),
 ``errors`` (``DSLError``). Reading a rule: ``parser`` (``parse``: Python syntax through ``ast``,
 never executed - the security boundary for LLM text) and ``checker`` (abstract execution:
 kinds, dead code, numeric trouble). Meaning: ``interpret`` (the reference interpreter),
@@ -12,17 +14,17 @@ module that needs only torch). Rules: ``library`` (known rules, the search's see
 ``discovered`` (rules optforge's own campaigns found, with their verification).
 """
 from .checker import CheckReport, DeadStatement, check, check_source, liveness
-from .compile import to_optimizer
+from .compile import class_name, to_optimizer
 from .discovered import DISCOVERED, PROVENANCE, RETIRED, list_discovered, provenance_line
 from .errors import DSLError
 from .export import export_python
 from .fingerprint import fingerprint
 from .interpret import run_rule
-from .kinds import SCALAR, TENSOR, input_kinds, statement_kinds
+from .kinds import SCALAR, TENSOR, extensions, input_kinds, statement_kinds
 from .library import RULES, get_rule, list_rules
 from .optim_base import RuleOptimizer
 from .parser import parse
-from .primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS, reference_text
+from .primitives import PRIMITIVES, RESERVED, ROLE_INPUTS, ROLES, SCALAR_INPUTS, STATE_KINDS, reference_text
 from .program import (
     Arg,
     Assign,
@@ -54,4 +56,5 @@ __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Ex
            "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges", "NodePath", "children",
            "with_children", "nodes", "replace_at", "statement_nodes", "replace_node", "liveness",
            "PROVENANCE", "RETIRED", "provenance_line", "SCALAR", "TENSOR", "input_kinds", "statement_kinds", "RULES",
-           "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk"]
+           "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk", "extensions", "class_name",
+           "ROLE_INPUTS", "ROLES", "STATE_KINDS"]

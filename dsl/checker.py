@@ -28,7 +28,7 @@ from .errors import DSLError
 from .interpret import binop, call  # the reference semantics
 from .kinds import input_kinds, statement_kinds
 from .parser import parse
-from .primitives import RESERVED
+from .primitives import PRIMITIVES, RESERVED
 from .program import Assign, BinOp, Call, Expr, Neg, Num, Program, format_expr, names_in, walk
 
 
@@ -154,6 +154,8 @@ def _constant_trouble(program: Program) -> list[str]:
             a, b = value(e.left), value(e.right)
             return None if a is None or b is None else binop(e.op, a, b)
         if isinstance(e, Call):
+            if PRIMITIVES[e.fn].kind not in ("elementwise", "reduction"):
+                return None  # refresh, shapes, ...: not a function of its numbers alone
             vals = [value(a) for a in e.args]
             return None if any(v is None for v in vals) else call(e.fn, vals)
         return None

@@ -51,15 +51,20 @@ from collections.abc import Callable
 
 import torch
 
+from . import shaped
 from .errors import DSLError
 from .fingerprint import fingerprint
 from .foreach import BucketPlan, compile_functional, compile_plan
+from .interpret import run_rule
+from .kinds import extensions
 from .optim_base import FLAG_DEFAULTS, RuleOptimizer
 from .parser import parse
-from .program import Program
+from .primitives import PRIMITIVES
+from .program import Call, Program, walk
 from .ranges import hyper_ranges
 
-__all__ = ["to_optimizer", "DSLOptimizer", "rule_program", "check_hyper_names", "range_table"]
+__all__ = ["to_optimizer", "DSLOptimizer", "ShapedOptimizer", "rule_program", "check_hyper_names", "range_table",
+           "class_name", "global_norm_inputs"]
 
 #: param-group keys the optimizer itself uses; a hyperparameter may not take these names.
 GROUP_KEYS = ("params", "lr", "weight_decay", "rule", "fingerprint")
@@ -121,13 +126,60 @@ class DSLOptimizer(RuleOptimizer):
         type(self)._plan.run_tiled(W, G, states, scalars, scratch, tile)
 
 
+class ShapedOptimizer(DSLOptimizer):
+    """Base class of the optimizers of rules using shapes (``dsl.kinds.extensions``): one parameter
+    at a time through the reference interpreter's shaped path (``dsl.interpret.run_shaped``), with
+    state of the declared shapes and initial values, the parameter's role and the group's norms."""
+
+    PER_PARAM = True
+    STATE_SPEC: dict = {}  # state name -> (kind, initial value)
+
+    def _init_state(self, p, name):
+        kind, init = type(self).STATE_SPEC[name]
+        w = torch.view_as_real(p) if torch.is_complex(p) else p
+        st = shaped.new_state(kind, init, w.detach())
+        return torch.view_as_complex(st) if torch.is_complex(p) and kind == "tensor" else st
+
+    def _apply_param(self, w, g, bufs, env, role, norms):
+        cls = type(self)
+        hyper = {h: env[h] for h in cls.HYPERPARAMETERS}
+        new_w, new_state = run_rule(cls._program, w, g, dict(zip(cls.STATE, bufs)), lr=env["lr"], wd=env["wd"],
+                                    step=env["step"], hyper=hyper, role=role, global_norms=norms)
+        w.copy_(new_w)
+        for name, buf in zip(cls.STATE, bufs):
+            buf.copy_(new_state[name])
+
+
 _CACHE: OrderedDict[tuple[str, str, bool], type] = OrderedDict()  # the last classes made, by rule
 _CACHE_SIZE = 64
 
+#: how torch.optim spells the optimizers a rule may be named after (words of a snake_case name)
+_SPELLING = {
+    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "nadam": "NAdam", "nadamw": "NAdamW", "radam": "RAdam",
+    "adamax": "Adamax", "adagrad": "Adagrad", "adadelta": "Adadelta", "rmsprop": "RMSprop", "lbfgs": "LBFGS",
+    "asgd": "ASGD", "rprop": "Rprop", "lamb": "LAMB", "lars": "LARS", "adabelief": "AdaBelief", "adamp": "AdamP",
+    "adafactor": "Adafactor", "ademamix": "AdEMAMix", "exadam": "EXAdam", "mars": "MARS", "spam": "SPAM",
+    "soap": "SOAP", "galore": "GaLore", "apollo": "APOLLO", "cosmos": "COSMOS", "swan": "SWAN", "psgd": "PSGD",
+    "rms": "RMS", "ema": "EMA", "nag": "NAG",
+}
+
+
+def class_name(rule_name: str) -> str:
+    """torch.optim's class-name style for a rule name: ``adamw`` -> ``AdamW``, ``sgd_momentum`` ->
+    ``SGDMomentum``, other words capitalized (``clipped_rms_momentum`` -> ``ClippedRMSMomentum``)."""
+    parts = [p for p in str(rule_name).replace("-", "_").split("_") if p]
+    name = "".join(_SPELLING.get(p.lower(), p[:1].upper() + p[1:]) for p in parts)
+    return name if name.isidentifier() else "DSLRule"
+
 
 def _class_name(program: Program) -> str:
-    parts = [p for p in program.name.split("_") if p]
-    return "".join(p[:1].upper() + p[1:] for p in parts) or "DSLRule"
+    return class_name(program.name)
+
+
+def global_norm_inputs(program: Program) -> tuple[str, ...]:
+    """The inputs ("g", "w") whose group-wide norm the rule reads (``global_norm``)."""
+    return tuple(sorted({c.args[0].id for s in program.body for c in walk(s.value)
+                         if isinstance(c, Call) and PRIMITIVES[c.fn].kind == "group"}))
 
 
 def _compiled_runner(plan: BucketPlan, name: str) -> Callable:
@@ -166,6 +218,12 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
+    ext = extensions(program)
+    if ext:
+        if compile:
+            raise DSLError(f"compile=True is not available for rules using shapes ({', '.join(ext)}): they run "
+                           "parameter by parameter; use compile=False")
+        return _cache(key, _shaped_class(program, name))
     plan = compile_plan(program)
     run = _compiled_runner(plan, name) if compile else plan.run
     doc = ("Optimizer compiled by optforge from the update rule:\n\n"
@@ -182,12 +240,38 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
         "N_SCRATCH": plan.n_scratch if not compile else 0, "ELEMENTWISE": plan.elementwise and not compile,
         "__module__": __name__, "__qualname__": name,
     })
+    return _cache(key, _with_signature(cls, program, name))
+
+
+def _shaped_class(program: Program, name: str) -> type:
+    doc = ("Optimizer compiled by optforge from the update rule (shapes: parameter by parameter):\n\n"
+           + "\n".join("    " + line for line in program.source().splitlines()) + "\n")
+    kinds, inits = program.state_kinds, program.state_inits
+    cls = type(name, (ShapedOptimizer,), {
+        "_program": program, "__doc__": doc, "program": program, "RULE": program.source(),
+        "HYPERPARAMETERS": dict(program.hyperparams), "STATE": tuple(program.state_names),
+        "STATE_SPEC": {s: (kinds[s], inits[s]) for s in program.state_names}, "RANGES": range_table(program),
+        "GLOBAL_NORMS": global_norm_inputs(program), "__module__": __name__, "__qualname__": name,
+    })
+    return _with_signature(cls, program, name)
+
+
+def _cache(key, cls: type) -> type:
+    _CACHE[key] = cls
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return cls
+
+
+def _with_signature(cls: type, program: Program, name: str) -> type:
+    """The class with an ``__init__`` whose signature names every argument (for help() and IDEs)."""
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("lr", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=1e-3),
               inspect.Parameter("weight_decay", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=0.0)]
     params += [inspect.Parameter(h, inspect.Parameter.KEYWORD_ONLY, default=v)
                for h, v in program.hyperparams.items()]
+    params += [inspect.Parameter(b, inspect.Parameter.KEYWORD_ONLY, default=None) for b in cls._betas_arg()]
     params += [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, default=v) for f, v in FLAG_DEFAULTS.items()]
 
     def __init__(self, params, lr=1e-3, weight_decay=0.0, **kwargs):  # noqa: N807
@@ -196,7 +280,4 @@ def to_optimizer(program_or_source: Program | str, compile: bool = False) -> typ
     __init__.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{name}.__init__"
     cls.__init__ = __init__
-    _CACHE[key] = cls
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
     return cls

@@ -12,11 +12,14 @@ overflow give inf/nan like tensors do instead of raising.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, ROW_EPS
+from . import shaped
+from .kinds import extensions
+from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, PRIMITIVES, ROLE_INPUTS, ROW_EPS
 from .program import BinOp, Call, Expr, Name, Neg, Num, Program
 
 Value = "torch.Tensor | np.float64"
@@ -80,6 +83,7 @@ _square = lambda x: x * x
 # one-argument primitives on a number (numpy float64: inf/nan instead of exceptions); a reduction
 # of a number is the number itself (norm and rms: its absolute value)
 _NP_ONE = {"sign": np.sign, "abs": np.abs, "norm": np.abs, "rms": np.abs, "mean": lambda x: x,
+           "max_of": lambda x: x, "min_of": lambda x: x,
            "sqrt": np.sqrt, "square": _square, "exp": np.exp, "log": np.log, "tanh": np.tanh}
 # the elementwise one-argument primitives on a tensor
 _TORCH_ONE = {"sign": torch.sign, "abs": torch.abs, "sqrt": torch.sqrt, "square": _square, "exp": torch.exp,
@@ -120,6 +124,10 @@ def call(fn: str, args: list, batch_dims: int = 0):
         y, a = args[1], args[2]
         return (1 - a) * x + a * y
     dims = _reduce_dims(x, batch_dims)
+    if fn in ("max_of", "min_of"):
+        if not dims:
+            return x
+        return x.amax(dim=dims, keepdim=True) if fn == "max_of" else x.amin(dim=dims, keepdim=True)
     if fn == "norm":
         return torch.linalg.vector_norm(x, dim=dims, keepdim=True) if dims else x.abs()
     if fn == "rms":
@@ -164,12 +172,19 @@ def _per_copy(x, w: torch.Tensor, batch_dims: int):
 
 def run_rule(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mapping[str, torch.Tensor],
              lr=1e-3, wd=0.0, step: int = 1, hyper: Mapping[str, float] | None = None,
-             batch_dims: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             batch_dims: int = 0, role: str | None = None,
+             global_norms: Mapping[str, object] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One update of one parameter tensor; returns (new w, new state). Inputs are not modified.
 
     ``state`` maps each state name to a tensor shaped like w (missing ones are zero).
     ``hyper`` overrides the program's default hyperparameters.
+
+    Rules using shapes (``dsl.kinds.extensions``) run on the m x n view (``run_shaped``);
+    ``role`` (matrix, embedding, head, vector; None: by dimension) and ``global_norms`` (the
+    group-wide norm of ``g``/``w`` by name; missing: this tensor's own norm) apply to them.
     """
+    if _extended(program):
+        return run_shaped(program, w, g, state, lr, wd, step, hyper, batch_dims, role, global_norms)
     env: dict = {"w": w, "g": g, "step": np.float64(step)}
     env["lr"] = _per_copy(lr, w, batch_dims)
     env["wd"] = _per_copy(wd, w, batch_dims)
@@ -188,3 +203,91 @@ def run_rule(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mapping[
             v = torch.broadcast_to(torch.as_tensor(_lift(v), dtype=w.dtype, device=w.device), w.shape).clone()
         outs.append(v.to(w.dtype))
     return outs[0], dict(zip(program.state_names, outs[1:]))
+
+
+@lru_cache(maxsize=4096)
+def _extended(program: Program) -> bool:
+    return bool(extensions(program))
+
+
+_SHAPED_FNS = {p.name for p in PRIMITIVES.values() if p.kind in ("shape", "axis", "linalg")}
+_MATRIX_FNS = {p.name for p in PRIMITIVES.values() if p.kind == "matrix"}
+
+
+def _due(step, k):
+    """refresh's condition: a bool, or a per-copy boolean mask when k is a per-copy tensor."""
+    if not _is_t(k) or k.numel() == 1:
+        return shaped.due(step, float(k))
+    kk = torch.nan_to_num(k.double(), nan=float("inf")).round().clamp_min(1)
+    mask = torch.remainder(torch.as_tensor(float(step) - 1, dtype=torch.float64), kk) == 0
+    return torch.where(torch.isfinite(kk), mask, torch.as_tensor(float(step) == 1))
+
+
+def run_shaped(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mapping[str, torch.Tensor],
+               lr=1e-3, wd=0.0, step: int = 1, hyper: Mapping[str, float] | None = None, batch_dims: int = 0,
+               role: str | None = None, global_norms: Mapping[str, object] | None = None,
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``run_rule`` for rules using shapes: every tensor on the (*batch, m, n) view (``dsl.shaped``).
+
+    Elementwise primitives and whole-tensor reductions compute exactly what they compute on the
+    parameter's own shape; orthogonalize, row_normalize and col_normalize stay the identity on
+    parameters below 2-D; ``refresh`` evaluates only the branch it returns (both, under a per-copy
+    period, joined by torch.where)."""
+    bd = batch_dims
+    pdim = w.dim() - bd
+    W2 = shaped.to_view(w, bd)
+    env: dict = {"w": W2, "g": shaped.to_view(g, bd), "step": np.float64(step)}
+    env["lr"] = _per_copy(lr, W2, bd)
+    env["wd"] = _per_copy(wd, W2, bd)
+    hp = dict(program.hyperparams)
+    hp.update(hyper or {})
+    for k, v in hp.items():
+        env[k] = _per_copy(v, W2, bd)
+    for name, flag in zip(ROLE_INPUTS, shaped.role_flags(role, pdim)):
+        env[name] = np.float64(flag)
+    norms = {}
+    for nm in ("g", "w"):
+        given = (global_norms or {}).get(nm)
+        norms[nm] = (torch.linalg.vector_norm(env[nm], dim=(-2, -1), keepdim=True) if given is None
+                     else _per_copy(given, W2, bd))
+    kinds, inits = program.state_kinds, program.state_inits
+    stored = {}
+    for s in program.state_names:
+        st = state.get(s)
+        if st is None:
+            st = shaped.new_state(kinds[s], inits[s], w, bd)
+        stored[s] = st
+        env[s] = shaped.state_to_view(st, kinds[s], bd)
+
+    def ev(e: Expr):
+        if isinstance(e, Num):
+            return np.float64(e.value)
+        if isinstance(e, Name):
+            return env[e.id]
+        if isinstance(e, Neg):
+            return -ev(e.operand)
+        if isinstance(e, BinOp):
+            return binop(e.op, ev(e.left), ev(e.right))
+        fn = e.fn
+        if fn == "refresh":
+            due = _due(step, ev(e.args[0]))
+            if isinstance(due, bool):
+                return ev(e.args[1] if due else e.args[2])
+            # a per-copy period ((*batch, 1, 1), from _per_copy): both branches, chosen per copy
+            new, old = (torch.as_tensor(_lift(ev(a)), dtype=W2.dtype) for a in e.args[1:])
+            return torch.where(due, new, old)
+        if fn == "global_norm":
+            return norms[e.args[0].id]
+        args = [ev(a) for a in e.args]
+        if fn in _SHAPED_FNS:
+            out = getattr(shaped, fn)(*[_lift(a) for a in args])
+            return np.float64(out) if isinstance(out, float) else out
+        if fn in _MATRIX_FNS and pdim < 2:
+            return args[0]
+        return call(fn, args, bd)
+
+    for st in program.body:
+        env[st.target] = ev(st.value)
+    new_w = shaped.view_to_stored(env["w"], "tensor", w, bd)
+    new_state = {s: shaped.view_to_stored(env[s], kinds[s], stored[s], bd) for s in program.state_names}
+    return new_w, new_state

@@ -41,6 +41,24 @@ REFUSED_FLAGS = {
 }
 #: elements per cache tile for the tiled CPU step of elementwise rules (0: whole buckets)
 TILE = 1 << 18
+#: a param group's ``role`` (what the rule's is_matrix, is_embedding, is_head, is_vector say);
+#: without one, a parameter of 2 or more dimensions is a hidden matrix, a smaller one a vector
+ROLES = ("matrix", "embedding", "head", "vector")
+
+
+def default_role(p):
+    return "matrix" if p.dim() >= 2 else "vector"
+
+
+def short_rule(source):
+    """A rule's source in one line for printouts: its def line and its size."""
+    lines = [ln for ln in str(source).splitlines() if ln.strip()]
+    if not lines:
+        return repr(source)
+    head = lines[0].strip().rstrip(":")
+    if len(head) > 72:
+        head = head[:69] + "..."
+    return f"{head} ({max(len(lines) - 2, 0)} statements)"
 
 
 def step_dtype():
@@ -148,15 +166,18 @@ class RuleOptimizer(torch.optim.Optimizer):
     RANGES = {}             # argument -> ((lo, hi, lo_open, hi_open, why), ...)
     N_SCRATCH = 0           # scratch tensors per parameter for the step's temporaries (CPU)
     ELEMENTWISE = False     # no reductions or matrix primitives: the step may run tile by tile
+    PER_PARAM = False       # the rule uses shapes: one parameter at a time through _apply_param
+    GLOBAL_NORMS = ()       # inputs ("g", "w") whose group-wide L2 norm the rule reads
     _tile = TILE
 
     def __init__(self, params, lr=1e-3, weight_decay=0.0, *, maximize=False, foreach=None, capturable=False,
                  differentiable=False, fused=None, **hyperparameters):
         cls = type(self)
         name = cls.__name__
+        hyperparameters = cls._split_betas(hyperparameters)
         unknown = sorted(set(hyperparameters) - set(cls.HYPERPARAMETERS))
         if unknown:
-            valid = ["params", "lr", "weight_decay", *cls.HYPERPARAMETERS, *FLAG_DEFAULTS]
+            valid = ["params", "lr", "weight_decay", *cls.HYPERPARAMETERS, *cls._betas_arg(), *FLAG_DEFAULTS]
             raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
                             f"valid arguments: {', '.join(valid)}")
         defaults = {"lr": lr, "weight_decay": weight_decay}
@@ -180,9 +201,48 @@ class RuleOptimizer(torch.optim.Optimizer):
         """The rule's functional fingerprint (None if unknown)."""
         return getattr(cls, "FINGERPRINT", None)
 
+    @classmethod
+    def _betas_arg(cls):
+        """("betas",) when the rule has a beta1/beta2 pair (torch.optim's betas=(b1, b2))."""
+        hp = cls.HYPERPARAMETERS
+        return ("betas",) if "beta1" in hp and "beta2" in hp and "betas" not in hp else ()
+
+    @classmethod
+    def _split_betas(cls, values):
+        """``betas=(b1, b2)`` as beta1=b1, beta2=b2 (torch.optim's spelling); other keys unchanged."""
+        if "betas" not in values or not cls._betas_arg():
+            return values
+        values = dict(values)
+        betas = values.pop("betas")
+        if betas is None:
+            return values
+        if "beta1" in values or "beta2" in values:
+            raise TypeError(f"{cls.__name__}: give either betas=(beta1, beta2) or beta1=/beta2=, not both")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{cls.__name__}: betas must be a pair (beta1, beta2), got {betas!r}")
+        values["beta1"], values["beta2"] = betas
+        return values
+
+    def __repr__(self):
+        """torch.optim's printout, with each group's rule as one line instead of its whole source."""
+        out = [self.__class__.__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            out.append(f"Parameter Group {i}")
+            for key in sorted(group):
+                if key != "params":
+                    value = short_rule(group[key]) if key == "rule" else group[key]
+                    out.append(f"    {key}: {value}")
+        out.append(")")
+        return "\n".join(out)
+
     def add_param_group(self, param_group):
         cls = type(self)
         name = cls.__name__
+        if isinstance(param_group, dict) and "betas" in param_group and cls._betas_arg():
+            param_group = cls._split_betas(param_group)
+        if isinstance(param_group, dict) and "role" in param_group and param_group["role"] not in ROLES:
+            raise ValueError(f"{name}: invalid role {param_group['role']!r}: must be one of {', '.join(ROLES)} "
+                             "(or no role: 2-D and larger parameters are matrices, the others vectors)")
         for key in ("lr", "weight_decay", *cls.HYPERPARAMETERS):
             if key in param_group:
                 check_value(name, key, param_group[key], cls.RANGES.get(key, ()))
@@ -249,11 +309,14 @@ class RuleOptimizer(torch.optim.Optimizer):
                 if not state:
                     state["step"] = torch.tensor(0.0, dtype=step_dtype())
                     for n in names:
-                        state[n] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state[n] = self._init_state(p, n)
                 live.append((p, g, state))
             if not live:
                 continue
             torch._foreach_add_([s["step"] for _, _, s in live], 1.0)   # one call per group, as torch.optim
+            if cls.PER_PARAM:
+                self._step_per_param(group, live)
+                continue
             buckets = {}  # same device, dtype and step count (and parameter, for foreach=False)
             for p, g, state in live:
                 w, bufs = p, [state[n] for n in names]
@@ -278,6 +341,35 @@ class RuleOptimizer(torch.optim.Optimizer):
                 env["step"] = key[2]
                 self._update(P, W, G, states, env)
         return loss
+
+    def _init_state(self, p, name):
+        """A new state buffer for parameter ``p`` (zeros like p; shaped rules override this)."""
+        return torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _step_per_param(self, group, live):
+        """Rules using shapes: each parameter on its own (its role, the group's norms)."""
+        cls = type(self)
+        env = {"lr": _number(group["lr"]), "wd": _number(group["weight_decay"])}
+        for h in cls.HYPERPARAMETERS:
+            env[h] = _number(group[h])
+        norms = {}
+        for nm in cls.GLOBAL_NORMS:
+            ts = [g for _, g, _ in live] if nm == "g" else [p.detach() for p, _, _ in live]
+            ts = [torch.view_as_real(t) if torch.is_complex(t) else t for t in ts]
+            norms[nm] = math.sqrt(sum(float(torch.linalg.vector_norm(t.double())) ** 2 for t in ts))
+        for p, g, state in live:
+            w, bufs = p, [state[n] for n in cls.STATE]
+            if torch.is_complex(p):
+                w, g = torch.view_as_real(p), torch.view_as_real(g)
+                bufs = [torch.view_as_real(b) if torch.is_complex(b) else b for b in bufs]
+            if group.get("maximize", False):
+                g = -g
+            role = group.get("role") or default_role(p)
+            self._apply_param(w, g, bufs, dict(env, step=float(state["step"])), role, norms)
+
+    def _apply_param(self, w, g, bufs, env, role, norms):
+        """The rule on one parameter (its real view), in place; shaped rules implement it."""
+        raise NotImplementedError
 
     def _update(self, P, W, G, states, env):
         """The rule on one bucket: tile by tile on CPU for elementwise rules, else the whole

@@ -8,10 +8,11 @@ Nothing but ``DSLError`` escapes, whatever the input.
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 
 from .errors import DSLError
-from .kinds import TENSOR, expr_kind, input_kinds
+from .kinds import SCALAR, TENSOR, KindError, expr_kind, input_kinds, show
 from .primitives import (
     BINARY_OPS,
     MAX_ARGS,
@@ -22,8 +23,11 @@ from .primitives import (
     PRIMITIVES,
     RESERVED,
     SCALAR_INPUTS,
+    STATE_INITS,
+    STATE_KINDS,
+    TENSOR_INPUTS,
 )
-from .program import Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program, count_nodes, depth
+from .program import Arg, Assign, BinOp, Call, Expr, Name, Neg, Num, Program, count_nodes, depth, walk
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _ALLOWED = ("Allowed: numbers, names, + - * / **, unary minus, and calls of "
@@ -34,6 +38,16 @@ def _err(node: ast.AST | None, msg: str) -> DSLError:
     line = getattr(node, "lineno", 0) or 0
     col = (getattr(node, "col_offset", -1) or 0) + 1 if node is not None and hasattr(node, "col_offset") else 0
     return DSLError(msg, line, col)
+
+
+def did_you_mean(name: str, candidates) -> str:
+    """`` (did you mean 'beta2'?)`` for the closest candidate (difflib), or ``""``."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+#: where each Expr node built by the parser came from: id(node) -> (line, col), for kind errors
+_Where = dict[int, tuple[int, int]]
 
 
 def _number(node: ast.AST) -> float:
@@ -54,7 +68,14 @@ def _number(node: ast.AST) -> float:
     return -v if neg else v
 
 
-def _expr(node: ast.AST) -> Expr:
+def _expr(node: ast.AST, where: _Where | None = None) -> Expr:
+    e = _expr_node(node, where)
+    if where is not None and hasattr(node, "lineno"):
+        where.setdefault(id(e), (node.lineno, node.col_offset + 1))
+    return e
+
+
+def _expr_node(node: ast.AST, where: _Where | None) -> Expr:
     if isinstance(node, ast.Constant):
         return Num(_number(node))
     if isinstance(node, ast.Name):
@@ -65,7 +86,7 @@ def _expr(node: ast.AST) -> Expr:
         if isinstance(node.op, ast.UAdd):
             return _expr(node.operand)
         if isinstance(node.op, ast.USub):
-            inner = _expr(node.operand)
+            inner = _expr(node.operand, where)
             if isinstance(inner, Num):
                 return Num(-inner.value)
             return Neg(inner)
@@ -75,14 +96,14 @@ def _expr(node: ast.AST) -> Expr:
         if op is None:
             raise _err(node, f"operator {type(node.op).__name__} is not allowed; use one of "
                              f"{' '.join(BINARY_OPS)}")
-        return BinOp(op, _expr(node.left), _expr(node.right))
+        return BinOp(op, _expr(node.left, where), _expr(node.right, where))
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name):
             raise _err(node, "only direct calls of DSL functions are allowed (no attributes or "
                              f"computed callees). {_ALLOWED}")
         fn = node.func.id
         if fn not in PRIMITIVES:
-            raise _err(node, f"unknown function '{fn}'. {_ALLOWED}")
+            raise _err(node, f"unknown function '{fn}'{did_you_mean(fn, PRIMITIVES)}. {_ALLOWED}")
         if node.keywords:
             raise _err(node, f"{fn}() takes positional arguments only")
         if any(isinstance(a, ast.Starred) for a in node.args):
@@ -90,7 +111,7 @@ def _expr(node: ast.AST) -> Expr:
         prim = PRIMITIVES[fn]
         if len(node.args) != prim.arity:
             raise _err(node, f"{fn}() takes {prim.arity} argument(s), got {len(node.args)}: {prim.doc}")
-        return Call(fn, tuple(_expr(a) for a in node.args))
+        return Call(fn, tuple(_expr(a, where) for a in node.args))
     what = type(node).__name__
     hint = {"Attribute": "attributes (a.b) are not allowed", "Subscript": "subscripts (a[i]) are not allowed",
             "Lambda": "lambdas are not allowed", "IfExp": "conditional expressions are not allowed; "
@@ -105,8 +126,8 @@ def _signature(fn: ast.FunctionDef) -> tuple[Arg, ...]:
         raise _err(fn, "only plain positional arguments are allowed (no /, *args, keyword-only or **kwargs)")
     if fn.decorator_list:
         raise _err(fn.decorator_list[0], "decorators are not allowed")
-    if fn.returns is not None or any(x.annotation is not None for x in a.args):
-        raise _err(fn, "type annotations are not allowed")
+    if fn.returns is not None:
+        raise _err(fn.returns, "a return annotation is not allowed")
     if len(a.args) > MAX_ARGS:
         raise _err(fn, f"too many arguments ({len(a.args)} > {MAX_ARGS})")
     n_plain = len(a.args) - len(a.defaults)
@@ -117,7 +138,11 @@ def _signature(fn: ast.FunctionDef) -> tuple[Arg, ...]:
         if x.arg in PRIMITIVES:
             raise _err(x, f"'{x.arg}' is a DSL function name and cannot be an argument")
         seen.add(x.arg)
-        default = _number(a.defaults[i - n_plain]) if i >= n_plain else None
+        dnode = a.defaults[i - n_plain] if i >= n_plain else None
+        if x.annotation is not None:
+            args.append(_state_arg(x, dnode))
+            continue
+        default = _number(dnode) if dnode is not None else None
         if default is not None and x.arg in RESERVED:
             raise _err(x, f"'{x.arg}' is supplied by the optimizer and cannot have a default")
         args.append(Arg(x.arg, default))
@@ -125,6 +150,36 @@ def _signature(fn: ast.FunctionDef) -> tuple[Arg, ...]:
         if req not in seen:
             raise _err(fn, f"the signature must include '{req}' (w: the parameter, g: its gradient)")
     return tuple(args)
+
+
+def _state_arg(x: ast.arg, dnode: ast.AST | None) -> Arg:
+    """``name: kind`` or ``name: kind = init``: a state of a declared shape and initial value."""
+    ann = x.annotation
+    kinds = ", ".join(STATE_KINDS)
+    if not isinstance(ann, ast.Name) or ann.id not in STATE_KINDS:
+        got = ann.id if isinstance(ann, ast.Name) else type(ann).__name__
+        hint = did_you_mean(got, STATE_KINDS) if isinstance(ann, ast.Name) else ""
+        raise _err(ann, f"'{got}' is not a state shape{hint}; annotate a state with one of {kinds} "
+                        "(e.g. 'r: row', 'L: rowmat = eye')")
+    if x.arg in RESERVED:
+        raise _err(x, f"'{x.arg}' is supplied by the optimizer; only state arguments take a shape annotation")
+    kind = ann.id
+    init: float | str | None = None
+    if dnode is not None:
+        if isinstance(dnode, ast.Name):
+            if dnode.id not in STATE_INITS:
+                raise _err(dnode, f"unknown initial value '{dnode.id}'{did_you_mean(dnode.id, STATE_INITS)}; "
+                                  "a state starts at a number, eye (rowmat/colmat) or w (tensor)")
+            if dnode.id == "eye" and kind not in ("rowmat", "colmat"):
+                raise _err(dnode, f"eye is the initial value of a square state (rowmat or colmat), not of a {kind}")
+            if dnode.id == "w" and kind != "tensor":
+                raise _err(dnode, f"w is the initial value of a tensor state (the parameter's shape), not of a {kind}")
+            init = dnode.id
+        else:
+            init = _number(dnode)
+            if init == 0:
+                init = None
+    return Arg(x.arg, None, None if kind == "tensor" else kind, init)
 
 
 def parse(source: str) -> Program:
@@ -147,7 +202,9 @@ def _parse(source: str) -> Program:
     try:
         tree = ast.parse(source.expandtabs(4) if "\t" in source else source)
     except SyntaxError as e:
-        raise DSLError(f"syntax error: {e.msg}", e.lineno or 0, e.offset or 0) from None
+        hint = ("; states with an initial value and hyperparameters go after the arguments without one"
+                if "default" in (e.msg or "") else "")
+        raise DSLError(f"syntax error: {e.msg}{hint}", e.lineno or 0, e.offset or 0) from None
     except ValueError as e:
         raise DSLError(f"syntax error: {e}") from None
     funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
@@ -177,15 +234,21 @@ def _parse(source: str) -> Program:
         raise _err(fn, f"too many statements ({len(stmts) - 1} > {MAX_STATEMENTS})")
     env = input_kinds(prog_args)
     body = []
+    assigned_later = {t.id for st in stmts[:-1] for t in ast.walk(st) if isinstance(t, ast.Name)
+                      and isinstance(t.ctx, ast.Store)}
+    where: _Where = {}
+    reassigned: set[str] = set()
     for st in stmts[:-1]:
         if isinstance(st, ast.Assign):
             if len(st.targets) != 1 or not isinstance(st.targets[0], ast.Name):
                 raise _err(st, "assign to exactly one plain name per statement (no tuples, "
                                "subscripts or chained assignment)")
-            target, value = st.targets[0].id, _expr(st.value)
+            target, value = st.targets[0].id, _expr(st.value, where)
         elif isinstance(st, ast.AugAssign) and isinstance(st.target, ast.Name) and type(st.op) in _OPS:
             target = st.target.id
-            value = BinOp(_OPS[type(st.op)], Name(target), _expr(st.value))
+            self_ref = Name(target)
+            where[id(self_ref)] = (st.target.lineno, st.target.col_offset + 1)
+            value = BinOp(_OPS[type(st.op)], self_ref, _expr(st.value, where))
         else:
             raise _err(st, f"{type(st).__name__} statements are not allowed; the body is assignments "
                            "'name = expression' and one final return (no loops, ifs, imports, calls "
@@ -197,7 +260,9 @@ def _parse(source: str) -> Program:
         if depth(value) > MAX_DEPTH or count_nodes(value) > MAX_NODES_PER_EXPR:
             raise _err(st, f"expression too large (depth <= {MAX_DEPTH}, nodes <= {MAX_NODES_PER_EXPR}); "
                            "split it into several assignments")
-        env[target] = expr_kind(value, env, st.lineno)
+        env[target] = _kind_at(value, env, st, where, assigned_later, reassigned)
+        if target in TENSOR_INPUTS:
+            reassigned.add(target)
         body.append(Assign(target, value, st.lineno))
     ret = stmts[-1]
     expected = ("w",) + state
@@ -207,7 +272,39 @@ def _parse(source: str) -> Program:
     if got != expected:
         raise _err(ret, f"wrong return: expected 'return {', '.join(expected)}' "
                         f"(w, then every state tensor in signature order)")
+    declared = {"w": TENSOR, **prog_args.state_kinds}
     for nm in expected:
-        if env.get(nm) != TENSOR:
-            raise _err(ret, f"'{nm}' must be a tensor when returned, but it is a scalar expression")
+        want, got = declared[nm], env.get(nm)
+        if got != want:
+            if want == TENSOR and got == SCALAR:
+                raise _err(ret, f"'{nm}' must be a tensor when returned, but it is a scalar expression")
+            raise _err(ret, f"'{nm}' must be a {show(want)} value when returned (its declared shape), but it "
+                            f"is a {show(got)} value")
     return Program(fn.name, args, tuple(body), expected)
+
+
+def _kind_at(value: Expr, env: dict[str, str], st: ast.stmt, where: _Where, assigned: set[str],
+             reassigned: set[str]) -> str:
+    """The statement's kind; a kind error or an unknown name gets the line and column of the node
+    it is about, and a misspelled name a suggestion."""
+    for node in walk(value):
+        if isinstance(node, Call) and PRIMITIVES[node.fn].kind == "group" and node.args \
+                and isinstance(node.args[0], Name) and node.args[0].id in reassigned:
+            line, col = where.get(id(node), (st.lineno, 0))
+            raise DSLError(f"{node.fn}({node.args[0].id}) reads the input {node.args[0].id} of every parameter; "
+                           f"'{node.args[0].id}' is reassigned before this line, so compute {node.fn}() first "
+                           "(e.g. n = global_norm(g) at the top)", line, col)
+    try:
+        return expr_kind(value, env, st.lineno)
+    except KindError as e:
+        line, col = where.get(id(e.node), (st.lineno, 0))
+        msg = e.message
+        if isinstance(e.node, Name) and e.node.id not in env:
+            nm = e.node.id
+            if nm in RESERVED:
+                msg = f"'{nm}' is an input the optimizer supplies: add it to the signature to read it"
+            elif nm not in assigned:
+                known = [n for n in env if n not in PRIMITIVES]
+                msg = (f"name '{nm}' is used before it is assigned: it is neither an argument nor assigned "
+                       f"above{did_you_mean(nm, known)}")
+        raise DSLError(msg, line, col) from None

@@ -53,8 +53,25 @@ class Assign:
 
 @dataclass(frozen=True)
 class Arg:
+    """A signature entry. ``default`` (a number) makes it a hyperparameter. A state may declare a
+    shape ``kind`` (``dsl.primitives.STATE_KINDS``; None: a parameter-shaped tensor) and an
+    initial value ``init`` (a number, ``"eye"`` or ``"w"``; None: zero). A plain zero tensor
+    state is ``Arg(name)``, whatever annotation it was written with, so equal rules compare equal."""
     name: str
     default: float | None = None  # a number => hyperparameter
+    kind: str | None = None
+    init: float | str | None = None
+
+    def text(self) -> str:
+        """The canonical signature entry: ``m``, ``beta=0.9``, ``r: row``, ``L: rowmat = eye``."""
+        if self.default is not None:
+            return f"{self.name}={format_number(self.default)}"
+        if self.kind is None and self.init is None:
+            return self.name
+        out = f"{self.name}: {self.kind or 'tensor'}"
+        if self.init is not None:
+            out += " = " + (self.init if isinstance(self.init, str) else format_number(self.init))
+        return out
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,18 @@ class Program:
         return tuple(a.name for a in self.args if a.default is None and a.name not in RESERVED)
 
     @property
+    def state_kinds(self) -> dict[str, str]:
+        """Each state's shape kind (``tensor`` unless declared), in signature order."""
+        names = set(self.state_names)
+        return {a.name: a.kind or "tensor" for a in self.args if a.name in names}
+
+    @property
+    def state_inits(self) -> dict[str, float | str]:
+        """Each state's initial value: 0.0 unless declared (a number, ``"eye"`` or ``"w"``)."""
+        names = set(self.state_names)
+        return {a.name: 0.0 if a.init is None else a.init for a in self.args if a.name in names}
+
+    @property
     def hyperparams(self) -> dict[str, float]:
         return {a.name: a.default for a in self.args if a.default is not None}
 
@@ -91,9 +120,7 @@ class Program:
 
     # -- printing -------------------------------------------------------
     def source(self) -> str:
-        sig = []
-        for a in self.args:
-            sig.append(a.name if a.default is None else f"{a.name}={format_number(a.default)}")
+        sig = [a.text() for a in self.args]
         lines = [f"def {self.name}({', '.join(sig)}):"]
         for s in self.body:
             lines.append(f"    {s.target} = {format_expr(s.value)}")

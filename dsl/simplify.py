@@ -36,7 +36,7 @@ import numpy as np
 
 from .checker import liveness, validate
 from .interpret import binop, call
-from .kinds import SCALAR, TENSOR, input_kinds
+from .kinds import SCALAR, broadcast, call_kind, input_kinds
 from .primitives import MAX_DEPTH, MAX_NODES_PER_EXPR, PRIMITIVES, SCALAR_INPUTS
 from .program import Assign, BinOp, Call, Expr, Name, Neg, Num, Program, count_nodes, depth, names_in, substitute, walk
 
@@ -114,10 +114,9 @@ class _Rewriter:
             return _neg(o), k
         if isinstance(e, BinOp):
             (lhs, kl), (rhs, kr) = self(e.left), self(e.right)
-            return self._binop(e.op, lhs, rhs), TENSOR if TENSOR in (kl, kr) else SCALAR
+            return self._binop(e.op, lhs, rhs), broadcast(kl, kr)
         args, kinds = zip(*(self(a) for a in e.args))
-        prim = PRIMITIVES[e.fn]
-        k = SCALAR if prim.kind == "reduction" else TENSOR if TENSOR in kinds else SCALAR
+        k = call_kind(e, list(kinds))
         return self._call(e.fn, args, kinds, k), k
 
     def _binop(self, op: str, lhs: Expr, rhs: Expr) -> Expr:
@@ -162,7 +161,7 @@ class _Rewriter:
         return BinOp(op, lhs, rhs)
 
     def _call(self, fn: str, args: tuple[Expr, ...], kinds: tuple[str, ...], k: str) -> Expr:
-        if all(isinstance(a, Num) for a in args):
+        if all(isinstance(a, Num) for a in args) and PRIMITIVES[fn].kind in ("elementwise", "reduction"):
             return _fold(Call(fn, args))
         x = args[0]
         inner = x.fn if isinstance(x, Call) else None

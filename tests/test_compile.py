@@ -288,8 +288,11 @@ def test_constructor_defaults_and_errors():
     assert parse(opt.defaults["rule"]) == parse(ADAMW)
     if hasattr(dsl, "fingerprint"):
         assert opt.defaults["fingerprint"] == dsl.fingerprint(parse(ADAMW))
-    with pytest.raises(TypeError, match=r"'betas'.*valid arguments: params, lr, weight_decay, beta1, beta2, eps"):
-        Opt([p], betas=(0.9, 0.99))
+    with pytest.raises(TypeError, match=r"'gamma'.*valid arguments: params, lr, weight_decay, beta1, beta2, eps, "
+                                        r"betas"):
+        Opt([p], gamma=0.5)
+    g2 = Opt([p], betas=(0.8, 0.99)).param_groups[0]  # torch.optim's spelling of the beta1/beta2 pair
+    assert (g2["beta1"], g2["beta2"]) == (0.8, 0.99)
     with pytest.raises(TypeError, match="'beta1' must be a real number"):
         Opt([p], beta1="0.9")
     with pytest.raises(ValueError, match="invalid lr"):

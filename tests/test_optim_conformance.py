@@ -372,7 +372,7 @@ def test_bad_argument_types(Opt):
     with pytest.raises(TypeError, match="'lr' must be a real number"):
         Opt(make_params(), lr="0.1")
     with pytest.raises(TypeError, match="unexpected keyword argument"):
-        Opt(make_params(), betas=(0.9, 0.99))
+        Opt(make_params(), gamma=(0.9, 0.99))
     with pytest.raises(TypeError, match="'foreach' must be None, True or False"):
         Opt(make_params(), foreach="yes")
     with pytest.raises(TypeError, match="floating-point"):
