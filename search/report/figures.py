@@ -135,7 +135,7 @@ def progress_figure(view: RunView, hover: Hover, winner: dict | None, score_labe
         return None
     oks = [e["score"] for e in evs if ok_score(e["score"])]
     lo, hi = (min(oks), max(oks)) if oks else (0.0, 0.0)
-    floor = lo - 0.08 * max(hi - lo, 1e-3)
+    floor = lo - 0.15 * max(hi - lo, 1e-3)   # the strip of failed evaluations
     fig = go.Figure()
     results = _results_by_seq(view)
     for f in view.fidelities:
@@ -193,29 +193,37 @@ def distribution_figure(view: RunView) -> go.Figure | None:
 
 
 def pareto_figure(view: RunView, hover: Hover, winner: dict | None) -> go.Figure | None:
-    """Score at the highest fidelity reached vs program size (colour: state tensors); the Pareto
-    front over (score up, size down, states down) is ringed."""
+    """Score at the highest fidelity reached vs program size (colour: state tensors; rules that
+    stopped at a lower fidelity are faint). The Pareto front over (score up, size down, states
+    down) is ringed, among the rules at the top fidelity: scores of different fidelities differ."""
     inds = [c for c in view.individuals if ok_score(c["score"]) and "size" in c["meta"]]
     if not inds:
         return None
-    pts = [(c["score"], float(c["meta"]["size"]), float(c["meta"].get("n_state", 0))) for c in inds]
-    front = sorted(pareto_front(pts, (1.0, -1.0, -1.0)), key=lambda k: pts[k][1])
+    top = max(c["level"] for c in inds)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[p[1] for p in pts], y=[p[0] for p in pts], mode="markers", name="rules",
-                             marker={"size": 8, "opacity": 0.65, "color": [p[2] for p in pts], "colorscale": "Viridis",
-                                     "colorbar": {"title": "state tensors"}, "showscale": True},
-                             text=[hover(c["id"]) for c in inds], hovertemplate=_TEXT))
+    for level in sorted({c["level"] for c in inds}, reverse=True):
+        group = [c for c in inds if c["level"] == level]
+        fig.add_trace(go.Scatter(
+            x=[float(c["meta"]["size"]) for c in group], y=[c["score"] for c in group], mode="markers",
+            name=f"rules at {view.fidelities[level]} ({len(group)})", text=[hover(c["id"]) for c in group],
+            hovertemplate=_TEXT,
+            marker={"size": 9 if level == top else 7, "opacity": 0.75 if level == top else 0.3,
+                    "symbol": "circle" if level == top else "diamond", "coloraxis": "coloraxis",
+                    "color": [float(c["meta"].get("n_state", 0)) for c in group]}))
+    best = [c for c in inds if c["level"] == top]
+    pts = [(c["score"], float(c["meta"]["size"]), float(c["meta"].get("n_state", 0))) for c in best]
+    front = sorted(pareto_front(pts, (1.0, -1.0, -1.0)), key=lambda k: pts[k][1])
     fig.add_trace(go.Scatter(x=[pts[k][1] for k in front], y=[pts[k][0] for k in front], mode="markers+lines",
-                             name="Pareto front (score, size, states)",
+                             name=f"Pareto front at {view.fidelities[top]} (score, size, states)",
                              line={"color": "red", "width": 1, "dash": "dot"},
-                             marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "red", "width": 2}},
-                             text=[hover(inds[k]["id"]) for k in front], hovertemplate=_TEXT))
+                             marker={"size": 15, "color": "rgba(0,0,0,0)", "line": {"color": "red", "width": 2}},
+                             text=[hover(best[k]["id"]) for k in front], hovertemplate=_TEXT))
     if winner is not None and ok_score(winner["score"]) and "size" in winner["meta"]:
         fig.add_trace(go.Scatter(x=[float(winner["meta"]["size"])], y=[winner["score"]], mode="markers",
                                  name=f"{WINNER} #{winner['id']}", marker=_WINNER_MARKER,
                                  text=[hover(winner["id"])], hovertemplate=_TEXT))
-    top = max(c["level"] for c in inds)
-    fig.update_layout(legend={"orientation": "h", "y": -0.2})
+    fig.update_layout(legend={"orientation": "h", "y": -0.2},
+                      coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "state tensors"}}})
     return _layout(fig, f"score vs size ({len(inds)} rules; top fidelity {view.fidelities[top]})",
                    "program size (expression nodes)", "score at highest fidelity reached")
 

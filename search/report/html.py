@@ -135,11 +135,13 @@ def _summary(view: RunView, winner: dict | None) -> str:
     entry = next((e for e in (rec or {}).get("entries", []) if e.get("kind") == "candidate"), None)
     if entry is not None:
         verdict = verdict_text(entry)
-        old = ("" if verdict != "-" else f" (verified {fmt_score(entry.get('verified'), '-')}, "
-               f"{'holds' if entry.get('holds') else 'does not hold'}; no interval stored: verified before "
-               "intervals were)")
-        rows.append(["verified", f"{html.escape(entry['label'])}: <span class='verdict'>{html.escape(verdict)}"
-                     f"</span>{old}"])
+        if verdict == "-":   # verified before intervals were stored
+            rows.append(["verified", f"{html.escape(entry['label'])} {fmt_score(entry.get('verified'), '-')} "
+                         f"({'holds' if entry.get('holds') else 'does not hold'}); verdict <span class='verdict'>-"
+                         "</span>: no interval stored (verify again to get one)"])
+        else:
+            rows.append(["verified", f"{html.escape(entry['label'])}: <span class='verdict'>"
+                         f"{html.escape(verdict)}</span>"])
     elif view.kind == "rule":
         rows.append(["verified", "not yet (<code>optforge verify RUN</code> re-scores the top rules on unseen "
                      "tasks and seeds)"])
