@@ -17,234 +17,34 @@ same trajectory (to rounding: the scalars are computed by torch here, by numpy t
 """
 from __future__ import annotations
 
-import ast
-import inspect
-import math
-import re
-
-import numpy as np
-
-from . import optim_base
 from .compile import check_hyper_names, range_table, rule_program
+from .export_parts import (
+    BASE_BODY,
+    BASE_IMPORTS,
+    BASE_NAMES,
+    EXPORT_RESERVED,
+    HELPERS,
+    NP_BIN,
+    indent,
+    number_text,
+    pynames,
+    python_safe,
+    rename_expr,
+)
+from .export_shaped import check_shaped_names, export_shaped
 from .fingerprint import fingerprint
 from .foreach import compile_plan
+from .kinds import extensions
 from .optim_base import FLAG_DEFAULTS
-from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, PRIMITIVES, ROW_EPS
+from .primitives import PRIMITIVES
 from .program import (
-    BinOp,
     Call,
-    Expr,
-    Name,
-    Neg,
-    Num,
     Program,
-    children,
     format_expr,
-    substitute,
     walk,
-    with_children,
 )
 
 __all__ = ["export_python"]
-
-
-def _wrapper(name: str, args: tuple[str, ...], doc: str = "") -> str:
-    """A helper that is torch's function of the same name on ``_t`` of each argument."""
-    docline = f'    """{doc}"""\n' if doc else ""
-    return f"def {name}({', '.join(args)}):\n{docline}    return torch.{name}({', '.join(f'_t({a})' for a in args)})\n"
-
-
-_HELPERS: dict[str, str] = {
-    "sign": _wrapper("sign", ("x",), "-1, 0 or 1, elementwise."),
-    "abs": _wrapper("abs", ("x",), "|x|, elementwise."),
-    "sqrt": _wrapper("sqrt", ("x",), "Square root, elementwise (nan below 0)."),
-    "square": '''def square(x):
-    """x * x, elementwise."""
-    x = _t(x)
-    return x * x
-''',
-    "exp": _wrapper("exp", ("x",)),
-    "log": _wrapper("log", ("x",), "Natural log, elementwise."),
-    "tanh": _wrapper("tanh", ("x",)),
-    "clip": '''def clip(x, c):
-    """x clamped to [-c, c]."""
-    x, c = _t(x), _t(c)
-    return torch.minimum(torch.maximum(x, -c), c)
-''',
-    "maximum": _wrapper("maximum", ("x", "y")),
-    "minimum": _wrapper("minimum", ("x", "y")),
-    "interp": '''def interp(x, y, a):
-    """(1 - a) * x + a * y: a = 0 gives x, a = 1 gives y (the Lion paper's convention).
-
-    On two tensors of the same shape this is torch.lerp(x, y, a) = x + a * (y - x).
-    """
-    x, y = _t(x), _t(y)
-    if x.dim() > 0 and x.shape == y.shape and x.dtype == y.dtype and x.device == y.device:
-        if not isinstance(a, torch.Tensor):
-            return torch.lerp(x, y, float(a))
-        if a.dim() == 0 and a.device.type == "cpu" and a.dtype == torch.float64:
-            return torch.lerp(x, y, float(a))  # a scalar of the rule (a CPU number)
-        return torch.lerp(x, y, a.to(x.dtype))
-    return (1 - a) * x + a * y
-''',
-    "norm": '''def norm(x):
-    """L2 norm of the whole tensor (a 0-dim tensor)."""
-    return torch.linalg.vector_norm(_t(x))
-''',
-    "rms": '''def rms(x):
-    """Root mean square of the whole tensor: norm(x) / sqrt(numel)."""
-    x = _t(x)
-    return torch.linalg.vector_norm(x) * x.numel() ** -0.5
-''',
-    "mean": '''def mean(x):
-    """Mean of the whole tensor (a 0-dim tensor)."""
-    return _t(x).mean()
-''',
-    "orthogonalize": f'''def orthogonalize(x):
-    """Newton-Schulz orthogonalization as in Muon, on x viewed as shape[0] x rest.
-
-    {NS_STEPS} quintic iterations X <- a X + (b A + c A^2) X with A = X X^T, starting from
-    x / (||x||_F + {NORM_EPS!r}); the identity on tensors with fewer than 2 dimensions.
-    """
-    if x.dim() < 2:
-        return x.clone()  # storage of its own: step() may write into the result
-    a, b, c = {NS_COEFFS[0]!r}, {NS_COEFFS[1]!r}, {NS_COEFFS[2]!r}
-    X = x.reshape(x.shape[0], -1)
-    X = X / (torch.linalg.matrix_norm(X) + {NORM_EPS!r})
-    transposed = X.shape[0] > X.shape[1]
-    if transposed:
-        X = X.mT
-    for _ in range({NS_STEPS}):
-        A = X @ X.mT
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
-    if transposed:
-        X = X.mT
-    return X.reshape(x.shape)
-''',
-    "row_normalize": f'''def row_normalize(x):
-    """Each row of the shape[0] x rest view scaled to unit L2 norm (identity below 2-D)."""
-    if x.dim() < 2:
-        return x.clone()  # storage of its own: step() may write into the result
-    m = x.reshape(x.shape[0], -1)
-    return (m / torch.linalg.vector_norm(m, dim=-1, keepdim=True).clamp_min({ROW_EPS!r})).reshape(x.shape)
-''',
-    "col_normalize": f'''def col_normalize(x):
-    """Each column of the shape[0] x rest view scaled to unit L2 norm (identity below 2-D)."""
-    if x.dim() < 2:
-        return x.clone()  # storage of its own: step() may write into the result
-    m = x.reshape(x.shape[0], -1)
-    return (m / torch.linalg.vector_norm(m, dim=-2, keepdim=True).clamp_min({ROW_EPS!r})).reshape(x.shape)
-''',
-}
-
-_NP_BIN = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide, "**": np.power}
-_PY_BIN = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-           "/": lambda a, b: a / b, "**": lambda a, b: a ** b}
-
-
-def _base_text() -> tuple[str, str, set[str]]:
-    """dsl.optim_base below its EXPORTED marker: (its imports, the rest, the names it defines)."""
-    text = inspect.getsource(optim_base)
-    text = text[text.index("\n", text.index("# EXPORTED:")) + 1:]
-    lines = text.splitlines()
-    k = 0
-    while k < len(lines) and (not lines[k].strip() or lines[k].startswith(("import ", "from "))):
-        k += 1
-    names = set()
-    for node in ast.parse(text).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names |= {tg.id for tg in node.targets if isinstance(tg, ast.Name)}
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
-    return "\n".join(lines[:k]).strip("\n"), "\n".join(lines[k:]).strip("\n"), names
-
-
-_BASE_IMPORTS, _BASE_BODY, _BASE_NAMES = _base_text()
-
-
-def _literal(e: Expr) -> bool:
-    """Numbers combined by operators only: Python would evaluate these itself."""
-    if isinstance(e, Num):
-        return True
-    if isinstance(e, Neg):
-        return _literal(e.operand)
-    if isinstance(e, BinOp):
-        return _literal(e.left) and _literal(e.right)
-    return False
-
-
-def _eval(e: Expr, py: bool):
-    if isinstance(e, Num):
-        return float(e.value) if py else np.float64(e.value)
-    if isinstance(e, Neg):
-        return -_eval(e.operand, py)
-    a, b = _eval(e.left, py), _eval(e.right, py)
-    return _PY_BIN[e.op](a, b) if py else _NP_BIN[e.op](a, b)
-
-
-def _number_text(v: float) -> str:
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "(-inf)"
-    s = repr(float(v))
-    return f"({s})" if s.startswith("-") else s
-
-
-def _floats(e: Expr) -> Expr:
-    """Numbers printed as floats (``2.0``), so Python never does exact big-integer math."""
-    if isinstance(e, Num):
-        return Name(_number_text(e.value))
-    return with_children(e, tuple(_floats(c) for c in children(e)))
-
-
-def _python_safe(e: Expr, folded: set[str]) -> Expr:
-    """Pure-number subexpressions that Python would raise on (1/0, 10.0**400, (-8)**0.5 ->
-    complex) are folded to the DSL's float64 value (its text added to ``folded``); other
-    pure-number ones print as floats."""
-    if isinstance(e, BinOp) and _literal(e):
-        with np.errstate(all="ignore"):
-            want = float(_eval(e, py=False))
-        try:
-            got = _eval(e, py=True)
-            ok = isinstance(got, float) and (got == want or (math.isnan(got) and math.isnan(want)))
-        except (ArithmeticError, ValueError):
-            ok = False
-        if ok:
-            return _floats(e)
-        folded.add(_number_text(want))
-        return Name(_number_text(want))
-    return with_children(e, tuple(_python_safe(c, folded) for c in children(e)))
-
-
-def _rename(e: Expr, names: dict[str, str]) -> Expr:
-    return substitute(e, {old: Name(new) for old, new in names.items()})
-
-
-def _indent(text: str, n: int) -> str:
-    pad = " " * n
-    return "\n".join(pad + line if line else line for line in text.splitlines())
-
-
-_RESERVED = {"torch", "math", "scratch", "scalars", "inf", "nan", "float", "list", "t", "update", "foreach_update",
-             "foreach_apply", "step_scalars"}
-
-
-def _pynames(program: Program) -> dict[str, str]:
-    """Python names for the rule's names: unchanged unless they would shadow a name the
-    generated code uses (then with a trailing underscore)."""
-    all_names = set(program.arg_names) | {s.target for s in program.body}
-    out: dict[str, str] = {}
-    for n in sorted(all_names):
-        if n in _RESERVED or n.startswith("_") or re.fullmatch(r"[stv]\d+", n):
-            new = n + "_"
-            while new in all_names or new in out.values():
-                new += "_"
-            out[n] = new
-    return out
 
 
 def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], list[str], list[str], int, bool]:
@@ -263,10 +63,10 @@ def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], 
         if node.op == "in":
             expr = f"_t({r(node.value)})"
         elif node.op == "num":
-            expr = f"_t({_number_text(node.value)})"
+            expr = f"_t({number_text(node.value)})"
         elif node.op == "neg":
             expr = f"-{a[0]}"
-        elif node.op in _NP_BIN:
+        elif node.op in NP_BIN:
             expr = f"{a[0]} {node.op} {a[1]}"
         else:
             expr = f"{node.op}({', '.join(a)})"
@@ -282,7 +82,7 @@ def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], 
             stmt = ins.prio
             if stmt:
                 st = program.body[stmt - 1]
-                lines.append(f"# {r(st.target)} = {format_expr(_rename(st.value, rename))}")
+                lines.append(f"# {r(st.target)} = {format_expr(rename_expr(st.value, rename))}")
             else:
                 lines.append("# final values into their buffers")
         x = [name_of[v] for v in ins.ins]
@@ -335,11 +135,14 @@ def export_python(program: Program | str, class_name: str) -> str:
     """Source text of a standalone module defining ``class_name`` (see the module docstring)."""
     program = rule_program(program)
     check_hyper_names(program)
-    if not class_name.isidentifier() or class_name in _RESERVED or class_name.startswith("_") \
+    if not class_name.isidentifier() or class_name in EXPORT_RESERVED or class_name.startswith("_") \
             or class_name in ("RULE", "FINGERPRINT", "HYPERPARAMETERS", "STATE", "N_SCRATCH", "ELEMENTWISE",
-                              "RANGES", "SCALAR_INPUTS") or class_name in _BASE_NAMES:
+                              "RANGES", "SCALAR_INPUTS") or class_name in BASE_NAMES:
         raise ValueError(f"class_name {class_name!r} must be a Python identifier, not starting with '_' "
                          "and not a name the module defines itself (torch, update, RULE, ...)")
+    if extensions(program):  # shapes: one parameter at a time, no foreach plan
+        check_shaped_names(class_name)
+        return export_shaped(program, class_name)
     source = program.source()
     hyper = program.hyperparams
     states = program.state_names
@@ -349,11 +152,11 @@ def export_python(program: Program | str, class_name: str) -> str:
         raise ValueError(f"cannot export: hyperparameter name(s) {', '.join(bad)} would shadow names the "
                          "exported constructor uses; rename them")
 
-    rename = _pynames(program)
+    rename = pynames(program)
     r = lambda n: rename.get(n, n)  # noqa: E731
     # the body of update(): the rule's statements, made safe for Python's own number rules
     folded: set[str] = set()
-    body = [(r(s.target), _python_safe(_rename(s.value, rename), folded)) for s in program.body]
+    body = [(r(s.target), python_safe(rename_expr(s.value, rename), folded)) for s in program.body]
     used_fns = sorted({n.fn for _, v in body for n in walk(v) if isinstance(n, Call)},
                       key=list(PRIMITIVES).index)
     needs = {c for c in ("inf", "nan") if any(c in f for f in folded)}
@@ -382,12 +185,12 @@ def export_python(program: Program | str, class_name: str) -> str:
                          + ["*"] + [f"{f}={v!r}" for f, v in FLAG_DEFAULTS.items()])
     hyper_pass = "".join(f", {h}={h}" for h in hyper)
     ranges_text = "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in range_table(program).items()) + "}"
-    rule_block = _indent(source.rstrip("\n"), 4)
+    rule_block = indent(source.rstrip("\n"), 4)
     state_list = ", ".join(states) if states else "none"
     consts = ""
     if needs:
         consts = "".join(f"{c} = math.{c}\n" for c in sorted(needs)) + "\n"
-    helpers = "\n\n".join(_HELPERS[f] for f in used_fns)
+    helpers = "\n\n".join(HELPERS[f] for f in used_fns)
     if helpers:
         helpers = "\n\n" + helpers
     fe_body = "\n".join("    " + ln for ln in fe_lines)
@@ -419,7 +222,7 @@ reductions or matrix primitives run tile by tile (TILE elements at a time) so th
 passes of the foreach calls stay in cache (float32 and float64 parameters: with bfloat16
 the tiles measured slower).
 """
-{_BASE_IMPORTS}
+{BASE_IMPORTS}
 
 RULE = {source!r}
 FINGERPRINT = {fp!r}  # optforge's functional hash of the rule
@@ -484,7 +287,7 @@ def _run_tiled(lists, scratch, scalars, tile):
 
 # ---- the torch.optim side: optforge's dsl/optim_base.py, verbatim (shared with dsl.to_optimizer) ----
 
-{_BASE_BODY}
+{BASE_BODY}
 
 class {class_name}(RuleOptimizer):
     """{class_name}, the update rule:
