@@ -12,7 +12,7 @@ from search.cli.results import show_text
 from search.core import CampaignError, RunView, parse_campaign, run_campaign
 from search.core.ranking import noise_order
 from search.rules.tasksets import search_tasks, transfer_tasks, validation_tasks
-from search.rules.verify import holds, verify_run
+from search.rules.verify import holds, verify_json, verify_run
 
 
 def _campaign(name: str, **kw) -> dict:
@@ -78,8 +78,10 @@ def test_noise_order_prefers_tasks_won_then_smaller_programs():
 
 def test_verify_stores_and_shows_its_table(validated_run):
     run, _ = validated_run
-    rec = verify_run(run, top=2, tasks=["rosenbrock"], executor="inprocess", log=lambda *_: None)
+    rec = verify_run(run, top=2, tasks=["rosenbrock"], executor="inprocess", noise_replicates=2, log=lambda *_: None)
     assert rec["split"] == "test" and not set(rec["seeds"]) & {0, 1}     # unseen training seeds
+    assert len(rec["seeds"]) == 4 and rec["verdict_tasks"] == ["rosenbrock"]
+    assert set(rec["noise"]) == {"cancer_bce", "rosenbrock"} and all(x > 0 for x in rec["noise"].values())
     assert rec["transfer_tasks"] == ["rosenbrock"] and rec["validation_tasks"] == ["cancer_bce"]
     cands = [e for e in rec["entries"] if e["kind"] == "candidate"]
     assert len(cands) == 2
@@ -87,9 +89,20 @@ def test_verify_stores_and_shows_its_table(validated_run):
         assert set(e["tasks"]) == {"cancer_bce", "rosenbrock"}
         assert e["tasks"]["rosenbrock"]["group"] == "transfer"
         assert e["verified"] == pytest.approx(e["tasks"]["rosenbrock"]["score"])
-        assert e["holds"] == holds(e)
+        assert e["holds"] == holds(e) == (e["verdict"] == "holds")
+        if e["status"] == "ok":
+            assert e["estimate"]["n_seeds"] == 4 and e["estimate"]["n_tasks"] == 1
+            assert e["ci"][0] <= e["estimate"]["score"] <= e["ci"][1]
+            assert e["tasks"]["rosenbrock"]["noise"] == rec["noise"]["rosenbrock"]
+            assert e["describe"].startswith(("holds", "indistinguishable", "worse"))
     adamw = next(e for e in rec["entries"] if e["label"] == "seed adamw")
     assert adamw["verified"] == pytest.approx(0.0)                       # the baseline against itself
+    assert adamw["verdict"] == "indistinguishable" and adamw["ci"] == [0.0, 0.0]
+    out = verify_json(rec)
+    assert out["id"] == cands[0]["id"] and out["verdict"] == cands[0]["verdict"]
+    assert {"score", "ci", "p_improvement", "verdict", "tasks", "entries"} <= set(out)
+    assert {"score", "ci", "noise"} <= set(out["tasks"]["rosenbrock"])
+    assert len(out["entries"]) == len(rec["entries"])
     view = RunView(run)
     try:
         assert view.verification()["entries"][0]["id"] == cands[0]["id"]   # stored in the run's SQLite
@@ -109,6 +122,10 @@ def test_verify_stores_and_shows_its_table(validated_run):
 
 
 def test_holds_needs_a_positive_mean_and_most_tasks():
+    # with a stored verdict, the verdict decides (interval and noise floors, evaluators.stats)
+    assert holds({"verified": 0.05, "verified_won": 3, "verified_n": 4, "verdict": "holds"})
+    assert not holds({"verified": 0.05, "verified_won": 3, "verified_n": 4, "verdict": "indistinguishable"})
+    # entries stored before verdicts existed keep their old reading
     assert holds({"verified": 0.05, "verified_won": 3, "verified_n": 4})
     assert not holds({"verified": 0.05, "verified_won": 2, "verified_n": 4})   # one big task, not most
     assert not holds({"verified": -0.01, "verified_won": 3, "verified_n": 4})
@@ -181,3 +198,18 @@ def test_a_user_task_module_runs_through_a_campaign(tmp_path, monkeypatch):
         assert best["validation"] is not None and "quadratic" in best["validation"].tasks
     finally:
         view.close()
+
+
+def test_a_run_verified_before_intervals_still_displays():
+    from search.rules.verify import verdict, verify_table
+    old = {"seeds": [2, 3], "fidelity": "tiny", "validation_tasks": ["cancer_bce"], "transfer_tasks": ["rosenbrock"],
+           "entries": [{"id": 7, "rank": 1, "label": "#7", "kind": "candidate", "search": 0.1, "search_won": 1,
+                        "search_n": 1, "validation": 0.2, "validation_won": 1, "validation_n": 1,
+                        "validation_test": 0.1, "validation_test_won": 1, "validation_test_n": 1, "verified": 0.3,
+                        "verified_won": 1, "verified_n": 1, "holds": True,
+                        "tasks": {"rosenbrock": {"group": "transfer", "score": 0.3, "lr": 0.01, "wd": 0.0,
+                                                 "baseline_lr": 0.1, "baseline_wd": 0.0, "status": "ok"}}}]}
+    lines = verify_table(old)
+    row = next(ln for ln in lines if ln.startswith("#7"))
+    assert " - " in row and "yes" in row and "noise floors: -" in "\n".join(lines)
+    assert "it holds" in verdict(old) and "verify again" in verdict(old)

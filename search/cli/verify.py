@@ -1,11 +1,14 @@
-"""``optforge verify RUN [--top K] [--tasks a,b] [--seeds 5,6]``: re-score a run's top rules on the
-test splits, with unseen seeds, on the validation tasks and on transfer tasks the search never saw;
-print per task and the means, and store it in the run (search.rules.verify)."""
+"""``optforge verify RUN [--top K] [--tasks a,b] [--seeds 5,6,7,8] [--json]``: re-score a run's top rules on
+the test splits, with unseen seeds, on the validation tasks and on transfer tasks the search never saw;
+print per task and the means with intervals, noise floors and each rule's verdict (holds /
+indistinguishable from AdamW / worse), and store it in the run (search.rules.verify)."""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
-from search.rules.verify import VerifyError, verdict, verify_run, verify_table
+from search.rules import VerifyError, verdict, verify_json, verify_run, verify_table
 
 from .errors import CLIError
 from .results import resolve_run
@@ -22,11 +25,18 @@ def _csv(s: str | None, cast=str) -> list | None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     run = resolve_run(args.run)
+    if args.noise_replicates < 1:
+        raise CLIError(f"--noise-replicates {args.noise_replicates}: a verdict needs noise floors; give 1 or more")
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     try:
         rec = verify_run(run, top=args.top, tasks=_csv(args.tasks), seeds=_csv(args.seeds, int),
-                         fidelity=args.fidelity, executor=args.executor)
+                         fidelity=args.fidelity, executor=args.executor, noise_replicates=args.noise_replicates,
+                         log=log)
     except (VerifyError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from None
+    if args.json:
+        print(json.dumps(verify_json(rec), indent=2))
+        return 0
     print("\n".join(verify_table(rec)))
     print(verdict(rec))
     print(f"stored in {run} (optforge show / report display it); {rec['seconds']:.0f} s")
@@ -40,7 +50,11 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=None, help="how many of the final ranking (default [verify] top)")
     p.add_argument("--tasks", default=None, help="transfer tasks, comma-separated (default: [verify] tasks, else "
                    "proxies.TASK_GROUPS['transfer'] minus families used by the run)")
-    p.add_argument("--seeds", default=None, help="training seeds (default: two the search never used)")
+    p.add_argument("--seeds", default=None, help="training seeds (default: four the search never used)")
+    p.add_argument("--noise-replicates", type=int, default=4, metavar="K",
+                   help="noise floors from K pairs of disjoint seed sets of tuned AdamW vs itself (default 4)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: the top rule's score, ci, "
+                   "p_improvement, verdict and tasks (score / ci / noise), plus all entries")
     p.add_argument("--fidelity", default=None, help="default: the validation (else highest search) fidelity")
     p.add_argument("--executor", default=None, choices=["inprocess", "pool", "ray"])
     p.set_defaults(func=cmd_verify)

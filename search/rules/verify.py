@@ -2,13 +2,19 @@
 
 The top K of the final ranking (validated first) are re-scored - as they would be exported
 (simplified) - on the tasks' held-out **test** splits, with **training seeds the search never
-used**, on the campaign's validation tasks and on **transfer** tasks outside both the search's
-and the validation's families (``[verify] tasks``, default ``proxies.TASK_GROUPS["transfer"]``
-minus used families), under the campaign's own tuning protocol (lr x wd grid, halving, clip).
-The seed rules are scored alongside for reference. The result is stored in the run
-(``meta.verify`` in its SQLite file) and shown by ``optforge show`` and the HTML report: the
-search, validation and verified (transfer) scores side by side. A winner *holds* when its
-verified mean beats tuned AdamW (> 0) and it wins more than half of the transfer tasks.
+used** (four by default), on the campaign's validation tasks and on **transfer** tasks outside
+both the search's and the validation's families (``[verify] tasks``, default
+``proxies.TASK_GROUPS["transfer"]`` minus used families), under the campaign's own tuning protocol
+(lr x wd grid, halving, clip). Rule and AdamW are paired on the same seeds. The seed rules are
+scored alongside for reference. The result is stored in the run (``meta.verify`` in its SQLite
+file) and shown by ``optforge show`` and the HTML report.
+
+Each entry gets an ``evaluators.Estimate`` on the transfer tasks (the validation tasks' test
+split when there are none): a hierarchical bootstrap interval of the mean score and each task's
+noise floor (tuned AdamW against itself on disjoint seeds, ``evaluators.noise``). A winner
+*holds* when the interval's lower bound is > 0 and it wins more than half of those tasks beyond
+their noise floors; it is *worse* when the upper bound is < 0; otherwise it is indistinguishable
+from AdamW (docs/statistics.md). Runs verified before intervals existed still display (``-``).
 """
 from __future__ import annotations
 
@@ -16,7 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluators import Candidate, RuleEvalConfig, RuleEvaluator
+from evaluators import (
+    Candidate,
+    Estimate,
+    NoiseError,
+    RuleEvalConfig,
+    RuleEvaluator,
+    StatsError,
+    describe,
+    estimate_results,
+    noise_floors,
+)
 from evaluators.base import WORST_SCORE, EvalResult, Status
 from search.core import Campaign, RunStore, RunView, db_path, fmt_score, fmt_won
 
@@ -32,10 +48,32 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+#: fresh training seeds verify uses by default (a verdict needs several; docs/statistics.md)
+DEFAULT_SEEDS = 4
+
+
 def holds(entry: dict[str, Any]) -> bool:
-    """A verified winner holds: mean > 0 on its verified tasks and more than half of them won."""
+    """A verified winner holds: its verdict is "holds" (interval above 0, most tasks won beyond their
+    noise floors). Entries stored before verdicts existed: mean > 0 and more than half the tasks won."""
+    if "verdict" in entry:
+        return entry["verdict"] == "holds"
     m, won, n = entry.get("verified"), entry.get("verified_won", 0), entry.get("verified_n", 0)
     return m is not None and m > 0 and 2 * won > n
+
+
+def baseline_name(baseline: str) -> str:
+    return "tuned AdamW" if baseline == "adamw" else f"tuned {baseline}"
+
+
+def _estimate(r: EvalResult, tasks: list[str], floors: dict[str, float], clip: float) -> Estimate | None:
+    """The entry's Estimate on ``tasks`` (None when a task failed: no paired seeds to resample)."""
+    ok = {t: r.tasks[t] for t in tasks if t in r.tasks and r.tasks[t].status == Status.ok}
+    if not tasks or len(ok) < len(tasks):
+        return None
+    try:
+        return estimate_results(ok, floors, clip=clip)
+    except StatsError:
+        return None
 
 
 def _row_text(row: dict, simplify) -> str:
@@ -44,22 +82,30 @@ def _row_text(row: dict, simplify) -> str:
     return v or s or simplify(row["text"])
 
 
-def _task_cells(r: EvalResult, group: dict[str, str]) -> dict[str, dict]:
+def _task_cells(r: EvalResult, group: dict[str, str], floors: dict[str, float], clip: float) -> dict[str, dict]:
     out = {}
     for t, tr in r.tasks.items():
         ok = tr.status == Status.ok
+        ci = None
+        if ok:
+            try:
+                te = estimate_results({t: tr}, clip=clip).tasks[t]
+                ci = [te.ci[0], te.ci[1]]
+            except StatsError:
+                pass
         out[t] = {"group": group.get(t, "?"), "score": tr.score if ok else None,
                   "log_ratio": tr.extra.get("log_ratio", tr.score) if ok else None,
                   "metric": tr.metric if ok else None, "baseline": tr.baseline, "metric_name": tr.metric_name,
                   "lr": tr.best_lr, "wd": tr.extra.get("best_wd"), "baseline_lr": tr.extra.get("baseline_lr"),
                   "baseline_wd": tr.extra.get("baseline_wd"), "status": str(tr.status.value),
-                  "reason": tr.reason}
+                  "reason": tr.reason, "ci": ci, "noise": floors.get(t)}
     return out
 
 
 def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | None = None,
                seeds: list[int] | None = None, fidelity: str | None = None, executor: str | None = None,
-               with_seeds: bool = True, cache_dir: str | Path | None = None, log=print) -> dict[str, Any]:
+               with_seeds: bool = True, cache_dir: str | Path | None = None, noise_replicates: int = 4,
+               log=print) -> dict[str, Any]:
     """Verify a rule run (module docstring); returns what it stores under ``meta.verify``. Results are
     cached in ``cache_dir`` (default ``<run>/eval_cache_verify``; runs verified alike may share one)."""
     view = RunView(run)
@@ -78,7 +124,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         used_seeds = set(c.eval_seeds or RuleEvalConfig.model_fields["seeds"].default_factory())
         if seeds is None:
             seeds = list(c.verify.seeds or [s for s in range(max(used_seeds) + 1, max(used_seeds) + 100)
-                                            if s not in used_seeds][:2])
+                                            if s not in used_seeds][:DEFAULT_SEEDS])
         overlap = sorted(set(seeds) & used_seeds)
         if overlap:
             raise VerifyError(f"--seeds: {overlap} trained the search; verify uses seeds the search never saw")
@@ -125,10 +171,18 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         ev = RuleEvaluator(cfg)
         try:
             results = ev.evaluate([Candidate(kind="rule", text=e["text"]) for e in entries], fid)
+            log(f"noise floors: tuned {cfg.baseline} vs itself on {noise_replicates} pairs of disjoint sets of "
+                f"{len(seeds)} seeds per task")
+            try:
+                floors = {t: f.floor for t, f in noise_floors(ev, fid, all_tasks, replicates=noise_replicates).items()}
+            except NoiseError as err:
+                log(f"warning: {err}; verdicts use each task's own interval instead")
+                floors = {}
         finally:
             ev.close()
+        verdict_tasks = xfer or val_tasks
         for e, r in zip(entries, results):
-            cells = _task_cells(r, group)
+            cells = _task_cells(r, group, floors, cfg.clip)
             e["tasks"] = cells
             e["status"] = str(r.status.value)
             for grp, key in (("validation", "validation_test"), ("transfer", "verified")):
@@ -140,9 +194,18 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
             if not xfer:   # no transfer tasks: the validation tasks' test split is what is verified
                 e["verified"], e["verified_won"], e["verified_n"] = (e["validation_test"], e["validation_test_won"],
                                                                      e["validation_test_n"])
+            est = _estimate(r, verdict_tasks, floors, cfg.clip)
+            e["estimate"] = est.to_json() if est is not None else None
+            e["ci"] = list(est.ci) if est is not None else None
+            e["p_improvement"] = est.p_improvement if est is not None else None
+            e["verdict"] = est.verdict if est is not None else ("worse" if r.status == Status.diverged else "failed")
+            e["describe"] = (describe(est, baseline_name(cfg.baseline)) if est is not None else
+                             f"{e['verdict']}: {r.status.value} ({r.reason})")
             e["holds"] = holds(e)
         rec = {"created": time.time(), "seconds": round(time.time() - t0, 1), "fidelity": fid, "seeds": seeds,
                "split": "test", "validation_tasks": val_tasks, "transfer_tasks": xfer,
+               "verdict_tasks": verdict_tasks, "noise": floors, "noise_replicates": noise_replicates,
+               "baseline": cfg.baseline,
                "search_tasks": search_tasks(c), "config_hash": cfg.result_hash(), "entries": entries}
     finally:
         view.close()
@@ -162,9 +225,13 @@ def _cell(x: float | None) -> str:
     return f"{s:^7}" if x is None or x <= WORST_SCORE else s
 
 
+def _ci_cell(ci) -> str:
+    return "-" if not ci else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
 def verdict(rec: dict[str, Any]) -> str:
-    """One plain sentence on the run's winner (rank 1): does it beat tuned AdamW on most of its
-    validation tasks on the test split, and does it hold on the transfer tasks?"""
+    """One plain sentence on the run's winner (rank 1): how it does on its validation tasks' test split,
+    then its verdict on the verified tasks in the ``evaluators.describe`` wording."""
     e = next((x for x in rec["entries"] if x["kind"] == "candidate"), None)
     if e is None:
         return "no candidate was verified"
@@ -177,26 +244,42 @@ def verdict(rec: dict[str, Any]) -> str:
                 f"split: its winner {e['label']} wins {won} of {n} (mean {fmt_score(m, '-')})")
     else:
         head = f"winner {e['label']}"
-    if rec["transfer_tasks"]:
+    where = (f"the {len(rec['transfer_tasks'])} transfer tasks" if rec["transfer_tasks"]
+             else "its validation tasks' test split")
+    if e.get("describe"):
+        return head + f"; on {where}: {e['describe']}"
+    if rec["transfer_tasks"]:   # stored before verdicts had intervals
         head += (f"; on the {len(rec['transfer_tasks'])} transfer tasks it scores {fmt_score(e.get('verified'), '-')} "
-                 f"and wins {e.get('verified_won')}: " + ("it holds" if e.get("holds") else "it does NOT hold"))
+                 f"and wins {e.get('verified_won')}: " + ("it holds" if e.get("holds") else "it does NOT hold")
+                 + " (no interval: verified before intervals existed; verify again)")
     return head
 
 
 def verify_table(rec: dict[str, Any]) -> list[str]:
-    """The stored verification as text: per rule the three scores side by side, then per task."""
+    """The stored verification as text: per rule the three scores side by side with the verified interval
+    and verdict, then per task (score, seed interval, noise floor). Old records show "-"."""
+    noise = rec.get("noise") or {}
     out = [f"verified on the test split, unseen seeds {rec['seeds']}, fidelity {rec['fidelity']}; "
            f"validation tasks: {', '.join(rec['validation_tasks']) or '-'}; transfer tasks (never used by the "
            f"search or the validation): {', '.join(rec['transfer_tasks']) or '-'}",
            f"{'rule':<22} {'search':>8} {'won':>5}  {'validation':>10} {'won':>5}  {'val (test)':>10} {'won':>5}  "
-           f"{'VERIFIED':>9} {'won':>5}  holds?"]
+           f"{'VERIFIED':>9} {'95% CI':>18} {'won':>5}  verdict"]
     for e in rec["entries"]:
-        flag = "" if e["kind"] == "seed" else ("yes" if e.get("holds") else "NO: does not hold")
+        v = e.get("verdict")
+        if v is None:
+            flag = "" if e["kind"] == "seed" else ("yes" if e.get("holds") else "NO: does not hold")
+        else:
+            flag = {"holds": "holds", "worse": "worse than AdamW", "indistinguishable": "indistinguishable "
+                    "from AdamW"}.get(v, v)
+            if e["kind"] != "seed" and v != "holds":
+                flag += " (does not hold)"
         out.append(f"{e['label']:<22} {_cell(e.get('search')):>8} {fmt_won(e, 'search'):>5}  "
                    f"{_cell(e.get('validation')):>10} {fmt_won(e, 'validation'):>5}  "
                    f"{_cell(e.get('validation_test')):>10} {fmt_won(e, 'validation_test'):>5}  "
-                   f"{_cell(e.get('verified')):>9} {fmt_won(e, 'verified'):>5}  {flag}")
-    out.append("per task (score = clipped log(tuned AdamW metric / tuned rule metric); tuned lr / wd, rule vs AdamW):")
+                   f"{_cell(e.get('verified')):>9} {_ci_cell(e.get('ci')):>18} {fmt_won(e, 'verified'):>5}  {flag}")
+    out.append("per task (score = clipped log(tuned AdamW metric / tuned rule metric) [seed interval]; "
+               "tuned lr / wd, rule vs AdamW; noise floors: "
+               + (", ".join(f"{t} {x:.3f}" for t, x in noise.items()) if noise else "-") + "):")
     tasks = list(rec["entries"][0]["tasks"]) if rec["entries"] else []
     for e in rec["entries"]:
         cells = []
@@ -206,9 +289,25 @@ def verify_table(rec: dict[str, Any]) -> list[str]:
             wd = f"/{x['wd']:.2g}" if x.get("wd") is not None else ""
             blr = f"{x['baseline_lr']:.2g}" if x.get("baseline_lr") else "-"
             bwd = f"/{x['baseline_wd']:.2g}" if x.get("baseline_wd") is not None else ""
-            cells.append(f"{t} {fmt_score(x.get('score'), '-')} ({lr}{wd} vs {blr}{bwd})")
+            ci = f" {_ci_cell(x.get('ci'))}" if x.get("ci") else ""
+            cells.append(f"{t} {fmt_score(x.get('score'), '-')}{ci} ({lr}{wd} vs {blr}{bwd})")
         out.append(f"  {e['label']}: " + "; ".join(cells))
     return out
 
 
-__all__ = ["VerifyError", "verify_run", "verify_table", "verdict", "holds"]
+def verify_json(rec: dict[str, Any]) -> dict[str, Any]:
+    """``verify --json``: the top candidate's estimate (score, ci, p_improvement, verdict, tasks with
+    score / ci / noise) at the top level, and the whole record (all entries) under ``record``."""
+    e = next((x for x in rec["entries"] if x["kind"] == "candidate"), None)
+    est = (e or {}).get("estimate") or {"score": (e or {}).get("verified"), "ci": None, "p_improvement": None,
+                                        "verdict": (e or {}).get("verdict"), "tasks": {}}
+    tasks = {}
+    for t, cell in ((e or {}).get("tasks") or {}).items():
+        tasks[t] = {"group": cell.get("group"), "score": cell.get("score"), "ci": cell.get("ci"),
+                    "noise": cell.get("noise"), "status": cell.get("status"), **est.get("tasks", {}).get(t, {})}
+    return {**est, "tasks": tasks, "label": (e or {}).get("label"), "id": (e or {}).get("id"),
+            "describe": (e or {}).get("describe"), "verdict_tasks": rec.get("verdict_tasks"),
+            "entries": rec["entries"], "record": {k: v for k, v in rec.items() if k != "entries"}}
+
+
+__all__ = ["VerifyError", "verify_run", "verify_table", "verify_json", "verdict", "holds", "DEFAULT_SEEDS"]
