@@ -166,7 +166,7 @@ def progress_figure(view: RunView, hover: Hover, winner: dict | None, score_labe
             x, e = at[0]
             fig.add_trace(go.Scatter(x=[x], y=[e["score"] if ok_score(e["score"]) else floor], mode="markers",
                                      name=f"{WINNER} #{winner['id']}", marker=_WINNER_MARKER,
-                                     text=[hover(winner["id"])], hovertemplate=_TEXT))
+                                     text=[f"<b>{WINNER}</b><br>" + hover(winner["id"])], hovertemplate=_TEXT))
     fig.add_hline(y=0, line={"color": "grey", "width": 1, "dash": "dot"})
     return _layout(fig, "score of every search evaluation (0 = the baseline)", "evaluation #", score_label)
 
@@ -221,7 +221,7 @@ def pareto_figure(view: RunView, hover: Hover, winner: dict | None) -> go.Figure
     if winner is not None and ok_score(winner["score"]) and "size" in winner["meta"]:
         fig.add_trace(go.Scatter(x=[float(winner["meta"]["size"])], y=[winner["score"]], mode="markers",
                                  name=f"{WINNER} #{winner['id']}", marker=_WINNER_MARKER,
-                                 text=[hover(winner["id"])], hovertemplate=_TEXT))
+                                 text=[f"<b>{WINNER}</b><br>" + hover(winner["id"])], hovertemplate=_TEXT))
     fig.update_layout(legend={"orientation": "h", "y": -0.2},
                       coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": "state tensors"}}})
     return _layout(fig, f"score vs size ({len(inds)} rules; top fidelity {view.fidelities[top]})",
