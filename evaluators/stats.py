@@ -13,7 +13,10 @@ of AdamW against itself on disjoint seeds, see ``evaluators.noise``); without a 
 seed interval lies above 0.
 
 Verdict: ``holds`` when the interval's lower bound is > 0 and more than half the tasks are won beyond
-noise; ``worse`` when its upper bound is < 0; otherwise ``indistinguishable``.
+noise; ``worse`` when its upper bound is < 0 and more than half the tasks are lost beyond noise (score
+below minus the floor); otherwise ``indistinguishable``. The noise condition is symmetric on purpose: a
+rule that computes AdamW's update up to rounding has a consistent, tiny per-seed difference whose
+interval excludes 0 (say -1e-7 [-2e-7, -5e-8]); that is not "worse" any more than +1e-7 is "holds".
 """
 from __future__ import annotations
 
@@ -170,9 +173,10 @@ def estimate(per_task: Mapping[str, Sequence[float]], noise: Mapping[str, float]
     ci = _interval(boot, level)
     p = float(np.mean(boot > 0.0))
     won = sum(1 for t in tasks.values() if t.beyond_noise)
+    lost = sum(1 for t in tasks.values() if (t.score < -t.noise if t.noise is not None else t.ci[1] < 0.0))
     if ci[0] > 0.0 and won > n / 2:
         verdict = "holds"
-    elif ci[1] < 0.0:
+    elif ci[1] < 0.0 and lost > n / 2:
         verdict = "worse"
     else:
         verdict = "indistinguishable"

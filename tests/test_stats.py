@@ -144,3 +144,14 @@ def test_estimate_results_uses_clip():
     res = {"a": _tr([float("nan"), 0.5], [1.0, 1.0], task="a")}
     e = estimate_results(res, clip=1.0)
     assert e.tasks["a"].score == pytest.approx((-1.0 + math.log(2.0)) / 2)
+
+
+def test_a_consistent_negligible_difference_is_neither_worse_nor_holds():
+    """A rule equal to AdamW up to rounding: the interval excludes 0, the effect is far below noise."""
+    tiny = {f"t{i}": [-1e-7, -2e-7, -1.5e-7, -1.2e-7] for i in range(4)}
+    e = estimate(tiny, {k: 0.05 for k in tiny})
+    assert e.ci[1] < 0 and e.verdict == "indistinguishable"
+    assert estimate({k: [-x for x in v] for k, v in tiny.items()}, {k: 0.05 for k in tiny}).verdict == (
+        "indistinguishable")
+    big = {f"t{i}": [-0.3, -0.25, -0.35, -0.3] for i in range(4)}
+    assert estimate(big, {k: 0.05 for k in big}).verdict == "worse"
