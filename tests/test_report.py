@@ -11,6 +11,7 @@ import pytest
 
 from evaluators import describe, estimate
 from report_cases import run_report_campaign
+from search.cli import main
 from search.core import RunStore, RunView
 from search.report import build_html, failures, operator_rows, write_report
 from search.report.figures import hover_code
@@ -128,6 +129,9 @@ def test_plotly_js_inline_or_next_to_the_page(run, tmp_path):
     page = write_report(run, tmp_path / "b" / "r.html", plotly_js="file")
     assert "<script src='plotly.min.js'></script>" in page.read_text() and len(page.read_text()) < 1_000_000
     assert (page.parent / "plotly.min.js").stat().st_size > 3_000_000
+    (tmp_path / "c").mkdir()
+    assert main(["report", str(run), "-o", str(tmp_path / "c" / "r.html"), "--plotly-js", "file"]) == 0
+    assert (tmp_path / "c" / "plotly.min.js").is_file() and (tmp_path / "c" / "r.html").stat().st_size < 1_000_000
     view = RunView(run)
     try:
         with pytest.raises(ValueError, match="plotly_js must be 'inline' or 'file'"):

@@ -300,7 +300,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.output is not None:
         writable_output(args.output)
     try:
-        p = write_report(runs[0], args.output, args.top)
+        p = write_report(runs[0], args.output, args.top, args.plotly_js)
     except (UnknownKindError, ImportError) as e:
         raise CLIError(f"{runs[0]}: cannot load the run's kind ({e}); the module that registers it must be "
                        "importable (list it in the campaign's plugins)") from None
@@ -329,4 +329,6 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default=None, help="default: <run>/report.html (several runs: "
                    "prompt_comparison.html next to the first run)")
     p.add_argument("--top", type=int, default=5)
+    p.add_argument("--plotly-js", choices=("inline", "file"), default="inline",
+                   help="embed plotly.js in the page (default, ~4.6 MB) or write plotly.min.js next to it")
     p.set_defaults(func=cmd_report)
