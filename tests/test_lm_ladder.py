@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import dsl
 import proxies
@@ -44,10 +45,45 @@ def test_the_schedule_warms_up_then_decays_by_cosine_to_a_tenth():
 def test_every_parameter_has_one_of_the_four_roles():
     t = proxies.get_task("lm_m")
     roles = t.param_roles()
-    assert set(roles) == set(t.init(0)) and set(roles.values()) == {"hidden", "embedding", "head", "vector"}
+    assert set(roles) == set(t.init(0)) and set(roles.values()) == set(dsl.ROLES)
     assert roles["tok"] == roles["pos"] == "embedding" and roles["head"] == "head"
-    assert roles["b0.qkv"] == roles["b1.fc2"] == "hidden" and roles["lnf_g"] == "vector"
+    assert roles["b0.qkv"] == roles["b1.fc2"] == "matrix" and roles["lnf_g"] == "vector"
     assert all(t.init(0)[n].dim() == 1 for n, r in roles.items() if r == "vector")
+
+
+ROLE_PROBE = """\
+def probe(w, g, lr, wd, is_matrix, is_embedding, is_head, is_vector):
+    w = w - lr * (1 * is_matrix + 2 * is_embedding + 3 * is_head + 4 * is_vector)
+    return w
+"""
+
+
+class RoleProbe(proxies.StackedTask):
+    """Two 2x3 matrices (one a "matrix", one an "embedding") and a vector; metrics: their means."""
+    name = "role_probe"
+    steps = {"tiny": 3, "small": 4, "full": 5}
+
+    def init(self, seed):
+        return {"a": torch.zeros(2, 3), "b": torch.zeros(2, 3), "v": torch.zeros(3)}
+
+    def param_roles(self):
+        return {"a": "matrix", "b": "embedding", "v": "vector"}
+
+    def loss(self, p, ctx, t):
+        return sum(x.flatten(1).sum(1) for x in p.values())
+
+    def evaluate(self, p, ctx, split="val"):
+        m = {k: x.flatten(1).mean(1) for k, x in p.items()}
+        return {"val_loss": m["a"], "val_b": m["b"], "val_v": m["v"]}
+
+
+def test_rules_that_read_roles_get_the_tasks_roles_in_the_stacked_run():
+    lr = 0.01
+    out = RoleProbe().sweep(dsl.parse(ROLE_PROBE), [lr, 2 * lr], [0, 1], "tiny")
+    for i, x in enumerate((lr, 2 * lr)):                    # 3 steps of lr * code(role), constant schedule
+        assert out.final[i] == pytest.approx([-3 * x] * 2)
+        assert out.extra_curves["val_b"][i, :, -1] == pytest.approx([-6 * x] * 2)   # embedding, not matrix
+        assert out.extra_curves["val_v"][i, :, -1] == pytest.approx([-12 * x] * 2)
 
 
 def test_smallest_rung_trains_deterministically_and_validates_on_held_out_text():

@@ -22,10 +22,12 @@ Metric: end-of-training validation cross-entropy (nats per character) on 64 fixe
 evenly spaced over the validation text (``split="test"``: the test text). A copy whose training
 loss exceeds 5x its initial loss (~log 97 = 4.6 nats) is diverged.
 
-Parameter roles (``param_roles``): each tensor is a hidden matrix (attention and MLP weights),
-an embedding (token, position), the head, or a vector (LayerNorm gains and shifts), the grouping
-matrix optimizers such as Muon treat differently. The stacked training loop gives every tensor
-the same rule today; the roles are here for rules that tell them apart.
+Parameter roles (``param_roles``, ``dsl.ROLES``): each tensor is a hidden "matrix" (attention
+and MLP weights), an "embedding" (token, position), the "head", or a "vector" (LayerNorm gains
+and shifts), the grouping matrix optimizers such as Muon and Scion treat differently. The
+stacked training loop hands a rule that reads roles (``is_matrix``, ``is_embedding``,
+``is_head``, ``is_vector``) these roles; a rule that does not read them (plain ``muon``
+included) treats every 2-D tensor alike, embeddings and head too.
 
 Cost (stacked, 1 torch thread, 2-core CPU container): see docs/tasks.md for measured seconds per
 lr x seed copy; the smallest rung is meant for screening (a few seconds per copy at ``small``).
@@ -65,7 +67,7 @@ RUNGS: dict[str, LadderRung] = {r.name: r for r in (
                salt=63),
 )}
 
-ROLES = ("hidden", "embedding", "head", "vector")
+ROLES = ("matrix", "embedding", "head", "vector")
 
 
 class LadderLM(CharLM):
@@ -92,7 +94,7 @@ class LadderLM(CharLM):
         super().__init__()
 
     def param_roles(self) -> dict[str, str]:
-        """Parameter name -> role: "hidden" (attention / MLP matrices), "embedding" (token and
+        """Parameter name -> role: "matrix" (attention / MLP matrices), "embedding" (token and
         position tables), "head" (the output matrix) or "vector" (LayerNorm gains and shifts)."""
         out = {}
         for name in self.init(0):
@@ -103,7 +105,7 @@ class LadderLM(CharLM):
             elif name.endswith(("_g", "_b")):
                 out[name] = "vector"
             else:
-                out[name] = "hidden"
+                out[name] = "matrix"
         return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsl import PRIMITIVES, Program, parse, run_rule
+from dsl import PRIMITIVES, ROLE_INPUTS, Program, parse, run_rule
 from dsl.program import Call, walk
 
 from .outcome import SPLITS, THREADS_ENV, Rung, SweepOutcome
@@ -107,6 +107,11 @@ def _check_inputs(task: StackedTask, program, lrs, seeds, fidelity, hyper, split
     return program, lrs, seeds, {k: float(v) for k, v in hyper.items()}
 
 
+def uses_roles(program: Program) -> bool:
+    """True when the rule reads a parameter's role (is_matrix, is_embedding, is_head, is_vector)."""
+    return any(a in ROLE_INPUTS for a in program.arg_names)
+
+
 def elementwise_only(program: Program) -> bool:
     """True when the rule uses no reduction or matrix primitive (its update is per element)."""
     return all(PRIMITIVES[e.fn].kind == "elementwise"
@@ -122,11 +127,15 @@ class _Blocks:
     update does not depend on tensor boundaries). Either way each leading index is
     one (tensor, copy) pair, so reductions and matrix primitives stay per tensor.
     The model sees per-name views ``[K, *shape]``; their gradients land in the blocks.
+    With ``roles`` (name -> matrix / embedding / head / vector, for rules that read roles) a block
+    holds tensors of one shape *and* one role, and ``self.roles[i]`` is block i's role.
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], K: int, flat: bool):
+    def __init__(self, params: dict[str, torch.Tensor], K: int, flat: bool,
+                 roles: dict[str, str] | None = None):
         self.K = K
         self.flat = flat
+        self.roles: list[str | None] = [None]
         self.state: list[dict[str, torch.Tensor]]
         if flat:
             self.spans: list[tuple[str, int, int, tuple[int, ...]]] = []
@@ -141,10 +150,11 @@ class _Blocks:
         else:
             by_shape: dict[tuple, list[str]] = {}
             for name, p in params.items():
-                by_shape.setdefault(tuple(p.shape[1:]), []).append(name)
+                by_shape.setdefault((tuple(p.shape[1:]), (roles or {}).get(name)), []).append(name)
             self.names = list(by_shape.values())
+            self.roles = [role for _, role in by_shape]
             self.tensors = [torch.stack([params[n] for n in names]).reshape(len(names) * K, *shape).contiguous()
-                            for shape, names in by_shape.items()]
+                            for (shape, _), names in by_shape.items()]
             self.n = [len(names) for names in self.names]
         self.state = [{} for _ in self.tensors]
 
@@ -276,7 +286,10 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
     inits = [task.init(s) for s in seeds]
     params = {n: torch.stack([d[n] for d in inits]).to(torch.float32).repeat(
         n_lr, *([1] * inits[0][n].dim())) for n in inits[0]}
-    blocks = _Blocks(params, K, flat=elementwise_only(program))
+    # tasks that know their parameters' roles (task.param_roles()) hand them to rules that read roles;
+    # otherwise a rule sees roles by dimension (2-D and larger: matrix)
+    roles = task.param_roles() if uses_roles(program) and hasattr(task, "param_roles") else None
+    blocks = _Blocks(params, K, flat=elementwise_only(program) and roles is None, roles=roles)
     del params, inits
     ctx = task.prepare(copy_seeds, steps)
 
@@ -359,7 +372,8 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
                 wd_i = wd.repeat(n) if isinstance(wd, torch.Tensor) and n > 1 else wd
                 new_w, blocks.state[i] = run_rule(program, w, g, blocks.state[i],
                                                   lr=lr_t.repeat(n) if n > 1 else lr_t, wd=wd_i,
-                                                  step=t + 1, hyper=hyper, batch_dims=1)
+                                                  step=t + 1, hyper=hyper, batch_dims=1,
+                                                  role=blocks.roles[i] if roles else None)
                 total += new_w.reshape(n, Kt, -1).sum(dim=(0, 2))
                 new_tensors.append(new_w)
             bad = ~torch.isfinite(mon) | (mon > bound) | ~torch.isfinite(total)
