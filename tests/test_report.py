@@ -85,9 +85,17 @@ def test_top_candidates_carry_an_interval_around_their_score(view):
 
 
 def test_verdict_in_describe_wording_and_runs_verified_before_intervals_show_a_dash(run):
-    rec = verify_run(run, top=1, tasks=["rosenbrock"], executor="inprocess", log=lambda *_: None)
+    rec = verify_run(run, top=1, tasks=["rosenbrock"], executor="inprocess", log=lambda *_: None,
+                     noise_replicates=2)
+    view = RunView(run)
+    try:
+        page = build_html(view)
+    finally:
+        view.close()
+    for e in rec["entries"]:                     # the wording verify stored, in the table
+        assert f"<td class='verdict'>{html.escape(e['describe'])}</td>" in page
     for e in rec["entries"]:                     # as a run verified before intervals were stored
-        for k in ("estimate", "ci", "p_improvement", "verdict"):
+        for k in ("estimate", "ci", "p_improvement", "verdict", "describe"):
             e.pop(k, None)
         for cell in e["tasks"].values():
             cell.pop("ci", None), cell.pop("noise", None)

@@ -22,7 +22,10 @@ def _ci(ci: Any) -> str:
 
 
 def verdict_text(entry: dict[str, Any]) -> str:
-    """The stored estimate in evaluators.stats' one wording (``describe``), or "-" without one."""
+    """The entry's verdict in evaluators.stats' one wording: as verify stored it (``describe``), else
+    ``describe`` of its stored estimate, else "-" (verified before verdicts were stored)."""
+    if entry.get("describe"):
+        return str(entry["describe"])
     est = entry.get("estimate")
     if not est:
         return "-"
@@ -84,8 +87,10 @@ def transfer_sections(view: RunView) -> list[str]:
             f"<p>Verified on the test splits with unseen training seeds {rec['seeds']} at {rec['fidelity']}; "
             f"validation tasks {html.escape(', '.join(rec['validation_tasks']) or '-')}; transfer tasks (used "
             f"neither by the search nor the validation) {html.escape(', '.join(rec['transfer_tasks']) or '-')}. "
-            "A winner holds when its verified mean beats tuned AdamW and it wins most transfer tasks; the verdict "
-            "adds the interval: it holds when the whole 95% interval (bootstrap over tasks, then seeds) lies "
-            "above 0 and more than half the tasks are won beyond their noise floor.</p>"
+            "A winner holds when the whole interval of its verified score (bootstrap over tasks, then seeds) "
+            "lies above 0 and it wins more than half the tasks beyond their noise floor (tuned AdamW against "
+            "itself on other seeds); it is worse when the whole interval lies below 0. Runs verified before "
+            "intervals were stored show \"-\" for the verdict; there, holds means a verified mean above 0 "
+            "and most transfer tasks won.</p>"
             f"<table>{head}{''.join(rows)}</table><h3>Per task (tuned lr / wd)</h3><table>{''.join(per)}</table>")
     return out
