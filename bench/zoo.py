@@ -73,24 +73,57 @@ def zoo_rules(names: list[str] | None = None, discovered: bool = True) -> dict[s
     return {n: pool[n] for n in names}
 
 
+#: rules measured first when a time limit may stop the run early: AdamW, then the matrix optimizers
+#: and the rules the paper's comparison names, then the rest in library order
+PRIORITY = ["adamw", "muon", "muon_scaled", "soap", "shampoo", "scion", "lion", "adam", "nesterov", "mars",
+            "cautious_adamw", "lamb", "adafactor", "ademamix", "nadam", "sgd_momentum", "adam_mini", "conda"]
+
+
+def by_priority(rules: dict[str, str]) -> dict[str, str]:
+    """``rules`` with :data:`PRIORITY`'s names first (in that order), then the others as given."""
+    first = [n for n in PRIORITY if n in rules]
+    return {n: rules[n] for n in first + [n for n in rules if n not in first]}
+
+
 def run_zoo(rules: dict[str, str], tasks: list[str], seeds: list[int], fidelity: str, *,
             workers: int | None = None, executor: str = "pool", noise_replicates: int = 0,
-            cache_dir: str | None = None, n_boot: int = 4000) -> dict:
-    """Evaluate every rule under :data:`PROTOCOL`; returns the JSON-able record of the run."""
+            cache_dir: str | None = None, n_boot: int = 4000, batch: int = 4,
+            time_limit_s: float | None = None, on_batch=None) -> dict:
+    """Evaluate every rule under :data:`PROTOCOL`, ``batch`` rules per evaluator call; returns the
+    JSON-able record of the run. With ``time_limit_s`` no new batch starts after that many seconds
+    (the rules left are listed as ``skipped``; the noise floors are then skipped too);
+    ``on_batch(record)`` gets the record so far after each batch."""
     cfg = RuleEvalConfig(tasks=tasks, seeds=seeds, executor=executor, workers=workers, cache_dir=cache_dir,
                          **PROTOCOL)
     ev = RuleEvaluator(cfg)
     t0 = time.perf_counter()
+    names, results, noise = list(rules), [], {}
+    skipped: list[str] = []
+
+    def over() -> bool:
+        return time_limit_s is not None and time.perf_counter() - t0 > time_limit_s
+
     try:
-        results = ev.evaluate([Candidate(kind="rule", text=src) for src in rules.values()], fidelity)
-        noise = {}
-        if noise_replicates:
+        for i in range(0, len(names), batch):
+            if over():
+                skipped = names[i:]
+                break
+            part = names[i:i + batch]
+            results += ev.evaluate([Candidate(kind="rule", text=rules[n]) for n in part], fidelity)
+            if on_batch:
+                on_batch(_record(names, results, tasks, seeds, fidelity, cfg.clip, n_boot, noise, 0, [], t0))
+        if noise_replicates and not over():
             floors = noise_floors(ev, fidelity, tasks, replicates=noise_replicates)
             noise = {t: f.floor for t, f in floors.items()}
     finally:
         ev.close()
+    return _record(names, results, tasks, seeds, fidelity, cfg.clip, n_boot, noise,
+                   noise_replicates if noise else 0, skipped, t0)
+
+
+def _record(names, results, tasks, seeds, fidelity, clip, n_boot, noise, noise_replicates, skipped, t0) -> dict:
     rows = []
-    for name, r in zip(rules, results):
+    for name, r in zip(names, results):
         row: dict = {"rule": name, "status": r.status.value, "reason": r.reason, "seconds": r.seconds,
                      "tasks": {}}
         ok = {t: tr for t, tr in r.tasks.items() if tr.status.value == "ok"}
@@ -98,13 +131,14 @@ def run_zoo(rules: dict[str, str], tasks: list[str], seeds: list[int], fidelity:
             row["tasks"][t] = {"score": tr.score, "metric": tr.metric, "baseline": tr.baseline,
                                "lr": tr.best_lr, "wd": tr.extra.get("best_wd"), "status": tr.status.value}
         if r.ok and len(ok) == len(tasks):
-            e = estimate_results(ok, noise or None, clip=cfg.clip, n_boot=n_boot)
+            e = estimate_results(ok, noise or None, clip=clip, n_boot=n_boot)
             row["estimate"] = e.to_json()
             row["describe"] = describe(e)
         rows.append(row)
     rows.sort(key=lambda x: -x["estimate"]["score"] if "estimate" in x else float("inf"))
     return {"tasks": tasks, "seeds": seeds, "fidelity": fidelity, "protocol": PROTOCOL,
             "noise": noise, "noise_replicates": noise_replicates, "rows": rows,
+            "skipped": skipped or [n for n in names[len(results):]],
             "seconds": time.perf_counter() - t0, "machine": machine()}
 
 
@@ -154,6 +188,8 @@ def markdown(rec: dict, load_before: str = "") -> str:
             else:
                 per.append(f"{c['score']:+.3f} ({c['lr']:.0e}, {_fmt(c['wd'], 'g')})")
         lines.append("| " + " | ".join([str(i), row["rule"], *cells, *per, f"{row['seconds']:.0f}"]) + " |")
+    if rec.get("skipped"):
+        lines += ["", f"Not measured (the run's time limit came first): {', '.join(rec['skipped'])}."]
     base = next((r for r in rec["rows"] if r["rule"] == "adamw"), None)
     if base:
         lines += ["", "Tuned AdamW's loss per task: " + ", ".join(
@@ -171,19 +207,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--executor", default="pool", choices=["pool", "inprocess"])
     ap.add_argument("--noise-replicates", type=int, default=2)
+    ap.add_argument("--time-limit", type=float, default=None, help="seconds after which no new batch starts")
+    ap.add_argument("--batch", type=int, default=4, help="rules per evaluator call")
+    ap.add_argument("--cache-dir", default=None, help="persistent result cache (reruns reuse it)")
     ap.add_argument("--out", default=str(RESULTS / "zoo.md"))
     ap.add_argument("--json", default=str(RESULTS / "zoo.json"))
     a = ap.parse_args(argv)
-    rules = zoo_rules(a.rules.split(",") if a.rules else None, discovered=not a.no_discovered)
+    rules = by_priority(zoo_rules(a.rules.split(",") if a.rules else None, discovered=not a.no_discovered))
     tasks = [t for t in a.tasks.split(",") if t]
     seeds = [int(s) for s in a.seeds.split(",") if s]
     load_before = machine()["load"]
-    rec = run_zoo(rules, tasks, seeds, a.fidelity, workers=a.workers, executor=a.executor,
-                  noise_replicates=a.noise_replicates)
-    text = markdown(rec, load_before)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(text)
-    Path(a.json).write_text(json.dumps(rec, indent=1))
+
+    def write(rec: dict) -> None:
+        Path(a.out).write_text(markdown(rec, load_before))
+        Path(a.json).write_text(json.dumps(rec, indent=1))
+
+    rec = run_zoo(rules, tasks, seeds, a.fidelity, workers=a.workers, executor=a.executor,
+                  noise_replicates=a.noise_replicates, cache_dir=a.cache_dir, batch=a.batch,
+                  time_limit_s=a.time_limit, on_batch=write)
+    write(rec)
+    text = markdown(rec, load_before)
     print(text)
     for row in rec["rows"]:
         if "describe" in row:

@@ -44,3 +44,11 @@ def test_zoo_ranks_rules_against_tuned_adamw_with_intervals_and_writes_the_table
                      "--executor", "inprocess", "--noise-replicates", "0", "--no-discovered",
                      "--out", str(out), "--json", str(js)]) == 0
     assert "| 1 | adamw | +0.000 [+0.000, +0.000] |" in out.read_text() and js.exists()
+
+
+def test_a_time_limit_stops_before_the_next_batch_and_lists_the_rules_left():
+    rules = zoo.by_priority(zoo.zoo_rules(["sgd", "muon", "adamw"], discovered=False))
+    assert list(rules) == ["adamw", "muon", "sgd"]                # AdamW first, then the priority list
+    rec = zoo.run_zoo(rules, ["quadratic"], [0], "tiny", executor="inprocess", batch=1, time_limit_s=0.0)
+    assert rec["rows"] == [] and rec["skipped"] == ["adamw", "muon", "sgd"]
+    assert "Not measured (the run's time limit came first): adamw, muon, sgd." in zoo.markdown(rec)
