@@ -20,7 +20,8 @@ RANK = {"dsl": 0, "proxies": 1, "evaluators": 2, "search.llm": 3, "search.core":
 #: rooms of equal rank that may still import each other one way: (importer, imported)
 SAME_RANK_OK: set[tuple[str, str]] = set()
 #: function-level imports allowed, each with its reason stated where it is done
-LAZY_OK = {"matplotlib", "matplotlib.pyplot", "ray", "sklearn", "sklearn.datasets", "openai"}
+LAZY_OK = {"matplotlib", "matplotlib.pyplot", "ray", "sklearn", "sklearn.datasets", "openai",
+           "torch.utils.tensorboard"}
 LAZY_OK_IN = {"search.llm.factory": {"search.llm.local", "search.llm.openai_backend", "search.llm.scripted"}}
 MAX_LINES = 600
 

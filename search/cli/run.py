@@ -1,7 +1,8 @@
 """``optforge run CAMPAIGN.toml [--resume | --fresh]``: run a campaign from the shell.
 
-Runs into ``runs/<name>/`` (or the campaign's ``run_dir`` / ``--run-dir``). An existing run is
-never overwritten silently: ``--resume`` continues it to the same budget, ``--fresh`` deletes it
+Runs into ``runs/<name>/`` (or the campaign's ``run_dir`` / ``--run-dir``), with ``events.jsonl`` and
+``hall_of_fame.csv`` beside the store (and TensorBoard files with ``--tensorboard``; search.core.events).
+An existing run is never overwritten silently: ``--resume`` continues it to the same budget, ``--fresh`` deletes it
 first. Then ``optforge show | export | report`` read the run (search.cli.results).
 """
 from __future__ import annotations
@@ -21,6 +22,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         campaign = load_campaign(args.campaign)
         if args.budget is not None:
             campaign.budget.evaluations = args.budget
+        if args.tensorboard is not None:
+            campaign.logging.tensorboard = True
+            if args.tensorboard:
+                campaign.logging.tensorboard_dir = args.tensorboard
         eng = Engine(campaign, args.run_dir, resume=args.resume, fresh=args.fresh,
                      progress=make_progress("plain" if args.plain else "auto"))
     except (CampaignError, RunExistsError, StoreError, ValueError) as e:
@@ -34,6 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run finished: {summary.done_reason}; {summary.used:g} budget units, {summary.evaluations} "
           f"evaluations, {summary.wall_seconds:.0f} s; best {fmt_score(summary.best_score)} "
           f"(#{summary.best_id} at {summary.best_fidelity}); see: optforge show {summary.run_dir}")
+    if eng.progress is not None and getattr(eng.progress, "tb_dir", None) is not None:
+        print(f"TensorBoard: tensorboard --logdir {eng.progress.tb_dir}")
     return 0
 
 
@@ -47,4 +54,6 @@ def register(sub) -> None:
     p.add_argument("--run-dir", default=None, help="where to write (default: the campaign's run_dir or runs/<name>)")
     p.add_argument("--budget", type=int, default=None, help="override budget.evaluations")
     p.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
+    p.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                   help="write TensorBoard event files (default DIR: <run>/tensorboard); as [logging] tensorboard")
     p.set_defaults(func=cmd_run)

@@ -14,7 +14,8 @@
   ``ranking``: the final ranking (pure), the ``[validation]`` / ``[verify]`` settings and a score as
   shown (``fmt_score``, ``fmt_won``);
 - ``campaign``: the campaign model (pydantic); ``loading``: ``load_campaign`` / ``parse_campaign``
-  (TOML -> a validated campaign, kind and plug-in tables included);
+  (TOML -> a validated campaign, kind and plug-in tables included); ``suggest``: did-you-mean for names;
+- ``events``: what a run writes beside its store (``events.jsonl``, ``hall_of_fame.csv``, TensorBoard);
 - ``store``: ``RunStore`` (the run's SQLite file) and ``RunView`` (a finished or running run, read-only);
 - ``strategies``: the built-in strategies (regularized evolution, elitist, NSGA-II);
 - ``bandit``: adaptive operator choice (``[operators.bandit]``: UCB / Thompson shares over the
@@ -36,6 +37,7 @@ from .campaign import (
     SimplifyConfig,
 )
 from .engine import Engine, run_campaign
+from .events import EVENTS_FILE, HALL_OF_FAME_FILE, RunLog, read_events
 from .loading import load_campaign, parse_campaign
 from .plugins import Context, EngineView, KindPlugin, Operator, Strategy
 from .ranking import fmt_score, fmt_won
@@ -64,4 +66,5 @@ __all__ = ["simplify_one",
            "register_kind", "register_operator", "register_strategy", "run_kind", "UnknownKindError", "DB_NAME",
            "RunStore", "RunView", "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Progress",
            "Proposal", "RunExistsError", "RunSummary", "Stats", "BanditConfig", "BanditError", "OperatorBandit",
-           "operator_table", "share_points", "pareto_front", "fmt_score", "fmt_won", "close_names", "did_you_mean"]
+           "operator_table", "share_points", "pareto_front", "fmt_score", "fmt_won", "close_names", "did_you_mean",
+           "EVENTS_FILE", "HALL_OF_FAME_FILE", "RunLog", "read_events"]
