@@ -40,6 +40,7 @@ from .discovered import DISCOVERED
 from .parser import parse
 from .program import Program
 from .zoo import ZOO_RANGES, ZOO_RULES
+from .zoo_shaped import SHAPED_RANGES, SHAPED_RULES
 
 RULES: dict[str, str] = {
     "sgd": """\
@@ -165,6 +166,8 @@ RANGES: dict[str, dict[str, str]] = {
 # the modern optimizer zoo (dsl.zoo: each rule's reference and what it takes to match it)
 RULES.update(ZOO_RULES)
 RANGES.update(ZOO_RANGES)
+RULES.update(SHAPED_RULES)
+RANGES.update(SHAPED_RANGES)
 
 
 def list_rules() -> list[str]:

@@ -17,9 +17,13 @@ from test_library import (
     F64,
     FORMULA_CASES,
     SHAPES,
+    STEPS,
     TORCH_CASES,
     assert_same,
     load_exported,
+    newton_schulz5,
+    problem,
+    quad_grad,
     run_dsl,
     run_formula,
     run_optimizer_class,
@@ -216,7 +220,384 @@ def test_cautious_mask_drops_disagreeing_coordinates():
     assert (new[~agree] == 0).all() and (new[agree] != 0).all()
 
 
+
+
+# ------------------------------------------------------------------------------------------------
+# rules that need shapes (dsl.zoo_shaped): 1-D and 2-D parameters (3-D where the reference views
+# a tensor as shape[0] x rest too)
+# ------------------------------------------------------------------------------------------------
+
+SHAPES_2 = [(6,), (5, 4)]
+
+
+def run_dsl_roles(name, lr, wd, roles, hyper=None, steps=STEPS, shapes=SHAPES_2):
+    """The interpreter with an explicit role per parameter (None: by dimension)."""
+    prog = get_rule(name)
+    out = []
+    for (a, b, p0), role in zip(problem(shapes=shapes), roles):
+        w, state = p0.clone(), {}
+        for t in range(1, steps + 1):
+            w, state = run_rule(prog, w, quad_grad(a, b, w), state, lr=lr, wd=wd, step=t, hyper=hyper,
+                                role=role)
+        out.append(w)
+    return out
+
+
+def _adam_mini(lr, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """zyushun/Adam-mini v1.1, adam_mini.py: a matrix gets one vmean per output neuron
+    (mean(g^2, dim=1) of its (-1, shape[1]) view), any other block one per tensor
+    (sum(g^2) / numel); p *= 1 - lr wd; m.lerp_(g, 1 - b1); h = sqrt(vmean)/sqrt(bc2) + eps;
+    p -= lr * m * ((1 / bc1) / h)."""
+    def update(p, g, st, t):
+        p = p * (1 - lr * wd)
+        if p.dim() >= 2:
+            tmp = (g.reshape(-1, p.shape[1]) ** 2).mean(dim=1, keepdim=True)
+        else:
+            tmp = torch.sum(g * g) / g.numel()
+        vmean = st.get("v", torch.zeros_like(tmp)).mul(b2).add(tmp, alpha=1 - b2)
+        m = _zeros(st, "m", p).lerp(g, 1 - b1)
+        st["v"], st["m"] = vmean, m
+        h = vmean.sqrt() / math.sqrt(1 - b2 ** t) + eps
+        size = (1 / (1 - b1 ** t)) / h
+        upd = (m.reshape(-1, p.shape[1]) * size).reshape(p.shape) if p.dim() >= 2 else m * size
+        return p - lr * upd
+    return update
+
+
+def _spam(lr, wd, b1=0.9, b2=0.999, eps=1e-6, threshold=5000, delta_t=500, warmup=150, accu=20):
+    """SPAM (Huang et al. 2025; the reference's SPAM.step): reset m, v when (total + 1) % DeltaT == 0;
+    clip g where g^2 > threshold v to sign(g) sqrt(threshold v) once total + 1 >= accu and
+    (total + 1) % DeltaT >= accu; AdamW step (eps on the uncorrected root, global step in the
+    bias corrections) scaled by 1 - CosineDecay(0.99, warmup).get_dr(current), whose closed form
+    is 0.99 (1 + cos(pi c / (warmup + 1))) / 2 below warmup, else 0; current starts at
+    warmup + 1 and restarts at 0 with each reset; then p -= lr wd p."""
+    def update(p, g, st, t):
+        total = t - 1
+        cur = st.setdefault("current", warmup + 1)
+        if delta_t > 0 and (total + 1) % delta_t == 0:
+            st["m"], st["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            cur = 0
+        m, v = _zeros(st, "m", p), _zeros(st, "v", p)
+        if total + 1 >= accu and (delta_t == 0 or (total + 1) % delta_t >= accu):
+            mask = g ** 2 > threshold * v
+            g = torch.where(mask, g.sign() * torch.sqrt(v * threshold), g)
+        m = m.mul(b1).add(g, alpha=1 - b1)
+        v = v.mul(b2).addcmul(g, g, value=1 - b2)
+        st["m"], st["v"], st["current"] = m, v, cur + 1
+        dr = 0.0 if cur >= warmup else 0.99 * (1 + math.cos(math.pi * cur / (warmup + 1))) / 2
+        size = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        p = p - size * (1 - dr) * (m / (v.sqrt() + eps))
+        return p - lr * wd * p
+    return update
+
+
+def _adamp(lr, wd, b1=0.9, b2=0.999, eps=1e-8, delta=0.1, wd_ratio=0.1):
+    """clovaai/AdamP adamp.py: perturb = m / (sqrt(v)/sqrt(bc2) + eps); for p.dim() > 1 try the
+    channel view (shape[0] x rest) then the layer view (1 x numel): if max |cos(g, p)| of the view
+    (F.cosine_similarity) < delta / sqrt(view width), remove p_n <p_n, perturb> per view row with
+    p_n = p / (|p| + eps) and use wd_ratio; p *= 1 - lr wd ratio; p -= lr / bc1 perturb."""
+    def update(p, g, st, t):
+        m = _zeros(st, "m", p).mul(b1).add(g, alpha=1 - b1)
+        v = _zeros(st, "v", p).mul(b2).addcmul(g, g, value=1 - b2)
+        st["m"], st["v"] = m, v
+        perturb = m / (v.sqrt() / math.sqrt(1 - b2 ** t) + eps)
+        ratio = 1.0
+        if p.dim() > 1:
+            for view in (lambda x: x.reshape(x.shape[0], -1), lambda x: x.reshape(1, -1)):
+                cos = torch.nn.functional.cosine_similarity(view(g), view(p), dim=1, eps=eps).abs()
+                if cos.max() < delta / math.sqrt(view(p).shape[1]):
+                    expand = [-1] + [1] * (p.dim() - 1)
+                    p_n = p / view(p).norm(dim=1).view(expand).add(eps)
+                    perturb = perturb - p_n * view(p_n * perturb).sum(dim=1).view(expand)
+                    ratio = wd_ratio
+                    break
+        p = p * (1 - lr * wd * ratio)
+        return p - lr / (1 - b1 ** t) * perturb
+    return update
+
+
+def _scion(lr, wd, roles, momentum=0.1, scale=1.0):
+    """LIONS-EPFL/scion scion.py, norms by role: Spectral (Newton-Schulz, here in float64, times
+    sqrt(d_out/d_in)), ColNorm(transpose=True) for embeddings, Sign (normalized: sign/d_in) for
+    the head, BiasRMS for vectors; buf.mul_(1 - momentum).add_(g, alpha=momentum);
+    p *= 1 - lr (constrained; wd plays that 1 here); p -= lr scale lmo(buf)."""
+    def lmo(x, role):
+        if role == "matrix":
+            return newton_schulz5(x) * (x.shape[0] / x.shape[1]) ** 0.5
+        if role == "embedding":
+            xt = x.T
+            rms = 1 / math.sqrt(xt.shape[0]) * torch.sqrt(torch.sum(xt ** 2, dim=0, keepdim=True))
+            return (xt / (rms + 1e-8)).T
+        if role == "head":
+            return torch.sign(x) / x.shape[1]
+        return x / (torch.sqrt(torch.mean(x ** 2, dim=0, keepdim=True)) + 1e-8)
+
+    def make(role):
+        def update(p, g, st, t):
+            buf = _zeros(st, "buf", p).mul(1 - momentum).add(g, alpha=momentum)
+            st["buf"] = buf
+            return p * (1 - lr * wd) - lr * scale * lmo(buf, role)
+        return update
+    return [make(r) for r in roles]
+
+
+def _swan(lr, wd, eps=1e-8):
+    """SWAN (Ma et al. 2024, Algorithms 1-3 and the equations of section 4): G~ = (G - mean_j) /
+    std_j per row (population std), dW = (G~ G~^T + eps I)^(-1/2) G~ here through the SVD
+    G~ = U S V^T as U diag(s / sqrt(s^2 + eps)) V^T, rescaled by |G~| / |dW|; vectors: SGD."""
+    def update(p, g, st, t):
+        if p.dim() < 2:
+            return p * (1 - lr * wd) - lr * g
+        c = g - g.mean(dim=1, keepdim=True)
+        gn = c / c.pow(2).mean(dim=1, keepdim=True).sqrt()
+        u_, s, vh = torch.linalg.svd(gn, full_matrices=False)
+        dw = u_ @ torch.diag(s / torch.sqrt(s * s + eps)) @ vh
+        dw = dw * (torch.linalg.matrix_norm(gn) / torch.linalg.matrix_norm(dw))
+        return p * (1 - lr * wd) - lr * dw
+    return update
+
+
+def _inv_root(m, p):
+    lam, q = torch.linalg.eigh(m)
+    return q @ torch.diag(lam ** (-1.0 / p)) @ q.T
+
+
+def _shampoo(lr, wd, eps=1e-4, every=1):
+    """Shampoo (Gupta et al. 2018, Algorithm 1): L0 = eps I, R0 = eps I; L += G G^T, R += G^T G;
+    W -= lr L^(-1/4) G R^(-1/4) (the roots recomputed on steps 1, every + 1, ...); decoupled
+    decay. G is the m x n view (a vector is n x 1)."""
+    def update(p, g, st, t):
+        G = g.reshape(p.shape[0], -1) if p.dim() else g.reshape(1, 1)
+        L = st.setdefault("L", eps * torch.eye(G.shape[0], dtype=F64)) + G @ G.T
+        R = st.setdefault("R", eps * torch.eye(G.shape[1], dtype=F64)) + G.T @ G
+        st["L"], st["R"] = L, R
+        if (t - 1) % every == 0:
+            st["PL"], st["PR"] = _inv_root(L, 4), _inv_root(R, 4)
+        return p * (1 - lr * wd) - lr * (st["PL"] @ G @ st["PR"]).reshape(p.shape)
+    return update
+
+
+SHAPED_FORMULA = {   # name: (lr, wd, hyper, reference update, shapes)
+    "adam_mini": (0.01, 0.1, None, _adam_mini(0.01, 0.1), SHAPES_2),
+    "spam": (0.003, 0.1, {"delta_t": 100, "warmup": 30, "threshold": 5},
+             _spam(0.003, 0.1, delta_t=100, warmup=30, threshold=5), SHAPES),
+    "adamp": (0.01, 0.1, None, _adamp(0.01, 0.1), SHAPES),
+    "swan": (0.003, 0.1, None, _swan(0.003, 0.1), SHAPES_2),
+    "shampoo": (0.01, 0.1, {"every": 3}, _shampoo(0.01, 0.1, every=3), SHAPES),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPED_FORMULA))
+def test_shaped_rule_matches_its_reference(name, tmp_path):
+    lr, wd, hyper, update, shapes = SHAPED_FORMULA[name]
+    want = run_formula(update, shapes=shapes)
+    assert_same(run_dsl(name, lr, wd, hyper=hyper, shapes=shapes), want, shapes=shapes)
+    Opt = dsl.to_optimizer(get_rule(name))
+    assert_same(run_optimizer_class(Opt, lr, wd, shapes=shapes, hyper=hyper), want, shapes=shapes)
+    Exp = load_exported(name, tmp_path)
+    if name in EXPORT_BROKEN:
+        with pytest.raises(NameError, match="step"):
+            run_optimizer_class(Exp, lr, wd, shapes=shapes, hyper=hyper)
+        pytest.xfail(EXPORT_BROKEN[name])
+    assert_same(run_optimizer_class(Exp, lr, wd, shapes=shapes, hyper=hyper), want, shapes=shapes)
+
+
+#: known defects outside the library, asserted as they are so that a fix shows up here
+EXPORT_BROKEN = {"shampoo": "the exported module does not define `step` when only refresh() reads it"}
+
+
+def run_custom(step_fn, grad_fn, steps, shapes):
+    """``step_fn(p, g, state, t) -> p`` on gradients ``grad_fn(a, b, p)``."""
+    out = []
+    for a, b, p0 in problem(shapes=shapes):
+        p, state = p0.clone(), {}
+        for t in range(1, steps + 1):
+            p = step_fn(p, grad_fn(a, b, p), state, t)
+        out.append(p)
+    return out
+
+
+def _tangent_rows(a, b, p):
+    """The quadratic's gradient with each row's radial part removed (row-wise scale invariance)."""
+    g = quad_grad(a, b, p)
+    if p.dim() < 2:
+        return g
+    w2, g2 = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
+    return (g2 - w2 * (w2 * g2).sum(1, keepdim=True) / (w2 * w2).sum(1, keepdim=True)).reshape(p.shape)
+
+
+def _tangent_layer(a, b, p):
+    """... and with the whole tensor's radial part removed (layer-wise scale invariance)."""
+    g = quad_grad(a, b, p)
+    return g - p * (p * g).sum() / (p * p).sum() if p.dim() >= 2 else g
+
+
+@pytest.mark.parametrize("grad_fn", [_tangent_rows, _tangent_layer])
+def test_adamp_projects_scale_invariant_gradients(grad_fn):
+    """Gradients orthogonal to each row (or to the whole tensor) take AdamP's channel (or layer)
+    branch: the DSL matches the reference, and the branch changed the result (delta = 0 never
+    projects)."""
+    prog = get_rule("adamp")
+
+    def dsl_step(hyper):
+        return lambda p, g, st, t: _run_one(prog, p, g, st, t, 0.01, 0.1, hyper)
+    got = run_custom(dsl_step(None), grad_fn, 100, SHAPES)
+    assert_same(got, run_custom(_adamp(0.01, 0.1), grad_fn, 100, SHAPES))
+    plain = run_custom(dsl_step({"delta": 0.0}), grad_fn, 100, SHAPES)
+    assert not torch.allclose(got[1], plain[1]) and not torch.allclose(got[2], plain[2])
+    torch.testing.assert_close(got[0], plain[0], rtol=0, atol=0)   # vectors are never projected
+
+
+def _run_one(prog, p, g, st, t, lr, wd, hyper=None, role=None):
+    new, state = run_rule(prog, p, g, st.get("s", {}), lr=lr, wd=wd, step=t, hyper=hyper, role=role)
+    st["s"] = state
+    return new
+
+
+def test_spam_resets_and_clips():
+    """The SPAM test above exercises both mechanisms: without resets or without clipping the
+    trajectory is a different one."""
+    base = {"delta_t": 100, "warmup": 30, "threshold": 5}
+    got = run_dsl("spam", 0.003, 0.1, hyper=base)
+    for change in ({"delta_t": 0}, {"threshold": 1e12}):
+        other = run_dsl("spam", 0.003, 0.1, hyper={**base, **change})
+        assert not torch.allclose(got[1], other[1], rtol=1e-6, atol=0), change
+
+
+def test_adafactor_matches_torch():
+    """torch.optim.Adafactor on 1-D and 2-D parameters: with eps1 = float64's machine epsilon (torch's
+    default for a float64 parameter) and with both at float32's."""
+    eps64 = torch.finfo(F64).eps
+    got = run_dsl("adafactor", 0.01, 0.1, hyper={"eps1": eps64}, shapes=SHAPES_2)
+    want = run_torch64(lambda ps: torch.optim.Adafactor(ps, lr=0.01, weight_decay=0.1), shapes=SHAPES_2)
+    assert_same(got, want, shapes=SHAPES_2)
+    got = run_dsl("adafactor", 0.01, 0.1, shapes=SHAPES_2)
+    want = run_torch64(lambda ps: torch.optim.Adafactor(ps, lr=0.01, weight_decay=0.1, eps=(2.0 ** -23, 1e-3)),
+                       shapes=SHAPES_2)
+    assert_same(got, want, shapes=SHAPES_2)
+
+
+ROLES = ["vector", "matrix"]
+
+
+@pytest.mark.parametrize("roles", [(None, None), ("vector", "embedding"), ("vector", "head")])
+def test_scion_matches_its_reference_per_role(roles):
+    """Scion's norm per role (the reference's Newton-Schulz in float64, see dsl.zoo_shaped); wd = 1
+    is Scion's constrained step (w * (1 - lr))."""
+    named = [r or ("matrix" if len(s) >= 2 else "vector") for r, s in zip(roles, SHAPES_2)]
+    got = run_dsl_roles("scion", 0.01, 1.0, roles)
+    want = []
+    for (a, b, p), update in zip(problem(shapes=SHAPES_2), _scion(0.01, 1.0, named)):
+        st = {}
+        for t in range(1, STEPS + 1):
+            p = update(p, quad_grad(a, b, p), st, t)
+        want.append(p)
+    assert_same(got, want, shapes=SHAPES_2)
+
+
+def test_muon_scaled_tracks_torch_muon():
+    """torch.optim.Muon (2-D parameters only) runs Newton-Schulz in bfloat16 and divides by
+    max(|X|, 1e-7) where this rule (and test_library's float64 formula of the same algorithm)
+    uses float64 throughout and |X| + 1e-7. Measured (2-core CPU, torch 2.13): the first step
+    differs by 0.7-4% of its size, 100 steps by at most 1.0e-2 while the parameters move 1.9-2.8
+    (300 steps: 7.2e-3 and 4-6; torch's bfloat16 Muon takes ~30 s for those on this CPU, so the
+    test runs 100); the bounds leave 2-3x room. The unscaled rule misses the tall matrix's
+    factor and falls outside them."""
+    shapes = [(5, 4), (4, 6), (8, 3)]
+    make = lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.1)   # noqa: E731
+    p0 = [p for _, _, p in problem(shapes=shapes)]
+    first = run_dsl("muon_scaled", 0.02, 0.1, steps=1, shapes=shapes)
+    ref1 = run_torch(make, steps=1, shapes=shapes)
+    for x, y, p in zip(first, ref1, p0):
+        assert (x - y).abs().max() < 0.1 * (y - p).abs().max()
+    got = run_dsl("muon_scaled", 0.02, 0.1, steps=100, shapes=shapes)
+    want = run_torch(make, steps=100, shapes=shapes)
+    for x, y, p in zip(got, want, p0):
+        assert (x - y).abs().max() < 0.03 and (y - p).abs().max() > 1.5
+    plain = run_dsl("muon", 0.02, 0.1, steps=100, shapes=shapes)
+    assert (plain[2] - want[2]).abs().max() > 0.1
+
+
+def _eigh_desc(m):
+    return torch.flip(torch.linalg.eigh(m)[1], [1])
+
+
+def _soap(lr, wd, b1=0.95, b2=0.95, shampoo_beta=0.95, eps=1e-8, every=10):
+    """SOAP (Vyas et al. 2024, Algorithm 3; nikhilvyas/SOAP soap.py): step 1 only sets
+    L, R = (1 - sb) G G^T, (1 - sb) G^T G and Q = eigh bases (descending); afterwards, with k
+    the number of updates so far: G' = QL^T G QR; M = b1 M + (1 - b1) G; V = b2 V + (1 - b2) G'^2;
+    N = QL (QL^T M QR / (sqrt(V) + eps)) QR^T; p -= lr sqrt(1 - b2^k) / (1 - b1^k) N; p -= lr wd p;
+    then L, R updated and, when k % every == 0, the bases recomputed (here by eigh, as the rule)."""
+    def update(p, g, st, t):
+        G = g.reshape(p.shape[0], -1) if p.dim() else g.reshape(1, 1)
+        if t > 1:
+            k = t - 1
+            QL, QR = st["QL"], st["QR"]
+            M = st.setdefault("M", torch.zeros_like(G)).mul(b1).add(G, alpha=1 - b1)
+            V = st.setdefault("V", torch.zeros_like(G)).mul(b2).add((QL.T @ G @ QR) ** 2, alpha=1 - b2)
+            st["M"], st["V"] = M, V
+            N = QL @ ((QL.T @ M @ QR) / (V.sqrt() + eps)) @ QR.T
+            p = p - lr * math.sqrt(1 - b2 ** k) / (1 - b1 ** k) * N.reshape(p.shape)
+            p = p - lr * wd * p
+        L = (1 - shampoo_beta) * (G @ G.T) + shampoo_beta * st.get("L", 0.0)
+        R = (1 - shampoo_beta) * (G.T @ G) + shampoo_beta * st.get("R", 0.0)
+        st["L"], st["R"] = L, R
+        if (t - 1) % every == 0:
+            st["QL"], st["QR"] = _eigh_desc(L), _eigh_desc(R)
+        return p
+    return update
+
+
+def _conda(lr, wd, b1=0.9, b2=0.999, eps=1e-8, every=200):
+    """Conda (Wang et al. 2025, section 3; jie040109/Conda conda.py): M = b1 M + (1 - b1) G; on steps
+    1, every + 1, ... the projector from torch.linalg.svd(M): U (m x m) when m <= n, else V;
+    G' and M' projected; V2 = b2 V2 + (1 - b2) G'^2; p -= lr sqrt(bc2)/bc1 back(M' / (sqrt(V2) + eps));
+    p -= lr wd p."""
+    def update(p, g, st, t):
+        G = g.reshape(p.shape[0], -1) if p.dim() else g.reshape(1, 1)
+        M = st.setdefault("M", torch.zeros_like(G)).mul(b1).add(G, alpha=1 - b1)
+        st["M"] = M
+        tall = G.shape[0] > G.shape[1]
+        if (t - 1) % every == 0:
+            u_, _, vh = torch.linalg.svd(M, full_matrices=True)
+            st["P"] = vh.T if tall else u_
+        P = st["P"]
+        proj = (lambda x: x @ P) if tall else (lambda x: P.T @ x)
+        back = (lambda x: x @ P.T) if tall else (lambda x: P @ x)
+        V = st.setdefault("V", torch.zeros_like(G)).mul(b2).addcmul(proj(G), proj(G), value=1 - b2)
+        st["V"] = V
+        n = back(proj(M) / (V.sqrt() + eps))
+        p = p - lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * n.reshape(p.shape)
+        return p - lr * wd * p
+    return update
+
+
+SHAPES_TALL_WIDE = [(6,), (5, 4), (3, 7)]
+SHAPED_FORMULA["conda"] = (0.01, 0.1, {"every": 20}, _conda(0.01, 0.1, every=20), SHAPES_TALL_WIDE)
+
+
+def test_soap_matches_its_reference_to_the_measured_bound():
+    """SOAP's bases are not unique while L or R is rank-deficient: at step 1 L = (1 - sb) G G^T has
+    rank min(m, n) (rank 1 for a vector's n x n factor), and which basis of the null space an
+    eigendecomposition returns depends on the last bit of its input, so 1e-16 differences
+    upstream (the rule and this reference round Adam's moments differently) pick different
+    bases and different per-coordinate second moments there. Measured over 300 steps
+    (every = 5): relative differences 1.9e-4 for the vector, 1.3e-9 / 1.4e-8 for the 5 x 4 and
+    3 x 7 matrices (5.6e-10 / 3.8e-9 for square 4 x 4 / 5 x 5 ones), while the parameters
+    move 0.5-0.9. The bounds leave 5x room; the rule without the first-step skip (the updates
+    on step 1 with zero bases) would fail them."""
+    shapes = SHAPES_TALL_WIDE
+    got = run_dsl("soap", 0.003, 0.01, hyper={"every": 5}, shapes=shapes)
+    want = run_formula(_soap(0.003, 0.01, every=5), shapes=shapes)
+    Opt = dsl.to_optimizer(get_rule("soap"))
+    compiled = run_optimizer_class(Opt, 0.003, 0.01, shapes=shapes, hyper={"every": 5})
+    for run in (got, compiled):
+        for x, y, p0, bound in zip(run, want, problem(shapes=shapes), (1e-3, 1e-7, 1e-7)):
+            assert (x - y).abs().max() / y.abs().max() < bound
+            assert (y - p0[2]).abs().max() > 0.3
+
+
 def test_every_rule_has_a_reference():
-    covered = set(TORCH_CASES) | set(FORMULA_CASES) | set(ZOO)
+    own_tests = {"adafactor", "scion", "soap"}
+    covered = set(TORCH_CASES) | set(FORMULA_CASES) | set(ZOO) | set(SHAPED_FORMULA) | own_tests
     assert set(list_rules()) == covered, set(list_rules()) ^ covered
-    assert SHAPES  # the shared problem has 1-D, 2-D and 3-D parameters
