@@ -21,13 +21,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluators import Estimate, describe
+from evaluators import describe
 from search.core import KindPlugin, RunView, UnknownKindError, fmt_score, run_kind
 from search.prompts import CompareError, compare_text, write_compare_report
 from search.report import operator_lines, simplified_text, write_report
 
 from .errors import CLIError
-from .rundata import candidate_records, failure_reason, fmt_ci, invalid_groups, run_json
+from .rundata import candidate_records, failure_reason, fmt_ci, invalid_groups, run_json, stored_estimate
 from .transfer import verification_lines
 
 
@@ -72,6 +72,8 @@ def _validation_line(rec: dict) -> list[str]:
         return []
     if rec["validation_failure"] is not None:
         return [f"    validation failed: {rec['validation_failure']}"]
+    if rec["validation_verdict"]:
+        return [f"    validation: {rec['validation_verdict']}"]
     return [f"    validation {_score_cell(rec['validation'], rec['validation_ci'])} ({rec['validation_won']}/"
             f"{rec['validation_tasks']} tasks won vs tuned AdamW)"]
 
@@ -82,12 +84,9 @@ def _verdict_lines(view: RunView) -> list[str]:
     rec = view.verification()
     out = []
     for e in (rec or {}).get("entries", []):
-        est = e.get("estimate")
-        if est:
-            try:
-                out.append(f"  {e['label']}: {describe(Estimate.from_json(est))}")
-            except (KeyError, TypeError, ValueError):
-                continue
+        est = stored_estimate(e.get("estimate"))
+        if est is not None:
+            out.append(f"  {e['label']}: {describe(est)}")
     return ["verdicts (verified tasks, test split, unseen seeds):"] + out if out else []
 
 

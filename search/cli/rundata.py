@@ -14,7 +14,16 @@ import math
 import re
 from typing import Any
 
-from evaluators import Estimate, EvalResult, RuleEvalConfig, StatsError, Status, estimate, per_seed_log_ratios
+from evaluators import (
+    Estimate,
+    EvalResult,
+    RuleEvalConfig,
+    StatsError,
+    Status,
+    describe,
+    estimate,
+    per_seed_log_ratios,
+)
 from search.core import KindPlugin, RunView, fmt_score
 from search.report import operator_rows, simplified_text
 from search.rules import tasksets
@@ -48,6 +57,16 @@ def result_estimate(r: EvalResult | None, clip: float | None, seed: int = 0) -> 
     if not per or not all(math.isfinite(float(x)) for v in per.values() for x in v):
         return None
     return estimate(per, n_boot=N_BOOT, seed=seed)
+
+
+def stored_estimate(d: dict[str, Any] | None) -> Estimate | None:
+    """An ``Estimate`` stored as its ``to_json()`` dict (None when absent or unreadable: an older run)."""
+    if not d:
+        return None
+    try:
+        return Estimate.from_json(d)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def fmt_ci(ci: Any) -> str:
@@ -97,7 +116,8 @@ def candidate_records(view: RunView, kind: KindPlugin | None = None, top: int | 
         r = x["results"].get(fid)
         e = result_estimate(r, clip, seed=x["id"])
         v = x.get("validation")
-        ve = result_estimate(v, clip, seed=x["id"])
+        stored = (x["meta"].get("validation") or {}).get("estimate")   # the validation stage's own estimate
+        ve = stored_estimate(stored) or result_estimate(v, clip, seed=x["id"])
         per_task = {}
         for t, tr in (r.tasks.items() if r is not None else ()):
             te = e.tasks.get(t) if e is not None and e.n_seeds > 1 else None
@@ -120,6 +140,8 @@ def candidate_records(view: RunView, kind: KindPlugin | None = None, top: int | 
             "validation_won": v.tasks_won if v is not None else None,
             "validation_tasks": v.tasks_scored if v is not None else None,
             "validation_failure": None if v is None or _ok(v) else failure_reason(v),
+            "validation_p_improvement": ve.p_improvement if has_interval(ve) else None,
+            "validation_verdict": describe(ve) if has_interval(ve) and v is not None and _ok(v) else None,
             "per_task": per_task,
         }
         if kind is not None:
