@@ -78,7 +78,7 @@ def logbook_table(view: RunView) -> str | None:
 def _table(rows: list[list[Any]], head: list[str], attrs: str = "") -> str:
     h = "".join(f"<th>{html.escape(str(x))}</th>" for x in head)
     b = "".join("<tr>" + "".join(f"<td>{x}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<table{attrs}><tr>{h}</tr>{b}</table>"
+    return f"<table{attrs}>{f'<tr>{h}</tr>' if any(head) else ''}{b}</table>"
 
 
 def _fmt(r: EvalResult | None, score: float | None = None) -> str:
