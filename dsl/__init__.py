@@ -10,7 +10,8 @@ kinds, dead code, numeric trouble). Meaning: ``interpret`` (the reference interp
 ``simplify`` (same update, smaller), ``fingerprint`` (hash of the function computed). Running:
 ``compile`` (``to_optimizer``: a torch.optim class over ``optim_base.RuleOptimizer``, built by the
 multi-tensor compiler in ``foreach/``), ``ranges`` (argument checks), ``export`` (a standalone
-module that needs only torch). Rules: ``library`` (known rules, the search's seeds) and
+module that needs only torch). Rules: ``library`` (known rules, the search's seeds; the modern
+optimizer zoo in ``zoo`` and ``zoo_shaped``) and
 ``discovered`` (rules optforge's own campaigns found, with their verification).
 """
 from .checker import CheckReport, DeadStatement, check, check_source, liveness
