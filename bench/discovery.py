@@ -1,8 +1,20 @@
-"""Discovery benchmark: from an SGD-with-momentum warm start, does the search find rules that clearly
-beat tuned SGD-momentum, and how close does it get to tuned AdamW? Then the same budget with LLM
-operators on the embedded model.
+"""Discovery benchmark: does the search find rules that beat tuned AdamW where nothing selected them?
 
-Protocol (a benchmark, not a test; numbers depend on the machine):
+Current protocol (``--bank``): ``examples/discovery.toml`` - seeds from the zoo (adamw, muon, lion),
+the sampled task bank (fresh search tasks every generation, a fixed validation bank, a test bank of
+other families), the funnel tiny -> small, thorough lr x wd tuning - run as two arms at EQUAL
+wall-clock per search seed (``--bank-seeds``, interleaved so load drifts hit both): random operators
+alone, and the operator bandit (UCB) with the embedded LLM's operators. Each winner is then checked
+by ``optforge verify`` (test splits, unseen training seeds, the validation and test banks), and the
+record keeps the verified score (with its interval and verdict where verify gives them), the banks,
+the validation track and any meta-overfitting warning. ``--bank-table`` prints the rows:
+
+    nice python bench/discovery.py --bank --bank-seeds 0,1,2 --bank-wall 3000     # ~2 h per seed here
+    nice python bench/discovery.py --bank --bank-seeds 0 --bank-wall 90 --verify-fidelity tiny \
+        --verify-seeds 2,3 --noise-replicates 1 --executor inprocess       # a smoke run (~15 min here)
+
+Earlier protocols (fixed task lists, kept for their recorded results):
+
 
 1. Search: seed ``sgd_momentum``; tasks ``digits_logreg`` and ``digits_mlp`` (validation loss
    on scikit-learn's digits); funnel tiny -> small; one training seed (0); each rule tuned on
@@ -403,6 +415,80 @@ def bandit_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+# -- the task-bank protocol: examples/discovery.toml, random vs bandit + LLM at equal wall-clock ----------
+
+def bank_campaign_dict(arm: str, search_seed: int, wall: float, tag: str = "", llm_calls: int | None = None) -> dict:
+    """examples/discovery.toml for one arm and search seed, stopped by ``wall`` seconds of search (the
+    unit budget is out of reach); a short wall scales the finalize stage down with it."""
+    d = transfer_campaign_dict(search_seed, 1_000_000, wall, tag, arm, llm_calls)
+    d["name"] = f"bench_bank_{transfer_stem(arm, search_seed, tag)}"
+    d["evaluator"]["cache_dir"] = str(ROOT / "runs" / "bench_discovery" / "bank_cache")
+    if wall < 600:   # a smoke run: the cheaper default tuning and a finalize stage that fits next to it
+        d["evaluator"].update(copy.deepcopy(TUNING_PRESETS["budget"]))
+        d["validation"].update(top=2, fidelity="tiny")
+        d["simplify"].update(top=1, max_evaluations=4)
+    return d
+
+
+def run_bank(args) -> int:
+    """``--bank``: per search seed, each arm's campaign then ``optforge verify`` of its winner."""
+    out = Path(args.out)
+    arms = args.bank_arms.split(",")
+    if "bandit_llm" in arms:
+        warm_llm()
+    for seed in [int(x) for x in args.bank_seeds.split(",")]:
+        for arm in arms:
+            d = bank_campaign_dict(arm, seed, args.bank_wall, args.tag, args.llm_calls if arm != "random" else None)
+            d["executor"] = args.executor
+            print(f"\n=== bank protocol: {arm}, search seed {seed}, {args.bank_wall:g} s of search ===", flush=True)
+            load0, date0 = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            t0 = time.time()
+            s = run_campaign(parse_campaign(d, f"<bench {d['name']}>"), out / d["name"], fresh=True,
+                             progress=PlainProgress(every_s=60))
+            search_s = time.time() - t0
+            rec = verify_run(out / d["name"], top=1, executor=args.executor, with_seeds=False,
+                             fidelity=args.verify_fidelity, cache_dir=out / "bank_cache_verify",
+                             seeds=[int(x) for x in args.verify_seeds.split(",")] if args.verify_seeds else None,
+                             noise_replicates=args.noise_replicates)
+            print("\n".join(verify_table(rec)), flush=True)
+            st = RunStore(out / d["name"], readonly=True)
+            try:
+                bank, track = st.get_meta("bank"), st.get_meta("bank_track") or []
+                warnings = [e["message"] for e in st.events("meta_overfitting")]
+            finally:
+                st.close()
+            res = {"arm": arm, "search_seed": seed, "wall_cap_s": args.bank_wall, "budget_units": s.used,
+                   "generations": s.generations, "llm_calls": s.llm_calls, "run_s": round(search_s, 1),
+                   "verify_s": rec["seconds"], "best_id": s.best_id, "best_text": s.best_text, "verify": rec,
+                   "bank": bank, "bank_track": track, "meta_overfitting": warnings, "started": date0,
+                   "load_before": load0, "load_after": os.getloadavg(),
+                   "machine": f"{os.cpu_count()}-core CPU container, torch {torch.__version__}",
+                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            (out / f"bank_{transfer_stem(arm, seed, args.tag)}.json").write_text(json.dumps(res, indent=2, default=str))
+    print(bank_table(out))
+    return 0
+
+
+def bank_table(out: Path) -> str:
+    """Markdown: per arm and search seed, the winner's search / validation / verified scores."""
+    rows = [json.loads(f.read_text()) for f in sorted(out.glob("bank_*s*.json"))]
+    if not rows:
+        return "(no --bank results yet)"
+    lines = ["| arm | seed | wall cap s | units | gens | LLM calls | winner | search | validation | verified "
+             "(95% CI) | verdict | tasks won | meta-overfitting | load | started |", "|---" * 15 + "|"]
+    for r in rows:
+        e = next(x for x in r["verify"]["entries"] if x["kind"] == "candidate")
+        ci = e.get("ci") or (e.get("estimate") or {}).get("ci")
+        ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+        fmt = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
+        lines.append(f"| {r['arm']} | {r['search_seed']} | {r['wall_cap_s']:g} | {r['budget_units']:g} | "
+                     f"{r['generations']} | {r['llm_calls']} | #{e['id']} | {fmt(e.get('search'))} | "
+                     f"{fmt(e.get('validation'))} | {fmt(e.get('verified'))}{ci_text} | {e.get('verdict', '-')} | "
+                     f"{e.get('verified_won', '-')}/{e.get('verified_n', '-')} | {len(r['meta_overfitting'])} | "
+                     f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f} | {r['started']} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=int, default=800, help="evaluation units per campaign")
@@ -432,9 +518,23 @@ def main() -> int:
     ap.add_argument("--bandit-algorithm", default="ucb", choices=["ucb", "thompson"])
     ap.add_argument("--bandit-table", action="store_true", help="print the --bandit-vs-random table and exit")
     ap.add_argument("--bandit-arms", default=",".join(BANDIT_ARMS), help="which arms to run (default both)")
+    ap.add_argument("--bank", action="store_true", help="the current protocol: examples/discovery.toml (task "
+                    "bank, zoo seeds), random vs bandit + LLM at equal wall-clock, each winner verified")
+    ap.add_argument("--bank-seeds", default="0,1,2", help="search seeds (campaign random_seed) of --bank")
+    ap.add_argument("--bank-wall", type=float, default=3000.0, help="search wall-clock per --bank campaign (s)")
+    ap.add_argument("--bank-arms", default=",".join(TRANSFER_ARMS), help="which arms --bank runs (default both)")
+    ap.add_argument("--verify-fidelity", default=None, help="fidelity of --bank's verify (default the campaign's)")
+    ap.add_argument("--verify-seeds", default=None, help="unseen training seeds of --bank's verify (default its own)")
+    ap.add_argument("--noise-replicates", type=int, default=4, help="noise-floor replicates of --bank's verify")
+    ap.add_argument("--bank-table", action="store_true", help="print the --bank table and exit")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.bank_table:
+        print(bank_table(out))
+        return 0
+    if args.bank:
+        return run_bank(args)
     if args.table:
         print(_table(out))
         return 0

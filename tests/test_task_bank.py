@@ -10,7 +10,8 @@ import torch
 import dsl
 import proxies
 from proxies.tasks import build_model, format_spec, parse_spec, reparameterize
-from search.core import DB_NAME, Campaign, Engine, RunStore, load_campaign
+from search.core import DB_NAME, Campaign, Engine, RunStore, RunView, load_campaign
+from search.rules import RuleKind
 from search.rules.bank_eval import iqm
 from search.rules.bank_track import overfitting, slope
 from search.rules.tasksets import bank_plan, check_task_sets, transfer_tasks, validation_tasks
@@ -160,6 +161,12 @@ def test_a_campaign_mixing_named_and_bank_tasks_runs_and_resumes_with_the_same_b
     assert recorded["validation"] == plan.validation and recorded["test"] == plan.test
     assert track and all(p["validation_score"] is not None for p in track)
     assert {"bank", "bank_validation"} <= kinds
+    view = RunView(tmp_path / "run")
+    try:
+        shown = "\n".join(RuleKind().show_lines(view))
+    finally:
+        view.store.close()
+    assert "task bank: search families" in shown and "interquartile mean" in shown and "g1 " in shown
     # a resumed run (more budget) keeps the recorded banks, even when sampling would now differ
     store = RunStore(tmp_path / "run" / DB_NAME)
     store.set_meta(bank=recorded | {"validation": recorded["validation"][:1], "test": ["quadratic"]})

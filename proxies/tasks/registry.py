@@ -98,7 +98,7 @@ def resolve_task(spec: str) -> StackedTask:
         near = difflib.get_close_matches(spec, list(_FACTORIES), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise UnknownTaskError(spec, f"unknown rule task{hint}; known tasks: {', '.join(_FACTORIES)} (or name "
-                               "your own as 'package.module:factory')")
+                               "your own as 'package.module:factory', or a sampled task 'bank:<family>/...')")
     _INSTANCES[spec] = task
     return task
 

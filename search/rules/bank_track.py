@@ -79,4 +79,26 @@ def track_validation(engine: EngineView, every: int, fidelity: str | None, windo
     return point
 
 
-__all__ = ["slope", "overfitting", "track_validation"]
+def bank_lines(view) -> list[str]:
+    """``optforge show`` lines of a bank run (a ``RunView``): its banks, the validation track and any
+    meta-overfitting warning; none for a run without a bank."""
+    bank = view.store.get_meta("bank")
+    if not bank:
+        return []
+    out = [f"task bank: search families {', '.join(bank['search_families']) or '-'} ({bank['per_generation']} "
+           f"fresh tasks per generation, {bank.get('aggregate', 'mean')} over tasks); validation bank "
+           f"{len(bank['validation'])} tasks ({', '.join(bank['validation_families'])}); test bank "
+           f"{len(bank['test'])} tasks ({', '.join(bank['test_families']) or '-'})"]
+    track = view.store.get_meta("bank_track") or []
+    if track:
+        pts = ", ".join(f"g{p['generation']} {p['search_score']:+.3f}/"
+                        f"{'-' if p['validation_score'] is None else format(p['validation_score'], '+.3f')}"
+                        for p in track[-6:])
+        out.append(f"best on search / validation bank by generation: {pts}")
+        if any(p.get("overfitting") for p in track):
+            out.append("warning: meta-overfitting seen (search score rising while validation fell); "
+                       "see the run's meta_overfitting events")
+    return out
+
+
+__all__ = ["slope", "overfitting", "track_validation", "bank_lines"]

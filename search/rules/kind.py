@@ -39,7 +39,7 @@ from search.core import (
 
 from .ablations import rule_ablations
 from .bank_eval import BankEvaluator
-from .bank_track import track_validation
+from .bank_track import bank_lines, track_validation
 from .mutations import DEFAULT_WEIGHTS
 from .tasksets import (
     BankPlan,
@@ -278,8 +278,10 @@ class RuleKind(KindPlugin):
         if cells:
             out.append(f"seed rules at {fid}: {', '.join(cells)}; best found {fmt_score(best['score'])} "
                        f"(#{best['id']})")
-        out.append("scores: mean over tasks of log(tuned AdamW loss / tuned rule loss); 0 = tuned AdamW, "
+        how = "interquartile mean" if (view.store.get_meta("bank") or {}).get("aggregate") == "iqm" else "mean"
+        out.append(f"scores: {how} over tasks of log(tuned AdamW loss / tuned rule loss); 0 = tuned AdamW, "
                    "+0.1 = about 10% lower loss")
+        out += bank_lines(view)
         out.append(f"next: optforge export {view.run_dir} --rank 1 -o best_rule.py  (standalone torch optimizer)")
         out.append(f"      optforge report {view.run_dir}  (HTML: score over evaluations, Pareto front, loss curves)")
         return out
