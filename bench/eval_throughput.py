@@ -33,6 +33,18 @@ top-5 overlap):
 ``evaluators.TUNING_PRESETS`` (CPU seconds and copy-steps per task):
 
     python bench/eval_throughput.py --preset-cost [--rule lion] [--tasks a,b] [--fidelity tiny]
+
+``--race`` compares the funnel's promotion modes at its top fidelity (``[funnel] mode``,
+search.core.race) on the same rules: every rule is scored once on each of ``--blocks`` seed blocks
+(the search's seeds, then the rule kind's race blocks) and on ``--ref-seeds`` reference seeds of
+their own, under a campaign's default protocol; then candidates arrive in random orders (batches
+of 2, as in a campaign) and each mode is replayed on those scores: ``quantile`` (one block each,
+today), ``race`` (contenders race the incumbent, :func:`search.core.race.race`) and ``all blocks``
+(every candidate on every block). Reported: evaluations spent, Spearman / Kendall of each mode's
+ranking against the reference ranking, and, at an equal budget of evaluations, the reference score
+of each mode's pick below the reference's best (regret):
+
+    python bench/eval_throughput.py --race [--mutants 35] [--blocks 4] [--ref-seeds 6] [--orders 20]
 """
 from __future__ import annotations
 
@@ -229,6 +241,92 @@ def preset_cost(tasks: list[str], fidelity: str, rule: str) -> None:
         print(f"{name:<26} {cpu:7.2f} s cpu  status {r.status.value}  copy-steps: {per}", flush=True)
 
 
+def race_bench(tasks: list[str], n_mutants: int, fidelity: str, n_blocks: int, ref_seeds: int, orders: int) -> None:
+    """The ``--race`` comparison (module docstring): scores first, then each mode replayed on them."""
+    import numpy as np
+
+    from search.core.race import RaceConfig, race, race_score
+    from search.rules.kind import RuleKind
+    from search.rules.tasksets import with_tuning_defaults
+
+    rules = [dsl.get_rule(r).source() for r in dsl.list_rules()] + mutants(n_mutants)
+    cands = [Candidate(text=r) for r in rules]
+    cfg = RuleEvalConfig(**with_tuning_defaults({"tasks": tasks, "executor": "inprocess"}))
+    search_ev = RuleEvaluator(cfg)
+    evs = [search_ev] + [RuleKind().block_evaluator(search_ev, b) for b in range(1, n_blocks)]
+    ref_ev = RuleEvaluator(cfg.model_copy(update={"seeds": list(range(2000, 2000 + ref_seeds))}),
+                           executor=search_ev.executor, cache=search_ev.cache)
+    print(f"{len(rules)} rules ({len(rules) - n_mutants} library + {n_mutants} mutants); tasks {', '.join(tasks)}; "
+          f"fidelity {fidelity}; blocks: " + ", ".join(str(e.config.seeds) for e in evs)
+          + f"; reference seeds {ref_ev.config.seeds}; protocol: a campaign's default (budget preset, clip 0.5)")
+    blocks: list[list] = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for ev in evs:
+        blocks.append(ev.evaluate(cands, fidelity))
+        print(f"  block {ev.config.seeds}: {time.perf_counter() - t0:.0f}s wall", flush=True)
+    ref = [r.score for r in ref_ev.evaluate(cands, fidelity)]
+    print(f"  scored in {time.perf_counter() - t0:.0f}s wall, {time.process_time() - c0:.0f}s cpu", flush=True)
+    ok = [i for i, x in enumerate(ref) if x > -1e8 and blocks[0][i].ok]
+    n = len(ok)
+    by_rule = {i: [blocks[b][i] for b in range(n_blocks)] for i in ok}
+
+    def replay(order: list[int], mode: str, cfg_r: RaceConfig | None, budget: float | None) -> tuple[dict, int]:
+        """Scores each mode ends with (rule -> score) and the evaluations it spent, arrivals in ``order``."""
+        have: dict[int, list] = {}
+        spent = 0
+        for j in range(0, len(order), 2):
+            batch = order[j:j + 2]
+            if budget is not None and spent + len(batch) > budget:
+                break
+            if mode == "all":
+                for i in batch:
+                    have[i] = list(by_rule[i][:n_blocks])
+                spent += len(batch) * n_blocks
+                continue
+            inc = max(have, key=lambda i: (race_score(have[i]), -i)) if have else None
+            for i in batch:
+                have[i] = [by_rule[i][0]]
+            spent += len(batch)
+            if mode == "race":
+                def evaluate(xs: list[int], b: int) -> None:
+                    nonlocal spent
+                    for x in xs:
+                        have[x].append(by_rule[x][b])
+                    spent += len(xs)
+                race(batch, inc, lambda i: have[i], evaluate, cfg_r, clip=cfg.clip, ident=lambda i: i)
+        return {i: race_score(v) for i, v in have.items()}, spent
+
+    modes = {"quantile (today: 1 block each)": ("quantile", None)}
+    for a in (0.05, 0.1, 0.2):
+        modes[f"race, {n_blocks} blocks, alpha {a}"] = ("race", RaceConfig(blocks=n_blocks, alpha=a))
+    modes["race, 3 blocks, alpha 0.1"] = ("race", RaceConfig(blocks=min(3, n_blocks), alpha=0.1))
+    modes[f"all {n_blocks} blocks each"] = ("all", None)
+    rng = random.Random(0)
+    order_list = [rng.sample(ok, n) for _ in range(orders)]
+    best_ref = max(ref[i] for i in ok)
+    print(f"\n{n} rules scored ok (reference best {best_ref:+.4f}); {orders} arrival orders")
+    print(f"{'mode':<34} | {'evals':>6} {'per rule':>8} | {'spearman':>8} {'kendall':>7} {'top-5':>5} | "
+          f"{'regret, all rules':>17} | {'regret at equal budget':>22}")
+    budget = float(n)          # equal budget: what quantile spends on every rule once
+    for name, (mode, cfg_r) in modes.items():
+        sp, kt, t5, reg, spent_all, reg_b = [], [], [], [], [], []
+        for order in order_list:
+            sc, spent = replay(order, mode, cfg_r, None)
+            st = rank_stats([ref[i] for i in ok], [sc[i] for i in ok])
+            sp.append(st["spearman"])
+            kt.append(st["kendall"])
+            t5.append(st["top5"])
+            reg.append(st["regret"])
+            spent_all.append(spent)
+            scb, _ = replay(order, mode, cfg_r, budget / 2)
+            pick = max(scb, key=lambda i: (scb[i], -i))
+            reg_b.append(best_ref - ref[pick])
+        print(f"{name:<34} | {np.mean(spent_all):6.0f} {np.mean(spent_all) / n:8.2f} | {np.mean(sp):8.3f} "
+              f"{np.mean(kt):7.3f} {np.mean(t5):5.1f} | {np.mean(reg):17.4f} | {np.mean(reg_b):22.4f}", flush=True)
+    print(f"equal budget: {budget / 2:.0f} evaluations (half the rules once), the mean over orders of the reference "
+          "score of the mode's pick below the reference's best rule")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fidelities", default="tiny,small")
@@ -246,7 +344,20 @@ def main() -> None:
                     "protocol and each TUNING_PRESETS entry (--tasks, --fidelity, --rule)")
     ap.add_argument("--only", help="--tuning: comma list of substrings; run only the matching protocols "
                     "(the lr-only and full-grid references always run)")
+    ap.add_argument("--race", action="store_true", help="compare the funnel's promotion modes (see the docstring)")
+    ap.add_argument("--blocks", type=int, default=4, help="--race: seed blocks per rule (2 seeds each)")
+    ap.add_argument("--ref-seeds", type=int, default=6, help="--race: seeds of the reference ranking")
+    ap.add_argument("--orders", type=int, default=20, help="--race: random arrival orders replayed")
     args = ap.parse_args()
+    if args.race:
+        torch.set_num_threads(1)
+        print(f"machine: {platform.machine()}, {available_cores()} cores, torch {torch.__version__}, "
+              f"python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+              f"load {os.getloadavg()[0]:.2f}")
+        race_bench(args.tasks.split(",") if args.tasks else TUNING_TASKS, args.mutants, args.fidelity, args.blocks,
+                   args.ref_seeds, args.orders)
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        return
     if args.preset_cost:
         torch.set_num_threads(1)
         print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.2f}")

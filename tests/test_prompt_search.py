@@ -205,7 +205,7 @@ def test_a_one_example_dev_gain_does_not_replace_the_initial_prompt(tmp_path):
     final, lines = run_with(tmp_path / "guarded")
     assert final["top_by_dev"]["dev"] > final["initial"]["dev"]          # noise won on dev ...
     assert final["best"]["initial"] and final["selection"]["kept_initial"]  # ... and was not taken
-    assert any("no significant dev gain" in ln for ln in lines) and any("sign test" in ln for ln in lines)
+    assert any("no significant dev gain" in ln for ln in lines) and any("paired dev interval" in ln for ln in lines)
     export_run(tmp_path / "guarded", 1, tmp_path / "best.txt")           # rank 1 = the selected prompt
     assert (tmp_path / "best.txt").read_text().strip() == final["initial"]["text"]
     final, _ = run_with(tmp_path / "plain", select_alpha=None)

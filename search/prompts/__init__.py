@@ -36,13 +36,15 @@ user / assistant turns (``demo_placement = "chat"``, the default) or inside the 
 Survival compares (fidelity level, score): a child screened on the minibatch but not
 promoted to the dev set ranks below every prompt scored on dev. After the search,
 ``final.finalize_prompt_run`` scores the top ``test_top`` prompts (by dev) and the initial
-prompt on the held-out test split; the test split never takes part in any selection. The
-best prompt replaces the initial one only when its dev gain passes a one-sided sign test over
-the paired dev examples (``select_alpha``, default 0.1; 1.0 for plain best-by-dev).
+prompt on the held-out test split; the test split never takes part in any selection. A top
+prompt replaces the initial one only when its paired bootstrap interval over the dev examples lies
+above 0 after a race for more examples (``select``; ``select_alpha``, default 0.1; 1.0 for plain
+best-by-dev).
 
 Modules: ``options`` (the ``[prompt]`` table, the task), ``kind`` (``PromptKind``), ``text``
 (meta-prompts, reply parsing, word edits), ``operators``, ``strategies``, ``final`` (test split,
-sign test), ``show`` (show / report lines), ``compare`` (several runs side by side).
+the sign test), ``select`` (paired intervals, the race to replace the initial prompt), ``show``
+(show / report lines), ``compare`` (several runs side by side).
 Importing the package registers the kind, its operators and its strategies.
 """
 from .compare import (
@@ -68,6 +70,7 @@ from .operators import (
     RewriteOperator,
 )
 from .options import ALGORITHM_STRATEGY, LLM_OPERATOR, PromptOptions, build_task, campaign_task, prompt_options
+from .select import PairedInterval, paired_interval, race_to_replace
 from .show import best_dev_curve, prompt_report_sections, prompt_show_lines
 from .strategies import OPRO, DemoSearch, EvoPromptDE, EvoPromptGA, Rewrite
 
@@ -76,6 +79,6 @@ __all__ = ["CompareError", "calls_curve", "compare_text", "load_rows", "markdown
            "dev_sign_test", "finalize_prompt_run", "prompt_final", "sign_test_p", "PromptKind", "DEOperator",
            "EditOperator", "GAOperator", "OPROOperator", "ParaphraseOperator", "RewriteOperator",
            "ALGORITHM_STRATEGY", "LLM_OPERATOR", "PromptOptions", "build_task", "campaign_task", "prompt_options",
-           "best_dev_curve",
+           "best_dev_curve", "PairedInterval", "paired_interval", "race_to_replace",
            "prompt_report_sections", "prompt_show_lines", "OPRO", "EvoPromptDE", "EvoPromptGA", "Rewrite",
            "DemoCrossOperator", "DemoEditOperator", "DemoSearch"]

@@ -1,5 +1,6 @@
 """After a prompt search: the top prompts and the initial one scored on the held-out test split,
-and the sign test that decides whether the best prompt replaces the initial one."""
+and the decision whether one of them replaces the initial prompt (search.prompts.select: paired
+intervals on dev after a race for more examples; the older sign test stays available)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from proxies.prompts import match
 from search.core import EngineView, Individual, RunView
 
 from .options import prompt_options
+from .select import race_to_replace
 
 
 def finalize_prompt_run(engine: EngineView) -> dict[str, Any]:
@@ -25,6 +27,10 @@ def finalize_prompt_run(engine: EngineView) -> dict[str, Any]:
     seeds = [i for i in engine.individuals.values() if i.operator == "seed" and i.meta.get("seed") == "initial"]
     initial = seeds[0] if seeds else None
     chosen = list(top) + ([initial] if initial is not None and initial.id not in {i.id for i in top} else [])
+    selection = None
+    if top and initial is not None and top[0].id != initial.id and o.select_alpha is not None \
+            and o.select_alpha < 0.5:   # before the test split is scored: nothing it shows enters the decision
+        selection = race_to_replace(engine, list(top), initial, o.select_alpha)
     rows = []
     test_examples = ev.examples("test")[1]
     if chosen:
@@ -47,11 +53,8 @@ def finalize_prompt_run(engine: EngineView) -> dict[str, Any]:
                          "initial": ind is initial})
     best = rows[0] if top else None
     ini_row = next((r for r in rows if r["initial"]), None)
-    selection = None
-    if best is not None and ini_row is not None and best is not ini_row and o.select_alpha is not None:
-        selection = dev_sign_test(chosen[0], initial, o.select_alpha)
-        if selection["kept_initial"]:
-            best = ini_row
+    if selection is not None:
+        best = ini_row if selection["kept_initial"] else next(r for r in rows if r["id"] == selection["adopted"])
     final = {"task": ev.task.name, "metric": ev.metric, "algorithm": o.algorithm,
              "best": best, "initial": ini_row, "tested": rows, "top_by_dev": rows[0] if top else None,
              "selection": selection, "task_model_tokens": ev.tokens, "task_model_requests": ev.requests}

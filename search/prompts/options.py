@@ -45,10 +45,11 @@ class PromptOptions(BaseModel):
     opro_top: int = Field(8, ge=1)          # prompts shown in OPRO's meta-prompt
     opro_examples: int = Field(3, ge=0)     # training examples shown in OPRO's meta-prompt
     test_top: int = Field(3, ge=0)          # prompts scored on the test split at the end
-    # The best prompt must beat the initial one on dev by a one-sided sign test over the paired
-    # dev examples at this level, else the initial prompt is kept (small dev splits let noise
-    # win: measured in bench/results/prompts.md). 1.0 (or None from Python): plain best-by-dev,
-    # as EvoPrompt and OPRO return it.
+    # A finalist replaces the initial prompt only when its paired bootstrap interval over the dev
+    # examples lies above 0, the lower bound at this level, after a race that stops clearly worse
+    # ones on the minibatch (search.prompts.select; small dev splits let noise win: measured in
+    # bench/results/prompts.md). 1.0 (or None from Python): plain best-by-dev, as EvoPrompt and
+    # OPRO return it.
     select_alpha: float | None = Field(0.1, gt=0, le=1)
 
     @model_validator(mode="after")
