@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("dsl", "proxies", "evaluators", "search")
 #: who may import whom: a module imports only modules of its own room or of a lower rank
 RANK = {"dsl": 0, "proxies": 1, "evaluators": 2, "search.llm": 3, "search.core": 4, "search.report": 5,
-        "search.rules": 6, "search.prompts": 6, "search.cli": 7, "search": 8}
+        "search.rules": 6, "search.prompts": 6, "search.cli": 7, "search": 8,
+        "search.api": 8}   # the notebook API: a module of the top package, above the CLI it shares records with
 #: rooms of equal rank that may still import each other one way: (importer, imported)
 SAME_RANK_OK: set[tuple[str, str]] = set()
 #: function-level imports allowed, each with its reason stated where it is done

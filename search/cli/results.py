@@ -237,9 +237,11 @@ def export_run(run: str | Path, rank: int, out: str | Path, class_name: str | No
     return export_candidate(run, rank, out, class_name).path
 
 
-def export_candidate(run: str | Path, rank: int, out: str | Path, class_name: str | None = None) -> Exported:
-    """Write the candidate at ``rank`` of the final ranking (rank 1: the one the run settled on)."""
-    out = writable_output(out)
+def export_candidate(run: str | Path, rank: int, out: str | Path, class_name: str | None = None, *,
+                     flag: str = "-o") -> Exported:
+    """Write the candidate at ``rank`` of the final ranking (rank 1: the one the run settled on);
+    ``flag`` names the output argument in messages."""
+    out = writable_output(out, flag)
     if class_name is not None and not class_name.isidentifier():
         raise CLIError(f"--class-name {class_name!r} is not a valid Python class name")
     view = RunView(run)
