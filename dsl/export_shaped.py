@@ -47,6 +47,29 @@ def _shaped_text() -> tuple[str, set[str]]:
 
 
 SHAPED_BODY, SHAPED_NAMES = _shaped_text()
+#: on the views, the reference interpreter's own formulas (the foreach helpers use lerp and norms
+#: that round differently in bfloat16)
+_VIEW_HELPERS = {
+    "interp": '''def interp(x, y, a):
+    """(1 - a) * x + a * y: a = 0 gives x, a = 1 gives y."""
+    return (1 - a) * x + a * y
+''',
+    "norm": '''def norm(x):
+    """L2 norm of the whole tensor (1 x 1)."""
+    x = _t(x)
+    return torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True) if x.dim() >= 2 else x.abs()
+''',
+    "rms": '''def rms(x):
+    """Root mean square of the whole tensor (1 x 1)."""
+    x = _t(x)
+    return x.square().mean(dim=(-2, -1), keepdim=True).sqrt() if x.dim() >= 2 else x.abs()
+''',
+    "mean": '''def mean(x):
+    """Mean of the whole tensor (1 x 1)."""
+    x = _t(x)
+    return x.mean(dim=(-2, -1), keepdim=True) if x.dim() >= 2 else x
+''',
+}
 _MATRIX = {p.name for p in PRIMITIVES.values() if p.kind == "matrix"}
 
 
@@ -93,15 +116,17 @@ def export_shaped(program: Program, class_name: str) -> str:
     folded: set[str] = set()
     body = [(r(s.target), _py(python_safe(rename_expr(s.value, rename), folded))) for s in program.body]
     used = {n.fn for s in program.body for n in walk(s.value) if isinstance(n, Call)}
-    helpers = "\n\n".join(HELPERS[f] for f in sorted(used) if f in HELPERS)
+    helpers = "\n\n".join(_VIEW_HELPERS.get(f, HELPERS.get(f, "")) for f in sorted(used) if f in HELPERS)
     consts = "".join(f"{c} = math.{c}\n" for c in ("inf", "nan") if any(c in f for f in folded))
 
     sig = [r("w"), r("g"), *[r(s) for s in states]]
     sig += [r(n) if n not in program.hyperparams else f"{r(n)}={program.hyperparams[n]!r}" for n in scalar_args]
-    sig += ["*", "role=None"] + [f"global_norm_{n}=None" for n in norms]
+    # refresh needs the step even where the rule's signature does not name it
+    step_kw = "refresh" in used and "step" not in scalar_args
+    sig += ["*", "role=None"] + [f"global_norm_{n}=None" for n in norms] + (["step=1"] if step_kw else [])
     lines = []
-    if scalar_args:
-        names = [r(n) for n in scalar_args]
+    if scalar_args or step_kw:
+        names = [r(n) for n in scalar_args] + (["step"] if step_kw else [])
         lines.append(f"{', '.join(names)}, = {', '.join(f'_t({n})' for n in names)},")
     lines.append(f"_pdim = {r('w')}.dim()")
     if roles:
@@ -128,7 +153,8 @@ def export_shaped(program: Program, class_name: str) -> str:
     hyper_pass = "".join(f", {h}={h}" for h in hyper)
     ranges_text = "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in range_table(program).items()) + "}"
     rule_block = indent(source.rstrip("\n"), 4)
-    norm_pass = "".join(f", global_norm_{n}=norms.get({n!r})" for n in norms)
+    norm_pass = "".join(f", global_norm_{n}=norms.get({n!r})" for n in norms) + (', step=env["step"]' if step_kw
+                                                                                 else "")
     return f'''"""{class_name}: a torch.optim optimizer exported by optforge from this update rule:
 
 {rule_block}

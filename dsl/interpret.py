@@ -236,15 +236,18 @@ def run_shaped(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mappin
     bd = batch_dims
     pdim = w.dim() - bd
     W2 = shaped.to_view(w, bd)
-    env: dict = {"w": W2, "g": shaped.to_view(g, bd), "step": np.float64(step)}
-    env["lr"] = _per_copy(lr, W2, bd)
-    env["wd"] = _per_copy(wd, W2, bd)
+    def scalar(x):  # as exported modules hold them: 0-dim float64 tensors (or per-copy tensors)
+        return _per_copy(x, W2, bd) if _is_t(x) else torch.tensor(float(x), dtype=torch.float64)
+
+    env: dict = {"w": W2, "g": shaped.to_view(g, bd), "step": scalar(step)}
+    env["lr"] = scalar(lr)
+    env["wd"] = scalar(wd)
     hp = dict(program.hyperparams)
     hp.update(hyper or {})
     for k, v in hp.items():
-        env[k] = _per_copy(v, W2, bd)
+        env[k] = scalar(v)
     for name, flag in zip(ROLE_INPUTS, shaped.role_flags(role, pdim)):
-        env[name] = np.float64(flag)
+        env[name] = scalar(flag)
     norms = {}
     for nm in ("g", "w"):
         given = (global_norms or {}).get(nm)

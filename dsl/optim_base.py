@@ -364,7 +364,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 bufs = [torch.view_as_real(b) if torch.is_complex(b) else b for b in bufs]
             if group.get("maximize", False):
                 g = -g
-            role = group.get("role") or default_role(p)
+            role = group.get("role") or default_role(w)  # complex: by its real view, which the rule sees
             self._apply_param(w, g, bufs, dict(env, step=float(state["step"])), role, norms)
 
     def _apply_param(self, w, g, bufs, env, role, norms):

@@ -171,7 +171,13 @@ def _sym_eigh(M):
     """Eigenvalues (ascending) and eigenvectors of (M + M^T)/2, in float32 at least."""
     dt = M.dtype if M.dtype in (torch.float32, torch.float64) else torch.float32
     S = (M.to(dt) + M.to(dt).mT) / 2
-    return torch.linalg.eigh(S)
+    if bool(torch.isfinite(S).all()):
+        try:
+            return torch.linalg.eigh(S)
+        except torch.linalg.LinAlgError:  # no convergence: nan, as other numeric trouble in a rule
+            pass
+    nan = torch.full(S.shape[:-1], math.nan, dtype=dt, device=S.device)
+    return nan, torch.full_like(S, math.nan)
 
 
 def _per_matrix(v, like):

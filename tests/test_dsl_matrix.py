@@ -4,6 +4,7 @@ roles and the group norm; the checker's refusals with line and column; the per-p
 import importlib.util
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 import dsl
 from dsl import DSLError, export_python, fingerprint, parse, run_rule, to_optimizer
+from search.rules import mutate
 
 F64 = torch.float64
 DATA = Path(__file__).parent / "data" / "dsl_plans_before.json"
@@ -329,3 +331,31 @@ def test_torch_conventions_class_names_betas_and_repr():
     text = repr(opt)
     assert "rule: def adamw(w, g, m, v, lr, wd, step, beta1=0.9, beta2=0.999, eps=1e-08) (5 statements)" in text
     assert "interp(" not in text  # the whole source is not printed per group
+
+
+# -- mutations that introduce the shaped primitives ------------------------------------------------
+
+@pytest.mark.parametrize("op, needs", [("factor_moment", {"row_mean", "col_mean"}),
+                                       ("orthogonalize_momentum", {"orthogonalize", "rows", "cols"}),
+                                       ("precondition", {"matmul", "transpose", "inv_root", "refresh"})])
+def test_structural_mutations_check_and_run(op, needs):
+    made = 0
+    for name in ("adamw", "sgd_momentum", "lion", "adam"):
+        for seed in range(4):
+            child = mutate(dsl.get_rule(name), op, random.Random(seed))
+            if child is None:
+                continue
+            made += 1
+            assert dsl.parse(child.source()) == child
+            fns = {n.fn for s in child.body for n in dsl.walk(s.value) if isinstance(n, dsl.Call)}
+            assert needs <= fns, child.source()
+            assert dsl.check(child).program == child
+            gen = _gen(seed)
+            ps = [_rand(s, gen).requires_grad_() for s in [(4, 3), (5,), (2, 3, 2)]]
+            opt = to_optimizer(child)(ps, lr=1e-2, weight_decay=0.01)
+            for _ in range(3):
+                opt.zero_grad()
+                sum((p ** 2).sum() for p in ps).backward()
+                opt.step()
+            assert all(bool(torch.isfinite(p).all()) for p in ps), child.source()
+    assert made >= 10

@@ -192,6 +192,8 @@ def test_step_without_gradients_is_a_no_op(Opt):
     # one parameter with a gradient: only it moves, only it gets state
     params[0].grad = torch.ones_like(params[0])
     opt.step()
+    if torch.equal(params[0].detach(), before[0]):
+        opt.step()  # a rule may skip its first step (SOAP does): it moves on the second
     assert not torch.equal(params[0].detach(), before[0])
     assert all(torch.equal(p.detach(), b) for p, b in zip(params[1:], before[1:]))
     assert list(opt.state) == [params[0]]
@@ -372,7 +374,7 @@ def test_bad_argument_types(Opt):
     with pytest.raises(TypeError, match="'lr' must be a real number"):
         Opt(make_params(), lr="0.1")
     with pytest.raises(TypeError, match="unexpected keyword argument"):
-        Opt(make_params(), gamma=(0.9, 0.99))
+        Opt(make_params(), zeta=(0.9, 0.99))
     with pytest.raises(TypeError, match="'foreach' must be None, True or False"):
         Opt(make_params(), foreach="yes")
     with pytest.raises(TypeError, match="floating-point"):
@@ -500,6 +502,10 @@ def test_complex_parameters_are_their_real_view(Opt, dtype):
         assert c.dtype == dtype
         assert torch.equal(torch.view_as_real(c.detach()), r.detach())
         for name in Opt.STATE:
+            if getattr(Opt, "PER_PARAM", False) and not oc.state[c][name].is_complex():
+                # a shaped state (row, col, matrix, scalar) of the real view is real
+                assert torch.equal(oc.state[c][name], orr.state[r][name])
+                continue
             assert oc.state[c][name].dtype == dtype
             assert torch.equal(torch.view_as_real(oc.state[c][name]), orr.state[r][name])
 

@@ -23,6 +23,21 @@ Operators (registered under these names in ``search.core.OPERATORS``):
   average with a new hyperparameter) that replaces a read of ``src`` downstream.
 - ``remove_state``: drop a state tensor: its updates go, its reads become the quantity it
   averaged (or ``g``).
+
+Structural priors from the matrix-aware optimizers (each a known good idea, placed at random):
+
+- ``factor_moment``: a factored second moment (Adafactor): a parameter-shaped state averaging a
+  square, ``v = interp(x * x, v, b)``, becomes a row and a column state
+  ``r = interp(row_mean(x * x), r, b)``, ``c = interp(col_mean(x * x), c, b)`` and its reads
+  ``r * c / mean(r)``; without such a state, a read of a tensor ``t`` in the update becomes
+  ``t / (sqrt(r * c / mean(r)) + eps)`` over new row/col states of ``g``.
+- ``orthogonalize_momentum``: a read of a momentum state (or of ``g``) in the statement that
+  updates ``w`` becomes its Newton-Schulz orthogonalization with Muon's shape factor,
+  ``orthogonalize(m) * sqrt(maximum(1, rows(m) / cols(m)))``.
+- ``precondition``: a periodic Kronecker preconditioner (Shampoo): new ``L: rowmat``,
+  ``R: colmat`` states averaging ``g g^T`` and ``g^T g``, their inverse fourth roots refreshed
+  every k steps (``refresh``, k in 5..50) into ``PL: rowmat = eye``, ``PR: colmat = eye``, and a
+  read of a tensor in the update becomes ``matmul(matmul(PL, t), PR)``.
 """
 from __future__ import annotations
 
@@ -48,6 +63,7 @@ from dsl.program import (
     replace_node,
     statement_nodes,
     substitute,
+    walk,
 )  # `duplicates` pairs this name list with dsl/__init__.py's: an import of the same names, deliberate
 from search.core import Campaign, Context, Individual, InvalidCandidate, Operator, Proposal, register_operator
 
@@ -58,7 +74,8 @@ MAX_STATE = 4
 _UNARY = [p.name for p in PRIMITIVES.values() if p.arity == 1 and p.kind == "elementwise"]
 _MATRIX = [p.name for p in PRIMITIVES.values() if p.kind == "matrix"]
 _REDUCE = [p.name for p in PRIMITIVES.values() if p.kind == "reduction"]
-_BINARY = [p.name for p in PRIMITIVES.values() if p.arity == 2]
+_BINARY = [p.name for p in PRIMITIVES.values() if p.arity == 2 and p.kind == "elementwise"]
+_AXIS = [p.name for p in PRIMITIVES.values() if p.kind == "axis"]
 _CONSTS = [0.5, 0.9, 0.99, 0.999, 1.0, 2.0, 0.1, 0.01, 1e-8, 1e-3]
 _EPS = 1e-8
 
@@ -130,8 +147,11 @@ def random_tensor_expr(rng: random.Random, env: dict[str, str], depth: int = 2,
         return Call(rng.choice(["maximum", "minimum"]), (x, _tensor_leaf(rng, env)))
     if r < 0.82:
         return Call("interp", (x, _tensor_leaf(rng, env), Num(rng.choice([0.1, 0.5, 0.9, 0.99]))))
-    if r < 0.90:
+    if r < 0.87:
         return Call(rng.choice(_MATRIX), (x,))
+    if r < 0.90:  # centred or scaled by its row or column mean (broadcast back)
+        return BinOp(rng.choice(["-", "/"]), x, BinOp("+", Call(rng.choice(["row_mean", "col_mean"]),
+                                                               (Call("abs", (x,)),)), Num(_EPS)))
     red = Call(rng.choice(_REDUCE), (x if rng.random() < 0.6 else _tensor_leaf(rng, env),))
     if red.fn == "mean":
         return BinOp("-", x, red)
@@ -202,6 +222,8 @@ def _compatible_fns(fn: str) -> list[str]:
         pool = _UNARY + _MATRIX
     elif p.kind == "reduction":
         pool = _REDUCE
+    elif p.kind == "axis":
+        pool = _AXIS
     elif p.arity == 2:
         pool = _BINARY
     else:
@@ -231,6 +253,11 @@ def m_replace_operand(program: Program, rng: random.Random) -> Program:
     i, path, nd = rng.choice(spots)
     env = env_before(program, i)
     kind = env.get(nd.id, TENSOR) if isinstance(nd, Name) else SCALAR
+    if kind not in (TENSOR, SCALAR):  # a row, col or matrix value: only another of its kind fits
+        names = sorted(n for n, k in env.items() if k == kind and n != nd.id)
+        if not names:
+            raise _Skip
+        return replace_node(program, i, path, Name(rng.choice(names)))
     if kind == TENSOR:
         names = sorted(n for n, k in env.items() if k == TENSOR and n != getattr(nd, "id", None))
         if not names:
@@ -292,12 +319,21 @@ def m_swap(program: Program, rng: random.Random) -> Program:
     return replace_node(program, i, path, new)
 
 
-def _with_state_args(program: Program, states: list[str], extra_hyper: list[Arg]) -> Program:
-    """Rebuild the signature: w, g, states, then the scalar inputs and hyperparameters."""
+def _with_state_args(program: Program, states: list[str | Arg], extra_hyper: list[Arg]) -> Program:
+    """Rebuild the signature: w, g, states without an initial value, the scalar inputs, states with
+    one, then the hyperparameters (Python's order: arguments with defaults last). ``states``: names
+    of the program's states (kept with their shape) or new ``Arg``s."""
+    own = {a.name: a for a in program.args}
+    sargs = [own.get(s, Arg(s)) if isinstance(s, str) else s for s in states]
     tensors = [a for a in program.args if a.name in ("w", "g")]
     rest = [a for a in program.args if a.name not in ("w", "g") and a.name not in program.state_names]
-    args = tensors + [Arg(s) for s in states] + rest + extra_hyper
-    return program.replace(args=tuple(args), returns=("w",) + tuple(states))
+    plain = [a for a in rest if a.default is None]
+    hyper = [a for a in rest if a.default is not None]
+    args = (tensors + [a for a in sargs if a.init is None] + plain + [a for a in sargs if a.init is not None]
+            + hyper + extra_hyper)
+    names = tuple(a.name for a in sargs)
+    ordered = tuple(a.name for a in args if a.name in names)
+    return program.replace(args=tuple(args), returns=("w",) + ordered)
 
 
 def m_add_state(program: Program, rng: random.Random) -> Program:
@@ -338,15 +374,130 @@ def m_remove_state(program: Program, rng: random.Random) -> Program:
     return _with_state_args(prog, [x for x in program.state_names if x != s], [])
 
 
+# -- structural priors from the matrix-aware optimizers ------------------------------------------
+
+def _update_reads(program: Program, kinds: tuple[str, ...] = (TENSOR,)) -> list[tuple[int, str]]:
+    """(statement, name) reads of tensor names in the statements that assign ``w``, last first."""
+    out = []
+    for j in range(len(program.body) - 1, -1, -1):
+        if program.body[j].target != "w":
+            continue
+        env = env_before(program, j)
+        out += [(j, n) for n in sorted(names_in(program.body[j].value)) if env.get(n) in kinds and n != "w"]
+    return out
+
+
+def _square_source(e: Expr, s: str) -> Expr | None:
+    """``x`` when ``e`` is ``interp(x * x, s, b)`` or ``interp(square(x), s, b)``."""
+    if not (isinstance(e, Call) and e.fn == "interp" and e.args[1] == Name(s)):
+        return None
+    a = e.args[0]
+    if isinstance(a, BinOp) and a.op == "*" and a.left == a.right:
+        return a.left
+    if isinstance(a, Call) and a.fn == "square":
+        return a.args[0]
+    return None
+
+
+def m_factor_moment(program: Program, rng: random.Random) -> Program:
+    if len(program.body) + 3 > MAX_BODY or len(program.state_names) >= MAX_STATE + 2:
+        raise _Skip
+    r, c = _fresh_name(program, "vr"), _fresh_name(program, "vc")
+    kinds = program.state_kinds
+    squares = [(i, st.target, _square_source(st.value, st.target)) for i, st in enumerate(program.body)
+               if kinds.get(st.target) == TENSOR]
+    squares = [x for x in squares if x[2] is not None]
+    body = list(program.body)
+    if squares:  # factor an existing second moment: v -> r c / mean(r)
+        i, v, x = rng.choice(squares)
+        beta = body[i].value.args[2]
+        sq = BinOp("*", x, x)
+        body[i:i + 1] = [Assign(r, Call("interp", (Call("row_mean", (sq,)), Name(r), beta))),
+                         Assign(c, Call("interp", (Call("col_mean", (sq,)), Name(c), beta)))]
+        vhat = BinOp("/", BinOp("*", Name(r), Name(c)), BinOp("+", Call("mean", (Name(r),)), Num(1e-30)))
+        body = [Assign(st.target, substitute(st.value, {v: vhat})) if k > i + 1 else st for k, st in enumerate(body)]
+        if any(v in names_in(st.value) or st.target == v for st in body):
+            raise _Skip  # v is read before its update or assigned twice: not a plain moving average
+        states = [Arg(r, kind="row"), Arg(c, kind="col")] + [n for n in program.state_names if n != v]
+        return _with_state_args(program.replace(body=tuple(body)), states, [])
+    reads = _update_reads(program)
+    if not reads:
+        raise _Skip
+    j, t = rng.choice(reads)
+    beta = _fresh_name(program, "beta")
+    body[j] = _replace_one_read(program, j, t, BinOp("/", Name(t), BinOp("+", Call("sqrt", (
+        BinOp("/", BinOp("*", Name(r), Name(c)), BinOp("+", Call("mean", (Name(r),)), Num(1e-30))),)), Num(_EPS))),
+        rng)
+    sq = BinOp("*", Name("g"), Name("g"))
+    body[j:j] = [Assign(r, Call("interp", (Call("row_mean", (sq,)), Name(r), Name(beta)))),
+                 Assign(c, Call("interp", (Call("col_mean", (sq,)), Name(c), Name(beta))))]
+    prog = program.replace(body=tuple(body))
+    return _with_state_args(prog, [*program.state_names, Arg(r, kind="row"), Arg(c, kind="col")],
+                            [Arg(beta, rng.choice([0.99, 0.999]))])
+
+
+def _direction_reads(program: Program) -> list[tuple[int, str]]:
+    """Reads of a momentum (a parameter-shaped state that is not a moving average of a square:
+    those sit under a sqrt) outside its own update; else the reads of ``g`` in the update of ``w``."""
+    squares = {st.target for st in program.body for e in walk(st.value)
+               if (isinstance(e, Call) and e.fn in ("square", "abs")) or (isinstance(e, BinOp) and e.op == "*"
+                                                                           and e.left == e.right)}
+    momenta = {n for n, k in program.state_kinds.items() if k == TENSOR and n not in squares}
+    out = [(j, n) for j, st in enumerate(program.body) for n in sorted(names_in(st.value) & momenta)
+           if st.target != n]
+    return out or [x for x in _update_reads(program) if x[1] == "g"]
+
+
+def m_orthogonalize_momentum(program: Program, rng: random.Random) -> Program:
+    states = _direction_reads(program)
+    if not states:
+        raise _Skip
+    j, t = rng.choice(states)
+    shape = Call("sqrt", (Call("maximum", (Num(1.0), BinOp("/", Call("rows", (Name(t),)),
+                                                                 Call("cols", (Name(t),))))),))
+    new = BinOp("*", Call("orthogonalize", (Name(t),)), shape)
+    body = list(program.body)
+    body[j] = _replace_one_read(program, j, t, new, rng)
+    return program.replace(body=tuple(body))
+
+
+def m_precondition(program: Program, rng: random.Random) -> Program:
+    if len(program.body) + 4 > MAX_BODY:
+        raise _Skip
+    reads = _direction_reads(program)
+    if not reads:
+        raise _Skip
+    j, t = rng.choice(reads)
+    L, R = _fresh_name(program, "L"), _fresh_name(program, "R")
+    PL, PR = _fresh_name(program, "PL"), _fresh_name(program, "PR")
+    beta, period = _fresh_name(program, "beta"), _fresh_name(program, "period")
+    g = Name("g")
+    new = [Assign(L, Call("interp", (Call("matmul", (g, Call("transpose", (g,)))), Name(L), Name(beta)))),
+           Assign(R, Call("interp", (Call("matmul", (Call("transpose", (g,)), g)), Name(R), Name(beta)))),
+           Assign(PL, Call("refresh", (Name(period), Call("inv_root", (Name(L), Num(4.0), Num(1e-6))), Name(PL)))),
+           Assign(PR, Call("refresh", (Name(period), Call("inv_root", (Name(R), Num(4.0), Num(1e-6))), Name(PR))))]
+    body = list(program.body)
+    body[j] = _replace_one_read(program, j, t, Call("matmul", (Call("matmul", (Name(PL), Name(t))), Name(PR))), rng)
+    body[j:j] = new
+    prog = program.replace(body=tuple(body))
+    states = [*program.state_names, Arg(L, kind="rowmat"), Arg(R, kind="colmat"),
+              Arg(PL, kind="rowmat", init="eye"), Arg(PR, kind="colmat", init="eye")]
+    return _with_state_args(prog, states, [Arg(beta, rng.choice([0.9, 0.95, 0.99])),
+                                           Arg(period, float(rng.choice([5, 10, 20, 50])))])
+
+
 MUTATIONS: dict[str, Callable[[Program, random.Random], Program]] = {
     "insert": m_insert, "delete": m_delete, "replace_fn": m_replace_fn,
     "replace_operand": m_replace_operand, "constant": m_constant, "swap": m_swap,
-    "add_state": m_add_state, "remove_state": m_remove_state,
+    "add_state": m_add_state, "remove_state": m_remove_state, "factor_moment": m_factor_moment,
+    "orthogonalize_momentum": m_orthogonalize_momentum, "precondition": m_precondition,
 }
 
-#: Default relative weights of the random operators for rule campaigns.
+#: Default relative weights of the random operators for rule campaigns (the structural priors are
+#: rare: each makes a big, specific change).
 DEFAULT_WEIGHTS = {"insert": 1.0, "delete": 1.0, "replace_fn": 1.0, "replace_operand": 1.0,
-                   "constant": 1.5, "swap": 0.5, "add_state": 0.5, "remove_state": 0.5}
+                   "constant": 1.5, "swap": 0.5, "add_state": 0.5, "remove_state": 0.5,
+                   "factor_moment": 0.2, "orthogonalize_momentum": 0.2, "precondition": 0.1}
 
 
 def mutate(program: Program, op: str, rng: random.Random, attempts: int = 20,
