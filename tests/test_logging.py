@@ -90,3 +90,18 @@ def test_resume_appends_and_cli_flag_turns_tensorboard_on(tmp_path, capsys):
     assert "best/score" in ea.Tags()["scalars"]
     lines = (tmp_path / "r" / EVENTS_FILE).read_text().splitlines()
     assert all(json.loads(ln)["event"] for ln in lines)
+
+
+def test_eval_writes_rule_and_baseline_curves_to_tensorboard(tmp_path, capsys):
+    tb = tmp_path / "tb"
+    assert main(["eval", "sgd_momentum", "--tasks", "quadratic", "--fidelity", "tiny", "--executor", "inprocess",
+                 "--noise-replicates", "0", "--lrs", "0.003,0.03,0.3", "--seeds", "0", "--tensorboard", str(tb)]) == 0
+    assert f"tensorboard --logdir {tb}" in capsys.readouterr().err
+    assert sorted(p.name for p in tb.iterdir()) == ["sgd_momentum", "tuned_adamw"]
+    rule, base = EventAccumulator(str(tb / "sgd_momentum")), EventAccumulator(str(tb / "tuned_adamw"))
+    rule.Reload()
+    base.Reload()
+    loss_r, loss_b = rule.Scalars("loss/quadratic"), base.Scalars("loss/quadratic")
+    assert len(loss_r) > 2 and [s.step for s in loss_r] == [s.step for s in loss_b] and loss_r[0].step == 0
+    assert loss_r[-1].value < loss_r[0].value             # it trains
+    assert "score/overall" in rule.Tags()["scalars"] and "score/overall" not in base.Tags()["scalars"]

@@ -53,6 +53,7 @@ from evaluators import (
     estimate_results,
     noise_floors,
 )
+from search.core import curves_to_tensorboard
 from search.rules import TUNING_DEFAULTS
 
 from .errors import CLIError
@@ -315,6 +316,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot and result.tasks:
         out = plot_curves(result, args.plot, cfg.baseline)
         print(f"wrote {out}", file=sys.stderr)
+    if args.tensorboard and result.tasks:   # search.core.events: rule and tuned baseline overlaid per task
+        tb = curves_to_tensorboard(result, args.tensorboard, args.rule, cfg.baseline)
+        print(f"wrote TensorBoard curves: tensorboard --logdir {tb}", file=sys.stderr)
     return 0 if result.ok else 2
 
 
@@ -338,6 +342,8 @@ def register(sub) -> None:
     p.add_argument("--baseline", help="reference rule: a library name or DSL source (default: adamw)")
     p.add_argument("--cache", metavar="DIR", help="persistent result cache (directory or .sqlite file)")
     p.add_argument("--plot", metavar="OUT.png", help="draw the rule's and tuned AdamW's curves per task")
+    p.add_argument("--tensorboard", metavar="DIR", help="write the rule's and tuned AdamW's training curves per "
+                   "task as TensorBoard event files into DIR")
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="eval-default",
                    help="tuning protocol: eval-default (9 lrs, each task's own wd, clip 5) or campaign-default "
                         "(exactly what a campaign scores with by default: 5 lrs x 3 wds, successive halving, "

@@ -37,7 +37,7 @@ from .campaign import (
     SimplifyConfig,
 )
 from .engine import Engine, run_campaign
-from .events import EVENTS_FILE, HALL_OF_FAME_FILE, RunLog, read_events
+from .events import EVENTS_FILE, HALL_OF_FAME_FILE, RunLog, curves_to_tensorboard, read_events
 from .loading import load_campaign, parse_campaign
 from .plugins import Context, EngineView, KindPlugin, Operator, Strategy
 from .ranking import fmt_score, fmt_won
@@ -67,4 +67,4 @@ __all__ = ["simplify_one",
            "RunStore", "RunView", "StoreError", "db_path", "Individual", "InvalidCandidate", "Job", "Progress",
            "Proposal", "RunExistsError", "RunSummary", "Stats", "BanditConfig", "BanditError", "OperatorBandit",
            "operator_table", "share_points", "pareto_front", "fmt_score", "fmt_won", "close_names", "did_you_mean",
-           "EVENTS_FILE", "HALL_OF_FAME_FILE", "RunLog", "read_events"]
+           "EVENTS_FILE", "HALL_OF_FAME_FILE", "RunLog", "read_events", "curves_to_tensorboard"]

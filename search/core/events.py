@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from evaluators import WORST_SCORE, StatsError, Status, estimate, per_seed_log_ratios
+from evaluators import WORST_SCORE, EvalResult, StatsError, Status, estimate, per_seed_log_ratios
 
 from .selection import rank_individuals
 from .types import Individual, Progress
@@ -230,6 +230,42 @@ def tensorboard_writer(logdir: str | Path) -> Any:
     return SummaryWriter(log_dir=str(logdir))
 
 
+def curves_to_tensorboard(result: EvalResult, logdir: str | Path, label: str = "rule",
+                          baseline: str = "adamw") -> Path:
+    """A rule's training curves (``optforge eval RULE --tensorboard DIR``) as TensorBoard scalars: one run
+    folder for the rule (``DIR/<label>``) and one for the tuned baseline (``DIR/<baseline>``), with the
+    same tags ``<metric>/<task>`` (step = training step), so TensorBoard overlays rule and baseline per
+    task; the rule's folder also gets ``score/<task>`` and ``score/overall`` (step 0)."""
+    root = Path(logdir)
+    names = {"rule": _safe(label),   # a baseline given as DSL source gets a generic name
+             "baseline": f"tuned_{baseline}" if baseline.isidentifier() else "tuned_baseline"}
+    if names["rule"] == names["baseline"]:
+        names["rule"] += "_rule"
+    writers = {k: tensorboard_writer(root / v) for k, v in names.items()}
+    try:
+        for t, tr in result.tasks.items():
+            x = tr.extra
+            for who, curve, steps in (("rule", tr.curve, x.get("curve_steps")),
+                                      ("baseline", x.get("baseline_curve"), x.get("baseline_curve_steps"))):
+                for i, y in enumerate(curve or []):
+                    step = int(steps[i]) if steps and i < len(steps) else i
+                    if y is not None and math.isfinite(float(y)):
+                        writers[who].add_scalar(f"{tr.metric_name}/{t}", float(y), step)
+            if tr.status == Status.ok and math.isfinite(tr.score):
+                writers["rule"].add_scalar(f"score/{t}", float(tr.score), 0)
+        if result.status == Status.ok and math.isfinite(result.score):
+            writers["rule"].add_scalar("score/overall", float(result.score), 0)
+    finally:
+        for w in writers.values():
+            w.close()
+    return root
+
+
+def _safe(name: str) -> str:
+    """A folder name from a rule's label (a path or a library name)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(name).stem or name) or "rule"
+
+
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
     """The lines of a run's ``events.jsonl`` (an empty list when it has none)."""
     p = Path(run_dir) / EVENTS_FILE
@@ -239,4 +275,4 @@ def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = ["RunLog", "EVENTS_FILE", "HALL_OF_FAME_FILE", "HALL_OF_FAME_COLUMNS", "interval_of", "read_events",
-           "tensorboard_writer"]
+           "tensorboard_writer", "curves_to_tensorboard"]
