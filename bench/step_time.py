@@ -11,7 +11,11 @@ Linear layers with biases), fills every gradient with fixed random numbers, and 
 * with ``--tiles N,M``: the DSL AdamW with other CPU tile sizes; with ``--alloc``: the DSL
   rules with temporaries freshly allocated every step (no scratch buffers, no tiles);
 * with ``--compile``: the DSL rules through ``torch.compile`` too (slow to build);
-* with ``--export``: the standalone module ``dsl.export_python`` writes for AdamW.
+* with ``--export``: the standalone module ``dsl.export_python`` writes for AdamW;
+* with ``--zoo``: every library rule torch also ships (AdamW, Adam, SGD, NAdam, RAdam, Adamax,
+  Adafactor, Muon) against torch's class (foreach where torch has one), then the library's
+  matrix rules (Adafactor, Adam-mini, AdamP, SPAM, Scion, SWAN, Shampoo, SOAP, Conda, Muon)
+  against the DSL AdamW on the same model.
 
 Measurements are interleaved: each round runs every optimizer for ``--steps`` steps, in a
 rotating order, and the table reports the median over rounds of the ms per step (so drift
@@ -21,6 +25,7 @@ AdamW and fused AdamW.
     python bench/step_time.py                   # CPU, float32, 15M parameters
     python bench/step_time.py --dtype bfloat16 --export --compile
     python bench/step_time.py --device cuda     # on a GPU machine
+    python bench/step_time.py --zoo --width 512 --depth 8 --steps 2 --rounds 5
 """
 from __future__ import annotations
 
@@ -133,43 +138,14 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
-    ap.add_argument("--width", type=int, default=768)
-    ap.add_argument("--depth", type=int, default=26, help="Linear layers (2 tensors each)")
-    ap.add_argument("--steps", type=int, default=5, help="steps per contender per round")
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd DSL rules")
-    ap.add_argument("--export", action="store_true", help="also time the module dsl.export_python writes")
-    ap.add_argument("--tiles", default="", help="comma-separated tile sizes (elements) to time DSL AdamW with")
-    ap.add_argument("--alloc", action="store_true", help="also time the DSL rules without scratch buffers")
-    ap.add_argument("--no-untiled", action="store_true", help="leave out the untiled DSL contenders")
-    ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    args = ap.parse_args(argv)
-    dtype = getattr(torch, args.dtype)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("no CUDA device here", file=sys.stderr)
-        return 2
+def time_contenders(cons, args, dtype, model=None):
+    """Median ms per step (wall and process CPU) of each contender, interleaved over rounds.
 
-    cons = contenders(args)
-    if args.only:
-        keys = [s.strip() for s in args.only.split(",")]
-        cons = {k: v for k, v in cons.items() if any(s in k for s in keys) or "foreach" in k and "AdamW" in k
-                or "fused" in k}
-    n_params = args.width * args.width * args.depth + args.width * args.depth
-    print(f"# optimizer step time: {n_params / 1e6:.1f}M parameters in {2 * args.depth} tensors, "
-          f"{args.dtype}, device {args.device}")
-    print(f"# torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    ``model`` (default ``make_model``) builds a fresh parameter list for each contender."""
+    model = model or (lambda: make_model(args.width, args.depth, args.device, dtype))
     opts = {}
     for name, make in cons.items():
-        ps = make_model(args.width, args.depth, args.device, dtype)
+        ps = model()
         try:
             opt = make(ps)
             t0 = time.perf_counter()
@@ -197,6 +173,92 @@ def main(argv=None) -> int:
             cpu[name].append((time.process_time() - c0) / args.steps * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
     cmed = {k: statistics.median(v) for k, v in cpu.items()}
+    return med, cmed, times, names
+
+
+#: DSL library rule -> torch.optim's class of the same algorithm (foreach where torch has it);
+#: torch's Muon is the library's muon_scaled (with the shape factor) and takes only matrices
+TORCH_TWINS = {
+    "adamw": lambda ps, kw: torch.optim.AdamW(ps, foreach=True, **kw),
+    "adam": lambda ps, kw: torch.optim.Adam(ps, foreach=True, **kw),
+    "sgd": lambda ps, kw: torch.optim.SGD(ps, foreach=True, **kw),
+    "nadam": lambda ps, kw: torch.optim.NAdam(ps, foreach=True, **kw),
+    "radam": lambda ps, kw: torch.optim.RAdam(ps, foreach=True, **kw),
+    "adamax": lambda ps, kw: torch.optim.Adamax(ps, foreach=True, **kw),
+    "adafactor": lambda ps, kw: torch.optim.Adafactor(ps, foreach=True, **kw),
+    "muon_scaled": lambda ps, kw: torch.optim.Muon(ps, **kw),
+}
+#: the library rules that are not elementwise (shaped state, matrix algebra), timed against DSL AdamW
+MATRIX_RULES = ("adafactor", "adam_mini", "adamp", "spam", "scion", "swan", "shampoo", "soap", "conda",
+                "muon_scaled")
+
+
+def zoo_main(args, dtype) -> None:
+    """Each library rule torch also ships against torch's class, then the matrix rules vs DSL AdamW."""
+    kw = dict(lr=1e-3, weight_decay=0.01)
+    matrices = lambda: [p for p in make_model(args.width, args.depth, args.device, dtype) if p.dim() == 2]  # noqa: E731
+    print("# library rules vs torch.optim (same model; Muon: the matrices only, for both)")
+    print(f"{'rule':14s} {'DSL ms':>9s} {'torch ms':>9s} {'wall DSL/torch':>15s} {'cpu DSL/torch':>14s}")
+    for name, twin in TORCH_TWINS.items():
+        Opt = to_optimizer(get_rule(name))
+        cons = {"dsl": lambda ps, Opt=Opt: Opt(ps, **kw), "torch": lambda ps, twin=twin: twin(ps, kw)}
+        med, cmed, _, _ = time_contenders(cons, args, dtype, matrices if name == "muon_scaled" else None)
+        if len(med) == 2:
+            print(f"{name:14s} {med['dsl']:9.2f} {med['torch']:9.2f} {med['dsl'] / med['torch']:14.2f}x "
+                  f"{cmed['dsl'] / cmed['torch']:13.2f}x", flush=True)
+    print("# matrix rules vs the DSL AdamW (same model, the rules' default hyperparameters)")
+    classes = {name: to_optimizer(get_rule(name)) for name in ("adamw",) + MATRIX_RULES}
+    cons = {name: (lambda ps, Opt=Opt: Opt(ps, **kw)) for name, Opt in classes.items()}
+    med, cmed, _, names = time_contenders(cons, args, dtype)
+    print(f"{'rule':14s} {'ms/step':>9s} {'wall /adamw':>12s} {'cpu /adamw':>11s}")
+    for k in names:
+        print(f"{k:14s} {med[k]:9.2f} {med[k] / med['adamw']:11.1f}x {cmed[k] / cmed['adamw']:10.1f}x")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
+    ap.add_argument("--width", type=int, default=768)
+    ap.add_argument("--depth", type=int, default=26, help="Linear layers (2 tensors each)")
+    ap.add_argument("--steps", type=int, default=5, help="steps per contender per round")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd DSL rules")
+    ap.add_argument("--export", action="store_true", help="also time the module dsl.export_python writes")
+    ap.add_argument("--tiles", default="", help="comma-separated tile sizes (elements) to time DSL AdamW with")
+    ap.add_argument("--alloc", action="store_true", help="also time the DSL rules without scratch buffers")
+    ap.add_argument("--no-untiled", action="store_true", help="leave out the untiled DSL contenders")
+    ap.add_argument("--only", default="", help="comma-separated substrings of contender names")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    ap.add_argument("--zoo", action="store_true", help="the library rules torch also ships against torch's "
+                    "classes, and the matrix rules against DSL AdamW (use a smaller --width/--depth)")
+    args = ap.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device here", file=sys.stderr)
+        return 2
+
+    if args.zoo:
+        n_params = args.width * args.width * args.depth + args.width * args.depth
+        print(f"# zoo step time: {n_params / 1e6:.2f}M parameters in {2 * args.depth} tensors, {args.dtype}, "
+              f"device {args.device}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
+              f"torch threads {torch.get_num_threads()}")
+        zoo_main(args, dtype)
+        return 0
+    cons = contenders(args)
+    if args.only:
+        keys = [s.strip() for s in args.only.split(",")]
+        cons = {k: v for k, v in cons.items() if any(s in k for s in keys) or "foreach" in k and "AdamW" in k
+                or "fused" in k}
+    n_params = args.width * args.width * args.depth + args.width * args.depth
+    print(f"# optimizer step time: {n_params / 1e6:.1f}M parameters in {2 * args.depth} tensors, "
+          f"{args.dtype}, device {args.device}")
+    print(f"# torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    med, cmed, times, names = time_contenders(cons, args, dtype)
     base_foreach = med.get("torch AdamW foreach")
     base_fused = med.get("torch AdamW fused")
     print("# wall: median over rounds of wall-clock ms per step; cpu: the same for this process's CPU time "
