@@ -109,3 +109,15 @@ def test_run_refuses_an_existing_run_unless_told_and_resumes_with_a_bar(api_run,
     assert r.evaluations()["cost"].sum() == 10
     err = capsys.readouterr().err
     assert "api:" in err and "10/10" in err          # the tqdm bar, desc = campaign name, over the budget
+
+
+@pytest.mark.slow
+def test_the_api_tour_example_runs(tmp_path, monkeypatch, capsys):
+    import runpy
+    from pathlib import Path
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "api_tour.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "evaluation budget reached" in out and "wrote runs/api_tour/best_rule.py" in out
+    assert (tmp_path / "runs" / "api_tour" / "hall_of_fame.csv").is_file()
+    assert "not verified yet" in out
