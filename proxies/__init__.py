@@ -41,6 +41,7 @@ from .tasks import (
     resolve_task,
     sample_tasks,
     split_families,
+    split_task_list,
     task_family,
 )
 
@@ -48,4 +49,5 @@ __all__ = ["FIDELITIES", "SPLITS", "SweepOutcome", "Rung", "RuleTask", "StackedT
            "resolve_task", "list_tasks", "register_task", "task_family", "check_disjoint", "is_task_spec",
            "TaskLoadError", "TaskOverlapError", "UnknownTaskError", "TaskDefinitionError", "DEFAULT_SUITE",
            "TASK_GROUPS", "PromptTask", "get_prompt_task", "list_prompt_tasks", "load_jsonl_task",
-           "BankSpecError", "bank_families", "bank_family", "draw_seed", "sample_tasks", "split_families"]
+           "BankSpecError", "bank_families", "bank_family", "draw_seed", "sample_tasks", "split_families",
+           "split_task_list"]

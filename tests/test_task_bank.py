@@ -1,6 +1,7 @@
 """The sampled task bank: specs, sampling, re-parameterization, family splits, bank campaigns."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 import dsl
 import proxies
 from proxies.tasks import build_model, format_spec, parse_spec, reparameterize
+from search.cli import main
 from search.core import DB_NAME, Campaign, Engine, RunStore, RunView, load_campaign
 from search.rules import RuleKind
 from search.rules.bank_eval import iqm
@@ -202,3 +204,12 @@ def test_the_discovery_campaign_starts_from_the_zoo_and_uses_the_bank():
     assert all(fams) and not (fams[0] & fams[1] or fams[0] & fams[2] or fams[1] & fams[2])
     assert len(plan.validation) == 4 and transfer_tasks(c) == plan.test and len(plan.test) >= 3
     check_task_sets(c)
+
+
+def test_command_line_task_lists_keep_bank_specs_whole(capsys):
+    spec = "bank:memorization/n=256,c=4,w=8,bs=32,h=60,seed=1"
+    assert proxies.split_task_list(f"quadratic, {spec},digits_logreg") == ["quadratic", spec, "digits_logreg"]
+    assert main(["eval", "adamw", "--tasks", f"{spec},quadratic", "--fidelity", "tiny", "--executor", "inprocess",
+                 "--lrs", "0.01,0.1", "--seeds", "0,1", "--noise-replicates", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert spec in json.dumps(out) and "quadratic" in json.dumps(out)

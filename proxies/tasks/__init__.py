@@ -37,6 +37,7 @@ from .registry import (
     register_task,
     register_task_prefix,
     resolve_task,
+    split_task_list,
     task_family,
 )
 from .train import curve_steps, run_sweep
@@ -67,7 +68,7 @@ TASK_GROUPS: dict[str, list[str]] = {
 __all__ = ["FIDELITIES", "SPLITS", "Rung", "RuleTask", "StackedTask", "ModuleTask", "SweepOutcome",
            "DEFAULT_SUITE", "TASK_GROUPS", "get_task", "resolve_task", "list_tasks", "register_task",
            "task_family", "check_disjoint", "is_task_spec", "TaskLoadError", "TaskOverlapError", "UnknownTaskError",
-           "TaskDefinitionError", "register_task_prefix", "bank", "BankSpecError",
+           "TaskDefinitionError", "register_task_prefix", "split_task_list", "bank", "BankSpecError",
            "bank_families", "bank_family", "build_model", "draw_seed", "reparameterize", "sample_tasks",
            "split_families", "format_spec", "is_bank_spec", "parse_spec",
            "run_sweep", "curve_steps", "Quadratic", "Rosenbrock", "DigitsLogReg", "DigitsMLP", "CharLM",

@@ -45,6 +45,20 @@ def register_task_prefix(prefix: str, build: Callable[[str], StackedTask], famil
     _PREFIXES[prefix] = (build, family)
 
 
+def split_task_list(text: str) -> list[str]:
+    """Task names from a comma-separated command-line list. A prefixed spec has commas of its own
+    (``bank:mlp/w=32,depth=2``): a ``key=value`` piece after one belongs to it, not a new task."""
+    out: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if out and "=" in piece and ":" not in piece and out[-1].partition(":")[0] in _PREFIXES:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
+
+
 def list_tasks() -> list[str]:
     """Names of every registered (built-in) rule task."""
     return list(_FACTORIES)
@@ -160,5 +174,5 @@ def _check_task(spec: str, task: StackedTask) -> None:
         raise TaskLoadError(spec, f"its weight_decay must be a number >= 0, got {wd!r}")
 
 
-__all__ = ["register_task", "register_task_prefix",
+__all__ = ["register_task", "register_task_prefix", "split_task_list",
            "list_tasks", "task_family", "check_disjoint", "is_task_spec", "resolve_task", "get_task"]

@@ -126,7 +126,7 @@ def protocol_text(name: str, cfg: RuleEvalConfig) -> str:
 def _config(args: argparse.Namespace):
     d: dict = {"executor": args.executor, **copy.deepcopy(PROTOCOLS[args.protocol])}
     if args.tasks:
-        d["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        d["tasks"] = proxies.split_task_list(args.tasks)
     if args.lrs:
         d["lr_grid"] = parse_lrs(args.lrs)
     if args.seeds:

@@ -33,7 +33,7 @@ from .eval import PROTOCOLS, protocol_text
 
 
 def cmd_noise(args: argparse.Namespace) -> int:
-    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    tasks = proxies.split_task_list(args.tasks or "")
     if not tasks:
         raise CLIError("--tasks: give at least one task, e.g. --tasks digits_cnn,text_rnn "
                        f"(known: {', '.join(proxies.list_tasks())})")

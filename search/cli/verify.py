@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 
+import proxies
 from search.rules import VerifyError, verdict, verify_json, verify_run, verify_table
 
 from .errors import CLIError
@@ -28,8 +29,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.noise_replicates < 1:
         raise CLIError(f"--noise-replicates {args.noise_replicates}: a verdict needs noise floors; give 1 or more")
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    tasks = None if args.tasks is None else proxies.split_task_list(args.tasks)   # bank specs hold commas
     try:
-        rec = verify_run(run, top=args.top, tasks=_csv(args.tasks), seeds=_csv(args.seeds, int),
+        rec = verify_run(run, top=args.top, tasks=tasks, seeds=_csv(args.seeds, int),
                          fidelity=args.fidelity, executor=args.executor, noise_replicates=args.noise_replicates,
                          log=log)
     except (VerifyError, ValueError, KeyError) as e:
