@@ -85,8 +85,8 @@ def _verdict_lines(view: RunView) -> list[str]:
     out = []
     for e in (rec or {}).get("entries", []):
         est = stored_estimate(e.get("estimate"))
-        if est is not None:
-            out.append(f"  {e['label']}: {describe(est)}")
+        if e.get("describe") or est is not None:   # the stored wording names the run's own baseline
+            out.append(f"  {e['label']}: {e.get('describe') or describe(est)}")
     return ["verdicts (verified tasks, test split, unseen seeds):"] + out if out else []
 
 
