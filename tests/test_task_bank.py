@@ -13,7 +13,7 @@ import proxies
 from proxies.tasks import build_model, format_spec, parse_spec, reparameterize
 from search.cli import main
 from search.core import DB_NAME, Campaign, Engine, RunStore, RunView, load_campaign
-from search.rules import RuleKind
+from search.rules import RuleKind, verify_run
 from search.rules.bank_eval import iqm
 from search.rules.bank_track import overfitting, slope
 from search.rules.tasksets import bank_plan, check_task_sets, transfer_tasks, validation_tasks
@@ -213,3 +213,19 @@ def test_command_line_task_lists_keep_bank_specs_whole(capsys):
                  "--lrs", "0.01,0.1", "--seeds", "0,1", "--noise-replicates", "0", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert spec in json.dumps(out) and "quadratic" in json.dumps(out)
+
+
+@pytest.mark.slow
+def test_verify_checks_a_bank_run_on_its_test_bank_with_the_interquartile_mean(tmp_path):
+    c = _campaign(track_every=0)
+    eng = Engine(c, tmp_path / "run")
+    try:
+        eng.run()
+    finally:
+        eng.close()
+    rec = verify_run(tmp_path / "run", top=1, fidelity="tiny", seeds=[2, 3], noise_replicates=1,
+                     executor="inprocess", with_seeds=False, log=lambda *a: None)
+    plan = bank_plan(c)
+    assert rec["transfer_tasks"] == plan.test and rec["validation_tasks"] == plan.validation
+    est = rec["entries"][0]["estimate"]
+    assert est is not None and est["aggregate"] == "iqm" and set(est["tasks"]) == set(plan.test)

@@ -37,7 +37,7 @@ from evaluators.base import WORST_SCORE, EvalResult, Status
 from search.core import Campaign, RunStore, RunView, db_path, fmt_score, fmt_won
 
 from .kind import RuleKind, eval_config_dict, rule_text
-from .tasksets import search_tasks, transfer_tasks, validation_tasks
+from .tasksets import search_tasks, task_aggregate, transfer_tasks, validation_tasks
 
 
 class VerifyError(ValueError):
@@ -65,13 +65,14 @@ def baseline_name(baseline: str) -> str:
     return "tuned AdamW" if baseline == "adamw" else f"tuned {baseline}"
 
 
-def _estimate(r: EvalResult, tasks: list[str], floors: dict[str, float], clip: float) -> Estimate | None:
+def _estimate(r: EvalResult, tasks: list[str], floors: dict[str, float], clip: float,
+              aggregate: str = "mean") -> Estimate | None:
     """The entry's Estimate on ``tasks`` (None when a task failed: no paired seeds to resample)."""
     ok = {t: r.tasks[t] for t in tasks if t in r.tasks and r.tasks[t].status == Status.ok}
     if not tasks or len(ok) < len(tasks):
         return None
     try:
-        return estimate_results(ok, floors, clip=clip)
+        return estimate_results(ok, floors, clip=clip, aggregate=aggregate)
     except StatsError:
         return None
 
@@ -194,7 +195,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
             if not xfer:   # no transfer tasks: the validation tasks' test split is what is verified
                 e["verified"], e["verified_won"], e["verified_n"] = (e["validation_test"], e["validation_test_won"],
                                                                      e["validation_test_n"])
-            est = _estimate(r, verdict_tasks, floors, cfg.clip)
+            est = _estimate(r, verdict_tasks, floors, cfg.clip, task_aggregate(c))   # bank runs: iqm
             e["estimate"] = est.to_json() if est is not None else None
             e["ci"] = list(est.ci) if est is not None else None
             e["p_improvement"] = est.p_improvement if est is not None else None
