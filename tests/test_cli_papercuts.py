@@ -196,3 +196,13 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("optforge ")
+
+
+def test_run_names_get_a_did_you_mean(run_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+    shutil.copytree(run_dir, tmp_path / "runs" / "cuts")
+    monkeypatch.chdir(tmp_path)
+    assert main(["show", "cuts", "--top", "1"]) == 0
+    capsys.readouterr()
+    assert main(["show", "cust"]) == 1
+    assert "cust: no run found (did you mean 'cuts'?)" in capsys.readouterr().err

@@ -101,6 +101,8 @@ def check_campaign(path: str | Path) -> tuple[Campaign, list[str]]:
     elif c.operators.llm_share > 0:
         problems.append("operators.llm_share > 0 but there is no [llm] table: add one (backend = \"local\" is the "
                         "embedded model) or set llm_share = 0")
+    if c.executor == "ray" and importlib.util.find_spec("ray") is None:
+        problems.append("executor = \"ray\" but ray is not installed: pip install -e '.[ray]', or use \"pool\"")
     run_dir = c.resolved_run_dir()
     if (run_dir / "run.sqlite").exists():
         lines.append(f"  run dir {run_dir} already holds a run: optforge run needs --resume or --fresh")

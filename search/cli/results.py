@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluators import describe
-from search.core import KindPlugin, RunView, UnknownKindError, fmt_score, run_kind
+from search.core import KindPlugin, RunView, UnknownKindError, did_you_mean, fmt_score, run_kind
 from search.prompts import CompareError, compare_text, write_compare_report
 from search.report import operator_lines, simplified_text, write_report
 
@@ -37,8 +37,11 @@ def resolve_run(spec: str) -> Path:
     for cand in (p, Path("runs") / spec):
         if (cand / "run.sqlite").is_file() or (cand.suffix == ".sqlite" and cand.is_file()):
             return cand
-    raise CLIError(f"{spec}: no run found (expected a run directory with run.sqlite, e.g. runs/demo; "
-                     "start one with 'optforge run CAMPAIGN.toml')")
+    runs = Path("runs")
+    known = sorted(d.name for d in runs.iterdir() if (d / "run.sqlite").is_file()) if runs.is_dir() else []
+    hint = did_you_mean(p.name, known)
+    raise CLIError(f"{spec}: no run found{hint} (expected a run directory with run.sqlite, e.g. runs/demo; "
+                   "start one with 'optforge run CAMPAIGN.toml')")
 
 
 # -- show -----------------------------------------------------------------------------
