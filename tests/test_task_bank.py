@@ -12,7 +12,7 @@ import dsl
 import proxies
 from proxies.tasks import build_model, format_spec, parse_spec, reparameterize
 from search.cli import main
-from search.core import DB_NAME, Campaign, Engine, RunStore, RunView, load_campaign
+from search.core import DB_NAME, Campaign, CampaignError, Engine, RunStore, RunView, load_campaign, parse_campaign
 from search.rules import RuleKind, verify_run
 from search.rules.bank_eval import iqm
 from search.rules.bank_track import overfitting, slope
@@ -229,3 +229,15 @@ def test_verify_checks_a_bank_run_on_its_test_bank_with_the_interquartile_mean(t
     assert rec["transfer_tasks"] == plan.test and rec["validation_tasks"] == plan.validation
     est = rec["entries"][0]["estimate"]
     assert est is not None and est["aggregate"] == "iqm" and set(est["tasks"]) == set(plan.test)
+
+
+@pytest.mark.parametrize("bank, what", [
+    ({"families": ["mlp", "cnv", "regression"]}, "unknown bank family 'cnv'"),
+    ({"families": ["mlp", "conv"]}, "cannot be split"),
+    ({"track_fidelity": "huge"}, "bank.track_fidelity"),
+    ({"per_generation": 0}, "per_generation"),
+])
+def test_a_bad_bank_table_is_a_campaign_error_naming_it(bank, what):
+    with pytest.raises(CampaignError) as e:
+        parse_campaign({"name": "x", "bank": bank}, "bad.toml")
+    assert what in str(e.value) and "bad.toml" in str(e.value)

@@ -20,6 +20,7 @@ override one, or ``wd_grid``/``halving``/``task_clip`` to ``false`` for the olde
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -82,10 +83,14 @@ def bank_plan(c: Campaign) -> BankPlan | None:
     else:
         rest = [f for f in pool if not any(f in (v or []) for v in given.values())]
         n = max(1, len(pool) // 3)
-        auto = proxies.split_families(rest, proxies.draw_seed(c.random_seed, "families"),
-                                      0 if given["validation"] is not None else n,
-                                      0 if given["test"] is not None or b.test == 0 else n) \
-            if len(rest) > 0 else {"search": [], "validation": [], "test": []}
+        nv = 0 if given["validation"] is not None else n
+        nt = 0 if given["test"] is not None or b.test == 0 else n
+        seed = proxies.draw_seed(c.random_seed, "families")
+        if given["search"] is None:     # the search takes what validation and test leave
+            auto = proxies.split_families(rest, seed, nv, nt)
+        else:
+            random.Random(seed).shuffle(rest)
+            auto = {"validation": sorted(rest[:nv]), "test": sorted(rest[nv:nv + nt]), "search": []}
         split = {k: list(given[k]) if given[k] is not None else auto[k] for k in given}
     for k, fams in split.items():
         if not fams and not (k == "test" and b.test == 0):
@@ -189,6 +194,9 @@ def check_task_sets(c: Campaign) -> None:
                     f"{', '.join(sorted({fam[a][s] for s in shared}))}): the sets must be disjoint so that "
                     f"{b} measures transfer, not the search's own tasks. Pick other tasks (suggested groups: "
                     f"proxies.TASK_GROUPS), or set validation_tasks = [] for no validation stage")
+    if c.bank is not None and c.bank.track_fidelity not in (None, *proxies.FIDELITIES):
+        raise ValueError(f"bank.track_fidelity: unknown fidelity {c.bank.track_fidelity!r}; known: "
+                         f"{', '.join(proxies.FIDELITIES)}")
     if c.validation.fidelity is not None and c.validation.fidelity not in proxies.FIDELITIES:
         raise ValueError(f"validation.fidelity: unknown fidelity {c.validation.fidelity!r}; known: "
                          f"{', '.join(proxies.FIDELITIES)}")
