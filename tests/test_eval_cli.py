@@ -74,8 +74,8 @@ def test_an_unknown_name_gets_a_suggestion(capsys):
     name = _shipped_name()
     assert main(["eval", name[:-2], "--tasks", "quadratic"]) == 1
     err = capsys.readouterr().err
-    assert f"Did you mean {name}" in err and "Traceback" not in err
+    assert f"did you mean {name!r}?" in err and "Traceback" not in err
     assert main(["eval", "adamww", "--tasks", "quadratic"]) == 1
-    assert "Did you mean adamw" in capsys.readouterr().err
+    assert "did you mean 'adamw'?" in capsys.readouterr().err
     assert main(["eval", "adamw", "--tasks", "quadratic", "--level", "2"]) == 1
     assert "--level" in capsys.readouterr().err

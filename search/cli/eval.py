@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from evaluators import (
     estimate_results,
     noise_floors,
 )
-from search.core import curves_to_tensorboard
+from search.core import curves_to_tensorboard, did_you_mean
 from search.rules import TUNING_DEFAULTS
 
 from .errors import CLIError
@@ -82,10 +81,9 @@ def _load_rule(spec: str) -> tuple[str, str]:
         r = retired[spec]
         print(f"note: {spec} is a retired discovered rule: {r['reason']}", file=sys.stderr)
         return r["source"], f"retired rule {spec!r}"
-    close = difflib.get_close_matches(spec, _known_rules() + list(retired), n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(close)}?" if close else ""
-    raise CLIError(f"{spec}: no such file, and not a library or discovered rule.{hint} "
-                   "(`optforge rule list` lists the rules; `optforge rule list --discovered` the discovered ones)")
+    raise CLIError(f"{spec}: no such file, and not a library or discovered rule"
+                   f"{did_you_mean(spec, _known_rules() + list(retired))} (`optforge rule list` lists the rules, "
+                   "`optforge rule list --discovered` the discovered ones)")
 
 
 def parse_lrs(spec: str) -> dict:
