@@ -15,10 +15,11 @@ from .accounting import EXHAUSTED, BudgetedLLM, LLMBudgetExhausted, LLMCaps, LLM
 from .base import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
 from .cache import CachedLLM, request_key
 from .factory import LLMConfig, make_backend, make_llm
-from .grammar import EXTRA_TEMPS, dsl_grammar_names, dsl_lark_grammar
+from .grammar import EXTRA_TEMPS, dsl_grammar_names, dsl_lark_grammar, grammar_supports
 from .scripted import ScriptedLLM
 from .server import OpenAICompatServer
 
 __all__ = ["LLM", "ChatRequest", "ChatResponse", "Message", "LLMSetupError", "LLMConfig", "make_llm", "make_backend",
            "CachedLLM", "request_key", "BudgetedLLM", "LLMCaps", "LLMUsage", "UsageTotals", "LLMBudgetExhausted",
-           "EXHAUSTED", "ScriptedLLM", "dsl_grammar_names", "dsl_lark_grammar", "EXTRA_TEMPS", "OpenAICompatServer"]
+           "EXHAUSTED", "ScriptedLLM", "dsl_grammar_names", "dsl_lark_grammar", "EXTRA_TEMPS", "OpenAICompatServer",
+           "grammar_supports"]

@@ -28,6 +28,12 @@ over a small finite state, tracked in the nonterminal names:
 
 Layout is canonical (``Program.source()``): four-space indent, spaces around binary
 operators, ``", "`` between arguments.
+
+Shapes: the grammar knows two kinds, tensor and scalar, so it covers the part of the language
+whose values are one or the other: the shape scalars (``rows(g)``), ``max_of``/``min_of``,
+``refresh``, ``global_norm(g)`` and the role inputs are in it; row/col reductions, matrix algebra
+and shaped state (``r: row``, ``L: rowmat = eye``) are not. ``grammar_supports(program)`` says
+whether a rule lies in the grammar; mutating one that does not is left unconstrained.
 """
 from __future__ import annotations
 
@@ -35,8 +41,9 @@ import keyword
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dsl.kinds import statement_kinds
+from dsl.kinds import extensions, statement_kinds
 from dsl.primitives import PRIMITIVES, RESERVED, SCALAR_INPUTS
+from dsl.program import Call, walk
 
 #: Temporaries offered on top of the parent's own (so a mutation can name a new quantity).
 EXTRA_TEMPS = ("u:tensor", "d:tensor", "c:scalar")
@@ -67,6 +74,19 @@ class GrammarSpec:
     @property
     def states(self) -> list[str]:
         return [n for n in self.tensor_inputs if n not in RESERVED]
+
+
+#: primitive kinds outside the grammar (their values are neither tensor nor scalar)
+UNSUPPORTED_KINDS = ("axis", "linalg")
+
+
+def grammar_supports(program) -> bool:
+    """Whether ``program`` (a ``dsl.Program``) lies in the grammar: no shaped or initialised state,
+    no row/col reduction or matrix algebra (see the module docstring)."""
+    if any(e.startswith("state ") for e in extensions(program)):
+        return False
+    return not any(isinstance(n, Call) and PRIMITIVES[n.fn].kind in UNSUPPORTED_KINDS
+                   for st in program.body for n in walk(st.value))
 
 
 def _ident_ok(name: str) -> bool:
@@ -167,13 +187,16 @@ def dsl_lark_grammar(names: Sequence[str] | None = None, *, max_statements: int 
     rule('add: " + " | " - "')
     rule('mul: " * " | " / "')
     rule('pow: " ** "')
-    ret = "    return " + ", ".join(["w"] + spec.states) + "\n"
-    rule(f"ret: {_lit(ret)}")
+    # every line is "    " then one terminal that ends with " = " (or the return): no terminal is a
+    # prefix of another, so a temporary may start with a state's name (mask after m)
+    ret = "return " + ", ".join(["w"] + spec.states) + "\n"
+    rule(f'ret: "    " {_lit(ret)}')
 
     # primitives grouped by (kind, arity): shared by every expression sub-grammar
     groups: dict[tuple[str, int], list[str]] = {}
     for p in PRIMITIVES.values():
-        groups.setdefault((p.kind, p.arity), []).append(p.name)
+        if p.kind not in UNSUPPORTED_KINDS:
+            groups.setdefault((p.kind, p.arity), []).append(p.name)
     for (kind, arity), fns in sorted(groups.items()):
         rule(f"fn_{kind}_{arity}: " + _alts(_lit(f + "(") for f in fns))
 
@@ -213,6 +236,13 @@ def dsl_lark_grammar(names: Sequence[str] | None = None, *, max_statements: int 
                 call_t.append(call(["e_t"] + ["e_a"] * (arity - 1)))
             elif kind == "reduction":
                 call_s.append(call(["e_a"] * arity))
+            elif kind == "shape":
+                call_s.append(call(["e_t"]))
+            elif kind == "control":  # refresh(k, new, old): a tensor when new or old is one
+                call_t.extend([call(["e_s", "e_t", "e_a"]), call(["e_s", "e_s", "e_t"])])
+                call_s.append(call(["e_s", "e_s", "e_s"]))
+            elif kind == "group":
+                call_s.append(f'{head} "g)"')
             else:  # a new primitive kind must be taught to the grammar, not silently dropped
                 raise ValueError(f"dsl_lark_grammar: unknown primitive kind {kind!r}")
         rule(f"call_t{x}: " + _alts(call_t))
@@ -234,13 +264,13 @@ def dsl_lark_grammar(names: Sequence[str] | None = None, *, max_statements: int 
             x = f"_{mask}"
             tt = tensor_targets + [t for j, (t, k) in enumerate(temps) if mask >> j & 1 and k == "tensor"]
             st = [t for j, (t, k) in enumerate(temps) if mask >> j & 1 and k == "scalar"]
-            alts = [f'"    " ({_alts(_lit(t) for t in tt)}) " = " e_t{x} "\\n"']
+            alts = [f'"    " ({_alts(_lit(t + " = ") for t in tt)}) e_t{x} "\\n"']
             if st:
-                alts.append(f'"    " ({_alts(_lit(t) for t in st)}) " = " e_s{x} "\\n"')
+                alts.append(f'"    " ({_alts(_lit(t + " = ") for t in st)}) e_s{x} "\\n"')
             rule(f"same{x}: " + _alts(alts))
             for j, (t, k) in enumerate(temps):
                 if not mask >> j & 1:
-                    rule(f'new{x}_{j}: {_lit("    " + t + " = ")} e_{k[0]}{x} "\\n"')
+                    rule(f'new{x}_{j}: "    " {_lit(t + " = ")} e_{k[0]}{x} "\\n"')
         alts = [] if count == 0 else ["ret"]
         if count < max_statements:
             alts.append(f"same_{mask} body_{mask}_{count + 1}")

@@ -44,7 +44,7 @@ from search.core import (
     register_operator,
 )
 from search.llm import ChatRequest, Message
-from search.llm.grammar import EXTRA_TEMPS, dsl_grammar_names
+from search.llm.grammar import EXTRA_TEMPS, dsl_grammar_names, grammar_supports
 
 SYSTEM = ("You are an expert in deep-learning optimization. You write optimizer update rules in a small "
           "Python-like DSL. Reply with exactly one complete program in a ```python code block.")
@@ -164,6 +164,13 @@ def _fresh_state(parent_text: str) -> str:
     return "state_new"
 
 
+def _in_grammar(text: str) -> bool:
+    try:
+        return grammar_supports(dsl.parse(text))
+    except dsl.DSLError:
+        return True  # the grammar then writes a fresh, valid program
+
+
 def grammar_names_for(parents: Sequence[str], new_state: str | None = None) -> list[str]:
     """``grammar_names`` for a child of ``parents`` (DSL texts): the union of their signatures
     (tensors first: w, g, every state tensor, then lr/wd/step, then the hyperparameters), an
@@ -187,7 +194,7 @@ def grammar_names_for(parents: Sequence[str], new_state: str | None = None) -> l
     if new_state is not None and new_state not in states:
         states.append(new_state)
     taken = set(states) | set(scalars) | set(hypers) | {"w", "g"}
-    sig = ["w", "g"] + states + [n for n in ("lr", "wd", "step") if n in scalars] \
+    sig = ["w", "g"] + states + [n for n in SCALAR_INPUTS if n in scalars] \
         + [f"{k}={v!r}" for k, v in hypers.items()]
     temps: list[str] = []
     for p in progs:   # each parent's own temporaries first, then the generic extras
@@ -244,13 +251,15 @@ class LLMRuleOperator(Operator):
                  new_state: str | None = None) -> Any:
         o = self.campaign.llm_ops
         extra: dict[str, Any] = {}
-        if o.grammar and "grammar_names" in ChatRequest.model_fields:
+        # a parent with shaped state or matrix algebra lies outside the grammar: no constraint then
+        use_grammar = o.grammar and all(_in_grammar(p.text) for p in parents)
+        if use_grammar and "grammar_names" in ChatRequest.model_fields:
             try:  # names the grammar allows: the parents' signatures (+ a new state) and temporaries
                 extra["grammar_names"] = grammar_names_for([p.text for p in parents], new_state)
             except Exception:  # noqa: BLE001 - the backend's default names then
                 pass
         return ChatRequest(messages=messages, temperature=o.temperature, max_tokens=o.max_tokens,
-                           seed=ctx.rng.randrange(2 ** 31), grammar="dsl" if o.grammar else None,
+                           seed=ctx.rng.randrange(2 ** 31), grammar="dsl" if use_grammar else None,
                            purpose=self.name, **extra)
 
     def propose(self, ctx: Context, parent_groups: list[list[Individual]]) -> list[Proposal]:
