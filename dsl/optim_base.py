@@ -353,10 +353,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         for h in cls.HYPERPARAMETERS:
             env[h] = _number(group[h])
         norms = {}
-        for nm in cls.GLOBAL_NORMS:
+        for nm in cls.GLOBAL_NORMS:  # on the parameters' device, no host sync: sqrt(sum of squared norms)
             ts = [g for _, g, _ in live] if nm == "g" else [p.detach() for p, _, _ in live]
             ts = [torch.view_as_real(t) if torch.is_complex(t) else t for t in ts]
-            norms[nm] = math.sqrt(sum(float(torch.linalg.vector_norm(t.double())) ** 2 for t in ts))
+            dt = torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
+            parts = [torch.linalg.vector_norm(t, dtype=dt).to(ts[0].device) for t in ts]
+            norms[nm] = torch.linalg.vector_norm(torch.stack(parts))
         for p, g, state in live:
             w, bufs = p, [state[n] for n in cls.STATE]
             if torch.is_complex(p):
