@@ -495,6 +495,7 @@ def test_scion_matches_its_reference_per_role(roles):
     assert_same(got, want, shapes=SHAPES_2)
 
 
+@pytest.mark.slow   # torch's Muon runs Newton-Schulz in bfloat16, slow on a CPU (~10-20 s here)
 def test_muon_scaled_tracks_torch_muon():
     """torch.optim.Muon (2-D parameters only) runs Newton-Schulz in bfloat16 and divides by
     max(|X|, 1e-7) where this rule (and test_library's float64 formula of the same algorithm)
