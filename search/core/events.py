@@ -114,10 +114,10 @@ class RunLog(Progress):
             self._new_evaluations(engine)
             self._new_events(engine)
             self.write_hall_of_fame(engine)
-            top = engine.ctx.top(1)
+            s = engine.summary()   # the run's final best (validated first), as `optforge run` reports it
             self.write("end", status=engine.store.get_meta("status"), done_reason=engine.done_reason,
                        used=engine.used, generations=engine.generation, wall_seconds=engine.wall_elapsed(),
-                       best_id=top[0].id if top else None, best_score=_finite(top[0].score) if top else None)
+                       best_id=s.best_id, best_score=_finite(s.best_score), best_fidelity=s.best_fidelity)
         finally:
             if self._tb is not None:
                 self._tb.close()
