@@ -475,15 +475,17 @@ def bank_table(out: Path) -> str:
     if not rows:
         return "(no --bank results yet)"
     lines = ["| arm | seed | wall cap s | units | gens | LLM calls | winner | search | validation | verified "
-             "(95% CI) | verdict | tasks won | meta-overfitting | load | started |", "|---" * 15 + "|"]
+             "estimate (95% CI) | verdict | tasks won | meta-overfitting | load | started |", "|---" * 15 + "|"]
     for r in rows:
         e = next(x for x in r["verify"]["entries"] if x["kind"] == "candidate")
-        ci = e.get("ci") or (e.get("estimate") or {}).get("ci")
-        ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+        est = e.get("estimate") or {}
+        ci = est.get("ci") or e.get("ci")
+        ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}] ({est.get('aggregate', 'mean')})" if ci else ""
+        verified = est.get("score", e.get("verified"))
         fmt = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
         lines.append(f"| {r['arm']} | {r['search_seed']} | {r['wall_cap_s']:g} | {r['budget_units']:g} | "
                      f"{r['generations']} | {r['llm_calls']} | #{e['id']} | {fmt(e.get('search'))} | "
-                     f"{fmt(e.get('validation'))} | {fmt(e.get('verified'))}{ci_text} | {e.get('verdict', '-')} | "
+                     f"{fmt(e.get('validation'))} | {fmt(verified)}{ci_text} | {e.get('verdict', '-')} | "
                      f"{e.get('verified_won', '-')}/{e.get('verified_n', '-')} | {len(r['meta_overfitting'])} | "
                      f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f} | {r['started']} |")
     return "\n".join(lines)
