@@ -10,7 +10,7 @@ import torch
 
 import dsl
 import proxies
-from proxies.tasks import build_model, format_spec, parse_spec, reparameterize
+from proxies.tasks import build_model, format_spec, parse_spec, registry, reparameterize
 from search.cli import main
 from search.core import DB_NAME, Campaign, CampaignError, Engine, RunStore, RunView, load_campaign, parse_campaign
 from search.rules import RuleKind, verify_run
@@ -215,7 +215,6 @@ def test_command_line_task_lists_keep_bank_specs_whole(capsys):
     assert spec in json.dumps(out) and "quadratic" in json.dumps(out)
 
 
-@pytest.mark.slow
 def test_verify_checks_a_bank_run_on_its_test_bank_with_the_interquartile_mean(tmp_path):
     c = _campaign(track_every=0)
     eng = Engine(c, tmp_path / "run")
@@ -241,3 +240,14 @@ def test_a_bad_bank_table_is_a_campaign_error_naming_it(bank, what):
     with pytest.raises(CampaignError) as e:
         parse_campaign({"name": "x", "bank": bank}, "bad.toml")
     assert what in str(e.value) and "bad.toml" in str(e.value)
+
+
+def test_a_long_search_does_not_keep_every_drawn_task():
+    specs = proxies.sample_tasks(["memorization"], registry.PREFIXED_KEPT + 10, seed=5)
+    first = proxies.resolve_task(specs[0])
+    assert proxies.resolve_task(specs[0]) is first           # built once while it is recent
+    for s in specs[1:]:
+        proxies.resolve_task(s)
+    assert len(registry._PREFIXED) <= registry.PREFIXED_KEPT
+    again = proxies.resolve_task(specs[0])                    # rebuilt on demand, the same task
+    assert again is not first and again.name == first.name and again.steps == first.steps

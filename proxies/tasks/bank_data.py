@@ -24,6 +24,7 @@ import torch
 
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 N_TRAIN, N_HELD = 1024, 256
+KEPT = 32
 _CACHE: dict[tuple, Splits] = {}
 
 #: scikit-learn classification sets: name -> (load_<name>, held-out size per split)
@@ -32,8 +33,12 @@ SKLEARN_CLASSIFICATION = {"digits": ("digits", 360), "wine": ("wine", 36), "canc
 
 
 def _cached(key: tuple, build) -> Splits:
+    """Built once per process; only the most recent ``KEPT`` sets stay (a search draws new ones
+    every generation, and each task also keeps its own data)."""
     if key not in _CACHE:
         _CACHE[key] = build()
+        while len(_CACHE) > KEPT:
+            _CACHE.pop(next(iter(_CACHE)))
     return _CACHE[key]
 
 

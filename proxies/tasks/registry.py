@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from .core import StackedTask
@@ -26,6 +27,9 @@ _FAMILY: dict[str, str] = {}
 _INSTANCES: dict[str, StackedTask] = {}
 #: spec prefixes with their own resolver (``"bank"``: the sampled task bank): prefix -> (build, family)
 _PREFIXES: dict[str, tuple[Callable[[str], StackedTask], Callable[[str], str]]] = {}
+#: built prefixed tasks, least recently used first (at most PREFIXED_KEPT with their data)
+_PREFIXED: OrderedDict[str, StackedTask] = OrderedDict()
+PREFIXED_KEPT = 64
 
 
 def register_task(name: str, factory: Callable[[], StackedTask], family: str | None = None) -> None:
@@ -103,7 +107,13 @@ def resolve_task(spec: str) -> StackedTask:
     if spec in _INSTANCES:
         return _INSTANCES[spec]
     if spec.partition(":")[0] in _PREFIXES and ":" in spec:
-        task = _PREFIXES[spec.partition(":")[0]][0](spec)
+        if spec in _PREFIXED:
+            _PREFIXED.move_to_end(spec)
+            return _PREFIXED[spec]
+        _PREFIXED[spec] = task = _PREFIXES[spec.partition(":")[0]][0](spec)
+        while len(_PREFIXED) > PREFIXED_KEPT:   # a search draws new ones every generation: keep the recent
+            _PREFIXED.popitem(last=False)
+        return task
     elif is_task_spec(spec):
         task = _load_spec(spec)
     elif spec in _FACTORIES:
