@@ -4,13 +4,17 @@ Hand-written tasks (``quadratic``, ``rosenbrock``, ``digits_*``, ``char_lm``,
 ``modular_arith``) and the generic-``ModuleTask`` families of
 ``proxies.tasks.families``; a user's own task is named ``"package.module:factory"``
 (``resolve_task``). ``TASK_GROUPS`` suggests disjoint search / validation /
-transfer sets, disjoint in family (``task_family``).
+transfer sets, disjoint in family (``task_family``). Sampled tasks of the task bank are named
+``"bank:<family>/<key>=<value>,..."`` (``sample_tasks`` draws them, ``split_families`` splits
+families into search / validation / test banks).
 
 Modules: ``core`` (StackedTask, the RuleTask contract), ``train`` (the stacked loop), ``outcome``
 (SweepOutcome, fidelities, splits, rungs), ``ops`` (stacked layers), the hand-written tasks
 (``quadratic``, ``digits``, ``char_lm``, ``modular``), ``lm_ladder`` (the GPT ladder ``lm_s`` /
 ``lm_m`` / ``lm_l``), ``module`` (ModuleTask), ``families`` and
-``datasets`` (its task families and their data), ``registry``, ``errors``.
+``datasets`` (its task families and their data), ``bank`` / ``bank_spec`` / ``bank_data`` (the
+sampled task bank: models and re-parameterization, spec names and sampling, generated data),
+``registry``, ``errors``.
 """
 from __future__ import annotations
 
