@@ -131,3 +131,10 @@ def test_every_library_rule_can_seed_a_campaign():
         assert label == name and dsl.parse(text).source() == dsl.get_rule(name).source()
     with pytest.raises(ValueError, match="neither a library rule"):
         rule_text("muonn")
+
+
+def test_a_rule_with_matrix_state_survives_a_diverging_copy_on_the_ladder():
+    """SOAP keeps m x m preconditioners: freezing a diverged copy must zero them per copy too."""
+    out = proxies.get_task("lm_s").sweep(dsl.get_rule("soap"), [3e-3, 1e4], [0], "tiny")
+    assert out.diverged[1, 0] and not out.diverged[0, 0]
+    assert np.isfinite(out.final[0, 0]) and out.final[0, 0] < out.curves[0, 0, 0] - 1.0

@@ -273,6 +273,15 @@ def _kept_copies(m: np.ndarray, alive: np.ndarray, point: np.ndarray, n_seed: in
     return np.array([int(p) in kept for p in point], dtype=bool)
 
 
+def _freeze(v: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """``v`` (laid out per (tensor, copy) along dim 0) with the dead copies' entries zeroed. State may
+    have other trailing dims than its parameter (an m x m preconditioner); a tensor not laid out per
+    (tensor, copy) is shared and returned as it is."""
+    if v.dim() == 0 or v.shape[0] != alive.numel():
+        return v
+    return torch.where(alive.view(-1, *([1] * (v.dim() - 1))), v, torch.zeros((), dtype=v.dtype))
+
+
 def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[int], fidelity: str,
            hyper: dict[str, float], split: str = "val", wds: list[float] | None = None,
            rungs: list[Rung] | None = None) -> SweepOutcome:
@@ -383,10 +392,9 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
             if not all_alive:
                 for i, w in enumerate(new_tensors):
                     n = blocks.n[i]
-                    mask = alive.repeat(n).view(n * Kt, *([1] * (w.dim() - 1)))
-                    zero = torch.zeros((), dtype=w.dtype)
-                    new_tensors[i] = torch.where(mask, w, zero)
-                    blocks.state[i] = {k: torch.where(mask, v, zero) for k, v in blocks.state[i].items()}
+                    per_copy = alive.repeat(n)
+                    new_tensors[i] = _freeze(w, per_copy)
+                    blocks.state[i] = {k: _freeze(v, per_copy) for k, v in blocks.state[i].items()}
             blocks.tensors = [w.contiguous() for w in new_tensors]
         steps_run = t + 1
         copy_steps += Kt
