@@ -4,18 +4,20 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import dsl
 import proxies
+from evaluators import EvalResult, Evaluator
 from proxies.tasks import build_model, format_spec, parse_spec, registry, reparameterize
 from search.cli import main
 from search.core import DB_NAME, Campaign, CampaignError, Engine, RunStore, RunView, load_campaign, parse_campaign
 from search.rules import RuleKind, verify_run
 from search.rules.bank_eval import iqm
-from search.rules.bank_track import overfitting, slope
+from search.rules.bank_track import overfitting, slope, track_validation
 from search.rules.tasksets import bank_plan, check_task_sets, transfer_tasks, validation_tasks
 
 FAMS = ["mlp", "conv", "sequence", "autoencoder", "regression", "memorization"]
@@ -251,3 +253,37 @@ def test_a_long_search_does_not_keep_every_drawn_task():
     assert len(registry._PREFIXED) <= registry.PREFIXED_KEPT
     again = proxies.resolve_task(specs[0])                    # rebuilt on demand, the same task
     assert again is not first and again.name == first.name and again.steps == first.steps
+
+
+class _ScriptedValidator(Evaluator):
+    """Validation scores set by the test (what a real validation bank would measure)."""
+
+    def __init__(self):
+        self.score = 0.0
+
+    def key(self, candidate):
+        return candidate.text
+
+    def evaluate(self, candidates, fidelity, on_result=None):
+        return [EvalResult(key=c.text, fidelity=fidelity, score=self.score) for c in candidates]
+
+
+def test_search_rising_while_validation_falls_is_reported_once(tmp_path):
+    store = RunStore(tmp_path / DB_NAME)
+    best = SimpleNamespace(id=7, text="rule", score=0.0)
+    eng = SimpleNamespace(generation=0, validator=_ScriptedValidator(), store=store, fidelities=("tiny",),
+                          campaign=SimpleNamespace(kind="rule"), ctx=SimpleNamespace(top=lambda k: [best]),
+                          event=lambda kind, message, **data: store.add_event(kind, message, data))
+    try:
+        for g, (search, val) in enumerate([(0.10, 0.05), (0.12, 0.06), (0.15, 0.07), (0.18, 0.05),
+                                           (0.20, 0.03), (0.25, 0.01)], start=1):
+            eng.generation, best.score, eng.validator.score = g, search, val
+            assert track_validation(eng, every=1, fidelity=None, window=3)["validation_score"] == val
+        assert track_validation(SimpleNamespace(**{**vars(eng), "generation": 7}), 2, None, 3) is None  # off cadence
+        track = store.get_meta("bank_track")
+        warnings = store.events("meta_overfitting")
+    finally:
+        store.close()
+    assert [p["generation"] for p in track] == [1, 2, 3, 4, 5, 6]
+    assert [p["overfitting"] for p in track] == [False, False, False, True, True, True]
+    assert len(warnings) == 1 and warnings[0]["data"]["generation"] == 4
