@@ -11,8 +11,9 @@ overflow give inf/nan like tensors do instead of raising.
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
-from functools import lru_cache
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -183,7 +184,7 @@ def run_rule(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mapping[
     ``role`` (matrix, embedding, head, vector; None: by dimension) and ``global_norms`` (the
     group-wide norm of ``g``/``w`` by name; missing: this tensor's own norm) apply to them.
     """
-    if _extended(program):
+    if _layout(program).extended:
         return run_shaped(program, w, g, state, lr, wd, step, hyper, batch_dims, role, global_norms)
     env: dict = {"w": w, "g": g, "step": np.float64(step)}
     env["lr"] = _per_copy(lr, w, batch_dims)
@@ -205,9 +206,28 @@ def run_rule(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mapping[
     return outs[0], dict(zip(program.state_names, outs[1:]))
 
 
-@lru_cache(maxsize=4096)
-def _extended(program: Program) -> bool:
-    return bool(extensions(program))
+@dataclass(frozen=True)
+class _Layout:
+    """What run_rule needs to know about a program, computed once per Program object (hashing a
+    program walks its whole tree: too slow for every parameter of every step)."""
+    extended: bool
+    hyperparams: dict
+    state_kinds: dict
+    state_inits: dict
+
+
+_LAYOUTS: dict[int, tuple[weakref.ref, _Layout]] = {}
+
+
+def _layout(program: Program) -> _Layout:
+    hit = _LAYOUTS.get(id(program))
+    if hit is not None and hit[0]() is program:
+        return hit[1]
+    lay = _Layout(bool(extensions(program)), dict(program.hyperparams), program.state_kinds, program.state_inits)
+    if len(_LAYOUTS) > 4096:
+        _LAYOUTS.clear()
+    _LAYOUTS[id(program)] = (weakref.ref(program), lay)
+    return lay
 
 
 _SHAPED_FNS = {p.name for p in PRIMITIVES.values() if p.kind in ("shape", "axis", "linalg")}
@@ -242,18 +262,22 @@ def run_shaped(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mappin
     env: dict = {"w": W2, "g": shaped.to_view(g, bd), "step": scalar(step)}
     env["lr"] = scalar(lr)
     env["wd"] = scalar(wd)
-    hp = dict(program.hyperparams)
+    lay = _layout(program)
+    hp = dict(lay.hyperparams)
     hp.update(hyper or {})
     for k, v in hp.items():
         env[k] = scalar(v)
     for name, flag in zip(ROLE_INPUTS, shaped.role_flags(role, pdim)):
         env[name] = scalar(flag)
-    norms = {}
-    for nm in ("g", "w"):
+    inputs = {"g": env["g"], "w": W2}  # global_norm reads the inputs as they came in
+
+    def group_norm(nm: str):
         given = (global_norms or {}).get(nm)
-        norms[nm] = (torch.linalg.vector_norm(env[nm], dim=(-2, -1), keepdim=True) if given is None
-                     else _per_copy(given, W2, bd))
-    kinds, inits = program.state_kinds, program.state_inits
+        if given is None:  # a group of one: this tensor's own norm
+            return torch.linalg.vector_norm(inputs[nm], dim=(-2, -1), keepdim=True)
+        return _per_copy(given, W2, bd)
+
+    kinds, inits = lay.state_kinds, lay.state_inits
     stored = {}
     for s in program.state_names:
         st = state.get(s)
@@ -280,7 +304,7 @@ def run_shaped(program: Program, w: torch.Tensor, g: torch.Tensor, state: Mappin
             new, old = (torch.as_tensor(_lift(ev(a)), dtype=W2.dtype) for a in e.args[1:])
             return torch.where(due, new, old)
         if fn == "global_norm":
-            return norms[e.args[0].id]
+            return group_norm(e.args[0].id)
         args = [ev(a) for a in e.args]
         if fn in _SHAPED_FNS:
             out = getattr(shaped, fn)(*[_lift(a) for a in args])
