@@ -207,18 +207,20 @@ def export_warnings(view: RunView, x: dict) -> list[str]:
     """What a user should know before using an exported candidate: it is an unchanged seed, it never got
     past the cheapest fidelity, it scores below tuned AdamW, or it lost (or failed) validation."""
     out = []
+    rules = view.kind == "rule"   # scores against tuned AdamW (0 = as good); other kinds score otherwise
     if x["operator"] == "seed":
-        out.append(f"this is the unchanged seed rule {x['meta'].get('seed', '#' + str(x['id']))!r} (what the "
+        what = "seed rule" if rules else "seed"
+        out.append(f"this is the unchanged {what} {x['meta'].get('seed', '#' + str(x['id']))!r} (what the "
                    "search started from, not something it found)")
     if len(view.fidelities) > 1 and x["level"] == 0:
         out.append(f"it was only screened at the cheapest fidelity ({view.fidelities[0]}), never promoted")
-    if x["score"] < 0:
+    if rules and x["score"] < 0:
         out.append(f"its search score {fmt_score(x['score'])} is below tuned AdamW (0)")
     v = x.get("validation")
     if v is not None:
         if v.status.value != "ok":
             out.append(f"it failed validation ({failure_reason(v)})")
-        elif v.score < 0 or 2 * v.tasks_won <= v.tasks_scored:
+        elif rules and (v.score < 0 or 2 * v.tasks_won <= v.tasks_scored):
             out.append(f"it loses validation: {fmt_score(v.score)}, {v.tasks_won}/{v.tasks_scored} tasks won "
                        "vs tuned AdamW")
     return out
