@@ -16,7 +16,7 @@ optimizer zoo in ``zoo`` and ``zoo_shaped``) and
 """
 from .checker import CheckReport, DeadStatement, check, check_source, liveness
 from .compile import class_name, to_optimizer
-from .discovered import DISCOVERED, PROVENANCE, RETIRED, list_discovered, provenance_line
+from .discovered import DISCOVERED, PROVENANCE, RETIRED, list_discovered, provenance_line, retired_line
 from .errors import DSLError
 from .export import export_python
 from .fingerprint import fingerprint
@@ -56,6 +56,7 @@ __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Ex
            "check_source", "simplify", "fingerprint", "get_rule", "list_rules", "DISCOVERED", "list_discovered",
            "to_optimizer", "export_python", "RuleOptimizer", "Range", "hyper_ranges", "NodePath", "children",
            "with_children", "nodes", "replace_at", "statement_nodes", "replace_node", "liveness",
-           "PROVENANCE", "RETIRED", "provenance_line", "SCALAR", "TENSOR", "input_kinds", "statement_kinds", "RULES",
+           "PROVENANCE", "RETIRED", "provenance_line", "retired_line", "SCALAR", "TENSOR", "input_kinds",
+           "statement_kinds", "RULES",
            "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk", "extensions", "class_name",
            "ROLE_INPUTS", "ROLES", "STATE_KINDS"]

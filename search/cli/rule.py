@@ -11,7 +11,7 @@ import os
 import sys
 
 import dsl
-from dsl.discovered import DISCOVERED, PROVENANCE, provenance_line
+from dsl.discovered import DISCOVERED, PROVENANCE, RETIRED, provenance_line, retired_line
 from dsl.export import export_python
 from dsl.library import RULES
 from search.core import did_you_mean
@@ -32,6 +32,9 @@ def _load(spec: str) -> tuple[dsl.Program, str]:
         text, origin = RULES[spec], f"library rule {spec!r}"
     elif spec in DISCOVERED:
         text, origin = DISCOVERED[spec], f"discovered rule {spec!r}"
+    elif spec in RETIRED:
+        print(f"note: {spec} is retired: {RETIRED[spec]['reason']}", file=sys.stderr)
+        text, origin = RETIRED[spec]["source"], f"retired rule {spec!r}"
     else:
         found = f"; discovered: {', '.join(DISCOVERED)}" if DISCOVERED else ""
         raise CLIError(f"{spec}: no such file, and not a library rule{did_you_mean(spec, [*RULES, *DISCOVERED])} "
@@ -98,9 +101,11 @@ def _docstring(source: str) -> list[str]:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.discovered:
         if not DISCOVERED:
-            print("no discovered rules shipped yet (dsl/discovered.py)")
+            print("no discovered rules shipped (dsl/discovered.py)" + (", retired:" if RETIRED else ""))
         for name in DISCOVERED:
             print(provenance_line(name) if name in PROVENANCE else name)
+        for name in RETIRED:
+            print(retired_line(name))
         return 0
     for name in dsl.list_rules():
         p = dsl.get_rule(name)
