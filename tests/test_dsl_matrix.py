@@ -359,3 +359,23 @@ def test_structural_mutations_check_and_run(op, needs):
                 opt.step()
             assert all(bool(torch.isfinite(p).all()) for p in ps), child.source()
     assert made >= 10
+
+
+def test_simplify_and_check_keep_shapes_and_meaning():
+    src = SHAMPOOISH.replace("    m = interp(g, m, 0.9)\n", "    t = 0 * L\n    m = interp(g, m, 0.9)\n")
+    prog = parse(src)
+    report = dsl.check(prog)
+    assert report.kinds["L"] == "rowmat" and report.kinds["PR"] == "colmat" and report.kinds["t"] == "rowmat"
+    assert [d.target for d in report.dead] == ["t"]
+    simple = dsl.simplify(prog)
+    assert "t" not in {s.target for s in simple.body}
+    assert simple.state_kinds == prog.state_kinds and simple.state_inits == prog.state_inits
+    assert fingerprint(simple) == fingerprint(prog)
+
+
+def test_the_llm_reference_names_every_primitive_and_the_state_syntax():
+    text = dsl.reference_text()
+    for name in dsl.PRIMITIVES:
+        assert f"{name}(" in text
+    for phrase in ("r: row", "L: rowmat = eye", "is_matrix", "s: scalar = 1"):
+        assert phrase in text
