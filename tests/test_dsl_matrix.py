@@ -379,3 +379,29 @@ def test_the_llm_reference_names_every_primitive_and_the_state_syntax():
         assert f"{name}(" in text
     for phrase in ("r: row", "L: rowmat = eye", "is_matrix", "s: scalar = 1"):
         assert phrase in text
+
+
+class _CountEigh(torch.overrides.TorchFunctionMode):
+    """Counts calls of torch.linalg.eigh (the real function runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.linalg.eigh:
+            self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_refresh_computes_its_new_value_only_when_due():
+    src = ("def f(w, g, lr, L: rowmat, P: rowmat = eye):\n    L = L + matmul(g, transpose(g))\n"
+           "    P = refresh(3, inv_root(L, 4, 1e-6), P)\n    w = w - lr * matmul(P, g)\n    return w, L, P\n")
+    p = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    opt = to_optimizer(src)([p], lr=0.01)
+    counter = _CountEigh()
+    with counter:
+        for _ in range(7):
+            p.grad = torch.ones_like(p)
+            opt.step()
+    assert counter.n == 3  # steps 1, 4 and 7
