@@ -81,9 +81,17 @@ class BlockEvaluator(Evaluator):
     def key(self, candidate: Candidate) -> str:
         return candidate.text
 
+    #: evaluations left before a simulated kill (the process dies mid-batch); None: never
+    kill_after: int | None = None
+
     def evaluate(self, candidates, fidelity, on_result=None):
         out = []
         for i, c in enumerate(candidates):
+            if BlockEvaluator.kill_after is not None:
+                if BlockEvaluator.kill_after == 0:
+                    BlockEvaluator.kill_after = None
+                    raise KeyboardInterrupt("killed")
+                BlockEvaluator.kill_after -= 1
             self.trained.append((c.text, fidelity, tuple(self.seeds)))
             r = result(c.text, self.seeds, fidelity)
             if on_result is not None:
@@ -182,6 +190,36 @@ def test_a_racing_run_resumes_exactly(tmp_path):
     try:
         whole = b.run()
         assert raced == sorted((i.id, i.score) for i in b.individuals.values() if "race" in i.meta)
+    finally:
+        b.close()
+    assert (resumed.best_id, resumed.best_score, resumed.used) == (whole.best_id, whole.best_score, whole.used)
+
+
+@pytest.mark.parametrize("kill_after", [16, 40, 55])
+def test_a_run_killed_mid_race_resumes_like_an_uninterrupted_one(tmp_path, kill_after):
+    """Killed while a race block of an older candidate (the incumbent) was being evaluated: its finished
+    blocks are replayed at their cost, not taken as known before the checkpoint."""
+    a = Engine(_campaign("race"), tmp_path / "a")
+    BlockEvaluator.kill_after = kill_after
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            a.run()
+    finally:
+        BlockEvaluator.kill_after = None
+        a.close()
+    a = Engine(_campaign("race"), tmp_path / "a", resume=True)
+    try:
+        resumed = a.run()
+        raced = sorted((i.id, i.score, i.meta["race"]["blocks"]) for i in a.individuals.values() if "race" in i.meta)
+        rows_a = [(e["key"], e["fidelity"], e["cost"]) for e in a.store.evaluations()]
+    finally:
+        a.close()
+    b = Engine(_campaign("race"), tmp_path / "b")
+    try:
+        whole = b.run()
+        assert raced == sorted((i.id, i.score, i.meta["race"]["blocks"]) for i in b.individuals.values()
+                               if "race" in i.meta)
+        assert sorted(rows_a) == sorted((e["key"], e["fidelity"], e["cost"]) for e in b.store.evaluations())
     finally:
         b.close()
     assert (resumed.best_id, resumed.best_score, resumed.used) == (whole.best_id, whole.best_score, whole.used)

@@ -13,6 +13,7 @@ import math
 from evaluators.base import EvalResult, Status
 
 from .pipeline import PendingPlan
+from .race import race_score
 from .types import Individual, Stats, rng_state, set_rng_state
 
 
@@ -34,6 +35,9 @@ class Checkpointing:
             "op_state": self.op_state, "stats": self.stats.to_dict(),
             "operators": self.bandit.state_dict(),
             "pending": self.pending.to_json() if self.pending is not None else None,
+            # evaluations finished by now: a later row (a race block of an older candidate included)
+            # belongs to the unfinished generation and is replayed, not known, on resume
+            "evaluations": self.store.count("evaluations"),
         }
         if llm["llm_usage"] is not None:
             state["llm_usage"] = llm["llm_usage"]
@@ -46,13 +50,14 @@ class Checkpointing:
         ck = self.store.last_checkpoint()
         evals = self.store.evaluations()
         next_id = ck["next_id"] if ck else 0
+        n_done = (ck or {}).get("state", {}).get("evaluations")   # absent in checkpoints before racing
         cands = [c for c in self.store.candidates() if c["id"] < next_id]
         by_key_rows: dict[tuple[str, str], dict] = {}
         for e in evals:
             if e.get("phase") == "validation":   # re-run by the finalize step (search.core.selection)
                 continue
             r = EvalResult.model_validate_json(e["result"])
-            if e["candidate_id"] < next_id:
+            if (e["seq"] < n_done) if n_done is not None else (e["candidate_id"] < next_id):
                 self.known.setdefault(e["key"], {})[e["fidelity"]] = r
                 by_key_rows[(e["key"], e["fidelity"])] = e
             else:
@@ -70,9 +75,9 @@ class Checkpointing:
             for f in self.fidelities:
                 if f in self.known.get(ind.key, {}):
                     self.apply_result(ind, self.known[ind.key][f])
-            race = ind.meta.get("race")
-            if race and ind.level == len(self.fidelities) - 1:   # its top score is its race's (search.core.race)
-                ind.score = float(race["score"])
+            blocks = self.race_blocks(ind) if ind.level == len(self.fidelities) - 1 else []
+            if len(blocks) > 1:   # raced: its top score is the mean over the blocks it had at the checkpoint
+                ind.score = race_score(blocks)
         for key, f in by_key_rows:
             if f not in self.fidelities:                         # a race's seed block
                 continue
