@@ -121,6 +121,20 @@ def test_verify_stores_and_shows_its_table(validated_run):
     assert "Transfer gap" in page and "Validation stage" in page
 
 
+def test_cli_verify_json_is_one_object(validated_run, capsys):
+    import json
+
+    from search.cli import main
+    run, _ = validated_run
+    assert main(["verify", str(run), "--top", "2", "--tasks", "rosenbrock", "--executor", "inprocess",
+                 "--noise-replicates", "2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["verdict"] in ("holds", "indistinguishable", "worse", "failed")
+    assert {"score", "ci", "p_improvement", "tasks", "entries", "describe"} <= set(d)
+    assert d["tasks"]["rosenbrock"]["group"] == "transfer" and "noise" in d["tasks"]["rosenbrock"]
+    assert [e["label"] for e in d["entries"]][:2] == [e["label"] for e in d["entries"] if e["kind"] == "candidate"]
+
+
 def test_holds_needs_a_positive_mean_and_most_tasks():
     # with a stored verdict, the verdict decides (interval and noise floors, evaluators.stats)
     assert holds({"verified": 0.05, "verified_won": 3, "verified_n": 4, "verdict": "holds"})
