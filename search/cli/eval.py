@@ -39,6 +39,7 @@ from rich.table import Table
 import dsl
 import proxies
 from evaluators import (
+    NOISY_ABOVE,
     Candidate,
     EvalCache,
     EvalResult,
@@ -181,12 +182,17 @@ def print_result(result, label: str, fidelity: str, baseline: str, console=None,
         style = "green" if ok and tr.score > 0 else ("red" if not ok else "")
         status = tr.status.value if ok else f"{tr.status.value}: {tr.reason}"
         te = est.tasks.get(name) if est is not None else None
-        noise = "-" if te is None or te.noise is None else f"{te.noise:.3f}"
+        noise = "-"
+        if te is not None and te.noise is not None:
+            noise = f"{te.noise:.3f}" + (" noisy" if te.noise > NOISY_ABOVE else "")
         table.add_row(name, tr.metric_name + (" (higher is better)" if tr.higher_is_better else ""),
                       _fmt(tr.best_lr, 3), _fmt(tr.metric), _fmt(tr.baseline),
                       f"[{style}]{score}[/]" if style else score, _ci(te), noise, status)
         warnings += [f"{name}: {w}" for w in tr.extra.get("warnings", [])]
     console.print(table)
+    if est is not None and any(t.noise is not None and t.noise > NOISY_ABOVE for t in est.tasks.values()):
+        console.print(f"[yellow]noisy[/]: tuned {baseline} scores more than {NOISY_ABOVE} from itself by chance on the "
+                      "tasks marked noisy; a win there needs more seeds or a higher fidelity", soft_wrap=True)
     for w in warnings:
         console.print(f"[yellow]warning[/] {w}")
     if result.status.value == "ok":
