@@ -21,7 +21,7 @@ from .errors import DSLError
 from .export import export_python
 from .fingerprint import fingerprint
 from .interpret import run_rule
-from .kinds import SCALAR, TENSOR, extensions, input_kinds, statement_kinds
+from .kinds import SCALAR, TENSOR, extensions, input_kinds, per_element, statement_kinds
 from .library import RULES, get_rule, list_rules
 from .optim_base import RuleOptimizer
 from .parser import parse
@@ -58,5 +58,5 @@ __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Ex
            "with_children", "nodes", "replace_at", "statement_nodes", "replace_node", "liveness",
            "PROVENANCE", "RETIRED", "provenance_line", "retired_line", "SCALAR", "TENSOR", "input_kinds",
            "statement_kinds", "RULES",
-           "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk", "extensions", "class_name",
+           "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk", "extensions", "per_element", "class_name",
            "ROLE_INPUTS", "ROLES", "STATE_KINDS"]

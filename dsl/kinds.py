@@ -210,3 +210,15 @@ def extensions(program: Program) -> tuple[str, ...]:
                   if isinstance(n, Call) and n.fn not in FOREACH_PRIMITIVES})
     out.extend(f"{f}()" for f in fns)
     return tuple(out)
+
+
+def per_element(program: Program) -> bool:
+    """True when the update of each entry depends only on that entry (and the group's scalars): only
+    elementwise primitives, no role input (a role differs per tensor) and no shaped state. Such a
+    rule may run on parameters concatenated into one flat tensor."""
+    if any(a.name in ROLE_INPUTS for a in program.args):
+        return False
+    if any(k != TENSOR for k in program.state_kinds.values()):
+        return False
+    return all(PRIMITIVES[n.fn].kind == "elementwise" for s in program.body for n in walk(s.value)
+               if isinstance(n, Call))

@@ -405,3 +405,12 @@ def test_refresh_computes_its_new_value_only_when_due():
             p.grad = torch.ones_like(p)
             opt.step()
     assert counter.n == 3  # steps 1, 4 and 7
+
+
+def test_per_element_says_when_a_rule_may_run_on_flattened_parameters():
+    assert dsl.per_element(dsl.get_rule("adamw")) and dsl.per_element(dsl.get_rule("lion"))
+    assert not dsl.per_element(dsl.get_rule("muon"))  # orthogonalize
+    assert not dsl.per_element(parse("def f(w, g, is_matrix):\n    w = w - is_matrix * g\n    return w\n"))
+    assert not dsl.per_element(parse(ADAFACTORISH))
+    assert dsl.per_element(parse("def f(w, g, z: tensor = w):\n    z = interp(w, z, 0.9)\n    w = w - g\n"
+                                 "    return w, z\n"))
