@@ -11,12 +11,12 @@ import torch
 
 import dsl
 import proxies
-from evaluators import EvalResult, Evaluator
+from evaluators import Candidate, EvalResult, Evaluator, RuleEvalConfig, Status, TaskResult
 from proxies.tasks import build_model, format_spec, parse_spec, registry, reparameterize
 from search.cli import main
 from search.core import DB_NAME, Campaign, CampaignError, Engine, RunStore, RunView, load_campaign, parse_campaign
 from search.rules import RuleKind, verify_run
-from search.rules.bank_eval import iqm
+from search.rules.bank_eval import BankEvaluator, aggregate_result, iqm
 from search.rules.bank_track import overfitting, slope, track_validation
 from search.rules.tasksets import bank_plan, check_task_sets, transfer_tasks, validation_tasks
 
@@ -287,3 +287,33 @@ def test_search_rising_while_validation_falls_is_reported_once(tmp_path):
     assert [p["generation"] for p in track] == [1, 2, 3, 4, 5, 6]
     assert [p["overfitting"] for p in track] == [False, False, False, True, True, True]
     assert len(warnings) == 1 and warnings[0]["data"]["generation"] == 4
+
+
+def test_results_are_cached_per_task_spec_and_aggregated_by_iqm(tmp_path):
+    a, b = proxies.sample_tasks(["memorization"], 2, seed=9)
+    cfg = RuleEvalConfig(tasks=["quadratic", a], seeds=[0, 1], lr_grid={"values": [0.01, 0.1]},
+                         executor="inprocess", cache_dir=str(tmp_path))
+    ev = BankEvaluator(cfg, "iqm")
+    lion = Candidate(text=dsl.get_rule("lion").source())
+    try:
+        ra = ev.evaluate([lion], "tiny")[0]
+        ev.set_tasks(["quadratic", b])
+        rb = ev.evaluate([lion], "tiny")[0]
+        ev.set_tasks(["quadratic", a])
+        ra2 = ev.evaluate([lion], "tiny")[0]
+    finally:
+        ev.close()
+    assert set(ra.tasks) == {"quadratic", a} and set(rb.tasks) == {"quadratic", b} and not rb.cached
+    assert ra2.cached and ra2.score == ra.score and ev.key(lion) == ra.key == rb.key
+    assert ev.trained == 2
+    assert ra.score == pytest.approx(sum(t.score for t in ra.tasks.values()) / 2)   # n < 4: the plain mean
+
+
+def test_the_iqm_aggregate_drops_the_extremes_from_four_tasks():
+    scores = {"a": -0.5, "b": 0.02, "c": 0.04, "d": 0.5}     # two clipped, degenerate tasks
+    r = EvalResult(key="k", fidelity="tiny", score=0.015,
+                   tasks={t: TaskResult(task=t, metric=1.0, score=s) for t, s in scores.items()})
+    assert aggregate_result(r, "iqm").score == pytest.approx(0.03)
+    assert aggregate_result(r, "mean") is r
+    failed = r.model_copy(update={"status": Status.diverged})
+    assert aggregate_result(failed, "iqm").score == r.score
