@@ -395,15 +395,8 @@ def test_shaped_rule_matches_its_reference(name, tmp_path):
     Opt = dsl.to_optimizer(get_rule(name))
     assert_same(run_optimizer_class(Opt, lr, wd, shapes=shapes, hyper=hyper), want, shapes=shapes)
     Exp = load_exported(name, tmp_path)
-    if name in EXPORT_BROKEN:
-        with pytest.raises(NameError, match="step"):
-            run_optimizer_class(Exp, lr, wd, shapes=shapes, hyper=hyper)
-        pytest.xfail(EXPORT_BROKEN[name])
     assert_same(run_optimizer_class(Exp, lr, wd, shapes=shapes, hyper=hyper), want, shapes=shapes)
 
-
-#: known defects outside the library, asserted as they are so that a fix shows up here
-EXPORT_BROKEN = {"shampoo": "the exported module does not define `step` when only refresh() reads it"}
 
 
 def run_custom(step_fn, grad_fn, steps, shapes):
