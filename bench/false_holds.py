@@ -125,6 +125,8 @@ def independent_null(cfg: RuleEvalConfig, args: argparse.Namespace, floors: dict
         e = estimate(per, floors)
         out.append({"score": e.score, "ci": list(e.ci), "verdict": e.verdict, "p": e.p_improvement,
                     "old_holds": bool(e.score > 0 and 2 * sum(float(np.mean(v)) > 0 for v in per.values()) > len(per))})
+        print(f"null rep {r}: {e.verdict:<17} {e.score:+.4f} [{e.ci[0]:+.4f}, {e.ci[1]:+.4f}] "
+              f"old-rule holds={out[-1]['old_holds']}", flush=True)
     return out
 
 
