@@ -54,12 +54,13 @@ def clipped_rms_momentum(w, g, buf, lr, momentum=0.9114):
 """,
         "retired": "2026-12-06",
         "reason": ("re-verified under the interval-and-noise-floor verdict (campaign-default protocol, small "
-                   "fidelity, test splits, fresh training seeds 20-23, AdamW paired on the same seeds): "
-                   "indistinguishable from tuned AdamW, +0.156 [-0.009, +0.378] (95% CI, mean over its 4 transfer "
-                   "tasks x 4 seeds, P(better) 0.93); only seq_reverse (+0.500 clipped: both reach ~0 loss) is won "
-                   "beyond noise; digits_cnn +0.134 has a seed interval crossing 0, char_lm +0.005 is within "
-                   "noise and text_rnn is lost on every seed (-0.014). With rosenbrock as a fifth unseen task: "
-                   "+0.063 [-0.192, +0.305]. The shipped +0.184 (4/4 won) rested on 2 seeds and 1-2% margins."),
+                   "fidelity, test splits, fresh training seeds 20-23, AdamW paired on the same seeds; noise "
+                   "floors from AdamW vs AdamW on disjoint seeds): indistinguishable from tuned AdamW, +0.156 "
+                   "[-0.009, +0.378] (95% CI, mean over its 4 transfer tasks x 4 seeds, P(better) 0.93). Only "
+                   "seq_reverse (+0.500 clipped: both reach ~0 loss; floor 0.153) is won beyond noise; "
+                   "digits_cnn +0.134 is below its floor 0.257, char_lm +0.005 below 0.016, and text_rnn is lost "
+                   "on every seed (-0.014, floor 0.003). With rosenbrock as a fifth unseen task: +0.063 "
+                   "[-0.192, +0.305]. The shipped +0.184 (4/4 won) rested on 2 seeds and 1-2% margins."),
         "estimate": {'score': 0.1564,
                      'ci': [-0.0094, 0.3775],
                      'p_improvement': 0.925,
@@ -70,22 +71,22 @@ def clipped_rms_momentum(w, g, buf, lr, momentum=0.9114):
                      'n_seeds': 4,
                      'tasks': {'digits_cnn': {'score': 0.1344,
                                               'ci': [-0.0639, 0.3327],
-                                              'noise': None,
+                                              'noise': 0.2573,
                                               'n_seeds': 4,
                                               'beyond_noise': False},
                                'text_rnn': {'score': -0.0142,
                                             'ci': [-0.0179, -0.0102],
-                                            'noise': None,
+                                            'noise': 0.0034,
                                             'n_seeds': 4,
                                             'beyond_noise': False},
                                'char_lm': {'score': 0.0052,
                                            'ci': [-0.0025, 0.0108],
-                                           'noise': None,
+                                           'noise': 0.0164,
                                            'n_seeds': 4,
                                            'beyond_noise': False},
                                'seq_reverse': {'score': 0.5,
                                                'ci': [0.5, 0.5],
-                                               'noise': None,
+                                               'noise': 0.1526,
                                                'n_seeds': 4,
                                                'beyond_noise': True}}},
         "provenance": {

@@ -36,7 +36,7 @@ def test_json_is_one_object_with_interval_verdict_and_noise(capsys):
         assert cell["noise"] is not None and cell["noise"] > 0       # a measured floor
         assert cell["beyond_noise"] == (cell["score"] > cell["noise"])
         assert len(cell["seed_metrics"]) == 3
-    assert d["describe"].split(":")[0] in ("holds", "indistinguishable from tuned adamw", "worse than tuned adamw")
+    assert d["describe"].split(":")[0] in ("holds", "indistinguishable from tuned AdamW", "worse than tuned AdamW")
 
 
 def test_human_output_has_the_interval_and_the_protocol(capsys):
@@ -44,7 +44,7 @@ def test_human_output_has_the_interval_and_the_protocol(capsys):
     out = capsys.readouterr().out
     assert "CI" in out and "protocol eval-default: 9 lrs" in out
     # AdamW against itself: zero on every seed, so never "holds"
-    assert "indistinguishable from tuned adamw: +0.000 [+0.000, +0.000]" in out
+    assert "indistinguishable from tuned AdamW: +0.000 [+0.000, +0.000]" in out
 
 
 def test_protocol_campaign_default_scores_like_a_campaign(capsys):

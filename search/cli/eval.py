@@ -54,7 +54,7 @@ from evaluators import (
     noise_floors,
 )
 from search.core import curves_to_tensorboard, did_you_mean
-from search.rules import TUNING_DEFAULTS
+from search.rules import TUNING_DEFAULTS, baseline_name
 
 from .errors import CLIError
 
@@ -200,7 +200,7 @@ def print_result(result, label: str, fidelity: str, baseline: str, console=None,
                       f"log({baseline} metric / rule metric); > 0 beats tuned {baseline})"
                       + ("  [dim](cached)[/]" if result.cached else ""))
         if est is not None:
-            console.print(describe(est, f"tuned {baseline}"), markup=False, highlight=False, soft_wrap=True)
+            console.print(describe(est, baseline_name(baseline)), markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(f"[red]{result.status.value}[/]: {result.reason}")
     if protocol:
@@ -224,7 +224,7 @@ def result_json(result: EvalResult, est, label: str, protocol: str, protocol_lin
     return {**e, "tasks": tasks, "rule": label, "status": result.status.value, "reason": result.reason,
             "mean_score": result.score, "baseline": baseline, "fidelity": result.fidelity,
             "protocol": protocol, "protocol_text": protocol_line,
-            "describe": describe(est, f"tuned {baseline}") if est is not None else None,
+            "describe": describe(est, baseline_name(baseline)) if est is not None else None,
             "key": result.key, "result": result.model_dump(mode="json")}
 
 

@@ -15,9 +15,9 @@ from .kind import RuleKind, moves_without_lr, rule_text
 from .llm_ops import LLMRuleOperator, build_prompt, extract_candidates, extract_program
 from .mutations import DEFAULT_WEIGHTS, MUTATIONS, RandomMutation, mutate, perturb
 from .tasksets import TUNING_DEFAULTS
-from .verify import VerifyError, verdict, verify_json, verify_run, verify_table
+from .verify import VerifyError, baseline_name, verdict, verify_json, verify_run, verify_table
 
 __all__ = ["rule_ablations", "RuleKind", "moves_without_lr", "rule_text", "LLMRuleOperator", "build_prompt",
            "extract_candidates", "extract_program", "DEFAULT_WEIGHTS", "MUTATIONS", "RandomMutation", "mutate",
            "perturb", "VerifyError", "verdict", "verify_run", "verify_table", "TUNING_DEFAULTS",
-           "verify_json"]
+           "verify_json", "baseline_name"]
