@@ -35,7 +35,9 @@ shape[0]``); a 1-D parameter is ``n x 1``.
   row to rms 1: ``g / (|g_i| / sqrt(n) + 1e-8)``), the output head Sign (``sign(g) / n``),
   vectors BiasRMS (``g / (rms(g) + 1e-8)``); momentum ``buf = (1 - a) buf + a g``; Scion's
   constrained form ``w (1 - lr)`` is ``wd = 1`` (``wd = 0``: unconstrained). The reference
-  runs Newton-Schulz in bfloat16; this rule in the parameter's dtype.
+  runs Newton-Schulz in bfloat16; this rule in the parameter's dtype. A conv kernel (3-D or
+  4-D) is a matrix here (``shape[0] x rest``, factor ``sqrt(m / n)``); the reference's Auto norm
+  scales kernels as ``sqrt(out / in) / k`` (or ``/ k^2``) instead.
 * ``swan``: SWAN (Ma et al. 2024), no state: ``G~ = (G - row mean) / row std`` (population
   std over the n columns), whitened ``G~ (G~^T G~ + eps I)^(-1/2)`` (equal to the paper's
   ``(G~ G~^T)^(-1/2) G~`` through the SVD, and n x n instead of m x m), rescaled to the norm of
