@@ -9,8 +9,9 @@ never executed - the security boundary for LLM text) and ``checker`` (abstract e
 kinds, dead code, numeric trouble). Meaning: ``interpret`` (the reference interpreter),
 ``simplify`` (same update, smaller), ``fingerprint`` (hash of the function computed). Running:
 ``compile`` (``to_optimizer``: a torch.optim class over ``optim_base.RuleOptimizer``, built by the
-multi-tensor compiler in ``foreach/``), ``ranges`` (argument checks), ``export`` (a standalone
-module that needs only torch). Rules: ``library`` (known rules, the search's seeds; the modern
+multi-tensor compiler in ``foreach/``; rules using shapes run per parameter), ``ranges`` (argument
+checks), ``export`` (a standalone module that needs only torch; ``export_shaped`` for rules using
+shapes, ``export_parts`` the pieces both write). Rules: ``library`` (known rules, the search's seeds; the modern
 optimizer zoo in ``zoo`` and ``zoo_shaped``) and
 ``discovered`` (rules optforge's own campaigns found, with their verification).
 """

@@ -20,6 +20,12 @@ won back); see bench/results/dsl.md. ``compile=True`` runs a
 functional form of the rule through ``torch.compile`` instead (fused kernels: the speed
 of torch's fused AdamW, after a compilation of seconds to minutes).
 
+Rules using shapes (``dsl.kinds.extensions``: shaped or initialised state, role inputs, row/col
+reductions, matrix algebra, ``refresh``, ``global_norm``, ...) get a ``ShapedOptimizer`` instead:
+no foreach plan, one parameter at a time through the reference interpreter's shaped path, with
+the parameter's role (its group's ``role``, else by dimension) and the group's norms; plans of the
+other rules are exactly what they were before shapes existed.
+
 Conventions, chosen to match torch.optim (the torch.optim side is ``dsl.optim_base``, the
 same code exported modules carry):
 
