@@ -41,7 +41,7 @@ def small_rule_campaign(name: str, *, executor: str = "inprocess", seed: int = 0
         "name": name, "seed_rules": ["sgd_momentum"], "tasks": ["quadratic"], "fidelities": list(fidelities),
         "executor": executor, "eval_seeds": [0], "lrs": [0.003, 0.03, 0.3], "random_seed": seed,
         "budget": {"evaluations": budget}, "search": {"population": 6, "tournament": 2, "batch_size": batch},
-        "simplify": {"enabled": False}})
+        "simplify": {"enabled": False}, "funnel": {"mode": "quantile"}})   # counts: the search evaluator only
 
 
 def run_engine(campaign: Campaign, run_dir: Path, **kw: Any) -> tuple[RunSummary, RunStore]:

@@ -20,7 +20,7 @@ def campaign(name: str, algorithm: str = "ucb", budget: int = 40, **over):
          "operators": {"llm_share": 0.2, "bandit": {"algorithm": algorithm, "floor": 0.03, "cost": "units",
                                                     "llm_call_units": 0.5, "exploration": 0.5,
                                                     "share_of": "children"}},
-         "llm": {}, "simplify": {"enabled": False}}
+         "llm": {}, "simplify": {"enabled": False}, "funnel": {"mode": "quantile"}}
     d.update(over)
     return parse_campaign(d, f"<test {name}>")
 

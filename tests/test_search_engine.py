@@ -16,7 +16,7 @@ def campaign(name="t", **over):
     d = {"name": name, "tasks": ["quadratic"], "fidelities": ["tiny"], "executor": "inprocess",
          "eval_seeds": [0], "lrs": [0.003, 0.03, 0.3], "seed_rules": ["sgd_momentum"],
          "budget": {"evaluations": 14}, "search": {"population": 5, "tournament": 2, "batch_size": 2},
-         "simplify": {"max_evaluations": 4}}
+         "simplify": {"max_evaluations": 4}, "funnel": {"mode": "quantile"}}   # the budget counts below
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(d.get(k), dict):
             d[k] = {**d[k], **v}

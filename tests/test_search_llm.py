@@ -17,7 +17,8 @@ def campaign(name, **over):
     d = {"name": name, "tasks": ["quadratic"], "fidelities": ["tiny"], "executor": "inprocess",
          "eval_seeds": [0], "lrs": [0.003, 0.03, 0.3], "seed_rules": ["sgd_momentum"],
          "budget": {"evaluations": 14}, "search": {"population": 5, "tournament": 2, "batch_size": 3},
-         "operators": {"llm_share": 0.7}, "llm": {}, "simplify": {"enabled": False}}
+         "operators": {"llm_share": 0.7}, "llm": {}, "simplify": {"enabled": False},
+         "funnel": {"mode": "quantile"}}   # the evaluation counts below are the quantile funnel's
     d.update(over)
     return parse_campaign(d, f"<test {name}>")
 

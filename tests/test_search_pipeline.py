@@ -30,7 +30,7 @@ def campaign(name: str, budget: int = 32, bandit: str = "fixed", **over):
                                                       "pipeline": True},
          "operators": {"llm_share": 0.5, "bandit": {"algorithm": bandit, "cost": "units",
                                                                     "share_of": "children"}},
-         "llm": {}, "simplify": {"enabled": False}}
+         "llm": {}, "simplify": {"enabled": False}, "funnel": {"mode": "quantile"}}
     d.update(over)
     return parse_campaign(d, f"<test {name}>")
 

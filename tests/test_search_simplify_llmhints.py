@@ -20,7 +20,7 @@ def _campaign(name, tmp_path, **over):
     d = {"name": name, "tasks": ["quadratic"], "fidelities": ["tiny"], "executor": "inprocess",
          "eval_seeds": [0], "lrs": [0.003, 0.03, 0.3], "seed_rules": ["sgd_momentum"],
          "budget": {"evaluations": 1}, "search": {"population": 4, "tournament": 2, "batch_size": 2},
-         "simplify": {"enabled": False}}
+         "simplify": {"enabled": False}, "funnel": {"mode": "quantile"}}
     d.update(over)
     return parse_campaign(d, str(tmp_path / f"{name}.toml"))
 

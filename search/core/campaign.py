@@ -102,7 +102,7 @@ class FunnelConfig(_Strict):
     promote_fraction: float = Field(0.25, gt=0, le=1)
     # "race": those promoted to the top fidelity then race the incumbent on more seeds ([funnel.race],
     # search.core.race); "quantile": the promotion rule above alone
-    mode: Mode = "quantile"
+    mode: Mode = "race"
     race: RaceConfig = Field(default_factory=RaceConfig)
 
 
