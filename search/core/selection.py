@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evaluators import StatsError, estimate_results
+from evaluators import Estimate, StatsError, describe, estimate_results
 from evaluators.base import WORST_SCORE, Candidate, EvalResult, Status
 
 from .plugins import EngineView
@@ -101,9 +101,11 @@ def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
         engine.store.update_candidate_meta(ind.id, ind.meta)
         out.append(rec | {"id": ind.id})
     best = rank_individuals(engine, winners)[0]
-    engine.event(VALIDATION, f"{len(out)} candidate(s) validated at {fid}; best #{best.id} "
+    est = best.meta["validation"].get("estimate")
+    engine.event(VALIDATION, f"{len(out)} candidate(s) validated at {fid} on fresh seeds; best #{best.id} "
                  f"({ok_score(best.validation):+.4f}, {best.validation.tasks_won}/"
-                 f"{best.validation.tasks_scored} tasks won)", best=best.id)
+                 f"{best.validation.tasks_scored} tasks won" + (f"; {describe(Estimate.from_json(est))}" if est else "")
+                 + ")", best=best.id)
     return out
 
 
