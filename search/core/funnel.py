@@ -199,8 +199,9 @@ class Funnel:
         if block not in cache:
             ev = self.kind.block_evaluator(self.evaluator, block)
             if ev is None:
-                raise RaceError(f"[funnel] mode = \"race\" needs more seeds, and the {self.campaign.kind!r} kind "
-                                "cannot evaluate on other seeds (KindPlugin.block_evaluator); use mode = \"quantile\"")
+                raise RaceError(f"no racing: the {self.campaign.kind!r} kind cannot evaluate on other seeds "
+                                "(it has no KindPlugin.block_evaluator), so [funnel] mode = \"race\" promotes "
+                                "by the quantile rule alone")
             cache[block] = ev
         return cache[block]
 
@@ -225,7 +226,7 @@ class Funnel:
         except RaceError as e:
             if not self.__dict__.setdefault("_race_refused", False):
                 self._race_refused = True
-                self.event("race", f"{e}; promoting without racing")
+                self.event("race", str(e))
             return
 
         def evaluate(inds: list[Individual], b: int) -> None:
