@@ -171,6 +171,20 @@ def test_a_racing_campaign_spends_its_budget_on_more_seeds_for_contenders(tmp_pa
         assert i.score == pytest.approx(i.meta["race"]["score"])
 
 
+def test_race_blocks_cost_what_their_fidelity_costs(tmp_path):
+    c = _campaign("race")
+    c.budget.fidelity_cost = {"fine": 3.0}
+    e = Engine(c, tmp_path / "run")
+    try:
+        summary = e.run()
+        rows = e.store.evaluations()
+    finally:
+        e.close()
+    race_rows = [r for r in rows if r["phase"] == "race"]
+    assert race_rows and all(r["cost"] == 3.0 for r in race_rows)
+    assert summary.used == sum(r["cost"] for r in rows) <= 80
+
+
 def test_a_racing_run_resumes_exactly(tmp_path):
     a = Engine(_campaign("race"), tmp_path / "a")      # stopped after 12 generations (as if killed)
     try:

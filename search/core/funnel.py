@@ -55,6 +55,7 @@ class Funnel:
         lvl = self.fidelities.index(fidelity)
         search = phase in ("search", "race")   # the simplify phase has its own cap and costs no search units
         cost = self.campaign.fidelity_cost(fidelity) if search else 0.0
+        priced = fidelity                      # what an evaluation here costs (a race block: its fidelity's)
         if block:
             fidelity = block_label(fidelity, block)
         done: list[Individual] = []
@@ -72,7 +73,7 @@ class Funnel:
             unique.setdefault(ind.key, ind)
         firsts = list(unique.values())
         if search:
-            firsts = firsts[: self._affordable(fidelity, len(unique))]
+            firsts = firsts[: self._affordable(priced, len(unique))]
         got: dict[int, tuple[EvalResult, float]] = {}   # individual id -> (result, cost)
         fresh = []
         for ind in firsts:
