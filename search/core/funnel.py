@@ -2,7 +2,9 @@
 
 A part of :class:`search.core.Engine` (a mixin, like ``checkpoint``, ``engine_operators`` and
 ``engine_llm``). Children are screened at the cheapest fidelity; those in the top
-``funnel.promote_fraction`` of every ok score seen at a level go on to the next one. Each key is
+``funnel.promote_fraction`` of every ok score seen at a level go on to the next one; with ``[funnel]
+mode = "race"`` (the default) those reaching the top fidelity then race the incumbent on more seed
+blocks (``search.core.race``; stored as fidelity ``<top>@<block>``, phase ``race``). Each key is
 trained at most once per fidelity (a known result, a twin in the batch, or a result replayed after
 a kill is reused at no cost), and each finished evaluation is written to the store the moment the
 evaluator reports it, one transaction per result (the engine docstring's "Durability").
