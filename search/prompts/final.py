@@ -3,8 +3,9 @@ and the decision whether one of them replaces the initial prompt (search.prompts
 intervals on dev after a race for more examples; the older sign test stays available)."""
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from scipy.stats import binomtest
 
 from evaluators.base import Candidate, Status
 from proxies.prompts import match
@@ -76,7 +77,7 @@ def _dev_per_example(ind: Individual) -> list[float] | None:
 def sign_test_p(wins: int, losses: int) -> float:
     """One-sided sign test: P(X >= wins) for X ~ Binomial(wins + losses, 1/2); ties are dropped."""
     n = wins + losses
-    return 1.0 if n == 0 else sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n
+    return 1.0 if n == 0 else float(binomtest(wins, n, 0.5, alternative="greater").pvalue)
 
 
 def dev_sign_test(top: Individual, initial: Individual, alpha: float) -> dict[str, Any]:
