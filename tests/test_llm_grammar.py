@@ -145,6 +145,11 @@ def test_refresh_shape_scalars_group_norm_and_roles_are_in_the_grammar(bytes_tok
     m = matcher(lt, dsl_lark_grammar(dsl_grammar_names(prog)))
     assert m.consume_tokens(tk.encode(prog.source()).ids), m.get_error()
     assert m.is_accepting()
+    # a row/col reduction as a factor of a tensor product
+    row = "def f(w, g, lr):\n    w = w - lr * g / row_mean(abs(g)) * -col_sum(g)\n    return w\n"
+    m = matcher(lt, dsl_lark_grammar(["w", "g", "lr"]))
+    assert m.consume_tokens(tk.encode(row).ids), m.get_error()
+    assert m.is_accepting() and dsl.parse(row)
     # shaped state and matrix algebra lie outside it
     assert not grammar_supports(dsl.parse("def f(w, g, r: row):\n    r = row_mean(g)\n    w = w - r * g\n"
                                           "    return w, r\n"))

@@ -31,8 +31,9 @@ operators, ``", "`` between arguments.
 
 Shapes: the grammar knows two kinds, tensor and scalar, so it covers the part of the language
 whose values are one or the other: the shape scalars (``rows(g)``), ``max_of``/``min_of``,
-``refresh``, ``global_norm(g)`` and the role inputs are in it; row/col reductions, matrix algebra
-and shaped state (``r: row``, ``L: rowmat = eye``) are not. ``grammar_supports(program)`` says
+``refresh``, ``global_norm(g)`` and the role inputs are in it, and row/col reductions as factors
+of a tensor product (``g / sqrt(row_mean(g * g) + 1e-8)``); other uses of row/col values, matrix
+algebra and shaped state (``r: row``, ``L: rowmat = eye``) are not. ``grammar_supports(program)`` says
 whether a rule lies in the grammar; mutating one that does not is left unconstrained.
 """
 from __future__ import annotations
@@ -199,6 +200,7 @@ def dsl_lark_grammar(names: Sequence[str] | None = None, *, max_statements: int 
             groups.setdefault((p.kind, p.arity), []).append(p.name)
     for (kind, arity), fns in sorted(groups.items()):
         rule(f"fn_{kind}_{arity}: " + _alts(_lit(f + "(") for f in fns))
+    rule("fn_axis: " + _alts(_lit(p.name + "(") for p in PRIMITIVES.values() if p.kind == "axis"))
 
     # -- expression sub-grammar for each set of defined temporaries (bitmask over temps) ------
     def expr_rules(mask: int) -> None:
@@ -213,7 +215,9 @@ def dsl_lark_grammar(names: Sequence[str] | None = None, *, max_statements: int 
         rule(f"p_a{x}: p_t{x} | p_s{x}")
         rule(f'u_t{x}: "-"? w_t{x}')
         rule(f'u_s{x}: "-"? w_s{x}')
-        rule(f"u_a{x}: u_t{x} | u_s{x}")
+        # a row/col reduction (m x 1, 1 x n) only as a factor next to a tensor: the product stays one
+        rule(f"u_a{x}: u_t{x} | u_s{x} | u_x{x}")
+        rule(f'u_x{x}: "-"? fn_axis e_t{x} ")"')
         rule(f"w_t{x}: a_t{x} (pow u_a{x})? | a_s{x} pow u_t{x}")
         rule(f"w_s{x}: a_s{x} (pow u_s{x})?")
         rule(f'a_t{x}: tn{x} | "(" e_t{x} ")" | call_t{x}')
