@@ -87,14 +87,14 @@ def _task_cells(r: EvalResult, group: dict[str, str], floors: dict[str, float], 
     out = {}
     for t, tr in r.tasks.items():
         ok = tr.status == Status.ok
-        ci = None
+        ci, score = None, tr.score if ok else None
         if ok:
-            try:
+            try:   # the cell's score is the estimate's (per-seed clipped mean), so it matches its interval
                 te = estimate_results({t: tr}, clip=clip).tasks[t]
-                ci = [te.ci[0], te.ci[1]]
+                ci, score = [te.ci[0], te.ci[1]], te.score
             except StatsError:
                 pass
-        out[t] = {"group": group.get(t, "?"), "score": tr.score if ok else None,
+        out[t] = {"group": group.get(t, "?"), "score": score,
                   "log_ratio": tr.extra.get("log_ratio", tr.score) if ok else None,
                   "metric": tr.metric if ok else None, "baseline": tr.baseline, "metric_name": tr.metric_name,
                   "lr": tr.best_lr, "wd": tr.extra.get("best_wd"), "baseline_lr": tr.extra.get("baseline_lr"),
@@ -197,6 +197,8 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
                                                                      e["validation_test_n"])
             est = _estimate(r, verdict_tasks, floors, cfg.clip, task_aggregate(c))   # bank runs: iqm
             e["estimate"] = est.to_json() if est is not None else None
+            if est is not None:   # the verified score is the estimate's (its aggregate: mean, or iqm on a bank)
+                e["verified"] = est.score
             e["ci"] = list(est.ci) if est is not None else None
             e["p_improvement"] = est.p_improvement if est is not None else None
             e["verdict"] = est.verdict if est is not None else ("worse" if r.status == Status.diverged else "failed")
