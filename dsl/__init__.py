@@ -16,7 +16,7 @@ optimizer zoo in ``zoo`` and ``zoo_shaped``) and
 ``discovered`` (rules optforge's own campaigns found, with their verification).
 """
 from .checker import CheckReport, DeadStatement, check, check_source, liveness
-from .compile import class_name, to_optimizer
+from .compile import class_name, global_norm_inputs, to_optimizer
 from .discovered import DISCOVERED, PROVENANCE, RETIRED, list_discovered, provenance_line, retired_line
 from .errors import DSLError
 from .export import export_python
@@ -60,4 +60,5 @@ __all__ = ["DSLError", "parse", "Program", "Arg", "Assign", "BinOp", "Call", "Ex
            "PROVENANCE", "RETIRED", "provenance_line", "retired_line", "SCALAR", "TENSOR", "input_kinds",
            "statement_kinds", "RULES",
            "SCALAR_INPUTS", "format_expr", "names_in", "substitute", "walk", "extensions", "per_element", "class_name",
+           "global_norm_inputs",
            "ROLE_INPUTS", "ROLES", "STATE_KINDS"]

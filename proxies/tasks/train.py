@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsl import PRIMITIVES, ROLE_INPUTS, Program, parse, run_rule
+from dsl import PRIMITIVES, ROLE_INPUTS, Program, global_norm_inputs, parse, per_element, run_rule
 from dsl.program import Call, walk
 
 from .outcome import SPLITS, THREADS_ENV, Rung, SweepOutcome
@@ -116,6 +116,18 @@ def elementwise_only(program: Program) -> bool:
     """True when the rule uses no reduction or matrix primitive (its update is per element)."""
     return all(PRIMITIVES[e.fn].kind == "elementwise"
                for st in program.body for e in walk(st.value) if isinstance(e, Call))
+
+
+def _group_norms(inputs: Sequence[str], blocks: _Blocks, grads: Sequence[torch.Tensor], K: int,
+                 ) -> dict[str, torch.Tensor]:
+    """``global_norm(x)`` per copy: the L2 norm over all of a copy's parameters (a model's param
+    group), not over one block, for each input the rule reads it of ("g", "w"); shape ``(K,)``."""
+    out = {}
+    for nm in inputs:
+        xs = grads if nm == "g" else blocks.tensors
+        sq = sum(x.detach().double().reshape(blocks.n[i], K, -1).square().sum(dim=(0, 2)) for i, x in enumerate(xs))
+        out[nm] = sq.sqrt()
+    return out
 
 
 class _Blocks:
@@ -298,7 +310,9 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
     # tasks that know their parameters' roles (task.param_roles()) hand them to rules that read roles;
     # otherwise a rule sees roles by dimension (2-D and larger: matrix)
     roles = task.param_roles() if uses_roles(program) and hasattr(task, "param_roles") else None
-    blocks = _Blocks(params, K, flat=elementwise_only(program) and roles is None, roles=roles)
+    # per_element: no reduction, matrix primitive, role input or shaped state (those need each tensor whole)
+    blocks = _Blocks(params, K, flat=per_element(program) and roles is None, roles=roles)
+    norm_inputs = global_norm_inputs(program)
     del params, inits
     ctx = task.prepare(copy_seeds, steps)
 
@@ -376,13 +390,15 @@ def _train(task: StackedTask, program: Program, lrs: list[float], seeds: list[in
                 lr_t = lr_t * alive
             new_tensors = []
             total = torch.zeros(Kt, dtype=torch.float32)
+            norms = _group_norms(norm_inputs, blocks, grads, Kt)
             for i, (w, g) in enumerate(zip(blocks.tensors, grads)):
                 n = blocks.n[i]
                 wd_i = wd.repeat(n) if isinstance(wd, torch.Tensor) and n > 1 else wd
                 new_w, blocks.state[i] = run_rule(program, w, g, blocks.state[i],
                                                   lr=lr_t.repeat(n) if n > 1 else lr_t, wd=wd_i,
                                                   step=t + 1, hyper=hyper, batch_dims=1,
-                                                  role=blocks.roles[i] if roles else None)
+                                                  role=blocks.roles[i] if roles else None,
+                                                  global_norms={k: v.repeat(n) for k, v in norms.items()} or None)
                 total += new_w.reshape(n, Kt, -1).sum(dim=(0, 2))
                 new_tensors.append(new_w)
             bad = ~torch.isfinite(mon) | (mon > bound) | ~torch.isfinite(total)
