@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dsl
 from evaluators import describe
 from search.core import KindPlugin, RunView, UnknownKindError, did_you_mean, fmt_score, run_kind
 from search.prompts import CompareError, compare_text, write_compare_report
@@ -186,11 +187,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 # -- export ---------------------------------------------------------------------------
 
-def _class_name(name: str) -> str:
-    s = "".join(p[:1].upper() + p[1:] for p in name.replace("-", "_").split("_") if p)
-    return s if s.isidentifier() else "DiscoveredOptimizer"
-
-
 def writable_output(out: str | Path, flag: str = "-o") -> Path:
     """``out`` as a path whose folder exists (a ``CLIError`` that says so, before any work)."""
     p = Path(out)
@@ -267,7 +263,7 @@ def export_candidate(run: str | Path, rank: int, out: str | Path, class_name: st
         info = {"run": str(view.run_dir), "candidate": x["id"], "rank": rank, "fidelity": fid,
                 "score": x["score"], "operator": x["operator"]}
         info.update(kind.export_info(view, x, fid))
-        name = class_name or _class_name(f"{view.campaign.get('name', 'run')}_rank{rank}")
+        name = class_name or dsl.class_name(f"{view.campaign.get('name', 'run')}_rank{rank}")
         try:
             kind.export(text, out, name=name, info=info)
         except OSError as e:

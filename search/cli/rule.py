@@ -45,11 +45,6 @@ def _load(spec: str) -> tuple[dsl.Program, str]:
         raise CLIError(f"{origin}: {e}") from None
 
 
-def _class_name(program_name: str) -> str:
-    name = "".join(part[:1].upper() + part[1:] for part in program_name.split("_") if part)
-    return name if name.isidentifier() else "DiscoveredOptimizer"
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     prog, origin = _load(args.file)
     report = dsl.check(prog)
@@ -74,7 +69,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     prog, origin = _load(args.file)
     if args.simplify:
         prog = dsl.simplify(prog)
-    class_name = args.class_name or _class_name(prog.name)
+    class_name = args.class_name or dsl.class_name(prog.name)
     if not class_name.isidentifier():
         raise CLIError(f"--class-name {class_name!r} is not a valid Python class name")
     text = export_python(prog, class_name)
