@@ -19,6 +19,12 @@ What is hashed, and why:
 * ``lr`` and ``wd`` change from step to step (as under a schedule), so a rule
   with the learning rate written as a literal cannot collide with one using
   ``lr``. Hyperparameters take their defaults: names do not matter, defaults do.
+* Rules that use the shaped language (``dsl.extensions``: row / column statistics, matrix state,
+  roles, ...) get a third probe, a 6 x 5 parameter whose gradient rows are kept orthogonal to its
+  rows at every step. Random gradients almost never trigger a branch on the angle between ``g``
+  and ``w`` (AdamP's projection fires when every row's cosine is below ``0.1 / sqrt(n)``), so
+  without it such a rule would share AdamW's fingerprint and its cached scores. Rules of the
+  original language keep the fingerprints they always had.
 * Rounding keeps ~9 significant digits (30 mantissa bits), so equivalent
   rewrites that differ in the last bits (reassociation) usually still match;
   nan, inf and the sign of zero are canonicalized.
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 
 from .interpret import run_rule
+from .kinds import extensions
 from .parser import parse
 from .program import Program
 
@@ -39,6 +46,7 @@ STEPS = 3
 LRS = (0.031, 0.017, 0.043)
 WDS = (0.11, 0.07, 0.13)
 SHAPES = ((7,), (5, 4))
+ORTHO_SHAPE = (6, 5)
 MANTISSA_BITS = 30
 DIGEST_CHARS = 16
 SEED = 20240607
@@ -69,13 +77,34 @@ def _canonical(x: np.ndarray) -> bytes:
     return r.astype("<f8").tobytes() + cls.tobytes()
 
 
+@lru_cache(maxsize=1)
+def _orthogonal_probe() -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """(w0, raw gradients) of the probe whose gradient rows are made orthogonal to w's rows."""
+    gen = torch.Generator().manual_seed(SEED + 1)
+    w0 = torch.randn(ORTHO_SHAPE, generator=gen, dtype=torch.float64)
+    return w0, tuple(torch.randn(ORTHO_SHAPE, generator=gen, dtype=torch.float64) for _ in range(STEPS))
+
+
+def _row_orthogonal(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """g minus, row by row, its component along w's row."""
+    return g - (g * w).sum(dim=1, keepdim=True) / (w * w).sum(dim=1, keepdim=True).clamp_min(1e-300) * w
+
+
 def trajectory(program: Program) -> list[np.ndarray]:
-    """The hashed numbers: per shape and step, the update w_{t+1} - w_t (float64)."""
+    """The hashed numbers: per probe and step, the update w_{t+1} - w_t (float64)."""
     out = []
     for w0, gs in _inputs():
         w, state = w0, {}
         for t in range(STEPS):
             new_w, state = run_rule(program, w, gs[t], state, lr=LRS[t], wd=WDS[t], step=t + 1)
+            out.append((new_w - w).numpy())
+            w = new_w
+    if extensions(program):
+        w, raw = _orthogonal_probe()
+        state = {}
+        for t in range(STEPS):
+            new_w, state = run_rule(program, w, _row_orthogonal(raw[t], w), state, lr=LRS[t], wd=WDS[t],
+                                    step=t + 1)
             out.append((new_w - w).numpy())
             w = new_w
     return out
