@@ -97,14 +97,19 @@ class GrammarLogitsProcessor(LogitsProcessor):
     ``len(landing) + LANDING_MARGIN`` tokens are left: the program ends early but parses. Each
     forced token is checked against the grammar's mask; if the grammar disagrees, forcing stops.
     With fewer than ``len(landing) + LANDING_CLOSE`` left, the row takes a token that starts
-    with a newline (``newline_ids``) whenever the grammar allows one, to reach a boundary.
+    with a newline (``newline_ids``) whenever the grammar allows one, to reach a boundary, and
+    otherwise a closing parenthesis where allowed, and otherwise a one-token operand (``paren_ids``:
+    the close and atom token ids): a statement cannot end inside open calls, and a greedy reply
+    may nest them deeply.
     This makes cut-off programs rarer, not impossible (a statement the grammar cannot end yet).
     """
 
     def __init__(self, matchers: Sequence[object | None], eos_ids: Sequence[int], vocab_size: int,
                  landings: Sequence[Sequence[int] | None] | None = None, max_tokens: Sequence[int] | None = None,
-                 newline_ids: torch.Tensor | None = None):
+                 newline_ids: torch.Tensor | None = None,
+                 paren_ids: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.newline_ids = newline_ids
+        self.close_ids, self.atom_ids = paren_ids if paren_ids is not None else (None, None)
         self.landings = list(landings) if landings is not None else [None] * len(matchers)
         self.max_tokens = list(max_tokens) if max_tokens is not None else [None] * len(matchers)
         self.forcing: list[int | None] = [None] * len(matchers)   # index into the landing being forced
@@ -151,8 +156,11 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 self.landed[r] = True
             elif k is None and left <= len(land) + LANDING_CLOSE and self.newline_ids is not None:
                 # nearly out of tokens mid-statement: end the statement as soon as the grammar allows
-                ok = self.newline_ids[self.newline_ids < scores.shape[1]]
-                ok = ok[torch.isfinite(scores[r, ok])]
+                ok = self._finite(r, self.newline_ids, scores)
+                if not len(ok) and self.close_ids is not None:
+                    ok = self._finite(r, self.close_ids, scores)
+                    if not len(ok):   # an operand is due: one token of it, not a new call
+                        ok = self._finite(r, self.atom_ids, scores)
                 if len(ok):
                     keep = scores[r, ok].clone()
                     scores[r].fill_(float("-inf"))
@@ -166,6 +174,12 @@ class GrammarLogitsProcessor(LogitsProcessor):
                 else:
                     self.forcing[r] = None if k < len(land) else k   # disagreement, or done
         return scores
+
+    @staticmethod
+    def _finite(r: int, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The ``ids`` the grammar allows row ``r`` now (finite score)."""
+        ok = ids[ids < scores.shape[1]]
+        return ok[torch.isfinite(scores[r, ok])]
 
     def _allowed(self, r: int, token: int) -> bool:
         word = int(self.bitmask[r, token // 32])

@@ -285,7 +285,8 @@ class LocalLLM(LLM):
                                              landings=[r.landing for r in batch],
                                              max_tokens=[r.max_tokens for r in batch],
                                              newline_ids=lm.newline_ids() if any(r.landing for r in batch)
-                                             else None)
+                                             else None,
+                                             paren_ids=lm.paren_ids() if any(r.landing for r in batch) else None)
             procs.append(grammar)
         procs.append(RowSampler([r.temperature for r in batch], [r.top_p for r in batch],
                                 [r.seed for r in batch], lm.device, fallback_token=lm.eos_ids[0]))

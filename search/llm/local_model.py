@@ -83,6 +83,7 @@ class LoadedModel:
     source: str              # "gguf", "converted" or "folder"
     _ll_tok: Any = None
     _newlines: Any = None
+    _parens: Any = None
     _grammars: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -103,6 +104,26 @@ class LoadedModel:
                    and self.tokenizer.decode([i]).startswith("\n")]
             self._newlines = torch.tensor(ids, dtype=torch.long, device=self.device)
         return self._newlines
+
+    def paren_ids(self):
+        """(close, atoms): ids of the tokens whose text is only closing parentheses, and of those
+        that are one whole operand (``w``, ``g`` or a digit, with or without a leading space). The
+        landing's fallback: a statement inside open calls cannot end before they are closed, so
+        near the budget a row closes what it can and otherwise fills an argument with an atom."""
+        if self._parens is None:
+            n = min(self.vocab_size, len(self.tokenizer))
+            pieces = self.tokenizer.convert_ids_to_tokens(list(range(n)))
+            close, atoms = [], []
+            for i, t in enumerate(pieces):
+                if not isinstance(t, str) or len(t) > 4:
+                    continue
+                text = self.tokenizer.decode([i]).strip()
+                if text and set(text) == {")"}:
+                    close.append(i)
+                elif text in ("w", "g", "1", "2"):
+                    atoms.append(i)
+            self._parens = tuple(torch.tensor(x, dtype=torch.long, device=self.device) for x in (close, atoms))
+        return self._parens
 
     def landing(self, grammar_names) -> list[int] | None:
         """Token ids of a DSL rule's return line for these names, as the model writes it after
