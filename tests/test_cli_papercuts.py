@@ -169,6 +169,13 @@ def test_campaign_typos_list_the_allowed_keys_and_the_nearest(tmp_path, capsys):
     assert "allowed at the top level: " in err and "budget, " in err and "campaign.py" not in err
 
 
+def test_evaluator_table_typos_list_its_keys(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(campaign_toml(dict(FIELDS, evaluator={"lr_grd": 5})))
+    assert main(["check", str(tmp_path / "c.toml")]) == 1
+    err = capsys.readouterr().err
+    assert "lr_grd: unknown field (did you mean 'lr_grid'?); allowed in [evaluator]: " in err and "wd_grid" in err
+
+
 def test_task_and_seed_names_get_a_did_you_mean(tmp_path, capsys):
     (tmp_path / "a.toml").write_text(campaign_toml(dict(FIELDS, search_tasks=["quadratc"])))
     (tmp_path / "b.toml").write_text(campaign_toml(dict(FIELDS, seed_rules=["adamm"])))

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from evaluators import RuleEvalConfig
 from search.llm import LLMConfig
 
 from . import registry
@@ -50,9 +51,15 @@ def _unknown_key(root: type[BaseModel] | None, loc: tuple, prefix: tuple = ()) -
     return f"unknown field{hint}; allowed {where}: {', '.join(allowed)}"
 
 
+#: models a kind validates a campaign table with (by the error's model name): the table they read
+NESTED_TABLES: dict[str, tuple[type[BaseModel], tuple]] = {"RuleEvalConfig": (RuleEvalConfig, ("evaluator",))}
+
+
 def _fmt_validation(e: ValidationError, where: str, root: type[BaseModel] = Campaign, prefix: tuple = ()) -> str:
     lines = [f"{where}: invalid campaign ({e.error_count()} problem(s)):"]
     table_root = root if e.title == root.__name__ else None   # another model's error (e.g. the evaluator's)
+    if table_root is None and e.title in NESTED_TABLES:
+        table_root, prefix = NESTED_TABLES[e.title]
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = err["msg"]
