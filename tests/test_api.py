@@ -111,12 +111,29 @@ def test_run_refuses_an_existing_run_unless_told_and_resumes_with_a_bar(api_run,
     assert "api:" in err and "10/10" in err          # the tqdm bar, desc = campaign name, over the budget
 
 
+def _notebook_code(path) -> list[str]:
+    import json
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def test_the_api_tour_notebook_is_the_script():
+    """examples/api_tour.ipynb holds exactly the code of examples/api_tour.py, cell by cell."""
+    from pathlib import Path
+    ex = Path(__file__).resolve().parents[1] / "examples"
+    script = (ex / "api_tour.py").read_text().split('"""', 2)[2]
+    script = script.replace("from __future__ import annotations\n", "")
+    norm = lambda t: [ln for ln in t.splitlines() if ln.strip()]
+    assert norm("\n".join(_notebook_code(ex / "api_tour.ipynb"))) == norm(script)
+
+
 @pytest.mark.slow
-def test_the_api_tour_example_runs(tmp_path, monkeypatch, capsys):
-    import runpy
+def test_the_api_tour_notebook_runs(tmp_path, monkeypatch, capsys):
+    """Every code cell of the notebook, in order, in one namespace (as a kernel runs them)."""
     from pathlib import Path
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "api_tour.py"), run_name="__main__")
+    ns: dict = {"__name__": "__main__"}
+    for i, code in enumerate(_notebook_code(Path(__file__).resolve().parents[1] / "examples" / "api_tour.ipynb")):
+        exec(compile(code, f"api_tour.ipynb[{i}]", "exec"), ns)
     out = capsys.readouterr().out
     assert "evaluation budget reached" in out and "wrote runs/api_tour/best_rule.py" in out
     assert (tmp_path / "runs" / "api_tour" / "hall_of_fame.csv").is_file()
