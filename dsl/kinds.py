@@ -138,6 +138,12 @@ def call_kind(e: Call, kinds: list[str]) -> str:
         if fn == "inv_root" and (kinds[1] != SCALAR or kinds[2] != SCALAR):
             raise KindError("inv_root(M, p, eps): p and eps must be scalars", e)
         return kinds[0]
+    if fn in ("keep_cols", "randn_like"):
+        _need_matrix(fn, kinds[0], e)
+        if kinds[1] != SCALAR:
+            what = "the column count r" if fn == "keep_cols" else "the seed"
+            raise KindError(f"{fn}()'s second argument ({what}) must be a scalar, got a {_SHOW[kinds[1]]} value", e)
+        return kinds[0]
     raise KindError(f"no kind rule for {fn}()", e)
 
 

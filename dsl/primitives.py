@@ -36,7 +36,8 @@ class Primitive:
     - ``matrix``: a parameter-shaped tensor in, one out (identity below 2-D, as ever);
     - ``shape``: a shape scalar of its (non-scalar) argument;
     - ``axis``: a row or column reduction that keeps its axis (m x n -> m x 1 or 1 x n);
-    - ``linalg``: matrix algebra on the 2-D view (``dsl.kinds`` types each one);
+    - ``linalg``: matrix algebra and other functions of the whole 2-D view (a column mask, seeded
+      Gaussian entries; ``dsl.kinds`` types each one);
     - ``control``: ``refresh``, computed on some steps only;
     - ``group``: a value over all the parameters of the param group.
 
@@ -93,6 +94,10 @@ PRIMITIVES: dict[str, Primitive] = {
                   "orthogonal matrix, by descending eigenvalue (square M)"),
         Primitive("qr_q", 1, "linalg", "qr_q(M): Q of M = Q R, R upper triangular with diagonal >= 0 (square M; "
                   "qr_q(matmul(L, Q)) is one step of power iteration)"),
+        Primitive("keep_cols", 2, "linalg", "keep_cols(M, r): M with every column after the first r set to 0 (r "
+                  "rounded, clamped to [0, b]); keep_cols(eigvecs(L), r) is L's top-r eigenbasis padded with zeros"),
+        Primitive("randn_like", 2, "linalg", "randn_like(x, seed): standard normal entries in x's a x b shape, the "
+                  "same numbers for the same rounded seed (e.g. refresh(k, randn_like(c, step), c))"),
         # -- periodicity and the group ------------------------------------------------------------
         Primitive("refresh", 3, "control", "refresh(k, new, old): new on steps 1, k + 1, 2k + 1, ... "
                   "((step - 1) mod k = 0, k rounded, at least 1), else old; new is only computed on those steps"),

@@ -208,3 +208,40 @@ def qr_q(M):
     d = torch.diagonal(R, dim1=-2, dim2=-1)
     sign = torch.where(d < 0, -1.0, 1.0).to(dt)
     return (Q * sign.unsqueeze(-2)).to(M.dtype)
+
+
+def keep_cols(M, r):
+    """M with the columns after the first r zeroed: M diag(1[j < round(r)]). After ``eigvecs`` (descending
+    eigenvalues) it is the top-r eigenbasis padded with zero columns, so a projection through it keeps
+    the rank-r coordinates and zero rows for the rest (GaLore in m x m form)."""
+    r = torch.as_tensor(r, dtype=torch.float64, device=M.device)
+    if r.dim() >= 2:  # a per-copy count (*batch, 1, 1)
+        r = r.reshape(*r.shape[:-2], 1, 1)
+    cols_ = torch.arange(M.shape[-1], dtype=torch.float64, device=M.device)
+    return M * (cols_ < torch.round(r)).to(M.dtype)
+
+
+def _draw(seed, a, b):
+    """a x b standard normal numbers, float64, from the CPU generator seeded with round(seed) mod 2^63."""
+    seed = float(seed)
+    if not math.isfinite(seed):
+        return torch.full((a, b), math.nan, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(int(round(seed)) % (1 << 63))
+    return torch.randn(a, b, generator=gen, dtype=torch.float64)
+
+
+def randn_like(x, seed):
+    """Standard normal entries in x's a x b shape (every batch copy gets the draw of its own seed), drawn
+    in float64 on the CPU and then cast: the same numbers for the same seed on every device and dtype,
+    so a rule's replay and fingerprint stay exact. A non-finite seed gives nan."""
+    a, b = x.shape[-2], x.shape[-1]
+    batch = x.shape[:-2]
+    dt = x.dtype if x.dtype.is_floating_point else torch.float64
+    if x.device.type == "meta":
+        return torch.empty(x.shape, dtype=dt, device=x.device)
+    s = torch.as_tensor(seed, dtype=torch.float64).reshape(-1)
+    if s.numel() == 1:
+        out = _draw(s[0], a, b).expand(*batch, a, b)
+    else:
+        out = torch.stack([_draw(v, a, b) for v in s]).reshape(*batch, a, b)
+    return out.to(dtype=dt, device=x.device).contiguous()

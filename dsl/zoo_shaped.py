@@ -46,6 +46,35 @@ shape[0]``); a 1-D parameter is ``n x 1``.
 * ``shampoo``: Shampoo (Gupta et al. 2018, Algorithm 1): ``L += G G^T``, ``R += G^T G`` from
   ``eps I``, ``W -= lr L^(-1/4) G R^(-1/4)``, the inverse roots recomputed every ``every``
   steps (1: the paper's algorithm), decoupled decay.
+* ``galore``: GaLore (Zhao et al. 2024; jiaweizzhao/GaLore, ``proj_type="std"``) with the AdamW it
+  ships (eps after the uncorrected root, step ``lr sqrt(1 - beta2^t) / (1 - beta1^t)``, then
+  ``w -= lr wd w``). On steps 1, every + 1, ... a hidden matrix's ``G`` (``m x n`` view) gets
+  the top-``rank`` singular vectors of its smaller side: ``m >= n``: ``V_r`` (``R = G V_r``),
+  else ``U_r`` (``R = U_r^T G``); Adam runs on ``R`` (moments kept across refreshes, as in the
+  reference) and ``N = M / (sqrt(V) + eps)`` goes back as ``scale N V_r^T`` or ``scale U_r N``.
+  Here the basis is ``keep_cols(eigvecs(G^T G), rank)`` (``n x n``, zero columns after the
+  first ``rank``), so ``R`` and the moments are ``m x n`` with zero columns (rows) past the
+  rank: the same numbers as the rank-r algorithm, in full-size state (no memory saving). The
+  singular vectors come from the eigendecomposition of ``G^T G`` (``G G^T``), not an SVD of
+  ``G``: the same subspace, signs as ``eigh`` returns them (an SVD's are arbitrary too, and
+  matter only through the moments kept across a refresh); in float32 the squared matrix
+  loses precision on small singular values. Both bases are computed (the larger one unused).
+  Parameters that are not hidden matrices (vectors; embeddings and heads by ``role=``) take
+  that AdamW, as the reference is applied to attention and MLP matrices only; a conv kernel is
+  its ``shape[0] x rest`` matrix (the reference has a separate tensor projector).
+* ``apollo_mini``: APOLLO-Mini (Zhu et al. 2024; zhuhanqing/APOLLO ``apollo.py``, rank 1,
+  ``scale_type="tensor"``, ``scale=128``, random projection): on steps 1, every + 1, ... a
+  standard normal projection of the smaller side (``m >= n``: ``p`` is ``1 x n`` and ``R = G
+  p^T`` is ``m x 1``; else ``p`` is ``m x 1`` and ``R = p^T G`` is ``1 x n``; the reference's
+  ``1 / sqrt(rank)`` is 1); Adam moments of ``R`` (as row or col state), ``f = ||M / (sqrt(V) +
+  eps)|| / (||R|| + 1e-8)``, the update is the raw gradient ``S = f G``; Fira's norm-growth
+  limiter from the second step: ``S /= max(||S|| / (s + 1e-8), 1.01) / 1.01`` with ``s`` the
+  previous ``||S||`` (a scalar state); step ``lr sqrt(1 - beta2^t) / (1 - beta1^t) sqrt(scale)
+  S``, then ``w -= lr wd w``. The Gaussian numbers are ``randn_like`` seeded with ``seed +
+  step`` (the reference chains seeds from the parameter's index, so every parameter draws its
+  own; here same-shaped parameters share a draw). Vectors (``is_vector``) take the plain AdamW
+  above in the row moments; every other role gets APOLLO-Mini. Channel-wise APOLLO (rank ``r``)
+  is not in the library.
 """
 from __future__ import annotations
 
@@ -178,6 +207,45 @@ def conda(w, g, m, v, U: rowmat, V: colmat, lr, wd, step, beta1=0.9, beta2=0.999
     w = w * (1 - lr * wd)
     return w, m, v, U, V
 """,
+    "galore": """\
+def galore(w, g, m, v, U: rowmat, V: colmat, lr, wd, step, is_matrix, beta1=0.9, beta2=0.999, eps=1e-6, rank=128,
+           every=200, scale=0.25):
+    tall = maximum(sign(rows(g) - cols(g) + 0.5), 0)
+    U = refresh(every, keep_cols(eigvecs(matmul(g, transpose(g))), rank), U)
+    V = refresh(every, keep_cols(eigvecs(matmul(transpose(g), g)), rank), V)
+    gp = is_matrix * ((1 - tall) * matmul(transpose(U), g) + tall * matmul(g, V)) + (1 - is_matrix) * g
+    m = interp(gp, m, beta1)
+    v = interp(gp * gp, v, beta2)
+    n = m / (sqrt(v) + eps)
+    u = is_matrix * scale * ((1 - tall) * matmul(U, n) + tall * matmul(n, transpose(V))) + (1 - is_matrix) * n
+    w = w - lr * sqrt(1 - beta2 ** step) / (1 - beta1 ** step) * u
+    w = w * (1 - lr * wd)
+    return w, m, v, U, V
+""",
+    "apollo_mini": """\
+def apollo_mini(w, g, mr: row, vr: row, mc: col, vc: col, pc: col, pr: row, s: scalar, lr, wd, step, is_vector,
+                beta1=0.9, beta2=0.999, eps=1e-6, scale=128, every=200, seed=0):
+    tall = maximum(sign(rows(g) - cols(g) + 0.5), 0)
+    pc = refresh(every, randn_like(pc, seed + step), pc)
+    pr = refresh(every, randn_like(pr, seed + step), pr)
+    gr = (1 - is_vector) * row_sum(g * pc) + is_vector * row_sum(g)
+    gc = col_sum(g * pr)
+    mr = interp(gr, mr, beta1)
+    vr = interp(gr * gr, vr, beta2)
+    mc = interp(gc, mc, beta1)
+    vc = interp(gc * gc, vc, beta2)
+    nr = mr / (sqrt(vr) + eps)
+    nc = mc / (sqrt(vc) + eps)
+    f = tall * norm(nr) / (norm(gr) + 1e-8) + (1 - tall) * norm(nc) / (norm(gc) + 1e-8)
+    sg = f * g
+    lim = 1 + minimum(step - 1, 1) * (maximum(norm(sg) / (s + 1e-8), 1.01) / 1.01 - 1)
+    sg = sg / lim
+    s = norm(sg)
+    u = (1 - is_vector) * sqrt(scale) * sg + is_vector * nr
+    w = w - lr * sqrt(1 - beta2 ** step) / (1 - beta1 ** step) * u
+    w = w * (1 - lr * wd)
+    return w, mr, vr, mc, vc, pc, pr, s
+""",
 }
 
 _ADAM = {"beta1": "[0, 1)", "beta2": "[0, 1)", "eps": "[0, inf)"}
@@ -192,6 +260,8 @@ SHAPED_RANGES: dict[str, dict[str, str]] = {
     "shampoo": {"eps": "(0, inf)", "every": "[1, inf)"},
     "soap": {**_ADAM, "shampoo_beta": "[0, 1)", "every": "[1, inf)"},
     "conda": {**_ADAM, "every": "[1, inf)"},
+    "galore": {**_ADAM, "rank": "[0, inf)", "every": "[1, inf)", "scale": "[0, inf)"},
+    "apollo_mini": {**_ADAM, "scale": "[0, inf)", "every": "[1, inf)"},
 }
 
 __all__ = ["SHAPED_RULES", "SHAPED_RANGES"]
