@@ -761,3 +761,25 @@ def test_later_shaped_rule_matches_its_reference(name, tmp_path):
     """The SHAPED_FORMULA entries defined after test_shaped_rule_matches_its_reference (its parameter
     list was taken when it was defined): the same check."""
     test_shaped_rule_matches_its_reference(name, tmp_path)
+
+
+@pytest.mark.parametrize("name,hyper", [("galore", "rank"), ("apollo_mini", "seed")])
+def test_projected_rules_per_copy_hyperparameters_match_single_runs(name, hyper):
+    """Stacked copies (batch_dims=1, as the proxies' stacked loop runs them) with a per-copy rank or
+    seed give each copy exactly its own single run: keep_cols and randn_like read per-copy values."""
+    from dsl.interpret import run_shaped
+    prog = get_rule(name)
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(3, 5, 4, generator=gen, dtype=F64)
+    grads = [torch.randn(3, 5, 4, generator=gen, dtype=F64) for _ in range(5)]
+    values = [1.0, 2.0, 3.0]
+    w, st = W.clone(), {}
+    for t, G in enumerate(grads, 1):
+        w, st = run_shaped(prog, w, G, st, lr=0.01, wd=0.1, step=t, batch_dims=1,
+                           hyper={hyper: torch.tensor(values, dtype=F64).reshape(3, 1, 1), "every": 2})
+    for i, v in enumerate(values):
+        wi, si = W[i].clone(), {}
+        for t, G in enumerate(grads, 1):
+            wi, si = run_rule(prog, wi, G[i], si, lr=0.01, wd=0.1, step=t, hyper={hyper: v, "every": 2})
+        assert torch.equal(wi, w[i])
+    assert not torch.equal(w[0], w[1])
