@@ -644,7 +644,7 @@ def _apollo_mini(lr, wd, b1=0.9, b2=0.999, eps=1e-6, scale=128, every=200, seed=
     return update
 
 
-SHAPES_LOW_RANK = [(6,), (5, 4), (3, 7), (3, 2, 2)]
+SHAPES_LOW_RANK = [(6,), (5, 4), (3, 7), (3, 2, 2), (4, 4)]
 SHAPED_FORMULA["galore"] = (0.01, 0.1, {"rank": 2, "every": 20}, _galore(0.01, 0.1, rank=2, every=20),
                             SHAPES_LOW_RANK)
 SHAPED_FORMULA["apollo_mini"] = (0.001, 0.1, {"every": 20, "seed": 7}, _apollo_mini(0.001, 0.1, every=20, seed=7),
