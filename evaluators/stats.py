@@ -205,7 +205,10 @@ def describe(e: Estimate, baseline: str = "tuned AdamW") -> str:
         return f"holds: {nums} vs {baseline} {tail}"
     if e.verdict == "worse":
         return f"worse than {baseline}: {nums} {tail}"
-    return f"indistinguishable from {baseline}: {nums} {tail}"
+    side = "above" if e.ci[0] > 0 else "below" if e.ci[1] < 0 else None
+    why = (f"; its interval is {side} 0, but most tasks are within their noise floor"
+           if side is not None and any(t.noise is not None for t in e.tasks.values()) else "")
+    return f"indistinguishable from {baseline}: {nums} {tail}{why}"
 
 
 __all__ = ["VERDICTS", "AGGREGATES", "StatsError", "TaskEstimate", "Estimate", "per_seed_log_ratios", "estimate",

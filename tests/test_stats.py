@@ -155,3 +155,12 @@ def test_a_consistent_negligible_difference_is_neither_worse_nor_holds():
         "indistinguishable")
     big = {f"t{i}": [-0.3, -0.25, -0.35, -0.3] for i in range(4)}
     assert estimate(big, {k: 0.05 for k in big}).verdict == "worse"
+
+
+def test_describe_says_why_an_interval_off_zero_is_not_a_verdict():
+    # every seed lost by the clip, but one of the two tasks is noisier than the clip itself
+    e = estimate({"noisy": [-0.5] * 4, "quiet": [-0.5] * 4}, {"noisy": 0.6, "quiet": 0.2})
+    assert e.verdict == "indistinguishable" and e.ci[1] < 0
+    assert describe(e).endswith("; its interval is below 0, but most tasks are within their noise floor")
+    plain = describe(estimate({"a": [0.1, -0.1, 0.05]}, {"a": 0.3}))
+    assert "noise floor" not in plain   # the interval contains 0: nothing to explain
