@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from evaluators import Candidate, EvalResult, Evaluator, Status, TaskResult
-from search.core import Campaign, Engine, KindPlugin, Operator, Proposal, RunView, register_kind, register_operator
+from search.core import (
+    Campaign,
+    Engine,
+    KindPlugin,
+    Operator,
+    Proposal,
+    RunView,
+    register_kind,
+    register_operator,
+)
 from search.core.race import RaceConfig, paired_diffs, race, race_score, significantly_worse
 
 SEEDS = [0, 1]
@@ -252,3 +261,32 @@ def test_a_kind_without_seed_blocks_is_promoted_without_racing(tmp_path):
     finally:
         e.close()
     assert summary.used == 12 and len(events) == 1 and "block_evaluator" in events[0]
+
+
+def test_a_run_started_before_racing_resumes_with_the_funnel_it_ran_with(tmp_path):
+    # a run whose stored campaign has no funnel mode (written before racing existed) and a campaign
+    # file that does not set one: it resumes as it ran (quantile), not with today's default (race)
+    raw = {"name": "old", "kind": "blocky", "budget": {"evaluations": 40}, "search": {"population": 6, "batch_size": 2},
+           "simplify": {"enabled": False}}
+    a = Engine(Campaign.model_validate(raw), tmp_path / "old")
+    try:
+        a._seed()
+        a.save_checkpoint()
+        stored = a.store.get_meta("campaign")
+        del stored["funnel"]["mode"]
+        a.store.set_meta(campaign=stored)
+    finally:
+        a.close()
+    b = Engine(Campaign.model_validate(raw), tmp_path / "old", resume=True)
+    try:
+        assert b.campaign.funnel.mode == "quantile"
+        b.run()
+        assert not any("race" in i.meta for i in b.individuals.values())
+    finally:
+        b.close()
+    # a file that asks for racing explicitly opts the old run in
+    c = Engine(Campaign.model_validate({**raw, "funnel": {"mode": "race"}}), tmp_path / "old", resume=True)
+    try:
+        assert c.campaign.funnel.mode == "race"
+    finally:
+        c.close()

@@ -111,6 +111,10 @@ class Engine(Funnel, OperatorChoice, LLMGate, Checkpointing):
             if stored is not None and stored.get("name") != campaign.name:
                 raise StoreError(f"{self.run_dir} holds campaign {stored.get('name')!r}, not {campaign.name!r}")
             if stored is not None:
+                if "mode" not in (stored.get("funnel") or {}) and "mode" not in campaign.funnel.model_fields_set:
+                    # started before racing existed: it resumes with the funnel it ran with
+                    campaign.funnel.mode = "quantile"
+                    stored = {**stored, "funnel": {**(stored.get("funnel") or {}), "mode": "quantile"}}
                 now = campaign.model_dump(mode="json")
                 # fields added to the campaign model since the run started compare as their defaults
                 stored = with_defaults(stored, Campaign.model_validate(
