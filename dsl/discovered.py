@@ -1,4 +1,4 @@
-"""Update rules found by optforge's own discovery campaigns (issue 11), shipped like library rules.
+"""Update rules found by optforge's own discovery campaigns, shipped like library rules.
 
 Each entry was *chosen by its validation score* (tasks the search never trained on) and then
 verified once, on the test splits with unseen training seeds, on task families that neither the
@@ -36,7 +36,7 @@ RETIRED: dict[str, dict[str, Any]] = {
         # gradient: buf <- 0.91 * (0.9 clip(buf, +-0.357) + 0.1 * 2g / rms(g)) + 0.999 g.
         "source": """
 def clipped_rms_momentum(w, g, buf, lr, momentum=0.9114):
-    \"\"\"Found by `optforge run examples/discovery.toml` (search seed 0, started from sgd_momentum;
+    \"\"\"Found by `optforge run examples/discovery_sgdm.toml` (search seed 0, started from sgd_momentum;
     544 budget units, 3561 s on the 2-core CPU container at load average 3-9, 2026-12-01 10:07-11:06 UTC),
     candidate #269 (exact simplification; no weight decay term).
     Chosen by its validation score: +0.255 (3/3 won: wine_deep +0.500, digits_ae +0.108, cancer_bce +0.157).
@@ -90,7 +90,7 @@ def clipped_rms_momentum(w, g, buf, lr, momentum=0.9114):
                                                'n_seeds': 4,
                                                'beyond_noise': True}}},
         "provenance": {
-            "campaign": "examples/discovery.toml", "search_seed": 0, "candidate": 269, "search": 0.1152,
+            "campaign": "examples/discovery_sgdm.toml", "search_seed": 0, "candidate": 269, "search": 0.1152,
             "validation": 0.2552, "validation_won": 3, "validation_test": -0.2549, "verified": 0.1845,
             "verified_won": 4, "transfer_tasks": ["digits_cnn", "text_rnn", "char_lm", "seq_reverse"],
             "measured": "2026-12-01, 2-core CPU container, torch 2.13 CPU", "example_lr": 0.01},

@@ -18,7 +18,7 @@ def test_shipped_discovered_rules_carry_their_provenance():
     for name in NAMES:
         src = DISCOVERED[name]
         assert f"def {name}(" in src
-        for word in ("examples/discovery.toml", "seed", "validation", "verified"):
+        for word in ("examples/discovery", "seed", "validation", "verified"):
             assert word in src.lower(), f"{name}: the docstring names its {word}"
         p = PROVENANCE[name]
         assert {"campaign", "search_seed", "validation", "verified", "verified_won", "transfer_tasks"} <= set(p)
@@ -47,20 +47,20 @@ def test_a_retired_rule_keeps_its_record_and_still_resolves_for_eval(name, capsy
     assert "retired" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + list(RETIRED))
 def test_rule_export_name_writes_a_module_that_trains(name, tmp_path, capsys):
     out = tmp_path / "opt.py"
     assert main(["rule", "export", name, "-o", str(out)]) == 0
     text = out.read_text()
-    assert "examples/discovery.toml" in text            # provenance travels with the code
+    if name in DISCOVERED:
+        assert "examples/discovery" in text            # provenance travels with the code
     mod = load_module(out)
-    class_name = "".join(p[:1].upper() + p[1:] for p in name.split("_"))
-    cls = getattr(mod, class_name)
+    cls = getattr(mod, dsl.class_name(name))
     assert issubclass(cls, torch.optim.Optimizer)
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(8, 4))
     x = torch.randn(32, 8)
-    opt = cls([w], lr=PROVENANCE[name].get("example_lr", 1e-2))
+    opt = cls([w], lr=(PROVENANCE.get(name) or RETIRED[name]["provenance"]).get("example_lr", 1e-2))
     losses = []
     for _ in range(30):
         opt.zero_grad()

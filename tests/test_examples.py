@@ -41,9 +41,9 @@ def test_prompt_campaign_names_a_generated_task_and_an_algorithm():
 
 
 def test_discovery_campaign_pins_the_thorough_tuning_its_shipped_rule_was_found_under():
-    """clipped_rms_momentum's provenance names examples/discovery.toml: the file must keep the
+    """clipped_rms_momentum's provenance names examples/discovery_sgdm.toml: the file must keep the
     settings it ran with (the thorough preset) even though the campaign default is the budget one."""
-    cfg = RuleEvalConfig(**eval_config_dict(load_campaign(EXAMPLES / "discovery.toml"), None))
+    cfg = RuleEvalConfig(**eval_config_dict(load_campaign(EXAMPLES / "discovery_sgdm.toml"), None))
     thorough = RuleEvalConfig(tasks=cfg.tasks, **TUNING_PRESETS["thorough"])
     assert cfg.wd_grid == thorough.wd_grid and cfg.halving == thorough.halving
     assert cfg.lr_grid.lrs() == pytest.approx(thorough.lr_grid.lrs())
