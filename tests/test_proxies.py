@@ -9,7 +9,7 @@ import torch
 
 import dsl
 from proxies import DEFAULT_SUITE, FIDELITIES, RuleTask, StackedTask, SweepOutcome, get_task, list_tasks
-from proxies.tasks.core import curve_steps, elementwise_only, gen, linear, normal
+from proxies.tasks.core import curve_steps, gen, linear, normal
 from support import ADAMW  # the library's AdamW text
 
 SGDM = """def sgdm(w, g, m, lr, wd, mu=0.9):
@@ -234,7 +234,7 @@ def _reference(task: _TwinLayers, src: str, lr: float, seed: int, fidelity: str)
 @pytest.mark.parametrize("src", [ADAMW, NORMED])
 def test_core_matches_plain_reference(src):
     task = _TwinLayers()
-    assert elementwise_only(dsl.parse(src)) == (src is ADAMW)   # flat path vs shape-group path
+    assert dsl.per_element(dsl.parse(src)) == (src is ADAMW)   # flat path vs shape-group path
     lrs, seeds = [0.05, 0.01], [0, 1]
     out = task.sweep(src, lrs, seeds, "small")
     assert not out.diverged.any()

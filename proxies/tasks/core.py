@@ -53,7 +53,7 @@ from dsl import Program
 # re-exported: the stacked building blocks lived here before proxies.tasks.ops, the loop before .train
 from .ops import accuracy, cross_entropy, epoch_order, gen, layer_norm, linear, normal, stacked_order  # noqa: F401
 from .outcome import FIDELITIES, SPLITS, THREADS_ENV, Rung, SweepOutcome  # noqa: F401
-from .train import TorchThreads, curve_steps, elementwise_only, run_sweep, sweep_threads  # noqa: F401
+from .train import TorchThreads, curve_steps, run_sweep, sweep_threads  # noqa: F401
 
 
 @runtime_checkable

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsl import PRIMITIVES, ROLE_INPUTS, Program, global_norm_inputs, parse, per_element, run_rule
-from dsl.program import Call, walk
+from dsl import ROLE_INPUTS, Program, global_norm_inputs, parse, per_element, run_rule
 
 from .outcome import SPLITS, THREADS_ENV, Rung, SweepOutcome
 
@@ -110,12 +109,6 @@ def _check_inputs(task: StackedTask, program, lrs, seeds, fidelity, hyper, split
 def uses_roles(program: Program) -> bool:
     """True when the rule reads a parameter's role (is_matrix, is_embedding, is_head, is_vector)."""
     return any(a in ROLE_INPUTS for a in program.arg_names)
-
-
-def elementwise_only(program: Program) -> bool:
-    """True when the rule uses no reduction or matrix primitive (its update is per element)."""
-    return all(PRIMITIVES[e.fn].kind == "elementwise"
-               for st in program.body for e in walk(st.value) if isinstance(e, Call))
 
 
 def _group_norms(inputs: Sequence[str], blocks: _Blocks, grads: Sequence[torch.Tensor], K: int,
