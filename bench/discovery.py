@@ -417,12 +417,19 @@ def bandit_table(out: Path) -> str:
 
 # -- the task-bank protocol: examples/discovery.toml, random vs bandit + LLM at equal wall-clock ----------
 
-def bank_campaign_dict(arm: str, search_seed: int, wall: float, tag: str = "", llm_calls: int | None = None) -> dict:
+def bank_campaign_dict(arm: str, search_seed: int, wall: float, tag: str = "", llm_calls: int | None = None,
+                       tuning: str | None = None) -> dict:
     """examples/discovery.toml for one arm and search seed, stopped by ``wall`` seconds of search (the
-    unit budget is out of reach); a short wall scales the finalize stage down with it."""
+    unit budget is out of reach); a short wall scales the finalize stage down with it. ``tuning``
+    (an ``evaluators.TUNING_PRESETS`` name) replaces the file's lr x wd protocol, for every rule and
+    AdamW alike. Each arm has its own result cache, so neither reuses the other's work."""
     d = transfer_campaign_dict(search_seed, 1_000_000, wall, tag, arm, llm_calls)
     d["name"] = f"bench_bank_{transfer_stem(arm, search_seed, tag)}"
-    d["evaluator"]["cache_dir"] = str(ROOT / "runs" / "bench_discovery" / "bank_cache")
+    d["evaluator"]["cache_dir"] = str(ROOT / "runs" / "bench_discovery" / f"bank_cache_{arm}")
+    if tuning is not None:
+        for k in ("lr_grid", "wd_grid", "halving"):
+            d["evaluator"].pop(k, None)
+        d["evaluator"].update(copy.deepcopy(TUNING_PRESETS[tuning]))
     if wall < 600:   # a smoke run: the cheaper default tuning and a finalize stage that fits next to it
         d["evaluator"].update(copy.deepcopy(TUNING_PRESETS["budget"]))
         d["validation"].update(top=2, fidelity="tiny")
@@ -430,64 +437,116 @@ def bank_campaign_dict(arm: str, search_seed: int, wall: float, tag: str = "", l
     return d
 
 
-def run_bank(args) -> int:
-    """``--bank``: per search seed, each arm's campaign then ``optforge verify`` of its winner."""
+def bank_search(args, arm: str, seed: int) -> Path:
+    """One arm's campaign for one search seed; writes ``bank_<stem>.json`` without verification yet."""
     out = Path(args.out)
+    d = bank_campaign_dict(arm, seed, args.bank_wall, args.tag, args.llm_calls if arm != "random" else None,
+                           args.tuning)
+    d["executor"] = args.executor
+    if args.workers:
+        d["evaluator"]["workers"] = args.workers
+    print(f"\n=== bank protocol: {arm}, search seed {seed}, {args.bank_wall:g} s of search ===", flush=True)
+    load0, date0 = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    t0 = time.time()
+    s = run_campaign(parse_campaign(d, f"<bench {d['name']}>"), out / d["name"], fresh=True,
+                     progress=PlainProgress(every_s=60))
+    st = RunStore(out / d["name"], readonly=True)
+    try:
+        bank, track = st.get_meta("bank"), st.get_meta("bank_track") or []
+        warnings = [e["message"] for e in st.events("meta_overfitting")]
+    finally:
+        st.close()
+    res = {"arm": arm, "search_seed": seed, "wall_cap_s": args.bank_wall, "budget_units": s.used,
+           "generations": s.generations, "llm_calls": s.llm_calls, "run_s": round(time.time() - t0, 1),
+           "tuning": args.tuning or "thorough", "best_id": s.best_id, "best_text": s.best_text, "run": d["name"],
+           "bank": bank, "bank_track": track, "meta_overfitting": warnings, "started": date0,
+           "load_before": load0, "load_after": os.getloadavg(),
+           "machine": f"{os.cpu_count()}-core CPU container, torch {torch.__version__}",
+           "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    path = out / f"bank_{transfer_stem(arm, seed, args.tag)}.json"
+    path.write_text(json.dumps(res, indent=2, default=str))
+    return path
+
+
+def bank_verify(args, arm: str, seed: int) -> None:
+    """``optforge verify`` of one arm's winner against tuned AdamW and each ``--vs`` rule (tuned the same
+    way, with its own noise floors); the records go into the arm's result file."""
+    out = Path(args.out)
+    path = out / f"bank_{transfer_stem(arm, seed, args.tag)}.json"
+    res = json.loads(path.read_text())
+    run = out / res.get("run", f"bench_bank_{transfer_stem(arm, seed, args.tag)}")
+    seeds = [int(x) for x in args.verify_seeds.split(",")] if args.verify_seeds else None
+    t0 = time.time()
+    res["verify_load_before"] = os.getloadavg()
+    for base in [None] + [b for b in (args.vs or "").split(",") if b]:
+        rec = verify_run(run, top=1, executor=args.executor, with_seeds=False, fidelity=args.verify_fidelity,
+                         cache_dir=out / "bank_cache_verify", seeds=seeds, noise_replicates=args.noise_replicates,
+                         baseline=base)
+        print("\n".join(verify_table(rec)), flush=True)
+        if base is None:
+            res["verify"] = rec
+        else:
+            res.setdefault("verify_vs", {})[base] = rec
+    res["verify_s"] = round(time.time() - t0, 1)
+    res["verify_load_after"] = os.getloadavg()
+    path.write_text(json.dumps(res, indent=2, default=str))
+
+
+def run_bank(args) -> int:
+    """``--bank``: per search seed, each arm's campaign (``--phase search``), then ``optforge verify`` of
+    its winner (``--phase verify``); ``--phase both`` (default) does one after the other."""
     arms = args.bank_arms.split(",")
-    if "bandit_llm" in arms:
+    if "bandit_llm" in arms and args.phase != "verify":
         warm_llm()
     for seed in [int(x) for x in args.bank_seeds.split(",")]:
         for arm in arms:
-            d = bank_campaign_dict(arm, seed, args.bank_wall, args.tag, args.llm_calls if arm != "random" else None)
-            d["executor"] = args.executor
-            print(f"\n=== bank protocol: {arm}, search seed {seed}, {args.bank_wall:g} s of search ===", flush=True)
-            load0, date0 = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            t0 = time.time()
-            s = run_campaign(parse_campaign(d, f"<bench {d['name']}>"), out / d["name"], fresh=True,
-                             progress=PlainProgress(every_s=60))
-            search_s = time.time() - t0
-            rec = verify_run(out / d["name"], top=1, executor=args.executor, with_seeds=False,
-                             fidelity=args.verify_fidelity, cache_dir=out / "bank_cache_verify",
-                             seeds=[int(x) for x in args.verify_seeds.split(",")] if args.verify_seeds else None,
-                             noise_replicates=args.noise_replicates)
-            print("\n".join(verify_table(rec)), flush=True)
-            st = RunStore(out / d["name"], readonly=True)
-            try:
-                bank, track = st.get_meta("bank"), st.get_meta("bank_track") or []
-                warnings = [e["message"] for e in st.events("meta_overfitting")]
-            finally:
-                st.close()
-            res = {"arm": arm, "search_seed": seed, "wall_cap_s": args.bank_wall, "budget_units": s.used,
-                   "generations": s.generations, "llm_calls": s.llm_calls, "run_s": round(search_s, 1),
-                   "verify_s": rec["seconds"], "best_id": s.best_id, "best_text": s.best_text, "verify": rec,
-                   "bank": bank, "bank_track": track, "meta_overfitting": warnings, "started": date0,
-                   "load_before": load0, "load_after": os.getloadavg(),
-                   "machine": f"{os.cpu_count()}-core CPU container, torch {torch.__version__}",
-                   "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-            (out / f"bank_{transfer_stem(arm, seed, args.tag)}.json").write_text(json.dumps(res, indent=2, default=str))
-    print(bank_table(out))
+            if args.phase in ("search", "both"):
+                bank_search(args, arm, seed)
+            if args.phase in ("verify", "both"):
+                bank_verify(args, arm, seed)
+    print(bank_table(Path(args.out)))
     return 0
 
 
+def _verified_cell(rec: dict | None) -> tuple[str, str, str]:
+    """(estimate [CI] (aggregate), verdict, tasks won) of a verify record's candidate, or dashes."""
+    if not rec:
+        return "-", "-", "-"
+    e = next(x for x in rec["entries"] if x["kind"] == "candidate")
+    est = e.get("estimate") or {}
+    ci = est.get("ci") or e.get("ci")
+    verified = est.get("score", e.get("verified"))
+    text = "-" if verified is None else f"{verified:+.3f}"
+    if ci:
+        text += f" [{ci[0]:+.3f}, {ci[1]:+.3f}] ({est.get('aggregate', 'mean')})"
+    return text, e.get("verdict", "-"), f"{e.get('verified_won', '-')}/{e.get('verified_n', '-')}"
+
+
 def bank_table(out: Path) -> str:
-    """Markdown: per arm and search seed, the winner's search / validation / verified scores."""
+    """Markdown: per arm and search seed, the winner's search / validation / verified scores, verified
+    against tuned AdamW and against each other baseline it was verified against (e.g. tuned Muon)."""
     rows = [json.loads(f.read_text()) for f in sorted(out.glob("bank_*s*.json"))]
+    rows = [r for r in rows if "verify" in r]
     if not rows:
-        return "(no --bank results yet)"
-    lines = ["| arm | seed | wall cap s | units | gens | LLM calls | winner | search | validation | verified "
-             "estimate (95% CI) | verdict | tasks won | meta-overfitting | load | started |", "|---" * 15 + "|"]
+        return "(no verified --bank results yet)"
+    others = sorted({b for r in rows for b in r.get("verify_vs", {})})
+    head = ["arm", "seed", "wall cap s", "tuning", "units", "gens", "LLM calls", "winner", "search", "validation",
+            "vs tuned AdamW (95% CI)", "verdict", "won"]
+    for b in others:
+        head += [f"vs tuned {b} (95% CI)", "verdict", "won"]
+    head += ["meta-overfitting", "load", "started"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    fmt = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
     for r in rows:
         e = next(x for x in r["verify"]["entries"] if x["kind"] == "candidate")
-        est = e.get("estimate") or {}
-        ci = est.get("ci") or e.get("ci")
-        ci_text = f" [{ci[0]:+.3f}, {ci[1]:+.3f}] ({est.get('aggregate', 'mean')})" if ci else ""
-        verified = est.get("score", e.get("verified"))
-        fmt = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
-        lines.append(f"| {r['arm']} | {r['search_seed']} | {r['wall_cap_s']:g} | {r['budget_units']:g} | "
-                     f"{r['generations']} | {r['llm_calls']} | #{e['id']} | {fmt(e.get('search'))} | "
-                     f"{fmt(e.get('validation'))} | {fmt(verified)}{ci_text} | {e.get('verdict', '-')} | "
-                     f"{e.get('verified_won', '-')}/{e.get('verified_n', '-')} | {len(r['meta_overfitting'])} | "
-                     f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f} | {r['started']} |")
+        cells = [r["arm"], str(r["search_seed"]), f"{r['wall_cap_s']:g}", r.get("tuning", "thorough"),
+                 f"{r['budget_units']:g}", str(r["generations"]), str(r["llm_calls"]), f"#{e['id']}",
+                 fmt(e.get("search")), fmt(e.get("validation")), *_verified_cell(r["verify"])]
+        for b in others:
+            cells += _verified_cell(r.get("verify_vs", {}).get(b))
+        cells += [str(len(r["meta_overfitting"])), f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}",
+                  r["started"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -529,6 +588,12 @@ def main() -> int:
     ap.add_argument("--verify-seeds", default=None, help="unseen training seeds of --bank's verify (default its own)")
     ap.add_argument("--noise-replicates", type=int, default=4, help="noise-floor replicates of --bank's verify")
     ap.add_argument("--bank-table", action="store_true", help="print the --bank table and exit")
+    ap.add_argument("--phase", default="both", choices=["search", "verify", "both"],
+                    help="--bank: run the searches, verify finished ones, or both (arms can search as parallel jobs)")
+    ap.add_argument("--tuning", default=None, choices=sorted(TUNING_PRESETS),
+                    help="--bank: lr x wd tuning preset for every rule and AdamW (default: the file's, thorough)")
+    ap.add_argument("--vs", default="muon", help="--bank: also verify against these library rules (comma-separated)")
+    ap.add_argument("--workers", type=int, default=None, help="--bank: evaluation workers per campaign")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

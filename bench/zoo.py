@@ -88,13 +88,14 @@ def by_priority(rules: dict[str, str]) -> dict[str, str]:
 def run_zoo(rules: dict[str, str], tasks: list[str], seeds: list[int], fidelity: str, *,
             workers: int | None = None, executor: str = "pool", noise_replicates: int = 0,
             cache_dir: str | None = None, n_boot: int = 4000, batch: int = 4,
-            time_limit_s: float | None = None, on_batch=None) -> dict:
+            time_limit_s: float | None = None, on_batch=None, timeout_s: float | None = 600.0) -> dict:
     """Evaluate every rule under :data:`PROTOCOL`, ``batch`` rules per evaluator call; returns the
     JSON-able record of the run. With ``time_limit_s`` no new batch starts after that many seconds
     (the rules left are listed as ``skipped``; the noise floors are then skipped too);
-    ``on_batch(record)`` gets the record so far after each batch."""
+    ``on_batch(record)`` gets the record so far after each batch; ``timeout_s`` limits one rule's work
+    unit (a worker process past it is killed and the rule reported as timed out)."""
     cfg = RuleEvalConfig(tasks=tasks, seeds=seeds, executor=executor, workers=workers, cache_dir=cache_dir,
-                         **PROTOCOL)
+                         timeout_s=timeout_s, **PROTOCOL)
     ev = RuleEvaluator(cfg)
     t0 = time.perf_counter()
     names, results, noise = list(rules), [], {}
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-replicates", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=None, help="seconds after which no new batch starts")
     ap.add_argument("--batch", type=int, default=4, help="rules per evaluator call")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds one rule's work unit may run")
     ap.add_argument("--cache-dir", default=None, help="persistent result cache (reruns reuse it)")
     ap.add_argument("--out", default=str(RESULTS / "zoo.md"))
     ap.add_argument("--json", default=str(RESULTS / "zoo.json"))
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rec = run_zoo(rules, tasks, seeds, a.fidelity, workers=a.workers, executor=a.executor,
                   noise_replicates=a.noise_replicates, cache_dir=a.cache_dir, batch=a.batch,
-                  time_limit_s=a.time_limit, on_batch=write)
+                  time_limit_s=a.time_limit, on_batch=write, timeout_s=a.timeout)
     write(rec)
     text = markdown(rec, load_before)
     print(text)

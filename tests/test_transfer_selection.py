@@ -135,6 +135,34 @@ def test_cli_verify_json_is_one_object(validated_run, capsys):
     assert [e["label"] for e in d["entries"]][:2] == [e["label"] for e in d["entries"] if e["kind"] == "candidate"]
 
 
+def test_verify_against_another_baseline_is_stored_beside_the_main_one(validated_run, capsys):
+    from search.cli import main
+    from search.core import RunStore, db_path
+    from search.rules.verify import verify_table
+    run, _ = validated_run
+    st = RunStore(db_path(run), readonly=True)
+    before = st.get_meta("verify")
+    st.close()
+    rec = verify_run(run, top=1, tasks=["rosenbrock"], executor="inprocess", noise_replicates=1,
+                     baseline="sgd_momentum", log=lambda *_: None)
+    assert rec["baseline"] == "sgd_momentum"
+    own = next(e for e in rec["entries"] if e["label"] == "seed sgd_momentum")
+    assert own["verified"] == pytest.approx(0.0) and own["ci"] == [0.0, 0.0]     # the new baseline vs itself
+    adamw = next(e for e in rec["entries"] if e["label"] == "seed adamw")
+    assert adamw["verified"] != pytest.approx(0.0)                               # AdamW is now a contender
+    assert "against tuned sgd_momentum" in verify_table(rec)[0]
+    st = RunStore(db_path(run), readonly=True)
+    try:
+        assert st.get_meta("verify") == before                                   # the main record is untouched
+        assert st.get_meta("verify_vs")["sgd_momentum"]["entries"][0]["id"] == rec["entries"][0]["id"]
+    finally:
+        st.close()
+    assert main(["verify", str(run), "--tasks", "rosenbrock", "--executor", "inprocess", "--noise-replicates", "1",
+                 "--baseline", "no_such_rule"]) == 1
+    err = capsys.readouterr().err
+    assert "no_such_rule" in err and "Traceback" not in err
+
+
 def test_holds_needs_a_positive_mean_and_most_tasks():
     # with a stored verdict, the verdict decides (interval and noise floors, evaluators.stats)
     assert holds({"verified": 0.05, "verified_won": 3, "verified_n": 4, "verdict": "holds"})

@@ -1,6 +1,6 @@
-"""``optforge verify RUN [--top K] [--tasks a,b] [--seeds 5,6,7,8] [--json]``: re-score a run's top rules on
-the test splits, with unseen seeds, on the validation tasks and on transfer tasks the search never saw;
-print per task and the means with intervals, noise floors and each rule's verdict (holds /
+"""``optforge verify RUN [--top K] [--tasks a,b] [--seeds 5,6,7,8] [--baseline muon] [--json]``: re-score a
+run's top rules on the test splits, with unseen seeds, on the validation tasks and on transfer tasks the
+search never saw; print per task and the means with intervals, noise floors and each rule's verdict (holds /
 indistinguishable from AdamW / worse), and store it in the run (search.rules.verify)."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         rec = verify_run(run, top=args.top, tasks=tasks, seeds=_csv(args.seeds, int),
                          fidelity=args.fidelity, executor=args.executor, noise_replicates=args.noise_replicates,
-                         log=log)
+                         baseline=args.baseline, log=log)
     except (VerifyError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from None
     if args.json:
@@ -57,6 +57,9 @@ def register(sub) -> None:
                    help="noise floors from K pairs of disjoint seed sets of tuned AdamW vs itself (default 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object: the top rule's score, ci, "
                    "p_improvement, verdict and tasks (score / ci / noise), plus all entries")
+    p.add_argument("--baseline", default=None, metavar="RULE",
+                   help="verify against this library rule (e.g. muon), tuned the same way, instead of the "
+                   "campaign's baseline; stored beside the main verification")
     p.add_argument("--fidelity", default=None, help="default: the validation (else highest search) fidelity")
     p.add_argument("--executor", default=None, choices=["inprocess", "pool", "ray"])
     p.set_defaults(func=cmd_verify)

@@ -106,9 +106,13 @@ def _task_cells(r: EvalResult, group: dict[str, str], floors: dict[str, float], 
 def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | None = None,
                seeds: list[int] | None = None, fidelity: str | None = None, executor: str | None = None,
                with_seeds: bool = True, cache_dir: str | Path | None = None, noise_replicates: int = 4,
-               log=print) -> dict[str, Any]:
+               baseline: str | None = None, log=print) -> dict[str, Any]:
     """Verify a rule run (module docstring); returns what it stores under ``meta.verify``. Results are
-    cached in ``cache_dir`` (default ``<run>/eval_cache_verify``; runs verified alike may share one)."""
+    cached in ``cache_dir`` (default ``<run>/eval_cache_verify``; runs verified alike may share one).
+
+    ``baseline`` (a ``dsl.library`` name such as ``"muon"``) verifies against that rule instead of the
+    campaign's baseline, tuned the same way, with its own noise floors (it against itself); such a
+    record is stored under ``meta.verify_vs[baseline]`` and leaves the main verification alone."""
     view = RunView(run)
     try:
         if view.kind != "rule":
@@ -140,11 +144,14 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
             raise VerifyError("no validation or transfer tasks to verify on (give --tasks)")
         group = {t: "validation" for t in val_tasks} | {t: "transfer" for t in xfer}
         d = eval_config_dict(c, None)
+        if baseline is not None:
+            d["baseline"] = baseline
         d.update(tasks=all_tasks, seeds=seeds, split="test",
                  cache_dir=str(cache_dir or Path(view.run_dir) / "eval_cache_verify"))
         if executor:
             d["executor"] = executor
         cfg = RuleEvalConfig.model_validate(d)
+        c_baseline = eval_config_dict(c, None).get("baseline", "adamw")
         entries: list[dict[str, Any]] = []
         for rank, row in enumerate(rows, 1):
             fr = row["results"].get(view.fidelities[row["level"]]) if row["level"] >= 0 else None
@@ -214,9 +221,13 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         view.close()
     store = RunStore(db_path(run))
     try:
-        store.set_meta(verify=rec)
-        store.add_event("verify", f"verified top {k} on {len(all_tasks)} task(s)",
-                        {"best": entries[0]["id"], "verified": entries[0]["verified"]})
+        if baseline is None or baseline == c_baseline:
+            store.set_meta(verify=rec)
+        else:
+            store.set_meta(verify_vs={**(store.get_meta("verify_vs") or {}), baseline: rec})
+        store.add_event("verify", f"verified top {k} on {len(all_tasks)} task(s) against "
+                        f"{baseline_name(rec['baseline'])}",
+                        {"best": entries[0]["id"], "verified": entries[0]["verified"], "baseline": rec["baseline"]})
     finally:
         store.close()
     return rec
@@ -239,11 +250,12 @@ def verdict(rec: dict[str, Any]) -> str:
     if e is None:
         return "no candidate was verified"
     n, won, m = e.get("validation_test_n", 0), e.get("validation_test_won", 0), e.get("validation_test")
+    base = baseline_name(rec.get("baseline", "adamw"))
     if n and 2 * won > n:
-        head = (f"winner {e['label']} beats tuned AdamW on {won} of its {n} validation tasks on the test split "
+        head = (f"winner {e['label']} beats {base} on {won} of its {n} validation tasks on the test split "
                 f"(mean {fmt_score(m, '-')})")
     elif n:
-        head = (f"this run found no rule that beats tuned AdamW on most of its validation tasks on the test "
+        head = (f"this run found no rule that beats {base} on most of its validation tasks on the test "
                 f"split: its winner {e['label']} wins {won} of {n} (mean {fmt_score(m, '-')})")
     else:
         head = f"winner {e['label']}"
@@ -262,7 +274,10 @@ def verify_table(rec: dict[str, Any]) -> list[str]:
     """The stored verification as text: per rule the three scores side by side with the verified interval
     and verdict, then per task (score, seed interval, noise floor). Old records show "-"."""
     noise = rec.get("noise") or {}
-    out = [f"verified on the test split, unseen seeds {rec['seeds']}, fidelity {rec['fidelity']}; "
+    base = rec.get("baseline", "adamw")
+    short = "AdamW" if base == "adamw" else base
+    out = [f"verified against {baseline_name(base)} on the test split, unseen seeds {rec['seeds']}, "
+           f"fidelity {rec['fidelity']}; "
            f"validation tasks: {', '.join(rec['validation_tasks']) or '-'}; transfer tasks (never used by the "
            f"search or the validation): {', '.join(rec['transfer_tasks']) or '-'}",
            f"{'rule':<22} {'search':>8} {'won':>5}  {'validation':>10} {'won':>5}  {'val (test)':>10} {'won':>5}  "
@@ -272,16 +287,16 @@ def verify_table(rec: dict[str, Any]) -> list[str]:
         if v is None:
             flag = "" if e["kind"] == "seed" else ("yes" if e.get("holds") else "NO: does not hold")
         else:
-            flag = {"holds": "holds", "worse": "worse than AdamW", "indistinguishable": "indistinguishable "
-                    "from AdamW"}.get(v, v)
+            flag = {"holds": "holds", "worse": f"worse than {short}", "indistinguishable": "indistinguishable "
+                    f"from {short}"}.get(v, v)
             if e["kind"] != "seed" and v != "holds":
                 flag += " (does not hold)"
         out.append(f"{e['label']:<22} {_cell(e.get('search')):>8} {fmt_won(e, 'search'):>5}  "
                    f"{_cell(e.get('validation')):>10} {fmt_won(e, 'validation'):>5}  "
                    f"{_cell(e.get('validation_test')):>10} {fmt_won(e, 'validation_test'):>5}  "
                    f"{_cell(e.get('verified')):>9} {_ci_cell(e.get('ci')):>18} {fmt_won(e, 'verified'):>5}  {flag}")
-    out.append("per task (score = clipped log(tuned AdamW metric / tuned rule metric) [seed interval]; "
-               "tuned lr / wd, rule vs AdamW; noise floors: "
+    out.append(f"per task (score = clipped log({baseline_name(base)} metric / tuned rule metric) [seed interval]; "
+               f"tuned lr / wd, rule vs {short}; noise floors: "
                + (", ".join(f"{t} {x:.3f}" for t, x in noise.items()) if noise else "-") + "):")
     tasks = list(rec["entries"][0]["tasks"]) if rec["entries"] else []
     for e in rec["entries"]:
