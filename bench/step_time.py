@@ -14,7 +14,8 @@ Linear layers with biases), fills every gradient with fixed random numbers, and 
 * with ``--export``: the standalone module ``dsl.export_python`` writes for AdamW;
 * with ``--zoo``: every library rule torch also ships (AdamW, Adam, SGD, NAdam, RAdam, Adamax,
   Adafactor, Muon) against torch's class (foreach where torch has one), then the library's
-  matrix rules (Adafactor, Adam-mini, AdamP, SPAM, Scion, SWAN, Shampoo, SOAP, Conda, Muon)
+  matrix rules (Adafactor, Adam-mini, AdamP, SPAM, Scion, SWAN, Shampoo, SOAP, Conda, GaLore,
+  APOLLO-Mini, Muon)
   against the DSL AdamW on the same model.
 
 Measurements are interleaved: each round runs every optimizer for ``--steps`` steps, in a
@@ -190,7 +191,7 @@ TORCH_TWINS = {
 }
 #: the library rules that are not elementwise (shaped state, matrix algebra), timed against DSL AdamW
 MATRIX_RULES = ("adafactor", "adam_mini", "adamp", "spam", "scion", "swan", "shampoo", "soap", "conda",
-                "muon_scaled")
+                "galore", "apollo_mini", "muon_scaled")
 
 
 def zoo_main(args, dtype) -> None:

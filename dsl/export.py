@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from .compile import check_hyper_names, range_table, rule_program
 from .export_parts import (
-    BASE_BODY,
     BASE_IMPORTS,
     BASE_NAMES,
     EXPORT_RESERVED,
@@ -27,6 +26,7 @@ from .export_parts import (
     NP_BIN,
     indent,
     number_text,
+    optimizer_class_text,
     pynames,
     python_safe,
     rename_expr,
@@ -35,7 +35,6 @@ from .export_shaped import check_shaped_names, export_shaped
 from .fingerprint import fingerprint
 from .foreach import compile_plan
 from .kinds import extensions
-from .optim_base import FLAG_DEFAULTS
 from .primitives import PRIMITIVES
 from .program import (
     Call,
@@ -45,6 +44,18 @@ from .program import (
 )
 
 __all__ = ["export_python"]
+
+#: the exported elementwise class's own methods (the foreach plan written out above them)
+_ELEMENTWISE_METHODS = """
+    def _scalars(self, env):
+        return step_scalars(*[env[n] for n in SCALAR_INPUTS])
+
+    def _apply(self, W, G, states, scalars, scratch):
+        foreach_apply(W, G, *states, scratch, scalars)
+
+    def _apply_tiled(self, W, G, states, scalars, scratch, tile):
+        _run_tiled([W, G, *states], scratch, scalars, tile)
+"""
 
 
 def _foreach_code(program: Program, rename: dict[str, str]) -> tuple[list[str], list[str], list[str], int, bool]:
@@ -180,10 +191,8 @@ def export_python(program: Program | str, class_name: str) -> str:
     scalar_pass = ", ".join(r(n) for n in scalar_inputs)
     fp = fingerprint(program)
 
-    init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
-                         + [f"{h}={v!r}" for h, v in hyper.items()]
-                         + ["*"] + [f"{f}={v!r}" for f, v in FLAG_DEFAULTS.items()])
-    hyper_pass = "".join(f", {h}={h}" for h in hyper)
+    class_text = optimizer_class_text(class_name, source, hyper, ["N_SCRATCH = N_SCRATCH",
+                                                                   "ELEMENTWISE = ELEMENTWISE"], _ELEMENTWISE_METHODS)
     ranges_text = "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in range_table(program).items()) + "}"
     rule_block = indent(source.rstrip("\n"), 4)
     state_list = ", ".join(states) if states else "none"
@@ -285,34 +294,4 @@ def _run_tiled(lists, scratch, scalars, tile):
         foreach_apply(*views, sviews, scalars)
 
 
-# ---- the torch.optim side: optforge's dsl/optim_base.py, verbatim (shared with dsl.to_optimizer) ----
-
-{BASE_BODY}
-
-class {class_name}(RuleOptimizer):
-    """{class_name}, the update rule:
-
-{rule_block}
-    """
-
-    RULE = RULE
-    FINGERPRINT = FINGERPRINT
-    HYPERPARAMETERS = HYPERPARAMETERS
-    STATE = STATE
-    RANGES = RANGES
-    N_SCRATCH = N_SCRATCH
-    ELEMENTWISE = ELEMENTWISE
-
-    def __init__({init_sig}):
-        super().__init__(params, lr, weight_decay, maximize=maximize, foreach=foreach, capturable=capturable,
-                         differentiable=differentiable, fused=fused{hyper_pass})
-
-    def _scalars(self, env):
-        return step_scalars(*[env[n] for n in SCALAR_INPUTS])
-
-    def _apply(self, W, G, states, scalars, scratch):
-        foreach_apply(W, G, *states, scratch, scalars)
-
-    def _apply_tiled(self, W, G, states, scalars, scratch, tile):
-        _run_tiled([W, G, *states], scratch, scalars, tile)
-'''
+{class_text}'''

@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from . import optim_base
+from .optim_base import FLAG_DEFAULTS
 from .primitives import NORM_EPS, NS_COEFFS, NS_STEPS, ROW_EPS
 from .program import BinOp, Expr, Name, Neg, Num, Program, children, substitute, with_children
 
@@ -212,3 +213,38 @@ def pynames(program: Program) -> dict[str, str]:
                 new += "_"
             out[n] = new
     return out
+
+
+def optimizer_class_text(class_name: str, source: str, hyper: dict[str, float], attrs: list[str],
+                         methods: str, call_extra: str = "") -> str:
+    """The torch.optim side of every exported module: ``dsl/optim_base.py`` verbatim, then the rule's
+    class (docstring = the rule's source) with ``dsl.to_optimizer``'s constructor: ``lr``,
+    ``weight_decay``, the rule's hyperparameters, ``betas=(b1, b2)`` where the rule has ``beta1`` and
+    ``beta2``, and torch's flags. ``attrs`` are extra class attributes (``"NAME = value"``),
+    ``methods`` the class's own methods (indented), ``call_extra`` more ``update`` keywords."""
+    betas = "beta1" in hyper and "beta2" in hyper
+    init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
+                         + [f"{h}={v!r}" for h, v in hyper.items()]
+                         + ["*"] + (["betas=None"] if betas else [])
+                         + [f"{f}={v!r}" for f, v in FLAG_DEFAULTS.items()])
+    passes = "".join(f", {h}={h}" for h in hyper)
+    unpack = ("        if betas is not None:   # torch.optim's spelling of (beta1, beta2)\n"
+              "            beta1, beta2 = betas\n") if betas else ""
+    attr_lines = "".join(f"    {a}\n" for a in ["RULE = RULE", "FINGERPRINT = FINGERPRINT",
+                                                 "HYPERPARAMETERS = HYPERPARAMETERS", "STATE = STATE",
+                                                 "RANGES = RANGES", *attrs])
+    return f'''# ---- the torch.optim side: optforge's dsl/optim_base.py, verbatim (shared with dsl.to_optimizer) ----
+
+{BASE_BODY}
+
+class {class_name}(RuleOptimizer):
+    """{class_name}, the update rule:
+
+{indent(source.rstrip(chr(10)), 4)}
+    """
+
+{attr_lines}
+    def __init__({init_sig}):
+{unpack}        super().__init__(params, lr, weight_decay, maximize=maximize, foreach=foreach, capturable=capturable,
+                         differentiable=differentiable, fused=fused{passes}{call_extra})
+{methods}'''

@@ -16,19 +16,18 @@ import inspect
 from . import shaped
 from .compile import global_norm_inputs, range_table
 from .export_parts import (
-    BASE_BODY,
     BASE_IMPORTS,
     BASE_NAMES,
     EXPORT_RESERVED,
     HELPERS,
     indent,
     number_text,
+    optimizer_class_text,
     pynames,
     python_safe,
     rename_expr,
 )
 from .fingerprint import fingerprint
-from .optim_base import FLAG_DEFAULTS
 from .primitives import PRIMITIVES, ROLE_INPUTS
 from .program import BinOp, Call, Expr, Name, Neg, Num, Program, walk
 
@@ -145,16 +144,24 @@ def export_shaped(program: Program, class_name: str) -> str:
     ret = ", ".join(outs) + ("," if len(outs) == 1 else "")
     spec = {s: (kinds[s], inits[s]) for s in states}
     hyper = program.hyperparams
-    init_sig = ", ".join(["self", "params", "lr=1e-3", "weight_decay=0.0"]
-                         + [f"{h}={v!r}" for h, v in hyper.items()]
-                         + ["*"] + (["betas=None"] if "beta1" in hyper and "beta2" in hyper else [])
-                         + [f"{f}={v!r}" for f, v in FLAG_DEFAULTS.items()])
-    betas_pass = ", betas=betas" if "beta1" in hyper and "beta2" in hyper else ""
-    hyper_pass = "".join(f", {h}={h}" for h in hyper)
     ranges_text = "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in range_table(program).items()) + "}"
     rule_block = indent(source.rstrip("\n"), 4)
     norm_pass = "".join(f", global_norm_{n}=norms.get({n!r})" for n in norms) + (', step=env["step"]' if step_kw
                                                                                  else "")
+    methods = f"""
+    def _init_state(self, p, name):
+        kind, init = STATE_SPEC[name]
+        w = torch.view_as_real(p) if torch.is_complex(p) else p
+        st = new_state(kind, init, w.detach())
+        return torch.view_as_complex(st) if torch.is_complex(p) and kind == "tensor" else st
+
+    def _apply_param(self, w, g, bufs, env, role, norms):
+        out = update(w, g, *bufs, *[env[n] for n in SCALAR_INPUTS], role=role{norm_pass})
+        for buf, new in zip([w, *bufs], out):
+            buf.copy_(new)
+"""
+    class_text = optimizer_class_text(class_name, source, hyper, ["PER_PARAM = True", "GLOBAL_NORMS = GLOBAL_NORMS"],
+                                      methods)
     return f'''"""{class_name}: a torch.optim optimizer exported by optforge from this update rule:
 
 {rule_block}
@@ -205,39 +212,7 @@ def update({", ".join(sig)}):
     return {ret}
 
 
-# ---- the torch.optim side: optforge's dsl/optim_base.py, verbatim (shared with dsl.to_optimizer) ----
-
-{BASE_BODY}
-
-class {class_name}(RuleOptimizer):
-    """{class_name}, the update rule:
-
-{rule_block}
-    """
-
-    RULE = RULE
-    FINGERPRINT = FINGERPRINT
-    HYPERPARAMETERS = HYPERPARAMETERS
-    STATE = STATE
-    RANGES = RANGES
-    PER_PARAM = True
-    GLOBAL_NORMS = GLOBAL_NORMS
-
-    def __init__({init_sig}):
-        super().__init__(params, lr, weight_decay, maximize=maximize, foreach=foreach, capturable=capturable,
-                         differentiable=differentiable, fused=fused{betas_pass}{hyper_pass})
-
-    def _init_state(self, p, name):
-        kind, init = STATE_SPEC[name]
-        w = torch.view_as_real(p) if torch.is_complex(p) else p
-        st = new_state(kind, init, w.detach())
-        return torch.view_as_complex(st) if torch.is_complex(p) and kind == "tensor" else st
-
-    def _apply_param(self, w, g, bufs, env, role, norms):
-        out = update(w, g, *bufs, *[env[n] for n in SCALAR_INPUTS], role=role{norm_pass})
-        for buf, new in zip([w, *bufs], out):
-            buf.copy_(new)
-'''
+{class_text}'''
 
 
 def check_shaped_names(class_name: str) -> None:

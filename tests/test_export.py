@@ -263,3 +263,16 @@ def test_export_tiled_step_is_bit_identical(name, tmp_path):
     for a, b in zip(got, want):
         assert torch.equal(a, b)
     assert bool(opt.__dict__.get("_tile_bufs")) == (name != "muonish")
+
+
+@pytest.mark.parametrize("name", ["adamw", "soap"])   # the multi-tensor template and the shaped one
+def test_exported_class_takes_torch_betas(name, tmp_path):
+    src = dsl.RULES[name]
+    Exported, _ = load_export(src, "Exported", tmp_path, module_name=f"betas_{name}")
+    prob = Problem(20, seed=3)
+    want, _, _ = _trajectory(to_optimizer(src), prob, 20, betas=(0.8, 0.95))
+    got, opt, _ = _trajectory(Exported, prob, 20, betas=(0.8, 0.95))
+    assert (opt.param_groups[0]["beta1"], opt.param_groups[0]["beta2"]) == (0.8, 0.95)
+    assert_close_all(got, want, rtol=1e-12, atol=1e-12)
+    base, _, _ = _trajectory(Exported, prob, 20)
+    assert any(not torch.equal(a, b) for a, b in zip(got, base))   # the betas were not ignored
