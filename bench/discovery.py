@@ -10,6 +10,9 @@ record keeps the verified score (with its interval and verdict where verify give
 the validation track and any meta-overfitting warning. ``--bank-table`` prints the rows:
 
     nice python bench/discovery.py --bank --bank-seeds 0,1,2 --bank-wall 3000     # ~2 h per seed here
+    # both arms of a seed as parallel jobs at equal wall-clock, the cheaper tuning, verify afterwards:
+    python bench/discovery.py --bank --bank-seeds 0 --bank-arms random --bank-wall 900 --tuning budget \
+        --workers 1 --phase search &      # and the same with --bank-arms bandit_llm, then --phase verify
     nice python bench/discovery.py --bank --bank-seeds 0 --bank-wall 90 --verify-fidelity tiny \
         --verify-seeds 2,3 --noise-replicates 1 --executor inprocess       # a smoke run (~15 min here)
 
@@ -30,7 +33,7 @@ Earlier protocols (fixed task lists, kept for their recorded results):
 3. The same search budget with ``llm_share`` of the children proposed by the LLM backend
    (default: the embedded local model); skipped with ``--no-llm`` or when no backend loads.
 
-Issue 11 protocol (``--transfer``): random-only campaigns of ``examples/discovery.toml`` (search
+Transfer protocol (``--transfer``, fixed task lists): random-only campaigns of ``examples/discovery.toml`` (search
 tasks, a validation stage on disjoint families, lr x wd tuning with successive halving, two training
 seeds), one per search seed (``--transfer-seeds 0,1,2``), each followed by ``optforge verify`` of its
 winner on the test splits with unseen seeds on four transfer families neither the search nor the
@@ -40,10 +43,10 @@ score. ``--budget`` / ``--wall`` override the file's budget:
     nice python bench/discovery.py --transfer --transfer-seeds 0,1,2 --budget 600 --wall 900
 
 ``--transfer-arm bandit_llm`` runs the same protocol with the embedded LLM's operators under the UCB
-operator bandit (issue 14's arm; at most ``--llm-calls`` calls), at the same ``--wall``; its results
+operator bandit (the bandit arm; at most ``--llm-calls`` calls), at the same ``--wall``; its results
 sit next to the random arm's (``transfer_bandit_llm_s<seed>.json``) and the table shows both arms.
 
-Issue 14 protocol (``--bandit-vs-random``): random operators alone against the operator bandit with
+Bandit-versus-random protocol (``--bandit-vs-random``): random operators alone against the operator bandit with
 the embedded LLM's operators (``[operators.bandit] algorithm = "ucb"``), at equal wall-clock
 (``--bandit-wall`` seconds of search each; the unit budget is out of reach), one pair per search
 seed (``--bandit-seeds 0,1,2``, interleaved), each winner scored by the held-out check below;
@@ -204,7 +207,7 @@ def _table(out: Path) -> str:
     return "\n".join(lines)
 
 
-# -- issue 11: transfer protocol (random-only campaigns over several search seeds) -----------------
+# -- the transfer protocol (random-only campaigns over several search seeds) -----------------
 
 TRANSFER_CAMPAIGN = ROOT / "examples" / "discovery.toml"
 
@@ -325,7 +328,7 @@ def transfer_main(args) -> int:
     return 0
 
 
-# -- issue 14: random-only vs bandit-with-LLM at equal wall-clock (several search seeds) ------------
+# -- random-only vs bandit-with-LLM at equal wall-clock (several search seeds) ------------
 
 BANDIT_ARMS = ("random", "bandit_llm")
 
@@ -566,13 +569,13 @@ def main() -> int:
     ap.add_argument("--table", action="store_true", help="print the markdown tables of the saved results and exit")
     ap.add_argument("--executor", default="pool", choices=["pool", "inprocess"])
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_discovery"))
-    ap.add_argument("--transfer", action="store_true", help="issue 11 protocol: random-only campaigns of "
+    ap.add_argument("--transfer", action="store_true", help="the transfer protocol: random-only campaigns of "
                     "examples/discovery.toml, one per --transfer-seeds, each verified on transfer tasks")
     ap.add_argument("--transfer-seeds", default="0,1,2", help="search seeds (campaign random_seed) of --transfer")
     ap.add_argument("--transfer-arm", default="random", choices=TRANSFER_ARMS, help="random operators alone, or "
                     "the LLM's operators under the UCB operator bandit (capped at --llm-calls calls)")
     ap.add_argument("--transfer-table", action="store_true", help="print the transfer-protocol table and exit")
-    ap.add_argument("--bandit-vs-random", action="store_true", help="issue 14: random-only vs bandit-with-LLM "
+    ap.add_argument("--bandit-vs-random", action="store_true", help="random-only vs bandit-with-LLM "
                     "(embedded model) at equal wall-clock, one pair per --bandit-seeds, held-out test check each")
     ap.add_argument("--bandit-seeds", default="0,1,2", help="search seeds (campaign random_seed) of --bandit-vs-random")
     ap.add_argument("--bandit-wall", type=float, default=120.0, help="search wall-clock per campaign (s)")
