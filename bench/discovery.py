@@ -529,7 +529,7 @@ def bank_table(out: Path) -> str:
     """Markdown: per arm and search seed, the winner's search / validation / verified scores, verified
     against tuned AdamW and against each other baseline it was verified against (e.g. tuned Muon)."""
     rows = [json.loads(f.read_text()) for f in sorted(out.glob("bank_*s*.json"))]
-    rows = [r for r in rows if "verify" in r]
+    rows = [r for r in rows if r.get("verify")]   # a finished search not yet verified has no row
     if not rows:
         return "(no verified --bank results yet)"
     others = sorted({b for r in rows for b in r.get("verify_vs", {})})
