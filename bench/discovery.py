@@ -479,12 +479,20 @@ def bank_verify(args, arm: str, seed: int) -> None:
     res = json.loads(path.read_text())
     run = out / res.get("run", f"bench_bank_{transfer_stem(arm, seed, args.tag)}")
     seeds = [int(x) for x in args.verify_seeds.split(",")] if args.verify_seeds else None
+    skip = [x for x in (args.verify_skip or "").split(",") if x]
+    tasks = None
+    if skip:   # e.g. lm_l: a test-bank task too costly for this machine; the record says it was left out
+        test = (res.get("bank") or {}).get("test") or []
+        tasks = [t for t in test if t not in skip]
+        res["verify_skipped"] = [t for t in test if t in skip]
+    res["verify_validation"] = not args.verify_no_validation
     t0 = time.time()
     res["verify_load_before"] = os.getloadavg()
     for base in [None] + [b for b in (args.vs or "").split(",") if b]:
-        rec = verify_run(run, top=1, executor=args.executor, with_seeds=False, fidelity=args.verify_fidelity,
-                         cache_dir=out / "bank_cache_verify", seeds=seeds, noise_replicates=args.noise_replicates,
-                         baseline=base)
+        rec = verify_run(run, top=1, tasks=tasks, executor=args.executor, with_seeds=False,
+                         fidelity=args.verify_fidelity, cache_dir=out / "bank_cache_verify", seeds=seeds,
+                         noise_replicates=args.noise_replicates, baseline=base,
+                         validation=not args.verify_no_validation)
         print("\n".join(verify_table(rec)), flush=True)
         if base is None:
             res["verify"] = rec
@@ -597,6 +605,9 @@ def main() -> int:
                     help="--bank: lr x wd tuning preset for every rule and AdamW (default: the file's, thorough)")
     ap.add_argument("--vs", default="muon", help="--bank: also verify against these library rules (comma-separated)")
     ap.add_argument("--workers", type=int, default=None, help="--bank: evaluation workers per campaign")
+    ap.add_argument("--verify-skip", default=None, help="--bank: test-bank tasks verify leaves out (e.g. lm_l, "
+                    "too costly here); recorded in the result")
+    ap.add_argument("--verify-no-validation", action="store_true", help="--bank: verify on the test bank only")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -135,7 +135,7 @@ def test_cli_verify_json_is_one_object(validated_run, capsys):
     assert [e["label"] for e in d["entries"]][:2] == [e["label"] for e in d["entries"] if e["kind"] == "candidate"]
 
 
-def test_verify_against_another_baseline_is_stored_beside_the_main_one(validated_run, capsys):
+def test_verify_against_another_baseline_is_stored_beside_the_main_one_and_can_skip_validation(validated_run, capsys):
     from search.cli import main
     from search.core import RunStore, db_path
     from search.rules.verify import verify_table
@@ -144,8 +144,9 @@ def test_verify_against_another_baseline_is_stored_beside_the_main_one(validated
     before = st.get_meta("verify")
     st.close()
     rec = verify_run(run, top=1, tasks=["rosenbrock"], executor="inprocess", noise_replicates=1,
-                     baseline="sgd_momentum", log=lambda *_: None)
+                     baseline="sgd_momentum", validation=False, log=lambda *_: None)
     assert rec["baseline"] == "sgd_momentum"
+    assert rec["validation_tasks"] == [] and all(set(e["tasks"]) == {"rosenbrock"} for e in rec["entries"])
     own = next(e for e in rec["entries"] if e["label"] == "seed sgd_momentum")
     assert own["verified"] == pytest.approx(0.0) and own["ci"] == [0.0, 0.0]     # the new baseline vs itself
     adamw = next(e for e in rec["entries"] if e["label"] == "seed adamw")

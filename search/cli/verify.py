@@ -33,7 +33,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         rec = verify_run(run, top=args.top, tasks=tasks, seeds=_csv(args.seeds, int),
                          fidelity=args.fidelity, executor=args.executor, noise_replicates=args.noise_replicates,
-                         baseline=args.baseline, log=log)
+                         baseline=args.baseline, validation=not args.no_validation, log=log)
     except (VerifyError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from None
     if args.json:
@@ -60,6 +60,8 @@ def register(sub) -> None:
     p.add_argument("--baseline", default=None, metavar="RULE",
                    help="verify against this library rule (e.g. muon), tuned the same way, instead of the "
                    "campaign's baseline; stored beside the main verification")
+    p.add_argument("--no-validation", action="store_true", help="skip the validation tasks' test split (about "
+                   "half the cost); the verdict is on the transfer tasks either way")
     p.add_argument("--fidelity", default=None, help="default: the validation (else highest search) fidelity")
     p.add_argument("--executor", default=None, choices=["inprocess", "pool", "ray"])
     p.set_defaults(func=cmd_verify)

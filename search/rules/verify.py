@@ -106,13 +106,15 @@ def _task_cells(r: EvalResult, group: dict[str, str], floors: dict[str, float], 
 def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | None = None,
                seeds: list[int] | None = None, fidelity: str | None = None, executor: str | None = None,
                with_seeds: bool = True, cache_dir: str | Path | None = None, noise_replicates: int = 4,
-               baseline: str | None = None, log=print) -> dict[str, Any]:
+               baseline: str | None = None, validation: bool = True, log=print) -> dict[str, Any]:
     """Verify a rule run (module docstring); returns what it stores under ``meta.verify``. Results are
     cached in ``cache_dir`` (default ``<run>/eval_cache_verify``; runs verified alike may share one).
 
     ``baseline`` (a ``dsl.library`` name such as ``"muon"``) verifies against that rule instead of the
     campaign's baseline, tuned the same way, with its own noise floors (it against itself); such a
-    record is stored under ``meta.verify_vs[baseline]`` and leaves the main verification alone."""
+    record is stored under ``meta.verify_vs[baseline]`` and leaves the main verification alone.
+    ``validation=False`` skips the validation tasks' test split (about half the cost when the
+    validation bank is as large as the transfer one); the verdict is on the transfer tasks either way."""
     view = RunView(run)
     try:
         if view.kind != "rule":
@@ -124,7 +126,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         k = top or c.verify.top
         kind = RuleKind()
         rows = ranked[:k]
-        val_tasks = validation_tasks(c)
+        val_tasks = validation_tasks(c) if validation else []
         xfer = transfer_tasks(c, tasks)
         used_seeds = set(c.eval_seeds or RuleEvalConfig.model_fields["seeds"].default_factory())
         if seeds is None:
