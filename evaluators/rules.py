@@ -149,9 +149,12 @@ class RuleEvaluator(Evaluator):
 
     # -- baselines -----------------------------------------------------------------
     def _baseline_id(self, task: str, fidelity: str) -> str:
+        """The cache key of one task's baseline sweep: the protocol as it applies to that task alone,
+        so evaluators whose task lists overlap (a verify on a subset, say) share the sweep."""
+        alone = self.config.model_copy(update={"tasks": [task]}).result_hash()
         payload = {"rule": self._baseline_key, "task": task, "fidelity": fidelity,
                    "lrs": [float(f"{x:.12g}") for x in self._lrs], "seeds": list(self._seeds),
-                   "config": self.config_hash}
+                   "config": alone, "per_task": 1}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
     def _cached_baseline(self, task: str, fidelity: str) -> SweepSummary | None:

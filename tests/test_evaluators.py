@@ -151,6 +151,18 @@ def test_a_changed_protocol_is_a_cache_miss(cache_dir):
     assert len(r.tasks["quadratic"].extra["seed_metrics"]) == 1
 
 
+def test_a_baseline_sweep_is_shared_by_evaluators_whose_task_lists_overlap(cache_dir, batch):
+    full = cfg(cache_dir=str(cache_dir))
+    assert len(full.tasks) > 1
+    with RuleEvaluator(full) as a, RuleEvaluator(cfg(cache_dir=str(cache_dir), tasks=full.tasks[:1])) as b:
+        t = full.tasks[0]
+        assert a._cached_baseline(t, "tiny") is not None          # the batch above swept it
+        assert b._baseline_id(t, "tiny") == a._baseline_id(t, "tiny")
+        assert b._cached_baseline(t, "tiny") == a._cached_baseline(t, "tiny")
+    with RuleEvaluator(cfg(cache_dir=str(cache_dir), tasks=full.tasks[:1], seeds=[0])) as c:
+        assert c._baseline_id(t, "tiny") != a._baseline_id(t, "tiny")   # a changed protocol is not shared
+
+
 def test_grid_edge_is_reported(ev):
     with RuleEvaluator(cfg(lr_grid=LrGrid(values=[1e-5, 3e-5, 1e-4]), tasks=["quadratic"])) as small:
         r = small.evaluate([Candidate(text=SGD)], "tiny")[0]
