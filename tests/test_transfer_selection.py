@@ -158,6 +158,7 @@ def test_verify_against_another_baseline_is_stored_beside_the_main_one_and_can_s
         assert st.get_meta("verify_vs")["sgd_momentum"]["entries"][0]["id"] == rec["entries"][0]["id"]
     finally:
         st.close()
+    assert "against tuned sgd_momentum" in show_text(run)       # show prints this verdict too
     assert main(["verify", str(run), "--tasks", "rosenbrock", "--executor", "inprocess", "--noise-replicates", "1",
                  "--baseline", "no_such_rule"]) == 1
     err = capsys.readouterr().err

@@ -18,11 +18,15 @@ def validation_lines(row: dict) -> list[str]:
 
 
 def verification_lines(view: RunView) -> list[str]:
-    """The stored ``optforge verify`` table, or how to make one."""
+    """The stored ``optforge verify`` table (or how to make one), then each ``--baseline`` verdict."""
     rec = view.verification()
-    if rec is None:
-        if view.kind == "rule" and view.status == "done":
-            return ["", f"not verified yet: optforge verify {view.run_dir}  (test splits, unseen seeds, "
-                    "transfer tasks)"]
-        return []
-    return ["", "search -> validation -> verified (the transfer gap):"] + verify_table(rec) + [verdict(rec)]
+    out: list[str] = []
+    if rec is not None:
+        out = ["", "search -> validation -> verified (the transfer gap):"] + verify_table(rec) + [verdict(rec)]
+    elif view.kind == "rule" and view.status == "done":
+        out = ["", f"not verified yet: optforge verify {view.run_dir}  (test splits, unseen seeds, "
+               "transfer tasks)"]
+    for base, other in view.verifications_vs().items():   # optforge verify --baseline RULE
+        out += [f"against tuned {base} (seeds {other['seeds']}, {len(other['transfer_tasks'])} transfer tasks): "
+                + verdict(other)]
+    return out

@@ -363,6 +363,10 @@ class RunView:
         """The last ``optforge verify`` of this run (search.rules.verify), or None."""
         return self.store.get_meta("verify")
 
+    def verifications_vs(self) -> dict[str, dict]:
+        """``optforge verify --baseline RULE`` records of this run, by baseline name (may be empty)."""
+        return self.store.get_meta("verify_vs") or {}
+
     def lineage(self, cid: int, limit: int = 200) -> list[dict]:
         """The chain of first parents from ``cid`` back to a seed (the candidate first)."""
         out, seen = [], set()
