@@ -159,6 +159,12 @@ def test_verify_against_another_baseline_is_stored_beside_the_main_one_and_can_s
     finally:
         st.close()
     assert "against tuned sgd_momentum" in show_text(run)       # show prints this verdict too
+    from search.report import build_html
+    view = RunView(run)
+    try:
+        assert "against tuned sgd_momentum" in build_html(view)   # and so does the report
+    finally:
+        view.close()
     assert main(["verify", str(run), "--tasks", "rosenbrock", "--executor", "inprocess", "--noise-replicates", "1",
                  "--baseline", "no_such_rule"]) == 1
     err = capsys.readouterr().err

@@ -93,4 +93,11 @@ def transfer_sections(view: RunView) -> list[str]:
             "intervals were stored show \"-\" for the verdict; there, holds means a verified mean above 0 "
             "and most transfer tasks won.</p>"
             f"<table>{head}{''.join(rows)}</table><h3>Per task (tuned lr / wd)</h3><table>{''.join(per)}</table>")
+    others = view.verifications_vs()   # optforge verify --baseline RULE
+    if others:
+        items = "".join(f"<li>against tuned {html.escape(b)} (seeds {o['seeds']}, transfer tasks "
+                        f"{html.escape(', '.join(o['transfer_tasks']) or '-')}): {html.escape(e['label'])} "
+                        f"<span class='verdict'>{html.escape(verdict_text(e))}</span></li>"
+                        for b, o in others.items() for e in o["entries"][:1])
+        out.append(f"<h3>Against other baselines, tuned the same way</h3><ul>{items}</ul>")
     return out
