@@ -105,6 +105,7 @@ class RuleEvaluator(Evaluator):
         self.baseline_source = baseline_source(self.config.baseline)
         self._baseline_key = rule_key(self.baseline_source)
         self._lrs = tuple(self.config.lr_grid.lrs())
+        self._task_hashes: dict[str, str] = {}   # task -> result_hash of the protocol on it alone
         self._seeds = tuple(self.config.seeds)
         self.trained = 0          # candidates actually trained (not served from a cache)
         self._failed_baselines: dict[str, SweepSummary] = {}  # deterministic failures, not retried
@@ -151,7 +152,9 @@ class RuleEvaluator(Evaluator):
     def _baseline_id(self, task: str, fidelity: str) -> str:
         """The cache key of one task's baseline sweep: the protocol as it applies to that task alone,
         so evaluators whose task lists overlap (a verify on a subset, say) share the sweep."""
-        alone = self.config.model_copy(update={"tasks": [task]}).result_hash()
+        alone = self._task_hashes.get(task)
+        if alone is None:
+            alone = self._task_hashes[task] = self.config.model_copy(update={"tasks": [task]}).result_hash()
         payload = {"rule": self._baseline_key, "task": task, "fidelity": fidelity,
                    "lrs": [float(f"{x:.12g}") for x in self._lrs], "seeds": list(self._seeds),
                    "config": alone, "per_task": 1}

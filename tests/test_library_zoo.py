@@ -583,6 +583,13 @@ def _adamw_hf(p, g, st, t, lr, wd, b1, b2, eps):
     return p - lr * wd * p
 
 
+def _moments(st, R, b1, b2):
+    """Adam's first and second moments of the projected gradient R, kept in ``st`` across steps."""
+    st["M"] = st.setdefault("M", torch.zeros_like(R)).mul(b1).add(R, alpha=1 - b1)
+    st["V"] = st.setdefault("V", torch.zeros_like(R)).mul(b2).addcmul(R, R, value=1 - b2)
+    return st["M"], st["V"]
+
+
 def _galore(lr, wd, b1=0.9, b2=0.999, eps=1e-6, rank=128, every=200, scale=0.25):
     """GaLore (Zhao et al. 2024, Algorithm 2; jiaweizzhao/GaLore galore_torch adamw.py and
     galore_projector.py, proj_type "std"), rank r truly (r x n / m x r moments): on steps 1,
@@ -602,9 +609,7 @@ def _galore(lr, wd, b1=0.9, b2=0.999, eps=1e-6, rank=128, every=200, scale=0.25)
             st["P"] = _eigh_desc((S + S.T) / 2)[:, :rank]
         P = st["P"]
         R = G @ P if tall else P.T @ G
-        M = st.setdefault("M", torch.zeros_like(R)).mul(b1).add(R, alpha=1 - b1)
-        V = st.setdefault("V", torch.zeros_like(R)).mul(b2).addcmul(R, R, value=1 - b2)
-        st["M"], st["V"] = M, V
+        M, V = _moments(st, R, b1, b2)
         N = M / (V.sqrt() + eps)
         back = N @ P.T if tall else P @ N
         p = p - lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * scale * back.reshape(p.shape)
@@ -630,9 +635,7 @@ def _apollo_mini(lr, wd, b1=0.9, b2=0.999, eps=1e-6, scale=128, every=200, seed=
             st["P"] = torch.randn((1, G.shape[1]) if tall else (G.shape[0], 1), generator=gen, dtype=F64)
         P = st["P"]
         R = G @ P.T if tall else P.T @ G
-        M = st.setdefault("M", torch.zeros_like(R)).mul(b1).add(R, alpha=1 - b1)
-        V = st.setdefault("V", torch.zeros_like(R)).mul(b2).addcmul(R, R, value=1 - b2)
-        st["M"], st["V"] = M, V
+        M, V = _moments(st, R, b1, b2)
         S = g * (torch.linalg.vector_norm(M / (V.sqrt() + eps)) / (torch.linalg.vector_norm(R) + 1e-8))
         norm = torch.linalg.vector_norm(S)
         if "prev" in st:

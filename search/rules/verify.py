@@ -146,6 +146,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
             raise VerifyError("no validation or transfer tasks to verify on (give --tasks)")
         group = {t: "validation" for t in val_tasks} | {t: "transfer" for t in xfer}
         d = eval_config_dict(c, None)
+        c_baseline = d.get("baseline", "adamw")   # the campaign's own: its record is meta.verify
         if baseline is not None:
             d["baseline"] = baseline
         d.update(tasks=all_tasks, seeds=seeds, split="test",
@@ -153,7 +154,6 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         if executor:
             d["executor"] = executor
         cfg = RuleEvalConfig.model_validate(d)
-        c_baseline = eval_config_dict(c, None).get("baseline", "adamw")
         entries: list[dict[str, Any]] = []
         for rank, row in enumerate(rows, 1):
             fr = row["results"].get(view.fidelities[row["level"]]) if row["level"] >= 0 else None
