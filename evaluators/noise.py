@@ -31,7 +31,7 @@ import numpy as np
 
 from .cache import EvalCache
 from .rule_config import RuleEvalConfig
-from .scoring import METRIC_FLOOR
+from .scoring import floored_log_ratios
 from .sweeps import SweepJob, SweepSummary, run_sweep_job
 
 #: first seed of noise measurements (far from the search's 0, 1 and verify's next few)
@@ -98,9 +98,7 @@ def floor_from_sweep(s: SweepSummary, fidelity: str, n_seeds: int, replicates: i
         b = tuned_metrics(s, range((2 * k + 1) * n_seeds, (2 * k + 2) * n_seeds))
         if a is None or b is None:
             continue
-        a, b = np.maximum(a, METRIC_FLOOR), np.maximum(b, METRIC_FLOOR)
-        r = np.log(a / b) if s.higher_is_better else np.log(b / a)
-        r = np.clip(r, -clip, clip)
+        r = np.clip(floored_log_ratios(a, b, s.higher_is_better, s.metric_floor), -clip, clip)
         zs.append(float(r.mean()))
         pooled += [float(x) for x in r]
     if not zs:

@@ -221,6 +221,8 @@ class RuleEvalConfig(BaseModel):
                                "wd": float(getattr(t, "weight_decay", 0.0)),
                                "metric": getattr(t, "metric_name", ""),
                                "version": str(getattr(t, "version", ""))}
+            if getattr(t, "metric_floor", 0.0):     # only when set: other tasks keep their cache keys
+                task_meta[name]["floor"] = float(t.metric_floor)
         payload = {"tasks": self.tasks, "lrs": [float(f"{x:.12g}") for x in self.lr_grid.lrs()],
                    "seeds": self.seeds, "baseline": rule_key(baseline_source(self.baseline)),
                    "clip": self.score_clip, "threads": self.torch_threads, "task_meta": task_meta,

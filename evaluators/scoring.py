@@ -13,13 +13,25 @@ from .sweeps import SweepSummary
 METRIC_FLOOR = 1e-12
 
 
+def floored_log_ratios(cand: Sequence[float], base: Sequence[float], higher_is_better: bool,
+                       solved: float = 0.0) -> np.ndarray:
+    """Per-seed ``log(base / cand)`` (losses) or ``log(cand / base)`` (higher is better) of paired
+    metrics, each first raised to ``max(solved, METRIC_FLOOR)``.
+
+    ``solved`` is a loss task's solved level (``StackedTask.metric_floor``): below it a lower loss
+    measures over-confidence on an easy task, not better optimization, so two runs that both reach it
+    tie (log ratio 0) instead of clipping at +-task_clip on a difference of 0.01 vs 0.001 nats."""
+    f = METRIC_FLOOR if higher_is_better else max(METRIC_FLOOR, float(solved))
+    c, b = np.maximum(np.asarray(cand, dtype=float), f), np.maximum(np.asarray(base, dtype=float), f)
+    return np.log(c / b) if higher_is_better else np.log(b / c)
+
+
 def log_ratio(cand: SweepSummary, base: SweepSummary) -> float:
     """Seed-paired mean log ratio vs the baseline at their own tuned grid points (unclipped):
-    log(baseline / candidate) for losses, log(candidate / baseline) for higher-is-better metrics."""
-    c = np.maximum(np.asarray(cand.best_metrics()), METRIC_FLOOR)
-    b = np.maximum(np.asarray(base.best_metrics()), METRIC_FLOOR)
-    r = np.log(c / b) if cand.higher_is_better else np.log(b / c)
-    return float(r.mean())
+    log(baseline / candidate) for losses, log(candidate / baseline) for higher-is-better metrics,
+    losses floored at the task's solved level (:func:`floored_log_ratios`)."""
+    solved = max(cand.metric_floor, base.metric_floor)
+    return float(floored_log_ratios(cand.best_metrics(), base.best_metrics(), cand.higher_is_better, solved).mean())
 
 
 def task_score(cand: SweepSummary, base: SweepSummary, clip: float) -> float:
@@ -71,6 +83,8 @@ def task_result(cand: SweepSummary, base: SweepSummary, clip: float, raw: bool =
         extra.update(copy_steps=cand.copy_steps, baseline_copy_steps=base.copy_steps)
     if raw:
         extra["log_ratio"] = log_ratio(cand, base)
+    if max(cand.metric_floor, base.metric_floor) > 0:
+        extra["metric_floor"] = max(cand.metric_floor, base.metric_floor)
     return TaskResult(task=cand.task, metric=float(np.mean(cand.best_metrics())),
                       metric_name=cand.metric_name, higher_is_better=cand.higher_is_better,
                       baseline=float(np.mean(base.best_metrics())), score=task_score(cand, base, clip),
@@ -84,4 +98,5 @@ def failed_task_result(s: SweepSummary, status: Status, reason: str) -> TaskResu
                              "seconds": s.seconds})
 
 
-__all__ = ["METRIC_FLOOR", "log_ratio", "task_score", "mean_score", "tasks_won", "task_result", "failed_task_result"]
+__all__ = ["METRIC_FLOOR", "floored_log_ratios",
+           "log_ratio", "task_score", "mean_score", "tasks_won", "task_result", "failed_task_result"]

@@ -28,13 +28,10 @@ from typing import Any
 import numpy as np
 
 from .base import TaskResult
+from .scoring import floored_log_ratios
 
 VERDICTS = ("holds", "indistinguishable", "worse")
 AGGREGATES = ("mean", "median", "iqm")
-
-#: Metrics are floored here before taking logs (same floor as ``evaluators.scoring``).
-_FLOOR = 1e-12
-
 
 class StatsError(ValueError):
     """Input the statistics cannot use (no tasks, no seeds, non-finite ratios, unknown aggregate)."""
@@ -103,8 +100,8 @@ def per_seed_log_ratios(tr: TaskResult, clip: float | None = None) -> np.ndarray
                          "the seeds must be paired (evaluate both on the same seeds)")
     cf, bf = np.isfinite(c), np.isfinite(b)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cc, bb = np.maximum(np.where(cf, c, 1.0), _FLOOR), np.maximum(np.where(bf, b, 1.0), _FLOOR)
-        r = np.log(cc / bb) if tr.higher_is_better else np.log(bb / cc)
+        r = floored_log_ratios(np.where(cf, c, 1.0), np.where(bf, b, 1.0), tr.higher_is_better,
+                               tr.extra.get("metric_floor", 0.0))
     r = np.where(cf & bf, r, np.where(cf, np.inf, np.where(bf, -np.inf, 0.0)))
     if clip is not None:
         r = np.clip(r, -clip, clip)

@@ -55,6 +55,8 @@ class SweepSummary(BaseModel):
     pruned: list[list[bool]] | None = None
     #: optimizer steps summed over the run's copies (its training cost)
     copy_steps: int = 0
+    #: the task's solved level (``StackedTask.metric_floor``; 0 = none): losses are floored there
+    metric_floor: float = 0.0
 
     @property
     def failed(self) -> bool:
@@ -117,7 +119,8 @@ def summarize(outcome: Any, task: Any) -> SweepSummary:
                         curve_steps=steps, seconds=float(getattr(outcome, "seconds", 0.0)),
                         wds=None if getattr(outcome, "wds", None) is None else [float(x) for x in outcome.wds],
                         pruned=None if pr is None else [[bool(x) for x in r] for r in pruned],
-                        copy_steps=int(getattr(outcome, "copy_steps", 0)))
+                        copy_steps=int(getattr(outcome, "copy_steps", 0)),
+                        metric_floor=float(getattr(task, "metric_floor", 0.0) or 0.0))
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,28 @@ import random
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 import dsl
 import proxies
-from evaluators import Candidate, EvalResult, Evaluator, RuleEvalConfig, Status, TaskResult
+from evaluators import (
+    Candidate,
+    EvalResult,
+    Evaluator,
+    RuleEvalConfig,
+    Status,
+    TaskResult,
+    floored_log_ratios,
+    per_seed_log_ratios,
+)
 from proxies.tasks import build_model, format_spec, parse_spec, registry, reparameterize
 from search.cli import main
 from search.core import DB_NAME, Campaign, CampaignError, Engine, RunStore, RunView, load_campaign, parse_campaign
 from search.rules import RuleKind, verify_run
-from search.rules.bank_eval import BankEvaluator, aggregate_result, iqm
 from search.rules.bank_track import overfitting, slope, track_validation
+from search.rules.task_eval import TaskSetEvaluator, aggregate_result, iqm
 from search.rules.tasksets import bank_plan, check_task_sets, transfer_tasks, validation_tasks
 
 FAMS = ["mlp", "conv", "sequence", "autoencoder", "regression", "memorization"]
@@ -293,7 +303,7 @@ def test_results_are_cached_per_task_spec_and_aggregated_by_iqm(tmp_path):
     a, b = proxies.sample_tasks(["memorization"], 2, seed=9)
     cfg = RuleEvalConfig(tasks=["quadratic", a], seeds=[0, 1], lr_grid={"values": [0.01, 0.1]},
                          executor="inprocess", cache_dir=str(tmp_path))
-    ev = BankEvaluator(cfg, "iqm")
+    ev = TaskSetEvaluator(cfg, "iqm")
     lion = Candidate(text=dsl.get_rule("lion").source())
     try:
         ra = ev.evaluate([lion], "tiny")[0]
@@ -317,3 +327,31 @@ def test_the_iqm_aggregate_drops_the_extremes_from_four_tasks():
     assert aggregate_result(r, "mean") is r
     failed = r.model_copy(update={"status": Status.diverged})
     assert aggregate_result(failed, "iqm").score == r.score
+
+
+def test_losses_below_a_tasks_solved_level_tie():
+    # both rules solve the task (0.015 and 0.001 nats under a 0.02 floor): a tie, not a +0.5 clip
+    assert floored_log_ratios([0.001], [0.015], False, solved=0.02) == pytest.approx([0.0])
+    assert floored_log_ratios([0.001], [0.015], False) == pytest.approx([np.log(15)])
+    # one reaches it, the other does not: measured from the floor
+    assert floored_log_ratios([0.001], [0.04], False, solved=0.02) == pytest.approx([np.log(2)])
+    assert floored_log_ratios([0.9], [0.8], True, solved=0.5) == pytest.approx([np.log(0.9 / 0.8)])
+
+
+@pytest.mark.parametrize("family, floor", [("conv", 0.02), ("regression", 1e-3)])
+def test_bank_tasks_carry_their_solved_level_into_scores_and_cache_keys(family, floor):
+    spec = proxies.sample_tasks([family], 1, seed=3)[0]
+    task = proxies.get_task(spec)
+    assert task.metric_floor == floor
+    assert proxies.get_task("digits_mlp").metric_floor == 0.0
+    tr = TaskResult(task=spec, metric=0.001, score=0.0,
+                    extra={"seed_metrics": [0.001, 0.5 * floor], "baseline_seed_metrics": [0.9 * floor, 3 * floor],
+                           "metric_floor": floor})
+    assert per_seed_log_ratios(tr) == pytest.approx([0.0, np.log(3)])
+    cfg = RuleEvalConfig(tasks=[spec], seeds=[0], lr_grid={"values": [0.01]}, executor="inprocess")
+    before = cfg.result_hash()
+    try:
+        task.metric_floor = 2 * floor
+        assert cfg.result_hash() != before
+    finally:
+        task.metric_floor = floor

@@ -40,6 +40,10 @@ from .registry import list_tasks
 #: the language-model ladder's tasks form the bank family ``lm`` (drawn by name)
 LM_FAMILY = "lm"
 VERSION = "bank1"
+#: solved levels (``StackedTask.metric_floor``) of the bank's losses: 0.02 nats of cross-entropy (a
+#: mean probability of about 98% on the right class) and 1e-3 of mean squared error on standardized
+#: targets (0.1% of their variance); below them a task is solved and two rules that reach it tie
+SOLVED_CE, SOLVED_MSE = 0.02, 1e-3
 _NORMS = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
 
 
@@ -203,6 +207,7 @@ def build_task(spec: str) -> ModuleTask:
                       metrics=None if regression else CLS, batch_size=int(v["bs"]), steps=steps,
                       weight_decay=wd, schedule="constant" if family == "memorization" else "warmup_cosine",
                       blowup=5.0, salt=_salt(family, v), version=VERSION,
+                      metric_floor=SOLVED_MSE if regression else SOLVED_CE,
                       description=f"sampled {family} task ({name[len('bank:'):]})")
 
 

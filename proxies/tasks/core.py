@@ -86,6 +86,9 @@ class StackedTask(abc.ABC):
     weight_decay: float = 0.0
     #: a copy whose monitored training loss exceeds blowup * its initial loss is diverged
     blowup: float = 10.0
+    #: the loss at which the task counts as solved (0 = never): scores floor losses here, so two rules
+    #: that both solve an easy task tie instead of a 0.01-vs-0.001-nats difference deciding a verdict
+    metric_floor: float = 0.0
     #: curve points (including the initial model and the final one)
     n_points: int = 11
     #: lr multiplier over training: "constant", "warmup_constant" or "warmup_cosine"

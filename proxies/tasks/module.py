@@ -58,14 +58,16 @@ class ModuleTask(StackedTask):
 
     ``loss(output, y)`` and each ``metrics[name](output, y)`` act on ONE copy's output and
     return a scalar; ``metric`` names the selection metric (``val_<metric>`` on val).
-    ``steps`` gives the budget per fidelity ("tiny", "small", "full").
+    ``steps`` gives the budget per fidelity ("tiny", "small", "full"); ``metric_floor`` the loss at
+    which the task counts as solved (``StackedTask.metric_floor``).
     """
 
     def __init__(self, name: str, model: Callable[[], nn.Module], data: Callable[[], Mapping[str, Split]],
                  loss: Loss, *, steps: Mapping[str, int], batch_size: int | None,
                  metrics: Mapping[str, Loss] | None = None, metric: str = "loss",
                  higher_is_better: bool = False, weight_decay: float = 0.0, schedule: str = "constant",
-                 blowup: float = 10.0, salt: int = 0, description: str = "", version: str = "1"):
+                 blowup: float = 10.0, salt: int = 0, description: str = "", version: str = "1",
+                 metric_floor: float = 0.0):
         self.name = name
         self.description = description
         self._model, self._data_fn, self.loss_fn = model, data, loss
@@ -82,6 +84,7 @@ class ModuleTask(StackedTask):
         self.blowup = blowup
         self.salt = salt
         self.version = version
+        self.metric_floor = float(metric_floor)
         self._data: Mapping[str, Split] | None = None
         self._template: nn.Module | None = None
 

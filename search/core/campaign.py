@@ -98,8 +98,13 @@ class FunnelConfig(_Strict):
     A candidate is promoted from level i to i+1 when its score at level i is at least the
     ``1 - promote_fraction`` quantile of all ok scores seen at level i so far (this batch
     included). Seed rules are evaluated at every level.
+
+    ``[funnel.rungs]`` (kinds with tasks, e.g. rules): tasks that join the search's at a fidelity and
+    every one above it, ``small = ["lm_m"]``: screen on the cheap tasks, promote to larger models (the
+    Lion paper's funnel). A rung's evaluations cost more: weigh them with ``[budget] fidelity_cost``.
     """
     promote_fraction: float = Field(0.25, gt=0, le=1)
+    rungs: dict[str, list[str]] = Field(default_factory=dict)
     # "race": those promoted to the top fidelity then race the incumbent on more seeds ([funnel.race],
     # search.core.race); "quantile": the promotion rule above alone
     mode: Mode = "race"

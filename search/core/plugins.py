@@ -102,9 +102,14 @@ class KindPlugin(abc.ABC):
     score_label: str = "score"
     #: how the live view highlights a candidate's text (a pygments lexer name: "python", "text")
     syntax: str = "text"
+    #: whether ``[funnel.rungs]`` (tasks added per fidelity) means something for this kind
+    supports_rungs: bool = False
 
     def validate(self, campaign: Campaign) -> None:
         """Check the campaign for this kind; parse its ``[<name>]`` table into ``campaign.options``."""
+        if campaign.funnel.rungs and not self.supports_rungs:
+            raise ValueError(f"[funnel.rungs]: the {self.name!r} kind has no tasks to add per fidelity; "
+                             "remove the table")
         if self.options_model is not None:
             campaign.set_options(self.options_model.model_validate(campaign.table or {}))
         elif campaign.table:

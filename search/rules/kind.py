@@ -38,9 +38,9 @@ from search.core import (
 )
 
 from .ablations import rule_ablations
-from .bank_eval import BankEvaluator
 from .bank_track import bank_lines, track_validation
 from .mutations import DEFAULT_WEIGHTS
+from .task_eval import TaskSetEvaluator
 from .tasksets import (
     BankPlan,
     bank_plan,
@@ -115,6 +115,7 @@ class RuleKind(KindPlugin):
     default_llm_ops = {"llm_mutate": 1.0, "llm_crossover": 0.5}
     score_label = "score vs tuned AdamW"
     syntax = "python"
+    supports_rungs = True
 
     def validate(self, campaign: Campaign) -> None:
         super().validate(campaign)
@@ -130,6 +131,13 @@ class RuleKind(KindPlugin):
             order = [known.index(f) for f in campaign.fidelities]
             if order != sorted(order) or len(set(order)) != len(order):
                 raise ValueError(f"fidelities: list them once each, cheapest first ({', '.join(known)})")
+        levels = list(campaign.fidelities or known)
+        for f in campaign.funnel.rungs:
+            if f not in levels:
+                raise ValueError(f"funnel.rungs: {f!r} is not one of the campaign's fidelities ({', '.join(levels)})")
+            if f == levels[0]:
+                raise ValueError(f"funnel.rungs: {f!r} is the cheapest fidelity, where every child is screened; "
+                                 "put those tasks in search_tasks, and rungs on the fidelities promoted to")
         if not campaign.seed_rules:
             raise ValueError("seed_rules: give at least one seed rule (e.g. \"adamw\")")
         base = Path(campaign.source_path).parent if campaign.source_path else None
@@ -142,19 +150,27 @@ class RuleKind(KindPlugin):
         del cfg
 
     def make_evaluator(self, campaign: Campaign, run_dir: Path):
+        """A ``RuleEvaluator``; a ``TaskSetEvaluator`` when the tasks change per generation (``[bank]``)
+        or per fidelity (``[funnel.rungs]``)."""
         cfg = RuleEvalConfig.model_validate(eval_config_dict(campaign, run_dir))
         plan = bank_plan(campaign)
-        return RuleEvaluator(cfg) if plan is None else BankEvaluator(cfg, plan.aggregate)
+        if plan is None and not campaign.funnel.rungs:
+            return RuleEvaluator(cfg)
+        return TaskSetEvaluator(cfg, plan.aggregate if plan else "mean", rungs=campaign.funnel.rungs,
+                                banked=plan is not None)
 
     def block_evaluator(self, evaluator, block: int):
-        """Seed block ``block`` of a race (``[funnel] mode = "race"``): the search's protocol on as many
-        other seeds, from 1000 above the search's highest (clear of the validation stage's and
-        verify's), on the same workers and cache."""
-        if type(evaluator) is not RuleEvaluator:
+        """Seed block ``block`` of a race (``[funnel] mode = "race"``): the search's protocol (rungs
+        included) on as many other seeds, from 1000 above the search's highest (clear of the validation
+        stage's and verify's), on the same workers and cache; None in a bank campaign."""
+        if not isinstance(evaluator, (RuleEvaluator, TaskSetEvaluator)):
             return None
         seeds = list(evaluator.config.seeds)
         start = max(seeds) + 1000 + (block - 1) * len(seeds)
-        cfg = evaluator.config.model_copy(update={"seeds": list(range(start, start + len(seeds)))})
+        fresh = list(range(start, start + len(seeds)))
+        if isinstance(evaluator, TaskSetEvaluator):
+            return evaluator.with_seeds(fresh)
+        cfg = evaluator.config.model_copy(update={"seeds": fresh})
         return RuleEvaluator(cfg, executor=evaluator.executor, cache=evaluator.cache)
 
     def make_validation_evaluator(self, campaign: Campaign, run_dir: Path, search_evaluator=None):
@@ -164,10 +180,10 @@ class RuleKind(KindPlugin):
         d = validation_config_dict(eval_config_dict(campaign, run_dir), campaign, plan)
         if d is None:
             return None
-        shared = (search_evaluator.executor if isinstance(search_evaluator, (RuleEvaluator, BankEvaluator))
+        shared = (search_evaluator.executor if isinstance(search_evaluator, (RuleEvaluator, TaskSetEvaluator))
                   else None)
         cfg = RuleEvalConfig.model_validate(d)
-        return RuleEvaluator(cfg, executor=shared) if plan is None else BankEvaluator(cfg, plan.aggregate, shared)
+        return RuleEvaluator(cfg, executor=shared) if plan is None else TaskSetEvaluator(cfg, plan.aggregate, shared)
 
     # -- the sampled task bank ([bank]; search.rules.tasksets) ---------------------------------
     def run_plan(self, engine) -> BankPlan | None:
@@ -185,14 +201,14 @@ class RuleKind(KindPlugin):
                          **plan.to_json())
         else:
             plan = BankPlan.from_json(stored)
-        if isinstance(engine.validator, BankEvaluator):
+        if isinstance(engine.validator, TaskSetEvaluator):
             engine.validator.set_tasks(validation_tasks(engine.campaign, plan))
         return plan
 
     def begin_generation(self, engine) -> None:
         """Bank campaigns: train this generation on its own draw (seeded by campaign seed and generation)."""
         plan = self.run_plan(engine)
-        if plan is not None and isinstance(engine.evaluator, BankEvaluator):
+        if plan is not None and isinstance(engine.evaluator, TaskSetEvaluator):
             engine.evaluator.set_tasks(plan.generation_tasks(engine.generation))
 
     def end_generation(self, engine) -> None:
@@ -205,7 +221,7 @@ class RuleKind(KindPlugin):
         """As every kind's, but in a bank campaign each winner's simplification tries train on the
         tasks of the generation that scored the winner (a score is comparable only on the same tasks)."""
         plan = self.run_plan(engine)
-        if plan is None or not isinstance(engine.evaluator, BankEvaluator):
+        if plan is None or not isinstance(engine.evaluator, TaskSetEvaluator):
             return super().finalize(engine)
         cfg = engine.campaign.simplify
         out = None
