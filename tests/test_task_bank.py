@@ -216,6 +216,12 @@ def test_the_discovery_campaign_starts_from_the_zoo_and_uses_the_bank():
     assert all(fams) and not (fams[0] & fams[1] or fams[0] & fams[2] or fams[1] & fams[2])
     assert len(plan.validation) == 4 and transfer_tasks(c) == plan.test and len(plan.test) >= 3
     check_task_sets(c)
+    # the funnel promotes to a model larger than any the search's families draw
+    (rung,) = c.funnel.rungs["small"]
+    assert proxies.bank_family(rung) in plan.search_families
+    size = lambda spec: sum(p.numel() for p in build_model(spec, 0).parameters())  # noqa: E731
+    drawn = proxies.sample_tasks(["mlp"], 30, seed=5)
+    assert size(rung) > 4 * max(size(t) for t in drawn)
 
 
 def test_command_line_task_lists_keep_bank_specs_whole(capsys):
