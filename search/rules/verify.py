@@ -83,14 +83,18 @@ def _row_text(row: dict, simplify) -> str:
     return v or s or simplify(row["text"])
 
 
-def _task_cells(r: EvalResult, group: dict[str, str], floors: dict[str, float], clip: float) -> dict[str, dict]:
+def _task_cells(r: EvalResult, group: dict[str, str], floors: dict[str, float], clip: float,
+                est: Estimate | None = None) -> dict[str, dict]:
+    """Per task: score, interval, tuned points and noise floor. A task of ``est`` (the verdict's estimate)
+    takes its interval from there; the others are bootstrapped on their own."""
     out = {}
     for t, tr in r.tasks.items():
         ok = tr.status == Status.ok
         ci, score = None, tr.score if ok else None
         if ok:
             try:   # the cell's score is the estimate's (per-seed clipped mean), so it matches its interval
-                te = estimate_results({t: tr}, clip=clip).tasks[t]
+                own = est is not None and t in est.tasks
+                te = est.tasks[t] if own else estimate_results({t: tr}, clip=clip).tasks[t]
                 ci, score = [te.ci[0], te.ci[1]], te.score
             except StatsError:
                 pass
@@ -192,7 +196,8 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
             ev.close()
         verdict_tasks = xfer or val_tasks
         for e, r in zip(entries, results):
-            cells = _task_cells(r, group, floors, cfg.clip)
+            est = _estimate(r, verdict_tasks, floors, cfg.clip, task_aggregate(c))   # bank runs: iqm
+            cells = _task_cells(r, group, floors, cfg.clip, est)
             e["tasks"] = cells
             e["status"] = str(r.status.value)
             for grp, key in (("validation", "validation_test"), ("transfer", "verified")):
@@ -204,7 +209,6 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
             if not xfer:   # no transfer tasks: the validation tasks' test split is what is verified
                 e["verified"], e["verified_won"], e["verified_n"] = (e["validation_test"], e["validation_test_won"],
                                                                      e["validation_test_n"])
-            est = _estimate(r, verdict_tasks, floors, cfg.clip, task_aggregate(c))   # bank runs: iqm
             e["estimate"] = est.to_json() if est is not None else None
             if est is not None:   # the verified score is the estimate's (its aggregate: mean, or iqm on a bank)
                 e["verified"] = est.score
