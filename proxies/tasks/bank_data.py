@@ -46,7 +46,11 @@ def _standardize(x: np.ndarray, y: np.ndarray, regression: bool, n_held: int, se
     perm = np.random.RandomState(seed).permutation(len(x))
     idx = {"val": perm[:n_held], "test": perm[n_held:2 * n_held], "train": perm[2 * n_held:]}
     tr = idx["train"]
-    mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-8
+    mu, sd = x[tr].mean(0), x[tr].std(0)
+    # a feature constant on the training split keeps its scale: dividing by ~0 turned a digits pixel that
+    # is 0 in every training image and 1 in one held-out image into 1e8, which batch statistics at
+    # evaluation then spread over the whole held-out batch (every model at chance)
+    sd = np.where(sd < 1e-6, 1.0, sd)
     ymu, ysd = (y[tr].mean(), y[tr].std() + 1e-8) if regression else (0.0, 1.0)
     out = {}
     for s, i in idx.items():
