@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 import dsl
 from evaluators import Candidate, RuleEvalConfig
+from search.cli import main
 from search.core import Campaign, CampaignError, Engine, RunView, parse_campaign
 from search.rules.task_eval import TaskSetEvaluator, rung_tasks
 
@@ -93,3 +95,9 @@ def test_a_bad_rung_is_a_campaign_error_naming_it(over, what):
 def test_a_kind_without_tasks_refuses_rungs():
     with pytest.raises(CampaignError, match="funnel.rungs"):
         parse_campaign({"name": "p", "kind": "prompt", "funnel": {"rungs": {"small": ["x"]}}}, "p.toml")
+
+
+def test_check_lists_the_rungs(capsys):
+    assert main(["check", str(Path(__file__).resolve().parents[1] / "examples" / "discovery.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "rung small: the promoted also train on bank:mlp/data=digits,w=256" in out

@@ -89,6 +89,8 @@ def check_campaign(path: str | Path) -> tuple[Campaign, list[str]]:
         lines.append(f"  search tasks: {', '.join(search or []) or 'default'}; validation tasks: {val}")
     if c.fidelities:
         lines.append(f"  fidelities: {', '.join(c.fidelities)}")
+    for fid, tasks in c.funnel.rungs.items():
+        lines.append(f"  rung {fid}: the promoted also train on {', '.join(tasks)}")
     b = c.budget
     lines.append(f"  budget: {b.evaluations} evaluation units" + (f", {b.wall_seconds:g} s" if b.wall_seconds else "")
                  + (f", {b.llm_calls} LLM calls" if b.llm_calls is not None else "")
