@@ -205,6 +205,11 @@ def test_iqm_and_the_overfitting_flag():
     assert overfitting(rising_falling, 3)[0]
     both_rising = [p | {"validation_score": 0.05 * p["generation"]} for p in rising_falling]
     assert not overfitting(both_rising, 3)[0]
+    # an unchanged best: equal scores up to rounding are not a trend (slopes of order 1e-17 once were)
+    flat = [{"generation": g, "search_score": -0.004 + 1e-17 * g, "validation_score": -1e-17 * g} for g in range(4)]
+    assert not overfitting(flat, 3)[0]
+    tiny = [{"generation": g, "search_score": 0.002 * g, "validation_score": -0.002 * g} for g in range(4)]
+    assert not overfitting(tiny, 3)[0]                    # 0.004 across the window: below MIN_CHANGE
     assert not overfitting(rising_falling[:2], 3)[0]      # too few points
 
 
@@ -291,7 +296,7 @@ def test_search_rising_while_validation_falls_is_reported_once(tmp_path):
                           campaign=SimpleNamespace(kind="rule"), ctx=SimpleNamespace(top=lambda k: [best]),
                           event=lambda kind, message, **data: store.add_event(kind, message, data))
     try:
-        for g, (search, val) in enumerate([(0.10, 0.05), (0.12, 0.06), (0.15, 0.07), (0.18, 0.05),
+        for g, (search, val) in enumerate([(0.10, 0.05), (0.12, 0.06), (0.15, 0.07), (0.18, 0.04),
                                            (0.20, 0.03), (0.25, 0.01)], start=1):
             eng.generation, best.score, eng.validator.score = g, search, val
             assert track_validation(eng, every=1, fidelity=None, window=3)["validation_score"] == val

@@ -6,9 +6,10 @@ generations the current best is scored on the fixed validation bank (at ``track_
 cheapest by default; results are cached, so an unchanged best costs nothing) and the point
 ``{generation, id, search_score, validation_score}`` is appended to the run's ``meta.bank_track``.
 
-Meta-overfitting is flagged when, over the last ``overfit_window`` points, the least-squares slope
-of the search score against the generation is > 0 while that of the validation score is < 0; a
-``meta_overfitting`` event (a warning in the run's log and live view) is written when the flag
+Meta-overfitting is flagged when, over the last ``overfit_window`` points, the least-squares line of
+the search score against the generation rises by more than :data:`MIN_CHANGE` across the window
+while that of the validation score falls by more than it (a smaller change, a best that did not
+change at all included, is noise, not a trend); a ``meta_overfitting`` event (a warning in the run's log and live view) is written when the flag
 turns on.
 """
 from __future__ import annotations
@@ -32,7 +33,12 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
 
 
-def overfitting(track: Sequence[dict[str, Any]], window: int) -> tuple[bool, float, float]:
+#: the smallest change across the tracking window (in score units, ~1% of loss) that counts as a trend
+MIN_CHANGE = 0.01
+
+
+def overfitting(track: Sequence[dict[str, Any]], window: int,
+                min_change: float = MIN_CHANGE) -> tuple[bool, float, float]:
     """(flag, search slope, validation slope) over the last ``window`` points with both scores."""
     pts = [p for p in track if p.get("validation_score") is not None
            and math.isfinite(p["validation_score"]) and math.isfinite(p["search_score"])][-window:]
@@ -41,7 +47,8 @@ def overfitting(track: Sequence[dict[str, Any]], window: int) -> tuple[bool, flo
     gens = [p["generation"] for p in pts]
     s = slope(gens, [p["search_score"] for p in pts])
     v = slope(gens, [p["validation_score"] for p in pts])
-    return (s > 0 and v < 0), s, v
+    span = float(max(gens) - min(gens))
+    return (s * span > min_change and v * span < -min_change), s, v
 
 
 def track_validation(engine: EngineView, every: int, fidelity: str | None, window: int) -> dict | None:
@@ -101,4 +108,4 @@ def bank_lines(view) -> list[str]:
     return out
 
 
-__all__ = ["slope", "overfitting", "track_validation", "bank_lines"]
+__all__ = ["MIN_CHANGE", "slope", "overfitting", "track_validation", "bank_lines"]
