@@ -9,8 +9,8 @@ cheapest by default; results are cached, so an unchanged best costs nothing) and
 Meta-overfitting is flagged when, over the last ``overfit_window`` points, the least-squares line of
 the search score against the generation rises by more than :data:`MIN_CHANGE` across the window
 while that of the validation score falls by more than it (a smaller change, a best that did not
-change at all included, is noise, not a trend); a ``meta_overfitting`` event (a warning in the run's log and live view) is written when the flag
-turns on.
+change at all included, is noise, not a trend); a ``meta_overfitting`` event (a warning in the
+run's log and live view) is written when the flag turns on.
 """
 from __future__ import annotations
 
