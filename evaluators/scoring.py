@@ -26,12 +26,17 @@ def floored_log_ratios(cand: Sequence[float], base: Sequence[float], higher_is_b
     return np.log(c / b) if higher_is_better else np.log(b / c)
 
 
+def solved_level(cand: SweepSummary, base: SweepSummary) -> float:
+    """The pair's solved level: the task's ``metric_floor`` as either summary carries it (0 = none)."""
+    return max(cand.metric_floor, base.metric_floor)
+
+
 def log_ratio(cand: SweepSummary, base: SweepSummary) -> float:
     """Seed-paired mean log ratio vs the baseline at their own tuned grid points (unclipped):
     log(baseline / candidate) for losses, log(candidate / baseline) for higher-is-better metrics,
     losses floored at the task's solved level (:func:`floored_log_ratios`)."""
-    solved = max(cand.metric_floor, base.metric_floor)
-    return float(floored_log_ratios(cand.best_metrics(), base.best_metrics(), cand.higher_is_better, solved).mean())
+    return float(floored_log_ratios(cand.best_metrics(), base.best_metrics(), cand.higher_is_better,
+                                    solved_level(cand, base)).mean())
 
 
 def task_score(cand: SweepSummary, base: SweepSummary, clip: float) -> float:
@@ -83,8 +88,8 @@ def task_result(cand: SweepSummary, base: SweepSummary, clip: float, raw: bool =
         extra.update(copy_steps=cand.copy_steps, baseline_copy_steps=base.copy_steps)
     if raw:
         extra["log_ratio"] = log_ratio(cand, base)
-    if max(cand.metric_floor, base.metric_floor) > 0:
-        extra["metric_floor"] = max(cand.metric_floor, base.metric_floor)
+    if solved_level(cand, base) > 0:
+        extra["metric_floor"] = solved_level(cand, base)
     return TaskResult(task=cand.task, metric=float(np.mean(cand.best_metrics())),
                       metric_name=cand.metric_name, higher_is_better=cand.higher_is_better,
                       baseline=float(np.mean(base.best_metrics())), score=task_score(cand, base, clip),
@@ -98,5 +103,5 @@ def failed_task_result(s: SweepSummary, status: Status, reason: str) -> TaskResu
                              "seconds": s.seconds})
 
 
-__all__ = ["METRIC_FLOOR", "floored_log_ratios",
+__all__ = ["METRIC_FLOOR", "floored_log_ratios", "solved_level",
            "log_ratio", "task_score", "mean_score", "tasks_won", "task_result", "failed_task_result"]

@@ -127,7 +127,7 @@ def search_tasks(c: Campaign) -> list[str]:
     return _named_search(c)
 
 
-def rung_tasks(c: Campaign) -> list[str]:
+def campaign_rung_tasks(c: Campaign) -> list[str]:
     """The tasks ``[funnel.rungs]`` adds at the fidelities promoted to (search tasks too: selection sees them)."""
     return list(dict.fromkeys(t for ts in c.funnel.rungs.values() for t in ts))
 
@@ -163,7 +163,7 @@ def transfer_tasks(c: Campaign, given: list[str] | None = None, plan: BankPlan |
     plan = plan or bank_plan(c)
     if plan is not None:
         return list(plan.test)
-    used = set(families(search_tasks(c) + rung_tasks(c) + validation_tasks(c)).values())
+    used = set(families(search_tasks(c) + campaign_rung_tasks(c) + validation_tasks(c)).values())
     return [t for t in proxies.TASK_GROUPS["transfer"] if proxies.task_family(t) not in used]
 
 
@@ -171,11 +171,11 @@ def check_task_sets(c: Campaign) -> None:
     """Refuse overlapping sets and unloadable tasks, naming the field (a ValueError: the campaign
     loader turns it into a CampaignError naming the file)."""
     plan = bank_plan(c)
-    again = sorted(set(search_tasks(c)) & set(rung_tasks(c)))
+    again = sorted(set(search_tasks(c)) & set(campaign_rung_tasks(c)))
     if again:
         raise ValueError(f"funnel.rungs: {', '.join(again)} already in the search tasks (trained at every "
                          "fidelity); a rung adds tasks the cheaper fidelities do not train on")
-    sets = {"search_tasks" if c.tasks is None else "tasks": search_tasks(c) + rung_tasks(c),
+    sets = {"search_tasks" if c.tasks is None else "tasks": search_tasks(c) + campaign_rung_tasks(c),
             "validation_tasks": validation_tasks(c, plan), "verify.tasks": c.verify.tasks or []}
     if plan is not None:
         sets["verify.tasks"] = transfer_tasks(c, plan=plan)
@@ -243,5 +243,5 @@ def validation_config_dict(base: dict[str, Any], c: Campaign, plan: BankPlan | N
 
 
 __all__ = ["TUNING_DEFAULTS", "BankPlan", "bank_plan", "task_aggregate",
-           "search_tasks", "rung_tasks", "validation_tasks", "transfer_tasks", "check_task_sets",
+           "search_tasks", "campaign_rung_tasks", "validation_tasks", "transfer_tasks", "check_task_sets",
            "with_tuning_defaults", "validation_config_dict", "families"]
