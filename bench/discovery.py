@@ -421,14 +421,15 @@ def bandit_table(out: Path) -> str:
 # -- the task-bank protocol: examples/discovery.toml, random vs bandit + LLM at equal wall-clock ----------
 
 def bank_campaign_dict(arm: str, search_seed: int, wall: float, tag: str = "", llm_calls: int | None = None,
-                       tuning: str | None = None) -> dict:
+                       tuning: str | None = None, out: Path | None = None) -> dict:
     """examples/discovery.toml for one arm and search seed, stopped by ``wall`` seconds of search (the
     unit budget is out of reach); a short wall scales the finalize stage down with it. ``tuning``
     (an ``evaluators.TUNING_PRESETS`` name) replaces the file's lr x wd protocol, for every rule and
-    AdamW alike. Each arm has its own result cache, so neither reuses the other's work."""
+    AdamW alike. Each arm has its own result cache under ``out`` (default runs/bench_discovery), so
+    neither reuses the other's work and a new ``--out`` is a fresh round that replays nothing."""
     d = transfer_campaign_dict(search_seed, 1_000_000, wall, tag, arm, llm_calls)
     d["name"] = f"bench_bank_{transfer_stem(arm, search_seed, tag)}"
-    d["evaluator"]["cache_dir"] = str(ROOT / "runs" / "bench_discovery" / f"bank_cache_{arm}")
+    d["evaluator"]["cache_dir"] = str((out or ROOT / "runs" / "bench_discovery") / f"bank_cache_{arm}")
     if tuning is not None:
         for k in ("lr_grid", "wd_grid", "halving"):
             d["evaluator"].pop(k, None)
@@ -444,7 +445,7 @@ def bank_search(args, arm: str, seed: int) -> Path:
     """One arm's campaign for one search seed; writes ``bank_<stem>.json`` without verification yet."""
     out = Path(args.out)
     d = bank_campaign_dict(arm, seed, args.bank_wall, args.tag, args.llm_calls if arm != "random" else None,
-                           args.tuning)
+                           args.tuning, out)
     d["executor"] = args.executor
     if args.workers:
         d["evaluator"]["workers"] = args.workers
@@ -486,13 +487,14 @@ def bank_verify(args, arm: str, seed: int) -> None:
         tasks = [t for t in test if t not in skip]
         res["verify_skipped"] = [t for t in test if t in skip]
     res["verify_validation"] = not args.verify_no_validation
+    res["verify_tuning"] = args.verify_tuning or res.get("tuning", "thorough")
     t0 = time.time()
     res["verify_load_before"] = os.getloadavg()
     for base in [None] + [b for b in (args.vs or "").split(",") if b]:
         rec = verify_run(run, top=1, tasks=tasks, executor=args.executor, with_seeds=False,
                          fidelity=args.verify_fidelity, cache_dir=out / "bank_cache_verify", seeds=seeds,
                          noise_replicates=args.noise_replicates, baseline=base,
-                         validation=not args.verify_no_validation)
+                         validation=not args.verify_no_validation, tuning=args.verify_tuning)
         print("\n".join(verify_table(rec)), flush=True)
         if base is None:
             res["verify"] = rec
@@ -607,6 +609,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None, help="--bank: evaluation workers per campaign")
     ap.add_argument("--verify-skip", default=None, help="--bank: test-bank tasks verify leaves out (e.g. lm_l, "
                     "too costly here); recorded in the result")
+    ap.add_argument("--verify-tuning", default=None, choices=sorted(TUNING_PRESETS),
+                    help="--bank: tune every rule in verify with this preset (default the campaign's, --tuning)")
     ap.add_argument("--verify-no-validation", action="store_true", help="--bank: verify on the test bank only")
     args = ap.parse_args()
     out = Path(args.out)

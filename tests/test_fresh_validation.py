@@ -141,3 +141,36 @@ def test_rule_validation_uses_fresh_seeds_and_the_searchs_process_pool(tmp_path)
         assert len(r.tasks["cancer_bce"].extra["seed_metrics"]) == 2
     finally:
         e.close()
+
+
+def test_rule_validation_verdicts_stand_against_measured_noise_floors(tmp_path):
+    """The stage measures each validation task's noise floor (tuned AdamW against itself on disjoint
+    seeds) and the fresh estimates count a task as won only beyond it; 0 replicates measure none."""
+    def run(name: str, replicates: int) -> dict:
+        c = parse_campaign({"name": name, "seed_rules": ["sgd_momentum", "adamw"], "search_tasks": ["quadratic"],
+                            "validation_tasks": ["cancer_bce"], "fidelities": ["tiny"], "executor": "inprocess",
+                            "budget": {"evaluations": 4}, "search": {"population": 2, "batch_size": 2},
+                            "simplify": {"enabled": False},
+                            "validation": {"top": 2, "noise": 0.0, "noise_replicates": replicates}})
+        e = Engine(c, tmp_path / name)
+        try:
+            e.run()
+        finally:
+            e.close()
+        view = RunView(tmp_path / name)
+        try:
+            return {r["text"]: r["meta"]["validation"] for r in view.ranked() if "validation" in r["meta"]}
+        finally:
+            view.close()
+
+    with_floor = run("floored", 1)
+    assert with_floor
+    for rec in with_floor.values():
+        floor = rec["noise"]["cancer_bce"]
+        assert math.isfinite(floor) and floor >= 0.0
+        task = rec["estimate"]["tasks"]["cancer_bce"]
+        assert task["noise"] == pytest.approx(floor)
+        assert task["beyond_noise"] == (task["score"] > floor)
+    without = run("unfloored", 0)
+    assert all(rec["noise"] == {} and rec["estimate"]["tasks"]["cancer_bce"]["noise"] is None
+               for rec in without.values())

@@ -171,6 +171,23 @@ def test_verify_against_another_baseline_is_stored_beside_the_main_one_and_can_s
     assert "no_such_rule" in err and "Traceback" not in err
 
 
+def test_verify_can_tune_every_rule_on_a_finer_grid_than_the_search(validated_run):
+    from evaluators import TUNING_PRESETS
+    from search.rules import VerifyError
+    from search.rules.verify import verify_table
+    run, _ = validated_run
+    kw = dict(top=1, tasks=["rosenbrock"], executor="inprocess", noise_replicates=1, validation=False,
+              baseline="sgd_momentum", log=lambda *_: None)
+    coarse = verify_run(run, **kw)
+    fine = verify_run(run, tuning="fine", **kw)
+    assert coarse["tuning"] == "campaign" and fine["tuning"] == "fine"
+    assert fine["config_hash"] != coarse["config_hash"]          # a different protocol, its own cache entries
+    assert TUNING_PRESETS["fine"]["lr_grid"]["points"] > 5      # half-decade steps where the campaign had decades
+    assert "tuning preset 'fine'" in verify_table(fine)[0] and "tuning preset" not in verify_table(coarse)[0]
+    with pytest.raises(VerifyError, match="not a tuning preset"):
+        verify_run(run, tuning="finest", **kw)
+
+
 def test_holds_needs_a_positive_mean_and_most_tasks():
     # with a stored verdict, the verdict decides (interval and noise floors, evaluators.stats)
     assert holds({"verified": 0.05, "verified_won": 3, "verified_n": 4, "verdict": "holds"})

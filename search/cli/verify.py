@@ -1,7 +1,8 @@
-"""``optforge verify RUN [--top K] [--tasks a,b] [--seeds 5,6,7,8] [--baseline muon] [--json]``: re-score a
-run's top rules on the test splits, with unseen seeds, on the validation tasks and on transfer tasks the
-search never saw; print per task and the means with intervals, noise floors and each rule's verdict (holds /
-indistinguishable from AdamW / worse), and store it in the run (search.rules.verify)."""
+"""``optforge verify RUN [--top K] [--tasks a,b] [--seeds 5,6,7,8] [--baseline muon] [--tuning fine]
+[--json]``: re-score a run's top rules on the test splits, with unseen seeds, on the validation tasks
+and on transfer tasks the search never saw; print per task and the means with intervals, noise floors
+and each rule's verdict (holds / indistinguishable from AdamW / worse), and store it in the run
+(search.rules.verify)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ import json
 import sys
 
 import proxies
+from evaluators import TUNING_PRESETS
 from search.rules import VerifyError, verdict, verify_json, verify_run, verify_table
 
 from .errors import CLIError
@@ -33,7 +35,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         rec = verify_run(run, top=args.top, tasks=tasks, seeds=_csv(args.seeds, int),
                          fidelity=args.fidelity, executor=args.executor, noise_replicates=args.noise_replicates,
-                         baseline=args.baseline, validation=not args.no_validation, log=log)
+                         baseline=args.baseline, validation=not args.no_validation, tuning=args.tuning,
+                         log=log)
     except (VerifyError, ValueError, KeyError) as e:
         raise CLIError(str(e).strip("'\"")) from None
     if args.json:
@@ -63,5 +66,8 @@ def register(sub) -> None:
     p.add_argument("--no-validation", action="store_true", help="skip the validation tasks' test split (about "
                    "half the cost); the verdict is on the transfer tasks either way")
     p.add_argument("--fidelity", default=None, help="default: the validation (else highest search) fidelity")
+    p.add_argument("--tuning", default=None, choices=sorted(TUNING_PRESETS),
+                   help="tune every rule and the baseline with this preset instead of the campaign's protocol "
+                   "(e.g. fine: half-decade lr steps where the search used decades)")
     p.add_argument("--executor", default=None, choices=["inprocess", "pool", "ray"])
     p.set_defaults(func=cmd_verify)

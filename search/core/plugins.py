@@ -194,6 +194,14 @@ class KindPlugin(abc.ABC):
         kind cannot (racing is then refused)."""
         return None
 
+    def noise_floors(self, evaluator: Evaluator, fidelity: str, tasks: Sequence[str],
+                     replicates: int) -> dict[str, float]:
+        """Each task's noise floor under ``evaluator``'s protocol (its baseline against itself on
+        ``replicates`` pairs of disjoint seed sets), for the validation stage's verdict; {}: this kind
+        measures none (the verdict then asks each task's own interval). May raise ``ValueError``
+        (e.g. ``evaluators.NoiseError``) when the baseline fails."""
+        return {}
+
     def make_validation_evaluator(self, campaign: Campaign, run_dir: Path,
                                   search_evaluator: Evaluator | None = None) -> Evaluator | None:
         """The evaluator of the funnel's validation stage (search.core.selection); None: no stage.

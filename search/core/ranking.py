@@ -37,6 +37,10 @@ class ValidationConfig(BaseModel):
     #                                       by beating it on the validation tasks, not on the search's
     # training seeds of the stage; None: fresh ones the search never used (:meth:`fresh_seeds`)
     eval_seeds: list[int] | None = None
+    # noise floors of the stage's verdicts: the baseline against itself on K pairs of disjoint seed sets
+    # per validation task (KindPlugin.noise_floors; 0: none, a task then counts as won when its own
+    # interval is above 0)
+    noise_replicates: int = Field(1, ge=0)
 
     def fresh_seeds(self, search_seeds: Sequence[int]) -> list[int]:
         """The validation stage's training seeds: ``eval_seeds``, or as many as the search uses (at least

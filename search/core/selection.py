@@ -13,10 +13,12 @@ The winner's curse: the best of many noisy search scores is biased upwards (it w
 the search never used (``[validation] eval_seeds``, default fresh ones: ``ValidationConfig.
 fresh_seeds``), and the final ranking and the run's best use only these fresh estimates, never
 the search's own scores, whenever the stage ran. Each candidate's ``meta.validation`` record
-keeps the fresh score, its interval (``evaluators.estimate`` over the per-seed paired log ratios:
-``estimate``, the ``Estimate.to_json()`` dict; None when the evaluator reports no paired seeds)
-and the search score it replaced. Validation evaluations are recorded with ``phase = 'validation'``
-(and fidelity ``'validation'``), run on the search evaluator's workers, and cost no search units.
+keeps the fresh score, its interval (``evaluators.estimate`` over the per-seed paired log ratios
+against each validation task's noise floor, ``[validation] noise_replicates`` pairs of the baseline
+against itself: ``estimate``, the ``Estimate.to_json()`` dict; None when the evaluator reports no
+paired seeds), the floors (``noise``) and the search score it replaced. Validation evaluations are
+recorded with ``phase = 'validation'`` (and fidelity ``'validation'``), run on the search evaluator's
+workers, and cost no search units.
 The ordering itself is pure and lives in ``search.core.ranking``.
 """
 from __future__ import annotations
@@ -50,17 +52,35 @@ def validated_text(engine: EngineView, ind: Individual) -> str:
     return simp or exact_simplify(engine, ind.text)
 
 
-def fresh_estimate(ev: object, r: EvalResult) -> dict[str, Any] | None:
+def fresh_estimate(ev: object, r: EvalResult, noise: dict[str, float] | None = None) -> dict[str, Any] | None:
     """``evaluators.estimate`` of a validation result's ok tasks (per-seed paired log ratios, clipped
-    as the evaluator clips task scores) as its ``to_json()`` dict; None without paired seeds."""
+    as the evaluator clips task scores, aggregated over tasks as it aggregates them: the interquartile
+    mean on a task bank) against the tasks' ``noise`` floors, as its ``to_json()`` dict; None without
+    paired seeds."""
     tasks = {t: tr for t, tr in r.tasks.items() if tr.status == Status.ok}
     if r.status != Status.ok or not tasks:
         return None
     clip = getattr(getattr(ev, "config", None), "clip", None)   # RuleEvalConfig.clip; other kinds: none
+    aggregate = getattr(ev, "aggregate", "mean")                  # a bank's TaskSetEvaluator: "iqm"
     try:
-        return estimate_results(tasks, clip=clip).to_json()
+        return estimate_results(tasks, noise, clip=clip, aggregate=aggregate).to_json()
     except StatsError:
         return None
+
+
+def stage_noise_floors(engine: EngineView, fidelity: str, results: Sequence[EvalResult]) -> dict[str, float]:
+    """The validation tasks' noise floors (``[validation] noise_replicates`` pairs; KindPlugin.noise_floors);
+    {} when off, unsupported, or failed (an event says so, and the verdicts use each task's interval)."""
+    k = engine.campaign.validation.noise_replicates
+    tasks = list(dict.fromkeys(t for r in results for t, tr in r.tasks.items() if tr.status == Status.ok))
+    if k < 1 or not tasks:
+        return {}
+    try:
+        return engine.kind.noise_floors(engine.validator, fidelity, tasks, k)
+    except Exception as e:  # noqa: BLE001 - floors refine the verdict; without them the stage still ends
+        engine.event("evaluator_error", f"validation noise floors: {type(e).__name__}: {e}; the verdicts use "
+                     "each task's own interval")
+        return {}
 
 
 def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
@@ -90,13 +110,15 @@ def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
     except Exception as e:  # noqa: BLE001 - an evaluator must not raise; the run still ends
         engine.event("evaluator_error", f"validation: {type(e).__name__}: {e}")
         return []
+    floors = stage_noise_floors(engine, fid, results)
     out = []
     for ind, text, r in zip(winners, texts, results):
         key = ev.key(Candidate(kind=engine.campaign.kind, text=text))
         engine.store.add_result(ind.id, key, r, fidelity=VALIDATION, cost=0.0, phase=VALIDATION)
         ind.validation = r
         rec = {"text": text, "score": ok_score(r), "tasks_won": r.tasks_won, "tasks": r.tasks_scored,
-               "fidelity": fid, "search_score": ind.score, "estimate": fresh_estimate(ev, r)}
+               "fidelity": fid, "search_score": ind.score, "estimate": fresh_estimate(ev, r, floors),
+               "noise": floors}
         ind.meta["validation"] = rec
         engine.store.update_candidate_meta(ind.id, ind.meta)
         out.append(rec | {"id": ind.id})
@@ -109,4 +131,4 @@ def validate_winners(engine: EngineView) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["rank_individuals", "validated_text", "validate_winners", "fresh_estimate"]
+__all__ = ["rank_individuals", "validated_text", "validate_winners", "fresh_estimate", "stage_noise_floors"]

@@ -26,6 +26,7 @@ from dsl import library
 from dsl.checker import liveness
 from dsl.export import export_python
 from evaluators import WORST_SCORE, RuleEvalConfig, RuleEvaluator
+from evaluators import noise_floors as measure_noise_floors
 from search.core import (
     Campaign,
     Individual,
@@ -184,6 +185,15 @@ class RuleKind(KindPlugin):
                   else None)
         cfg = RuleEvalConfig.model_validate(d)
         return RuleEvaluator(cfg, executor=shared) if plan is None else TaskSetEvaluator(cfg, plan.aggregate, shared)
+
+    def noise_floors(self, evaluator, fidelity: str, tasks, replicates: int) -> dict[str, float]:
+        """Tuned baseline against itself on ``replicates`` pairs of disjoint seed sets per task, under
+        ``evaluator``'s protocol and cache (``evaluators.noise_floors``); {} for another evaluator."""
+        owner = evaluator.inner(fidelity) if isinstance(evaluator, TaskSetEvaluator) else evaluator
+        if not isinstance(owner, RuleEvaluator) or replicates < 1:
+            return {}
+        floors = measure_noise_floors(owner, fidelity, list(tasks), replicates=replicates)
+        return {t: f.floor for t, f in floors.items()}
 
     # -- the sampled task bank ([bank]; search.rules.tasksets) ---------------------------------
     def run_plan(self, engine) -> BankPlan | None:

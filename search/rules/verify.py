@@ -5,7 +5,9 @@ The top K of the final ranking (validated first) are re-scored - as they would b
 used** (four by default), on the campaign's validation tasks and on **transfer** tasks outside
 both the search's and the validation's families (``[verify] tasks``, default
 ``proxies.TASK_GROUPS["transfer"]`` minus used families), under the campaign's own tuning protocol
-(lr x wd grid, halving, clip). Rule and AdamW are paired on the same seeds. The seed rules are
+(lr x wd grid, halving, clip) or a named ``evaluators.TUNING_PRESETS`` protocol for every rule alike
+(``tuning``: a search tuned on a coarse grid can win by where the grid's points fall; a finer grid
+at verification tells). Rule and AdamW are paired on the same seeds. The seed rules are
 scored alongside for reference. The result is stored in the run (``meta.verify`` in its SQLite
 file) and shown by ``optforge show`` and the HTML report.
 
@@ -18,11 +20,13 @@ from AdamW (docs/statistics.md). Runs verified before intervals existed still di
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
 
 from evaluators import (
+    TUNING_PRESETS,
     Candidate,
     Estimate,
     NoiseError,
@@ -110,7 +114,8 @@ def _task_cells(r: EvalResult, group: dict[str, str], floors: dict[str, float], 
 def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | None = None,
                seeds: list[int] | None = None, fidelity: str | None = None, executor: str | None = None,
                with_seeds: bool = True, cache_dir: str | Path | None = None, noise_replicates: int = 4,
-               baseline: str | None = None, validation: bool = True, log=print) -> dict[str, Any]:
+               baseline: str | None = None, validation: bool = True, tuning: str | None = None,
+               log=print) -> dict[str, Any]:
     """Verify a rule run (module docstring); returns what it stores under ``meta.verify``. Results are
     cached in ``cache_dir`` (default ``<run>/eval_cache_verify``; runs verified alike may share one).
 
@@ -118,7 +123,11 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
     campaign's baseline, tuned the same way, with its own noise floors (it against itself); such a
     record is stored under ``meta.verify_vs[baseline]`` and leaves the main verification alone.
     ``validation=False`` skips the validation tasks' test split (about half the cost when the
-    validation bank is as large as the transfer one); the verdict is on the transfer tasks either way."""
+    validation bank is as large as the transfer one); the verdict is on the transfer tasks either way.
+    ``tuning`` (an ``evaluators.TUNING_PRESETS`` name) replaces the campaign's lr x wd grid and halving
+    for every rule and baseline alike; the record's ``tuning`` says which protocol scored it."""
+    if tuning is not None and tuning not in TUNING_PRESETS:
+        raise VerifyError(f"tuning {tuning!r}: not a tuning preset; choose one of {sorted(TUNING_PRESETS)}")
     view = RunView(run)
     try:
         if view.kind != "rule":
@@ -153,6 +162,10 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         c_baseline = d.get("baseline", "adamw")   # the campaign's own: its record is meta.verify
         if baseline is not None:
             d["baseline"] = baseline
+        if tuning is not None:
+            for key in ("lr_grid", "wd_grid", "halving"):
+                d.pop(key, None)
+            d.update(copy.deepcopy(TUNING_PRESETS[tuning]))
         d.update(tasks=all_tasks, seeds=seeds, split="test",
                  cache_dir=str(cache_dir or Path(view.run_dir) / "eval_cache_verify"))
         if executor:
@@ -180,7 +193,8 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
                 entries.append({"id": None, "rank": None, "label": f"seed {label}", "kind": "seed",
                                 "text": kind.normalize(text), "search": None, "validation": None})
         log(f"verify {view.run_dir}: {len(entries)} rule(s) on {len(all_tasks)} task(s) "
-            f"({', '.join(all_tasks)}), test split, seeds {seeds}, fidelity {fid}")
+            f"({', '.join(all_tasks)}), test split, seeds {seeds}, fidelity {fid}, "
+            f"tuning {tuning or 'as the campaign'}")
         t0 = time.time()
         ev = RuleEvaluator(cfg)
         try:
@@ -221,7 +235,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         rec = {"created": time.time(), "seconds": round(time.time() - t0, 1), "fidelity": fid, "seeds": seeds,
                "split": "test", "validation_tasks": val_tasks, "transfer_tasks": xfer,
                "verdict_tasks": verdict_tasks, "noise": floors, "noise_replicates": noise_replicates,
-               "baseline": cfg.baseline,
+               "baseline": cfg.baseline, "tuning": tuning or "campaign",
                "search_tasks": search_tasks(c), "config_hash": cfg.result_hash(), "entries": entries}
     finally:
         view.close()
@@ -283,7 +297,8 @@ def verify_table(rec: dict[str, Any]) -> list[str]:
     base = rec.get("baseline", "adamw")
     short = "AdamW" if base == "adamw" else base
     out = [f"verified against {baseline_name(base)} on the test split, unseen seeds {rec['seeds']}, "
-           f"fidelity {rec['fidelity']}; "
+           f"fidelity {rec['fidelity']}"
+           + (f", tuning preset {rec['tuning']!r}" if rec.get("tuning", "campaign") != "campaign" else "") + "; "
            f"validation tasks: {', '.join(rec['validation_tasks']) or '-'}; transfer tasks (never used by the "
            f"search or the validation): {', '.join(rec['transfer_tasks']) or '-'}",
            f"{'rule':<22} {'search':>8} {'won':>5}  {'validation':>10} {'won':>5}  {'val (test)':>10} {'won':>5}  "
