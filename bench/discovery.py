@@ -487,21 +487,28 @@ def bank_verify(args, arm: str, seed: int) -> None:
         tasks = [t for t in test if t not in skip]
         res["verify_skipped"] = [t for t in test if t in skip]
     res["verify_validation"] = not args.verify_no_validation
-    res["verify_tuning"] = args.verify_tuning or res.get("tuning", "thorough")
-    t0 = time.time()
-    res["verify_load_before"] = os.getloadavg()
+    retuned = args.verify_tuning is not None and args.verify_tuning != res.get("tuning")
+    # the campaign's own protocol: verify / verify_vs; another preset: verify_retuned[preset][baseline]
+    into = res.setdefault("verify_retuned", {}).setdefault(args.verify_tuning, {}) if retuned else res
+    t0, load0 = time.time(), os.getloadavg()
     for base in [None] + [b for b in (args.vs or "").split(",") if b]:
         rec = verify_run(run, top=1, tasks=tasks, executor=args.executor, with_seeds=False,
                          fidelity=args.verify_fidelity, cache_dir=out / "bank_cache_verify", seeds=seeds,
                          noise_replicates=args.noise_replicates, baseline=base,
-                         validation=not args.verify_no_validation, tuning=args.verify_tuning)
+                         validation=not args.verify_no_validation, tuning=args.verify_tuning if retuned else None)
         print("\n".join(verify_table(rec)), flush=True)
-        if base is None:
+        if retuned:
+            into[base or "adamw"] = rec
+        elif base is None:
             res["verify"] = rec
         else:
             res.setdefault("verify_vs", {})[base] = rec
-    res["verify_s"] = round(time.time() - t0, 1)
-    res["verify_load_after"] = os.getloadavg()
+    timing = {"verify_s": round(time.time() - t0, 1), "verify_load_before": load0,
+              "verify_load_after": os.getloadavg()}
+    if retuned:
+        into["_timing"] = timing
+    else:
+        res.update(timing)
     path.write_text(json.dumps(res, indent=2, default=str))
 
 
@@ -535,31 +542,43 @@ def _verified_cell(rec: dict | None) -> tuple[str, str, str]:
     return text, e.get("verdict", "-"), f"{e.get('verified_won', '-')}/{e.get('verified_n', '-')}"
 
 
+def _verifications(r: dict) -> list[tuple[str, dict, dict]]:
+    """(verify tuning, the AdamW record, {other baseline: record}) of a result: the campaign's own
+    protocol first, then each preset it was re-tuned with (``--verify-tuning``)."""
+    out = [(r.get("tuning", "thorough"), r["verify"], r.get("verify_vs", {}))] if r.get("verify") else []
+    for name, recs in sorted((r.get("verify_retuned") or {}).items()):
+        if recs.get("adamw"):
+            out.append((name, recs["adamw"], {b: x for b, x in recs.items() if b not in ("adamw", "_timing")}))
+    return out
+
+
 def bank_table(out: Path) -> str:
     """Markdown: per arm and search seed, the winner's search / validation / verified scores, verified
-    against tuned AdamW and against each other baseline it was verified against (e.g. tuned Muon)."""
+    against tuned AdamW and against each other baseline it was verified against (e.g. tuned Muon); one
+    row per verification protocol (the campaign's tuning, then each ``--verify-tuning`` preset)."""
     rows = [json.loads(f.read_text()) for f in sorted(out.glob("bank_*s*.json"))]
-    rows = [r for r in rows if r.get("verify")]   # a finished search not yet verified has no row
+    rows = [r for r in rows if _verifications(r)]   # a finished search not yet verified has no row
     if not rows:
         return "(no verified --bank results yet)"
-    others = sorted({b for r in rows for b in r.get("verify_vs", {})})
-    head = ["arm", "seed", "wall cap s", "tuning", "units", "gens", "LLM calls", "winner", "search", "validation",
-            "vs tuned AdamW (95% CI)", "verdict", "won"]
+    others = sorted({b for r in rows for _, _, vs in _verifications(r) for b in vs})
+    head = ["arm", "seed", "wall cap s", "tuning", "verify tuning", "units", "gens", "LLM calls", "winner", "search",
+            "validation", "vs tuned AdamW (95% CI)", "verdict", "won"]
     for b in others:
         head += [f"vs tuned {b} (95% CI)", "verdict", "won"]
     head += ["meta-overfitting", "load", "started"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     fmt = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
     for r in rows:
-        e = next(x for x in r["verify"]["entries"] if x["kind"] == "candidate")
-        cells = [r["arm"], str(r["search_seed"]), f"{r['wall_cap_s']:g}", r.get("tuning", "thorough"),
-                 f"{r['budget_units']:g}", str(r["generations"]), str(r["llm_calls"]), f"#{e['id']}",
-                 fmt(e.get("search")), fmt(e.get("validation")), *_verified_cell(r["verify"])]
-        for b in others:
-            cells += _verified_cell(r.get("verify_vs", {}).get(b))
-        cells += [str(len(r["meta_overfitting"])), f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}",
-                  r["started"]]
-        lines.append("| " + " | ".join(cells) + " |")
+        for vt, main, vs in _verifications(r):
+            e = next(x for x in main["entries"] if x["kind"] == "candidate")
+            cells = [r["arm"], str(r["search_seed"]), f"{r['wall_cap_s']:g}", r.get("tuning", "thorough"), vt,
+                     f"{r['budget_units']:g}", str(r["generations"]), str(r["llm_calls"]), f"#{e['id']}",
+                     fmt(e.get("search")), fmt(e.get("validation")), *_verified_cell(main)]
+            for b in others:
+                cells += _verified_cell(vs.get(b))
+            cells += [str(len(r["meta_overfitting"])), f"{r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}",
+                      r["started"]]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

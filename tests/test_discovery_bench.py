@@ -44,3 +44,11 @@ def test_bank_table_shows_both_baselines(tmp_path):
     assert "-0.010 [-0.200, +0.200] (iqm) | indistinguishable" in row
     assert "-0.090 [-0.300, -0.010] (iqm) | worse" in row
     assert rest == []     # a seed whose search finished but that is not verified yet has no row
+    rec["verify_retuned"] = {"fine": {"adamw": _verify(-0.05, [-0.3, 0.1], "indistinguishable", "adamw"),
+                                      "muon": _verify(0.02, [-0.1, 0.2], "indistinguishable", "muon"),
+                                      "_timing": {"verify_s": 10.0}}}
+    (tmp_path / "bank_s0.json").write_text(json.dumps(rec))
+    _, _, own, fine, *rest = discovery.bank_table(tmp_path).splitlines()
+    assert "| budget | budget |" in own and "-0.010 [-0.200, +0.200]" in own
+    assert "| budget | fine |" in fine and "-0.050 [-0.300, +0.100]" in fine and "+0.020 [-0.100, +0.200]" in fine
+    assert rest == []
