@@ -493,7 +493,8 @@ def bank_verify(args, arm: str, seed: int) -> None:
     t0, load0 = time.time(), os.getloadavg()
     for base in [None] + [b for b in (args.vs or "").split(",") if b]:
         rec = verify_run(run, top=1, tasks=tasks, executor=args.executor, with_seeds=False,
-                         fidelity=args.verify_fidelity, cache_dir=out / "bank_cache_verify", seeds=seeds,
+                         fidelity=args.verify_fidelity, cache_dir=args.verify_cache or out / "bank_cache_verify",
+                         seeds=seeds,
                          noise_replicates=args.noise_replicates, baseline=base,
                          validation=not args.verify_no_validation, tuning=args.verify_tuning if retuned else None)
         print("\n".join(verify_table(rec)), flush=True)
@@ -630,6 +631,8 @@ def main() -> int:
                     "too costly here); recorded in the result")
     ap.add_argument("--verify-tuning", default=None, choices=sorted(TUNING_PRESETS),
                     help="--bank: tune every rule in verify with this preset (default the campaign's, --tuning)")
+    ap.add_argument("--verify-cache", type=Path, default=None, help="--bank: verify's result cache (default "
+                    "<out>/bank_cache_verify; rounds on the same banks can share one: baselines and floors once)")
     ap.add_argument("--verify-no-validation", action="store_true", help="--bank: verify on the test bank only")
     args = ap.parse_args()
     out = Path(args.out)
