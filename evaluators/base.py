@@ -91,6 +91,12 @@ class EvalResult(BaseModel):
         """Tasks whose score exceeds ``margin`` (e.g. a noise level)."""
         return sum(1 for t in self.tasks.values() if t.status == Status.ok and t.score > margin)
 
+    def net_wins_by(self, margin: float) -> int:
+        """Tasks won by more than ``margin`` minus tasks lost by more than it (a failed task is lost):
+        a candidate that wins one task and loses another has shown nothing over the baseline."""
+        lost = sum(1 for t in self.tasks.values() if t.status != Status.ok or t.score < -margin)
+        return self.tasks_won_by(margin) - lost
+
 
 #: ``on_result(index, result)``: called once per candidate as soon as its result is final.
 OnResult = Callable[[int, "EvalResult"], None] | None

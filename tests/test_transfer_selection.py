@@ -10,7 +10,7 @@ import pytest
 from evaluators.base import EvalResult, Status, TaskResult
 from search.cli.results import show_text
 from search.core import CampaignError, RunView, parse_campaign, run_campaign
-from search.core.ranking import noise_order
+from search.core.ranking import final_order, noise_order
 from search.rules.tasksets import search_tasks, transfer_tasks, validation_tasks
 from search.rules.verify import holds, verify_json, verify_run
 
@@ -72,6 +72,23 @@ def test_noise_order_prefers_tasks_won_then_smaller_programs():
     plain = noise_order(items, lambda x: x[1], lambda x: x[2], lambda x: x[3], noise=0.0)
     assert [x[0] for x in plain] == ["big_one_task", "broad", "small_broad", "far_behind"]
     assert _r(0.1, 2).tasks_won == 2
+
+
+def test_final_order_breaks_ties_by_net_wins_not_wins_alone():
+    """Within the noise band a rule that wins one task and loses another (net 0) ranks after one that
+    wins a task and loses none (net 1), however short it is; a failed task counts as lost."""
+    def res(*scores):
+        tasks = {f"t{i}": TaskResult(task=f"t{i}", metric=1.0, score=x, status=Status.ok) for i, x in enumerate(scores)}
+        return EvalResult(key="k", fidelity="small", score=0.0, status=Status.ok, tasks=tasks)
+    rows = {"short_mixed": (res(0.11, 0.0, -0.05, 0.0), 18), "clean": (res(0.5, 0.0, -0.01, 0.0), 21),
+            "baseline_like": (res(0.0, 0.0, 0.0, 0.0), 40)}
+    order = final_order(list(rows), level=lambda k: 0, score=lambda k: 0.0, search_result=lambda k: None,
+                        validation=lambda k: rows[k][0], size=lambda k: rows[k][1], noise=0.02)
+    assert order == ["clean", "short_mixed", "baseline_like"]
+    assert rows["short_mixed"][0].tasks_won_by(0.02) == 1 and rows["short_mixed"][0].net_wins_by(0.02) == 0
+    failed = res(0.3)
+    failed.tasks["t1"] = TaskResult(task="t1", metric=float("nan"), score=0.0, status=Status.diverged)
+    assert failed.net_wins_by(0.02) == 0
 
 
 # -- verify -----------------------------------------------------------------------------

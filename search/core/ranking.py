@@ -7,9 +7,11 @@ campaign model and the run store use these without the engine.
 
 Final ranking (:func:`final_order`): validated candidates first, by validation score; the rest
 by the highest search fidelity reached, then the score there. Scores closer than
-``[validation] noise`` count as equal (:func:`noise_order`): then the one that beats the
-baseline on more tasks (by more than ``noise`` each) ranks higher, then the smaller program
-(Occam), then the higher score.
+``[validation] noise`` count as equal (:func:`noise_order`): then the one with more net wins
+against the baseline (tasks won by more than ``noise`` minus tasks lost by more than it) ranks
+higher, then the smaller program (Occam), then the higher score. Net wins, not wins alone: on a
+task bank whose interquartile mean ties most candidates, counting wins only let a seed that won
+one task and lost another by 0.05 outrank one that won a task and lost none, on program size.
 """
 from __future__ import annotations
 
@@ -75,8 +77,8 @@ class VerifyConfig(BaseModel):
 def noise_order(items: Sequence[T], score: Callable[[T], float], won: Callable[[T], int],
                 size: Callable[[T], float], noise: float) -> list[T]:
     """``items`` best first: repeatedly take, among those within ``noise`` of the best score left,
-    the one with most tasks won, then the smallest size, then the highest score (then the input
-    order). With ``noise = 0`` this is plain best-score-first with those tie-breaks."""
+    the one with the highest ``won`` (final_order: net wins), then the smallest size, then the
+    highest score (then the input order). With ``noise = 0`` this is plain best-score-first."""
     # (score, won, size, item), each computed once; stable sort: equal scores keep the input order
     rest = sorted(((score(x), won(x), size(x), x) for x in items), key=lambda t: -t[0])
     out: list[T] = []
@@ -114,13 +116,13 @@ def final_order(items: Sequence[T], *, level: Callable[[T], int], score: Callabl
                 size: Callable[[T], float], noise: float) -> list[T]:
     """The final ranking (module docstring) of engine individuals or RunView rows alike."""
     validated = [x for x in items if validation(x) is not None]
-    out = noise_order(validated, lambda x: ok_score(validation(x)), lambda x: validation(x).tasks_won_by(noise),
+    out = noise_order(validated, lambda x: ok_score(validation(x)), lambda x: validation(x).net_wins_by(noise),
                       size, noise)
     rest = [x for x in items if validation(x) is None]
     for lvl in sorted({level(x) for x in rest}, reverse=True):
         group = [x for x in rest if level(x) == lvl]
         out += noise_order(group, score,
-                           lambda x: (r.tasks_won_by(noise) if (r := search_result(x)) is not None else 0),
+                           lambda x: (r.net_wins_by(noise) if (r := search_result(x)) is not None else 0),
                            size, noise)
     return out
 
