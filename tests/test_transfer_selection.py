@@ -67,7 +67,7 @@ def test_noise_order_prefers_tasks_won_then_smaller_programs():
     items = [("big_one_task", 0.300, 1, 40), ("broad", 0.290, 3, 40), ("small_broad", 0.285, 3, 20),
              ("far_behind", 0.200, 3, 5)]
     order = noise_order(items, lambda x: x[1], lambda x: x[2], lambda x: x[3], noise=0.02)
-    # within 0.02 of the top: most tasks won first, and between equals in that the smaller program
+    # within 0.02 of the top: the highest "won" key first (final_order passes net wins), then the smaller program
     assert [x[0] for x in order] == ["small_broad", "broad", "big_one_task", "far_behind"]
     plain = noise_order(items, lambda x: x[1], lambda x: x[2], lambda x: x[3], noise=0.0)
     assert [x[0] for x in plain] == ["big_one_task", "broad", "small_broad", "far_behind"]

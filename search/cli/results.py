@@ -126,7 +126,7 @@ def _show(view: RunView, top: int) -> str:
     out.append("")
     what = kind.score_label
     out.append(f"top {min(top, len(ranked))} (validated first, by validation score; then by highest fidelity "
-               f"reached, then {what}; within noise, more tasks won, then the smaller program; "
+               f"reached, then {what}; within noise, more net wins (won minus lost), then the smaller program; "
                f"[95% bootstrap interval over tasks and seeds]):")
     for rec, x in zip(records, ranked):
         per = ", ".join(f"{t} {_score_cell(d['score'], d['ci'], d['failure'])}" + (f" lr {d['lr']:.2g}" if d["lr"]
