@@ -83,7 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import dsl  # noqa: E402
-from evaluators import TUNING_PRESETS, Candidate, RuleEvalConfig, RuleEvaluator  # noqa: E402
+from evaluators import TUNING_PRESETS, Candidate, RuleEvalConfig, RuleEvaluator, with_tuning_preset  # noqa: E402
 from search.core import Engine, RunStore, parse_campaign, run_campaign  # noqa: E402
 from search.report import PlainProgress  # noqa: E402
 from search.rules import verify_run, verify_table  # noqa: E402
@@ -431,11 +431,9 @@ def bank_campaign_dict(arm: str, search_seed: int, wall: float, tag: str = "", l
     d["name"] = f"bench_bank_{transfer_stem(arm, search_seed, tag)}"
     d["evaluator"]["cache_dir"] = str((out or ROOT / "runs" / "bench_discovery") / f"bank_cache_{arm}")
     if tuning is not None:
-        for k in ("lr_grid", "wd_grid", "halving"):
-            d["evaluator"].pop(k, None)
-        d["evaluator"].update(copy.deepcopy(TUNING_PRESETS[tuning]))
+        d["evaluator"] = with_tuning_preset(d["evaluator"], tuning)
     if wall < 600:   # a smoke run: the cheaper default tuning and a finalize stage that fits next to it
-        d["evaluator"].update(copy.deepcopy(TUNING_PRESETS["budget"]))
+        d["evaluator"] = with_tuning_preset(d["evaluator"], "budget")
         d["validation"].update(top=2, fidelity="tiny")
         d["simplify"].update(top=1, max_evaluations=4)
     return d

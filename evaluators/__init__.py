@@ -19,7 +19,15 @@ from .executors import Executor, InProcessExecutor, Outcome, ProcessPoolExecutor
 from .llm import LLM, ChatRequest, ChatResponse, LLMSetupError, Message
 from .noise import NOISY_ABOVE, NoiseError, NoiseFloor, default_cache_path, noise_floors
 from .prompts import PromptEvaluator
-from .rules import TUNING_PRESETS, LrGrid, RuleEvalConfig, RuleEvaluator, SuccessiveHalving, WdGrid
+from .rules import (
+    TUNING_PRESETS,
+    LrGrid,
+    RuleEvalConfig,
+    RuleEvaluator,
+    SuccessiveHalving,
+    WdGrid,
+    with_tuning_preset,
+)
 from .scoring import floored_log_ratios, log_ratio, mean_score, tasks_won
 from .stats import (
     VERDICTS,
@@ -34,7 +42,7 @@ from .stats import (
 
 __all__ = ["WORST_SCORE", "Candidate", "EvalResult", "Evaluator", "Status", "TaskResult", "RuleEvaluator",
            "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "log_ratio", "mean_score",
-           "floored_log_ratios",
+           "with_tuning_preset", "floored_log_ratios",
            "tasks_won", "EvalCache", "PromptEvaluator", "Executor", "Outcome", "InProcessExecutor",
            "ProcessPoolExecutor", "RayExecutor", "make_executor", "LLM", "ChatRequest", "ChatResponse",
            "LLMSetupError", "Message", "accepts_on_result", "VERDICTS", "Estimate", "TaskEstimate", "StatsError",

@@ -6,6 +6,7 @@ cache_dir) do not.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -145,8 +146,8 @@ class SuccessiveHalving(BaseModel):
 #: "budget" 0.84 at 0.75x (5 lrs x 3 wds, SH keeping 3 of 15 points at 30%, same top rule);
 #: "thorough" 0.93 at 2.0x (9 lrs x 5 wds, SH keeping 5 of 45 at 30%, same top 5). "fine" is "budget"
 #: with half-decade lr steps (9 lrs x 3 wds, SH keeping 3 of 27 at 30%: 27 short runs where "budget"
-#: has 15, the same 3 long ones): where a
-#: search tuned on decades, verification on it shows whether a win came from where the points fell.
+#: has 15, the same 3 long ones): where a search tuned on decades, verification on it shows whether
+#: a win came from where the points fell.
 TUNING_PRESETS: dict[str, dict] = {
     "budget": {"lr_grid": {"points": 5}, "wd_grid": {"values": [0.0, 1e-2, 1e-1]},
                "halving": {"rungs": [(0.3, 3)]}},
@@ -154,6 +155,16 @@ TUNING_PRESETS: dict[str, dict] = {
              "halving": {"rungs": [(0.3, 3)]}},
     "thorough": {"wd_grid": {"values": [0.0, 1e-3, 1e-2, 1e-1, 1.0]}, "halving": {"rungs": [(0.3, 5)]}},
 }
+
+
+def with_tuning_preset(d: dict, name: str) -> dict:
+    """``d`` (RuleEvalConfig fields) tuned by preset ``name``: its lr grid, wd grid and halving replaced
+    by the preset's (one the preset leaves out takes its default). ValueError for an unknown name."""
+    if name not in TUNING_PRESETS:
+        raise ValueError(f"tuning {name!r}: not a tuning preset; choose one of {sorted(TUNING_PRESETS)}")
+    out = {k: v for k, v in d.items() if k not in ("lr_grid", "wd_grid", "halving")}
+    out.update(copy.deepcopy(TUNING_PRESETS[name]))   # the preset's dicts are shared: never hand them out
+    return out
 
 
 class RuleEvalConfig(BaseModel):
@@ -265,5 +276,5 @@ def rule_key(source_or_program: str | dsl.Program) -> str:
         return "src:" + hashlib.sha256(prog.source().encode()).hexdigest()[:32]
 
 
-__all__ = ["LrGrid", "WdGrid", "wd_axis", "SuccessiveHalving", "TUNING_PRESETS", "RuleEvalConfig",
-           "baseline_source", "library_source", "rule_key"]
+__all__ = ["LrGrid", "WdGrid", "wd_axis", "SuccessiveHalving", "TUNING_PRESETS", "with_tuning_preset",
+           "RuleEvalConfig", "baseline_source", "library_source", "rule_key"]

@@ -65,6 +65,7 @@ from .rule_config import (
     baseline_source,
     library_source,
     rule_key,
+    with_tuning_preset,
 )
 from .scoring import METRIC_FLOOR, failed_task_result, log_ratio, mean_score, task_result, task_score, tasks_won
 from .sweeps import SweepJob, SweepSummary, run_sweep_job, summarize
@@ -363,4 +364,5 @@ def _grid_text(lrs: Sequence[float]) -> str:
 __all__ = ["RuleEvaluator", "RuleEvalConfig", "LrGrid", "WdGrid", "SuccessiveHalving", "TUNING_PRESETS", "SweepJob",
            "SweepSummary",
            "run_sweep_job", "summarize", "task_score", "log_ratio", "mean_score", "tasks_won", "task_result",
-           "failed_task_result", "METRIC_FLOOR", "rule_key", "library_source", "baseline_source"]
+           "failed_task_result", "METRIC_FLOOR", "rule_key", "library_source", "baseline_source",
+           "with_tuning_preset"]

@@ -88,8 +88,9 @@ def task_result(cand: SweepSummary, base: SweepSummary, clip: float, raw: bool =
         extra.update(copy_steps=cand.copy_steps, baseline_copy_steps=base.copy_steps)
     if raw:
         extra["log_ratio"] = log_ratio(cand, base)
-    if solved_level(cand, base) > 0:
-        extra["metric_floor"] = solved_level(cand, base)
+    solved = solved_level(cand, base)
+    if solved > 0:
+        extra["metric_floor"] = solved
     return TaskResult(task=cand.task, metric=float(np.mean(cand.best_metrics())),
                       metric_name=cand.metric_name, higher_is_better=cand.higher_is_better,
                       baseline=float(np.mean(base.best_metrics())), score=task_score(cand, base, clip),

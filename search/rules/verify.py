@@ -20,7 +20,6 @@ from AdamW (docs/statistics.md). Runs verified before intervals existed still di
 """
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from evaluators import (
     describe,
     estimate_results,
     noise_floors,
+    with_tuning_preset,
 )
 from evaluators.base import WORST_SCORE, EvalResult, Status
 from search.core import Campaign, RunStore, RunView, db_path, fmt_score, fmt_won
@@ -163,9 +163,7 @@ def verify_run(run: str | Path, *, top: int | None = None, tasks: list[str] | No
         if baseline is not None:
             d["baseline"] = baseline
         if tuning is not None:
-            for key in ("lr_grid", "wd_grid", "halving"):
-                d.pop(key, None)
-            d.update(copy.deepcopy(TUNING_PRESETS[tuning]))
+            d = with_tuning_preset(d, tuning)
         d.update(tasks=all_tasks, seeds=seeds, split="test",
                  cache_dir=str(cache_dir or Path(view.run_dir) / "eval_cache_verify"))
         if executor:
